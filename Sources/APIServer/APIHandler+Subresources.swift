@@ -1,0 +1,187 @@
+import KubeAPI
+import ObjectStore
+
+extension APIHandler {
+    static let successStatus: JSON = ["kind": "Status", "apiVersion": "v1", "metadata": .emptyObject, "status": "Success", "code": 201]
+
+    func subresourceRequest(_ req: APIRequest, _ t: RequestTarget, _ sub: Subresource) async throws -> APIResponse {
+        switch (sub, req.method) {
+        case (.status, "GET"):
+            return try await get(req, t)
+        case (.status, "PUT"):
+            return try await update(req, t, subresource: .status)
+        case (.status, "PATCH"):
+            return try await patch(req, t, subresource: .status)
+        case (.scale, "GET"):
+            guard let o = await store.get(key(t)) else { throw notFound(t) }
+            return .json(200, try scaleObject(try o.decode(), t.type))
+        case (.scale, "PUT"), (.scale, "PATCH"):
+            return try await updateScale(req, t)
+        case (.binding, "POST"):
+            return try await bind(req, t)
+        case (.eviction, "POST"):
+            return try await evict(req, t)
+        case (.finalize, "PUT"):
+            return try await finalizeNamespace(req, t)
+        case (.log, "GET"), (.exec, _), (.attach, _), (.portforward, _), (.proxy, _):
+            guard let o = await store.get(key(t)) else { throw notFound(t) }
+            let pod = try o.decode()
+            guard let node = pod["spec"]["nodeName"].stringValue, !node.isEmpty else {
+                throw StatusError.badRequest("pod \(t.name ?? "") does not have a host assigned")
+            }
+            throw StatusError(.serviceUnavailable, "no stream connection to node \"\(node)\" is available for \(sub.rawValue)")
+        default:
+            throw StatusError(.methodNotAllowed, "the server does not allow this method on the requested resource")
+        }
+    }
+
+    func scaleObject(_ o: JSON, _ type: ResourceType) throws -> JSON {
+        guard let paths = type.scale else { throw StatusError(.notFound, "the server could not find the requested resource") }
+        var selector = ""
+        if let lp = paths.labelSelector {
+            if type.isCustom { selector = o[path: lp].stringValue ?? "" }
+            else { selector = (try? LabelSelector.from(object: o["spec"]["selector"]))?.description ?? "" }
+        }
+        let md = o["metadata"]
+        var meta: JSON = ["name": md["name"], "uid": md["uid"], "resourceVersion": md["resourceVersion"], "creationTimestamp": md["creationTimestamp"]]
+        if type.namespaced { meta["namespace"] = md["namespace"] }
+        return ["kind": "Scale", "apiVersion": "autoscaling/v1", "metadata": meta,
+                "spec": ["replicas": .int(o[path: paths.specReplicas].intValue ?? 0)],
+                "status": ["replicas": .int(o[path: paths.statusReplicas].intValue ?? 0), "selector": .string(selector)]]
+    }
+
+    func updateScale(_ req: APIRequest, _ t: RequestTarget) async throws -> APIResponse {
+        let type = t.type
+        guard let paths = type.scale else { throw StatusError(.notFound, "the server could not find the requested resource") }
+        let body = try BodyDecoding.decode(req.body, contentType: req.method == "PATCH" ? "application/json" : req.header("content-type"))
+        let patchType = req.method == "PATCH" ? PatchType(contentType: req.header("content-type") ?? "") : nil
+        if req.method == "PATCH" && patchType == nil {
+            throw StatusError(.unsupportedMediaType, "the body of the request was in an unknown format")
+        }
+        let name = t.name ?? ""
+        let result = try await store.write(key(t)) { [self] cur in
+            guard let cur else { throw StatusError.notFound(type.resource, group: type.group, name: name) }
+            let current = try cur.decode()
+            let scale = try scaleObject(current, type)
+            var newScale: JSON
+            if let pt = patchType {
+                newScale = pt == .json ? try Patch.jsonPatch(scale, body) : Patch.mergePatch(scale, body)
+            } else {
+                newScale = body
+                if let rv = body["metadata"]["resourceVersion"].stringValue, !rv.isEmpty, rv != current["metadata"]["resourceVersion"].stringValue {
+                    throw StatusError.conflict(type.resource, group: type.group, name: name)
+                }
+            }
+            guard let replicas = newScale["spec"]["replicas"].intValue, replicas >= 0 else {
+                throw StatusError.invalid(kind: "Scale", group: "autoscaling", name: name, causes: [
+                    .init(reason: "FieldValueInvalid", message: "Invalid value: must be greater than or equal to 0", field: "spec.replicas")])
+            }
+            var updated = current
+            updated[path: paths.specReplicas] = .int(replicas)
+            if updated == current { return .unchanged }
+            if type.tracksGeneration || type.isCustom {
+                updated["metadata"]["generation"] = .int((current["metadata"]["generation"].intValue ?? 0) + 1)
+            }
+            return .put(updated)
+        }
+        guard let stored = result.object else { throw notFound(t) }
+        return .json(200, try scaleObject(try stored.decode(), type))
+    }
+
+    func bind(_ req: APIRequest, _ t: RequestTarget) async throws -> APIResponse {
+        let binding = try decodeBody(req)
+        guard let node = binding["target"]["name"].stringValue, !node.isEmpty else {
+            throw StatusError.invalid(kind: "Binding", name: t.name ?? "", causes: [Admission.required("target.name")])
+        }
+        let uid = binding["metadata"]["uid"].stringValue
+        let name = t.name ?? ""
+        let type = t.type
+        _ = try await store.write(key(t)) { cur in
+            guard let cur else { throw StatusError.notFound(type.resource, name: name) }
+            var pod = try cur.decode()
+            if let uid, !uid.isEmpty, uid != pod["metadata"]["uid"].stringValue {
+                throw StatusError.conflict("pods", name: name, "Precondition failed: UID in precondition: \(uid), UID in object meta: \(pod["metadata"]["uid"].stringValue ?? "")")
+            }
+            if let existing = pod["spec"]["nodeName"].stringValue, !existing.isEmpty {
+                throw StatusError.conflict("pods", name: name, "pod \(name) is already assigned to node \"\(existing)\"")
+            }
+            if !pod["metadata"]["deletionTimestamp"].isNull {
+                throw StatusError.conflict("pods", name: name, "pod \(name) is being deleted, cannot be assigned to a host")
+            }
+            pod["spec"]["nodeName"] = .string(node)
+            var conds = pod["status"]["conditions"].arrayValue ?? []
+            conds.removeAll { $0["type"].stringValue == "PodScheduled" }
+            conds.append(["type": "PodScheduled", "status": "True", "lastProbeTime": .null, "lastTransitionTime": .string(KubeTime.now().rfc3339)])
+            pod["status"]["conditions"] = .array(conds)
+            return .put(pod)
+        }
+        return .json(201, Self.successStatus)
+    }
+
+    func evict(_ req: APIRequest, _ t: RequestTarget) async throws -> APIResponse {
+        let eviction = try decodeBody(req)
+        var opts = DeleteOptions()
+        let d = eviction["deleteOptions"]
+        opts.gracePeriod = d["gracePeriodSeconds"].intValue
+        opts.preconditionUID = d["preconditions"]["uid"].stringValue
+        opts.preconditionRV = d["preconditions"]["resourceVersion"].stringValue
+        let type = t.type
+        let name = t.name ?? ""
+        let options = opts
+        _ = try await store.write(key(t)) { cur in
+            guard let cur else { throw StatusError.notFound(type.resource, name: name) }
+            return try Self.deleteMutation(try cur.decode(), type: type, options: options)
+        }
+        return .json(201, Self.successStatus)
+    }
+
+    func finalizeNamespace(_ req: APIRequest, _ t: RequestTarget) async throws -> APIResponse {
+        let body = try decodeBody(req)
+        let name = t.name ?? ""
+        let result = try await store.write(key(t)) { cur in
+            guard let cur else { throw StatusError.notFound("namespaces", name: name) }
+            var ns = try cur.decode()
+            ns["spec"]["finalizers"] = body["spec"]["finalizers"].isNull ? .array([]) : body["spec"]["finalizers"]
+            if !ns["metadata"]["deletionTimestamp"].isNull, (ns["spec"]["finalizers"].arrayValue ?? []).isEmpty,
+                (ns["metadata"]["finalizers"].arrayValue ?? []).isEmpty
+            {
+                return .delete
+            }
+            return .put(ns)
+        }
+        guard let stored = result.object else { throw notFound(t) }
+        return try objectResponse(200, stored, req, t.type)
+    }
+
+    /// Deleting a CRD removes every custom object of it, then its endpoints, then the CRD.
+    func deleteCRD(name: String, req: APIRequest) async throws -> APIResponse {
+        let crdType = CRDSchema.crdType
+        let k = crdType.storageKey(namespace: nil, name: name)
+        guard let cur = await store.get(k) else { throw StatusError.notFound(crdType.resource, group: crdType.group, name: name) }
+        let crd = try cur.decode()
+        if req.query["dryRun"] == "All" { return try objectResponse(200, cur, req, crdType) }
+        let group = crd["spec"]["group"].stringValue ?? ""
+        let plural = crd["spec"]["names"]["plural"].stringValue ?? ""
+        let prefix = "/\(group)/\(plural)/"
+        // Mark it terminating so that watchers see the transition.
+        _ = try await store.write(k) { c in
+            guard let c else { return .unchanged }
+            var v = try c.decode()
+            v["metadata"]["deletionTimestamp"] = .string(KubeTime.now().rfc3339)
+            var conds = v["status"]["conditions"].arrayValue ?? []
+            conds.append(["type": "Terminating", "status": "True", "reason": "InstanceDeletionInProgress",
+                          "message": "CustomResource deletion is in progress", "lastTransitionTime": .string(KubeTime.now().rfc3339)])
+            v["status"]["conditions"] = .array(conds)
+            return .put(v)
+        }
+        let page = try await store.list(prefix: prefix, startAfter: nil, limit: nil, revision: nil, filter: nil)
+        for item in page.items {
+            _ = try await store.write(item.key) { c in c == nil ? .unchanged : .delete }
+        }
+        registry.unregister(crdName: name)
+        let result = try await store.write(k) { c in c == nil ? .unchanged : .delete }
+        logger.info("custom resource definition removed", metadata: ["crd": "\(name)", "objects": "\(page.items.count)"])
+        guard let stored = result.object else { throw StatusError.notFound(crdType.resource, group: crdType.group, name: name) }
+        return try objectResponse(200, stored, req, crdType)
+    }
+}

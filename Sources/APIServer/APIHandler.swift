@@ -1,0 +1,317 @@
+import Foundation
+import KubeAPI
+import Logging
+import Metrics
+import ObjectStore
+
+/// Options of the HTTP API that tests and operators may change.
+public struct APIHandlerOptions: Sendable {
+    /// Bearer tokens accepted (the admin token is one of them).
+    public var tokens: Set<String>
+    /// Request bodies above this size get 413.
+    public var maxBodyBytes: Int
+    /// How often a watch with `allowWatchBookmarks` gets a BOOKMARK.
+    public var bookmarkInterval: Duration
+    /// Upper bound of a watch's lifetime.
+    public var maxWatchSeconds: Int
+    /// The address clients should use (discovery's serverAddressByClientCIDRs).
+    public var advertiseAddress: String
+
+    public init(tokens: Set<String>, maxBodyBytes: Int = 3 * 1024 * 1024, bookmarkInterval: Duration = .seconds(60),
+                maxWatchSeconds: Int = 1800, advertiseAddress: String = "127.0.0.1:6443")
+    {
+        self.tokens = tokens; self.maxBodyBytes = maxBodyBytes; self.bookmarkInterval = bookmarkInterval
+        self.maxWatchSeconds = maxWatchSeconds; self.advertiseAddress = advertiseAddress
+    }
+}
+
+/// The Kubernetes REST semantics over an ``ObjectStorage``: routing, discovery, CRUD, patch,
+/// watch, subresources and CRDs. Transport-independent; `APIServerService` puts it on HTTP.
+public final class APIHandler: Sendable {
+    let store: any ObjectStorage
+    let registry: ResourceRegistry
+    let options: APIHandlerOptions
+    let logger: Logger
+    let requestCounter = Counter(label: "swiftedge_apiserver_requests_total")
+    let watchGauge = Meter(label: "swiftedge_apiserver_watches")
+
+    public init(store: any ObjectStorage, registry: ResourceRegistry, options: APIHandlerOptions, logger: Logger) {
+        self.store = store; self.registry = registry; self.options = options; self.logger = logger
+    }
+
+    /// The per-object index used by the store: labels and selectable fields.
+    public static let indexer: SQLiteObjectStore.Indexer = { key, obj in
+        var labels: [String: String] = [:]
+        for (k, v) in obj["metadata"]["labels"].objectValue ?? [:] { labels[k] = v.stringValue ?? "" }
+        let owners = (obj["metadata"]["ownerReferences"].arrayValue ?? []).compactMap { $0["uid"].stringValue }
+        return IndexedAttributes(labels: labels, fields: FieldIndex.fields(key: key, object: obj), ownerUIDs: owners)
+    }
+
+    // MARK: Entry point
+
+    public func handle(_ req: APIRequest) async -> APIResponse {
+        requestCounter.increment()
+        do {
+            return try await route(req)
+        } catch let e as StatusError {
+            return .error(e)
+        } catch let e as StorageError {
+            switch e.code {
+            case .compacted: return .error(StatusError(.expired, e.message))
+            default: return .error(StatusError(.internalError, e.message))
+            }
+        } catch {
+            logger.error("request failed", metadata: ["path": "\(req.path)", "error": "\(error)"])
+            return .error(StatusError(.internalError, "\(error)"))
+        }
+    }
+
+    func authenticate(_ req: APIRequest) throws(StatusError) {
+        guard let auth = req.header("authorization"), auth.hasPrefix("Bearer ") || auth.hasPrefix("bearer ") else {
+            throw StatusError(.unauthorized, "Unauthorized")
+        }
+        let token = String(auth.dropFirst(7)).trimmingCharacters(in: .whitespaces)
+        guard options.tokens.contains(token) else { throw StatusError(.unauthorized, "Unauthorized") }
+    }
+
+    func route(_ req: APIRequest) async throws -> APIResponse {
+        let parts = req.path.split(separator: "/").map(String.init)
+        // Unauthenticated health endpoints (as kube-apiserver allows for system:anonymous).
+        if parts.count == 1, ["healthz", "livez", "readyz"].contains(parts[0]) {
+            return .raw(200, Array("ok".utf8), contentType: "text/plain; charset=utf-8")
+        }
+        try authenticate(req)
+        guard let head = parts.first else {
+            return .json(200, ["paths": .array(["/api", "/apis", "/healthz", "/livez", "/readyz", "/version", "/openapi/v2", "/openapi/v3"].map { .string($0) })])
+        }
+        switch head {
+        case "version" where parts.count == 1:
+            return .json(200, Discovery.version)
+        case "openapi":
+            return try OpenAPI.handle(parts: Array(parts.dropFirst()), query: req.query, registry: registry)
+        case "api":
+            if parts.count == 1 { return Discovery.apiVersions(req, registry: registry, advertise: options.advertiseAddress) }
+            return try await resourceRequest(req, group: "", version: parts[1], rest: Array(parts.dropFirst(2)))
+        case "apis":
+            if parts.count == 1 { return Discovery.apiGroups(req, registry: registry) }
+            if parts.count == 2 {
+                guard let g = registry.groups().first(where: { $0.name == parts[1] && !$0.name.isEmpty }) else {
+                    throw StatusError(.notFound, "the server could not find the requested resource")
+                }
+                return .json(200, Discovery.groupObject(g.name, g.versions).merging(kind: "APIGroup"))
+            }
+            return try await resourceRequest(req, group: parts[1], version: parts[2], rest: Array(parts.dropFirst(3)))
+        default:
+            throw StatusError(.notFound, "the server could not find the requested resource")
+        }
+    }
+
+    func resourceRequest(_ req: APIRequest, group: String, version: String, rest: [String]) async throws -> APIResponse {
+        guard registry.hasGroupVersion(group: group, version: version) else {
+            throw StatusError(.notFound, "the server could not find the requested resource")
+        }
+        if rest.isEmpty {
+            guard req.method == "GET" else { throw StatusError(.methodNotAllowed, "the server does not allow this method on the requested resource") }
+            return .json(200, Discovery.resourceList(group: group, version: version, registry: registry))
+        }
+        var target: RequestTarget
+        var r = rest[...]
+        var namespace: String?
+        if r.first == "namespaces", r.count >= 3,
+            !(r.count == 3 && (r[r.startIndex + 2] == "status" || r[r.startIndex + 2] == "finalize") && group.isEmpty)
+        {
+            namespace = r[r.startIndex + 1]
+            r = r.dropFirst(2)
+        }
+        let resourceName = r.first!
+        guard let type = registry.resolve(group: group, version: version, resource: resourceName) else {
+            throw StatusError(.notFound, "the server could not find the requested resource")
+        }
+        if namespace != nil && !type.namespaced {
+            throw StatusError(.notFound, "the server could not find the requested resource")
+        }
+        target = RequestTarget(type: type, namespace: namespace, name: nil, subresource: nil)
+        if r.count >= 2 { target.name = r[r.startIndex + 1] }
+        if r.count >= 3 {
+            guard let sub = Subresource(rawValue: r[r.startIndex + 2]), type.subresources.contains(sub) else {
+                throw StatusError(.notFound, "the server could not find the requested resource")
+            }
+            target.subresource = sub
+        }
+        if r.count > 3 && target.subresource != .proxy {
+            throw StatusError(.notFound, "the server could not find the requested resource")
+        }
+        if type.namespaced && target.namespace == nil && target.name != nil {
+            throw StatusError(.notFound, "the server could not find the requested resource")
+        }
+        if let n = target.name, n.isEmpty { throw StatusError.badRequest("resource name may not be empty") }
+
+        if let sub = target.subresource {
+            return try await subresourceRequest(req, target, sub)
+        }
+        switch (req.method, target.name) {
+        case ("GET", nil):
+            if req.bool("watch") { return try await watch(req, target) }
+            return try await list(req, target)
+        case ("GET", .some):
+            return try await get(req, target)
+        case ("POST", nil):
+            return try await create(req, target)
+        case ("PUT", .some):
+            return try await update(req, target)
+        case ("PATCH", .some):
+            return try await patch(req, target)
+        case ("DELETE", .some):
+            return try await delete(req, target)
+        case ("DELETE", nil):
+            return try await deleteCollection(req, target)
+        default:
+            throw StatusError(.methodNotAllowed, "the server does not allow this method on the requested resource")
+        }
+    }
+
+    // MARK: Helpers
+
+    func key(_ t: RequestTarget, name: String? = nil) -> String {
+        t.type.storageKey(namespace: t.namespace, name: name ?? t.name ?? "")
+    }
+
+    func notFound(_ t: RequestTarget, _ name: String? = nil) -> StatusError {
+        StatusError.notFound(t.type.resource, group: t.type.group, name: name ?? t.name ?? "")
+    }
+
+    /// Returns the stored object as this endpoint's version (CRDs may serve several).
+    func present(_ obj: StoredObject, _ type: ResourceType) throws -> JSON {
+        var v = try obj.decode()
+        if v["apiVersion"].stringValue != type.apiVersion { v["apiVersion"] = .string(type.apiVersion) }
+        if v["kind"].isNull { v["kind"] = .string(type.kind) }
+        if type.isCustom, let schema = registry.schema(for: type) { CRDSchema.applyDefaults(&v, schema: schema) }
+        return v
+    }
+
+    func objectResponse(_ code: Int, _ obj: StoredObject, _ req: APIRequest, _ type: ResourceType) throws -> APIResponse {
+        if req.wantsTable {
+            return .json(code, Tables.table(for: [try present(obj, type)], type: type, registry: registry,
+                                            revision: String(obj.revision), continueToken: nil, includeHeaders: true, req: req))
+        }
+        if type.isCustom || !Self.sameVersionStored(obj, type) {
+            return .json(code, try present(obj, type))
+        }
+        return .raw(code, obj.data, contentType: "application/json")
+    }
+
+    static func sameVersionStored(_ obj: StoredObject, _ type: ResourceType) -> Bool { !type.isCustom }
+
+    func parseSelectors(_ req: APIRequest, _ type: ResourceType) throws(StatusError) -> (LabelSelector, FieldSelector) {
+        let ls = try LabelSelector.parse(req.query["labelSelector"] ?? "")
+        let fs = try FieldSelector.parse(req.query["fieldSelector"] ?? "")
+        try FieldIndex.validate(fs, type: type)
+        return (ls, fs)
+    }
+
+    func namespaceMustExist(_ ns: String) async throws {
+        guard let o = await store.get(NamespaceKeys.key(ns)) else {
+            throw StatusError.notFound("namespaces", name: ns)
+        }
+        _ = o
+    }
+
+    // MARK: get / list
+
+    func get(_ req: APIRequest, _ t: RequestTarget) async throws -> APIResponse {
+        guard let obj = await store.get(key(t)) else { throw notFound(t) }
+        return try objectResponse(200, obj, req, t.type)
+    }
+
+    struct ContinueToken: Codable {
+        var rv: Int64
+        var start: String
+    }
+
+    func list(_ req: APIRequest, _ t: RequestTarget) async throws -> APIResponse {
+        let (ls, fs) = try parseSelectors(req, t.type)
+        if req.query["sendInitialEvents"] != nil {
+            throw StatusError(.invalid, "sendInitialEvents is forbidden for list", code: 422)
+        }
+        var limit = Int(req.query["limit"] ?? "") ?? 0
+        var startAfter: String?
+        var atRevision: Int64?
+        if let c = req.query["continue"], !c.isEmpty {
+            guard let data = Data(base64Encoded: c), let tok = try? JSONDecoder().decode(ContinueToken.self, from: data) else {
+                throw StatusError.badRequest("continue key is not valid: illegal base64 data")
+            }
+            startAfter = tok.start
+            atRevision = tok.rv
+        } else if let rv = req.query["resourceVersion"], !rv.isEmpty, rv != "0" {
+            guard let n = Int64(rv) else { throw StatusError.badRequest("invalid resource version \"\(rv)\"") }
+            if req.query["resourceVersionMatch"] == "Exact" { atRevision = n } else {
+                let cur = await store.currentRevision()
+                if n > cur {
+                    throw StatusError(.timeout, "Too large resource version: \(n), current resource version: \(cur)", code: 504)
+                }
+            }
+        } else if req.query["resourceVersion"] == "0" {
+            limit = 0
+        }
+        let prefix = t.type.storagePrefix(namespace: t.namespace)
+        var filter: (@Sendable (StoredObject) -> Bool)? = nil
+        if !(ls.isEverything && fs.isEverything) {
+            filter = { o in ls.matches(o.attributes.labels) && fs.matches(o.attributes.fields) }
+        }
+        let page: ListPage
+        do {
+            page = try await store.list(prefix: prefix, startAfter: startAfter, limit: limit > 0 ? limit : nil,
+                                        revision: atRevision, filter: filter)
+        } catch let e as StorageError {
+            if startAfter != nil {
+                throw StatusError(.expired, "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list.")
+            }
+            throw StatusError(.expired, e.message)
+        }
+        var continueToken: String?
+        if let after = page.continueAfter {
+            let tok = ContinueToken(rv: page.revision, start: after)
+            continueToken = try JSONEncoder().encode(tok).base64EncodedString()
+        }
+        if req.wantsTable {
+            let objs = try page.items.map { try present($0, t.type) }
+            var table = Tables.table(for: objs, type: t.type, registry: registry, revision: String(page.revision),
+                                     continueToken: continueToken, includeHeaders: true, req: req)
+            if page.remaining > 0 { table["metadata"]["remainingItemCount"] = .int(Int64(page.remaining)) }
+            return .json(200, table)
+        }
+        // Fast path: splice stored bytes into the list without re-encoding.
+        var out: [UInt8] = []
+        out.reserveCapacity(page.items.reduce(128) { $0 + $1.data.count + 1 })
+        var meta: JSON = ["resourceVersion": .string(String(page.revision))]
+        if let c = continueToken { meta["continue"] = .string(c) }
+        if page.remaining > 0 { meta["remainingItemCount"] = .int(Int64(page.remaining)) }
+        out.append(contentsOf: Array("{\"apiVersion\":".utf8))
+        JSON.writeString(t.type.apiVersion, to: &out)
+        out.append(contentsOf: Array(",\"kind\":".utf8))
+        JSON.writeString(t.type.listKind, to: &out)
+        out.append(contentsOf: Array(",\"metadata\":".utf8))
+        meta.write(to: &out)
+        out.append(contentsOf: Array(",\"items\":[".utf8))
+        for (i, item) in page.items.enumerated() {
+            if i > 0 { out.append(UInt8(ascii: ",")) }
+            if t.type.isCustom { try present(item, t.type).write(to: &out) } else { out.append(contentsOf: item.data) }
+        }
+        out.append(contentsOf: Array("]}".utf8))
+        return .raw(200, out, contentType: "application/json")
+    }
+}
+
+extension JSON {
+    func merging(kind: String) -> JSON {
+        var v = self
+        v["kind"] = .string(kind)
+        v["apiVersion"] = "v1"
+        return v
+    }
+}
+
+enum NamespaceKeys {
+    static let type = BuiltinResources.all.first { $0.resource == "namespaces" }!
+    static func key(_ ns: String) -> String { type.storageKey(namespace: nil, name: ns) }
+}

@@ -1,0 +1,86 @@
+import KubeAPI
+
+/// A transport-independent HTTP request as the API handlers see it.
+public struct APIRequest: Sendable {
+    public var method: String
+    public var path: String
+    public var query: [String: String]
+    public var headers: [String: String]
+    public var body: [UInt8]
+
+    public init(method: String, path: String, query: [String: String] = [:], headers: [String: String] = [:], body: [UInt8] = []) {
+        self.method = method; self.path = path; self.query = query; self.headers = headers; self.body = body
+    }
+
+    public func header(_ name: String) -> String? { headers[name.lowercased()] }
+
+    /// Splits `a=1&b=%2F` into decoded pairs (last value wins).
+    public static func parseQuery(_ q: Substring) -> [String: String] {
+        var out: [String: String] = [:]
+        for pair in q.split(separator: "&") {
+            let kv = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            let k = percentDecode(kv[0])
+            let v = kv.count > 1 ? percentDecode(kv[1]) : ""
+            out[k] = v
+        }
+        return out
+    }
+
+    static func percentDecode(_ s: Substring) -> String {
+        var bytes: [UInt8] = []
+        var it = Array(s.utf8)[...]
+        while let c = it.popFirst() {
+            if c == UInt8(ascii: "+") { bytes.append(0x20); continue }
+            if c == UInt8(ascii: "%"), it.count >= 2, let h = UInt8(String(decoding: it.prefix(2), as: UTF8.self), radix: 16) {
+                bytes.append(h)
+                it = it.dropFirst(2)
+                continue
+            }
+            bytes.append(c)
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    var wantsTable: Bool {
+        guard let a = header("accept") else { return false }
+        return a.contains("as=Table")
+    }
+
+    var wantsAggregatedDiscovery: Bool {
+        header("accept")?.contains("as=APIGroupDiscoveryList") ?? false
+    }
+
+    func bool(_ name: String) -> Bool {
+        guard let v = query[name] else { return false }
+        return v == "true" || v == "1" || v == "True"
+    }
+}
+
+/// A response from the API handlers.
+public enum APIResponse: Sendable {
+    case json(Int, JSON, headers: [String: String] = [:])
+    case raw(Int, [UInt8], contentType: String, headers: [String: String] = [:])
+    /// A chunked stream (watch): the producer writes chunks until it returns.
+    case stream(Int, contentType: String, producer: @Sendable (inout any ChunkWriter) async throws -> Void)
+
+    static func error(_ e: StatusError) -> APIResponse { .json(e.code, e.status) }
+
+    var statusCode: Int {
+        switch self {
+        case .json(let c, _, _), .raw(let c, _, _, _), .stream(let c, _, _): return c
+        }
+    }
+}
+
+/// Where a request points, resolved from its URL.
+struct RequestTarget {
+    var type: ResourceType
+    var namespace: String?
+    var name: String?
+    var subresource: Subresource?
+}
+
+/// Writes chunks of a streamed response; a write throws once the client is gone.
+public protocol ChunkWriter {
+    mutating func write(_ bytes: [UInt8]) async throws
+}

@@ -1,0 +1,123 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdCore
+import HummingbirdTLS
+import KubeAPI
+import Logging
+import NIOCore
+import NIOSSL
+import ObjectStore
+import PKI
+import ServiceLifecycle
+
+/// Puts an ``APIHandler`` on HTTP(S) with Hummingbird.
+public struct APIServerService: Service {
+    public struct Configuration: Sendable {
+        public var host: String
+        public var port: Int
+        /// PEM certificate and key; nil serves plain HTTP (only behind an explicit flag).
+        public var tls: CertificateAndKey?
+        public init(host: String = "127.0.0.1", port: Int = 6443, tls: CertificateAndKey?) {
+            self.host = host; self.port = port; self.tls = tls
+        }
+    }
+
+    let handler: APIHandler
+    let configuration: Configuration
+    let logger: Logger
+    let onRunning: @Sendable (Int) async -> Void
+
+    public init(handler: APIHandler, configuration: Configuration, logger: Logger, onRunning: @escaping @Sendable (Int) async -> Void = { _ in }) {
+        self.handler = handler; self.configuration = configuration; self.logger = logger; self.onRunning = onRunning
+    }
+
+    public func run() async throws {
+        let server: HTTPServerBuilder
+        if let tls = configuration.tls {
+            let chain = try NIOSSLCertificate.fromPEMBytes(Array(tls.certificatePEM.utf8)).map { NIOSSLCertificateSource.certificate($0) }
+            let key = try NIOSSLPrivateKey(bytes: Array(tls.privateKeyPEM.utf8), format: .pem)
+            var tlsConfig = TLSConfiguration.makeServerConfiguration(certificateChain: chain, privateKey: .privateKey(key))
+            tlsConfig.applicationProtocols = ["http/1.1"]
+            server = try .tls(.http1(), tlsConfiguration: tlsConfig)
+        } else {
+            server = .http1()
+        }
+        let onRunning = self.onRunning
+        let app = Application(
+            responder: KubeResponder(handler: handler),
+            server: server,
+            configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: nil),
+            onServerRunning: { channel in await onRunning(channel.localAddress?.port ?? 0) },
+            logger: logger)
+        try await app.runService()
+    }
+}
+
+struct KubeResponder: HTTPResponder {
+    typealias Context = BasicRequestContext
+    let handler: APIHandler
+
+    struct Writer: ChunkWriter {
+        var inner: any ResponseBodyWriter
+        mutating func write(_ bytes: [UInt8]) async throws {
+            try await inner.write(ByteBuffer(bytes: bytes))
+        }
+    }
+
+    func respond(to request: Request, context: Context) async throws -> Response {
+        var headers: [String: String] = [:]
+        for f in request.headers {
+            let n = f.name.canonicalName
+            if let old = headers[n] { headers[n] = old + "," + f.value } else { headers[n] = f.value }
+        }
+        // Collect the body, refusing oversized ones before buffering them.
+        var body: [UInt8] = []
+        let limit = handler.options.maxBodyBytes
+        if let cl = headers["content-length"].flatMap(Int.init), cl > limit {
+            return Self.render(.error(StatusError(.requestEntityTooLarge, "Request entity too large: limit is \(limit)")))
+        }
+        do {
+            for try await chunk in request.body {
+                body.append(contentsOf: chunk.readableBytesView)
+                if body.count > limit {
+                    return Self.render(.error(StatusError(.requestEntityTooLarge, "Request entity too large: limit is \(limit)")))
+                }
+            }
+        } catch {
+            return Self.render(.error(StatusError.badRequest("error reading the request body: \(error)")))
+        }
+        let path = request.uri.path
+        let query = APIRequest.parseQuery(Substring(request.uri.query ?? ""))
+        let apiReq = APIRequest(method: request.method.rawValue, path: path, query: query, headers: headers, body: body)
+        let resp = await handler.handle(apiReq)
+        return Self.render(resp)
+    }
+
+    static func render(_ resp: APIResponse) -> Response {
+        switch resp {
+        case .json(let code, let value, let extra):
+            return make(code, value.serialized(), "application/json", extra)
+        case .raw(let code, let bytes, let ct, let extra):
+            return make(code, bytes, ct, extra)
+        case .stream(let code, let ct, let producer):
+            var fields = HTTPFields()
+            fields[.contentType] = ct
+            fields[.cacheControl] = "no-cache, private"
+            return Response(status: .init(code: code), headers: fields, body: ResponseBody { writer in
+                var w: any ChunkWriter = Writer(inner: writer)
+                try await producer(&w)
+                writer = (w as! Writer).inner
+                try await writer.finish(nil)
+            })
+        }
+    }
+
+    static func make(_ code: Int, _ bytes: [UInt8], _ ct: String, _ extra: [String: String]) -> Response {
+        var fields = HTTPFields()
+        fields[.contentType] = ct
+        fields[.cacheControl] = "no-cache, private"
+        for (k, v) in extra { if let n = HTTPField.Name(k) { fields[n] = v } }
+        return Response(status: .init(code: code), headers: fields, body: ResponseBody(byteBuffer: ByteBuffer(bytes: bytes)))
+    }
+}

@@ -1,0 +1,325 @@
+import Foundation
+import KubeAPI
+import ObjectStore
+
+/// Per-kind defaulting and validation (what kube-apiserver's registry strategies and default
+/// admission plugins do), plus follow-up writes after an object is stored.
+enum Admission {
+    static func invalid(_ type: ResourceType, _ obj: JSON, _ causes: [StatusError.Cause]) -> StatusError {
+        StatusError.invalid(kind: type.kind, group: type.group, name: obj["metadata"]["name"].stringValue ?? "", causes: causes)
+    }
+
+    static func required(_ field: String) -> StatusError.Cause {
+        .init(reason: "FieldValueRequired", message: "Required value", field: field)
+    }
+
+    // MARK: create
+
+    static func admitCreate(_ obj: inout JSON, type: ResourceType, handler: APIHandler) async throws {
+        guard !type.isCustom else { return }
+        switch (type.group, type.resource) {
+        case ("", "pods"):
+            defaultPodSpec(&obj["spec"])
+            if obj["spec"]["serviceAccountName"].isNull { obj["spec"]["serviceAccountName"] = "default" }
+            if obj["spec"]["serviceAccount"].isNull { obj["spec"]["serviceAccount"] = obj["spec"]["serviceAccountName"] }
+            addDefaultTolerations(&obj["spec"])
+            try validatePodSpec(obj["spec"], path: "spec", type: type, obj: obj)
+            obj["status"] = ["phase": "Pending", "qosClass": .string(qosClass(obj["spec"]))]
+        case ("", "namespaces"):
+            obj["spec"]["finalizers"] = ["kubernetes"]
+            obj["status"] = ["phase": "Active"]
+            obj["metadata"]["labels"]["kubernetes.io/metadata.name"] = .string(obj["metadata"]["name"].stringValue ?? "")
+        case ("", "services"):
+            try await defaultService(&obj, handler: handler)
+            obj["status"] = ["loadBalancer": .emptyObject]
+        case ("", "secrets"):
+            if obj["type"].isNull { obj["type"] = "Opaque" }
+            try validateBase64Data(obj, type: type)
+        case ("", "configmaps"):
+            break
+        case ("apps", "deployments"), ("apps", "replicasets"), ("apps", "statefulsets"), ("apps", "daemonsets"):
+            try defaultWorkload(&obj, type: type)
+            obj["status"] = .null
+        case ("batch", "jobs"):
+            defaultJob(&obj)
+            try validatePodSpec(obj["spec"]["template"]["spec"], path: "spec.template.spec", type: type, obj: obj)
+            obj["status"] = .null
+        case ("apiextensions.k8s.io", "customresourcedefinitions"):
+            try CRDSchema.validateDefinition(obj, existing: handler.registry)
+            obj["status"] = CRDSchema.status(for: obj)
+        default:
+            break
+        }
+    }
+
+    static func validateBase64Data(_ obj: JSON, type: ResourceType) throws(StatusError) {
+        for (k, v) in obj["data"].objectValue ?? [:] {
+            guard let s = v.stringValue, Data(base64Encoded: s) != nil else {
+                throw StatusError.badRequest("Secret in version \"v1\" cannot be handled as a Secret: illegal base64 data at input for key \(k)")
+            }
+        }
+    }
+
+    static func defaultPodSpec(_ spec: inout JSON) {
+        if spec["restartPolicy"].isNull { spec["restartPolicy"] = "Always" }
+        if spec["dnsPolicy"].isNull { spec["dnsPolicy"] = "ClusterFirst" }
+        if spec["terminationGracePeriodSeconds"].isNull { spec["terminationGracePeriodSeconds"] = 30 }
+        if spec["schedulerName"].isNull { spec["schedulerName"] = "default-scheduler" }
+        if spec["securityContext"].isNull { spec["securityContext"] = .emptyObject }
+        if spec["enableServiceLinks"].isNull { spec["enableServiceLinks"] = true }
+        for field in ["containers", "initContainers"] {
+            guard var list = spec[field].arrayValue else { continue }
+            for i in list.indices {
+                var c = list[i]
+                if c["terminationMessagePath"].isNull { c["terminationMessagePath"] = "/dev/termination-log" }
+                if c["terminationMessagePolicy"].isNull { c["terminationMessagePolicy"] = "File" }
+                if c["imagePullPolicy"].isNull, let image = c["image"].stringValue {
+                    let last = image.split(separator: "/").last ?? ""
+                    let tagged = last.contains(":") && !last.hasSuffix(":latest")
+                    c["imagePullPolicy"] = .string(tagged || image.contains("@") ? "IfNotPresent" : "Always")
+                }
+                if c["resources"].isNull { c["resources"] = .emptyObject }
+                if var ports = c["ports"].arrayValue {
+                    for j in ports.indices where ports[j]["protocol"].isNull { ports[j]["protocol"] = "TCP" }
+                    c["ports"] = .array(ports)
+                }
+                list[i] = c
+            }
+            spec[field] = .array(list)
+        }
+    }
+
+    static func addDefaultTolerations(_ spec: inout JSON) {
+        var tols = spec["tolerations"].arrayValue ?? []
+        for key in ["node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"]
+        where !tols.contains(where: { $0["key"].stringValue == key && ($0["effect"].stringValue ?? "NoExecute") == "NoExecute" }) {
+            tols.append(["key": .string(key), "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300])
+        }
+        spec["tolerations"] = .array(tols)
+    }
+
+    static func qosClass(_ spec: JSON) -> String {
+        var anyRequest = false
+        var allGuaranteed = true
+        for c in (spec["containers"].arrayValue ?? []) + (spec["initContainers"].arrayValue ?? []) {
+            let req = c["resources"]["requests"].objectValue ?? [:]
+            let lim = c["resources"]["limits"].objectValue ?? [:]
+            if !req.isEmpty || !lim.isEmpty { anyRequest = true }
+            for r in ["cpu", "memory"] {
+                guard let l = lim[r] else { allGuaranteed = false; continue }
+                if let q = req[r], q != l { allGuaranteed = false }
+            }
+        }
+        if !anyRequest { return "BestEffort" }
+        return allGuaranteed ? "Guaranteed" : "Burstable"
+    }
+
+    static func validatePodSpec(_ spec: JSON, path: String, type: ResourceType, obj: JSON) throws(StatusError) {
+        var causes: [StatusError.Cause] = []
+        let containers = spec["containers"].arrayValue ?? []
+        if containers.isEmpty { causes.append(required("\(path).containers")) }
+        var names = Set<String>()
+        for (i, c) in containers.enumerated() {
+            let name = c["name"].stringValue ?? ""
+            if name.isEmpty { causes.append(required("\(path).containers[\(i)].name")) }
+            else if !isDNS1123Label(name) {
+                causes.append(.init(reason: "FieldValueInvalid", message: "Invalid value: \"\(name)\": a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character", field: "\(path).containers[\(i)].name"))
+            } else if !names.insert(name).inserted {
+                causes.append(.init(reason: "FieldValueDuplicate", message: "Duplicate value: \"\(name)\"", field: "\(path).containers[\(i)].name"))
+            }
+            if (c["image"].stringValue ?? "").isEmpty { causes.append(required("\(path).containers[\(i)].image")) }
+        }
+        if let rp = spec["restartPolicy"].stringValue, !["Always", "OnFailure", "Never"].contains(rp) {
+            causes.append(.init(reason: "FieldValueNotSupported", message: "Unsupported value: \"\(rp)\": supported values: \"Always\", \"OnFailure\", \"Never\"", field: "\(path).restartPolicy"))
+        }
+        if !causes.isEmpty { throw invalid(type, obj, causes) }
+    }
+
+    static func defaultWorkload(_ obj: inout JSON, type: ResourceType) throws(StatusError) {
+        var spec = obj["spec"]
+        if type.resource != "daemonsets", spec["replicas"].isNull { spec["replicas"] = 1 }
+        if spec["revisionHistoryLimit"].isNull { spec["revisionHistoryLimit"] = 10 }
+        switch type.resource {
+        case "deployments":
+            if spec["strategy"].isNull { spec["strategy"] = ["type": "RollingUpdate"] }
+            if spec["strategy"]["type"].stringValue == "RollingUpdate" {
+                if spec["strategy"]["rollingUpdate"]["maxUnavailable"].isNull { spec["strategy"]["rollingUpdate"]["maxUnavailable"] = "25%" }
+                if spec["strategy"]["rollingUpdate"]["maxSurge"].isNull { spec["strategy"]["rollingUpdate"]["maxSurge"] = "25%" }
+            }
+            if spec["progressDeadlineSeconds"].isNull { spec["progressDeadlineSeconds"] = 600 }
+        case "statefulsets":
+            if spec["podManagementPolicy"].isNull { spec["podManagementPolicy"] = "OrderedReady" }
+            if spec["updateStrategy"].isNull { spec["updateStrategy"] = ["type": "RollingUpdate", "rollingUpdate": ["partition": 0]] }
+        case "daemonsets":
+            if spec["updateStrategy"].isNull { spec["updateStrategy"] = ["type": "RollingUpdate", "rollingUpdate": ["maxUnavailable": 1, "maxSurge": 0]] }
+        default: break
+        }
+        defaultPodSpec(&spec["template"]["spec"])
+        obj["spec"] = spec
+        var causes: [StatusError.Cause] = []
+        if spec["selector"].isNull { causes.append(required("spec.selector")) }
+        else if let sel = try? LabelSelector.from(object: spec["selector"]) {
+            var labels: [String: String] = [:]
+            for (k, v) in spec["template"]["metadata"]["labels"].objectValue ?? [:] { labels[k] = v.stringValue ?? "" }
+            if sel.isEverything {
+                causes.append(.init(reason: "FieldValueInvalid", message: "Invalid value: v1.LabelSelector{MatchLabels:map[string]string(nil), MatchExpressions:[]v1.LabelSelectorRequirement(nil)}: empty selector is invalid for deployment", field: "spec.selector"))
+            } else if !sel.matches(labels) {
+                causes.append(.init(reason: "FieldValueInvalid", message: "Invalid value: \(spec["template"]["metadata"]["labels"]): `selector` does not match template `labels`", field: "spec.template.metadata.labels"))
+            }
+        }
+        if !causes.isEmpty { throw invalid(type, obj, causes) }
+        try validatePodSpec(spec["template"]["spec"], path: "spec.template.spec", type: type, obj: obj)
+    }
+
+    static func defaultJob(_ obj: inout JSON) {
+        var spec = obj["spec"]
+        if spec["parallelism"].isNull { spec["parallelism"] = 1 }
+        if spec["completions"].isNull { spec["completions"] = 1 }
+        if spec["backoffLimit"].isNull { spec["backoffLimit"] = 6 }
+        if spec["completionMode"].isNull { spec["completionMode"] = "NonIndexed" }
+        if spec["suspend"].isNull { spec["suspend"] = false }
+        if spec["template"]["spec"]["restartPolicy"].isNull { spec["template"]["spec"]["restartPolicy"] = "Never" }
+        if spec["selector"].isNull, spec["manualSelector"].boolValue != true {
+            let uid = obj["metadata"]["uid"]
+            spec["selector"] = ["matchLabels": ["batch.kubernetes.io/controller-uid": uid]]
+            spec["template"]["metadata"]["labels"]["batch.kubernetes.io/controller-uid"] = uid
+            spec["template"]["metadata"]["labels"]["controller-uid"] = uid
+            spec["template"]["metadata"]["labels"]["batch.kubernetes.io/job-name"] = obj["metadata"]["name"]
+            spec["template"]["metadata"]["labels"]["job-name"] = obj["metadata"]["name"]
+        }
+        defaultPodSpec(&spec["template"]["spec"])
+        obj["spec"] = spec
+    }
+
+    static func defaultService(_ obj: inout JSON, handler: APIHandler) async throws {
+        var spec = obj["spec"]
+        let type = spec["type"].stringValue ?? "ClusterIP"
+        spec["type"] = .string(type)
+        if spec["sessionAffinity"].isNull { spec["sessionAffinity"] = "None" }
+        if type != "ExternalName" {
+            var ports = spec["ports"].arrayValue ?? []
+            if ports.isEmpty {
+                throw invalid(BuiltinResources.all.first { $0.resource == "services" }!, obj, [required("spec.ports")])
+            }
+            for i in ports.indices {
+                if ports[i]["protocol"].isNull { ports[i]["protocol"] = "TCP" }
+                if ports[i]["targetPort"].isNull { ports[i]["targetPort"] = ports[i]["port"] }
+            }
+            spec["ports"] = .array(ports)
+            if spec["internalTrafficPolicy"].isNull { spec["internalTrafficPolicy"] = "Cluster" }
+            if spec["ipFamilies"].isNull { spec["ipFamilies"] = ["IPv4"] }
+            if spec["ipFamilyPolicy"].isNull { spec["ipFamilyPolicy"] = "SingleStack" }
+            if spec["clusterIP"].stringValue == "None" {
+                spec["clusterIPs"] = ["None"]
+            } else if (spec["clusterIP"].stringValue ?? "").isEmpty {
+                let ip = try await allocateClusterIP(handler)
+                spec["clusterIP"] = .string(ip)
+                spec["clusterIPs"] = [.string(ip)]
+            } else if spec["clusterIPs"].isNull {
+                spec["clusterIPs"] = [spec["clusterIP"]]
+            }
+            if type == "NodePort" || type == "LoadBalancer" {
+                let used = try await usedNodePorts(handler)
+                var next = 30000 + Int.random(in: 0..<2000)
+                for i in ports.indices where ports[i]["nodePort"].isNull {
+                    while used.contains(next) { next += 1 }
+                    ports[i]["nodePort"] = .int(Int64(next))
+                    next += 1
+                }
+                spec["ports"] = .array(ports)
+                if spec["externalTrafficPolicy"].isNull { spec["externalTrafficPolicy"] = "Cluster" }
+            }
+        }
+        obj["spec"] = spec
+    }
+
+    static func allServices(_ handler: APIHandler) async throws -> [JSON] {
+        let t = BuiltinResources.all.first { $0.resource == "services" }!
+        let page = try await handler.store.list(prefix: t.storagePrefix, startAfter: nil, limit: nil, revision: nil, filter: nil)
+        return page.items.compactMap { try? $0.decode() }
+    }
+
+    /// Picks a free address in 10.96.0.0/12 (the default service CIDR); 10.96.0.1 is `kubernetes`.
+    static func allocateClusterIP(_ handler: APIHandler) async throws -> String {
+        let used = Set(try await allServices(handler).compactMap { $0["spec"]["clusterIP"].stringValue })
+        for _ in 0..<1000 {
+            let n = UInt32.random(in: 2..<(1 << 20) - 1)
+            let ip = "10.\(96 + (n >> 16))." + "\((n >> 8) & 0xFF).\(n & 0xFF)"
+            if !used.contains(ip) { return ip }
+        }
+        throw StatusError(.internalError, "failed to allocate a serviceIP: range is full")
+    }
+
+    static func usedNodePorts(_ handler: APIHandler) async throws -> Set<Int> {
+        Set(try await allServices(handler).flatMap { ($0["spec"]["ports"].arrayValue ?? []).compactMap { $0["nodePort"].intValue.map(Int.init) } })
+    }
+
+    // MARK: update
+
+    static func admitUpdate(_ obj: inout JSON, old: JSON, type: ResourceType, subresource: Subresource?) throws {
+        guard !type.isCustom, subresource == nil else { return }
+        switch (type.group, type.resource) {
+        case ("", "pods"):
+            var a = obj["spec"], b = old["spec"]
+            for field in ["containers", "initContainers"] {
+                if var la = a[field].arrayValue, var lb = b[field].arrayValue, la.count == lb.count {
+                    for i in la.indices { la[i]["image"] = .null; lb[i]["image"] = .null }
+                    a[field] = .array(la); b[field] = .array(lb)
+                }
+            }
+            for f in ["activeDeadlineSeconds", "tolerations", "terminationGracePeriodSeconds"] { a[f] = .null; b[f] = .null }
+            if a != b {
+                throw invalid(type, obj, [.init(reason: "FieldValueForbidden", message: "Forbidden: pod updates may not change fields other than `spec.containers[*].image`,`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)", field: "spec")])
+            }
+        case ("apps", "deployments"), ("apps", "replicasets"), ("apps", "statefulsets"), ("apps", "daemonsets"):
+            try defaultWorkload(&obj, type: type)
+            if obj["spec"]["selector"] != old["spec"]["selector"] {
+                throw invalid(type, obj, [.init(reason: "FieldValueInvalid", message: "Invalid value: \(obj["spec"]["selector"]): field is immutable", field: "spec.selector")])
+            }
+        case ("", "secrets"):
+            try validateBase64Data(obj, type: type)
+        case ("", "services"):
+            if old["spec"]["clusterIP"] != .null, obj["spec"]["clusterIP"].isNull { obj["spec"]["clusterIP"] = old["spec"]["clusterIP"] }
+            if obj["spec"]["clusterIPs"].isNull { obj["spec"]["clusterIPs"] = old["spec"]["clusterIPs"] }
+        case ("apiextensions.k8s.io", "customresourcedefinitions"):
+            obj["status"] = CRDSchema.status(for: obj)
+        default:
+            break
+        }
+    }
+
+    // MARK: after write
+
+    static func afterWrite(type: ResourceType, object: JSON, old: JSON?, handler: APIHandler) async throws {
+        switch (type.group, type.resource) {
+        case ("", "namespaces"):
+            if object["metadata"]["deletionTimestamp"].isNull, let ns = object["metadata"]["name"].stringValue {
+                try await ensureDefaultServiceAccount(ns, handler: handler)
+            }
+        case ("apiextensions.k8s.io", "customresourcedefinitions"):
+            if object["metadata"]["deletionTimestamp"].isNull { handler.registry.register(crd: object) }
+        default:
+            break
+        }
+    }
+
+    static func ensureDefaultServiceAccount(_ ns: String, handler: APIHandler) async throws {
+        let t = BuiltinResources.all.first { $0.resource == "serviceaccounts" }!
+        let sa: JSON = ["apiVersion": "v1", "kind": "ServiceAccount",
+                        "metadata": ["name": "default", "namespace": .string(ns), "uid": .string(UUID().uuidString.lowercased()),
+                                     "creationTimestamp": .string(KubeTime.now().rfc3339)]]
+        _ = try await handler.store.write(t.storageKey(namespace: ns, name: "default")) { cur in
+            cur == nil ? .put(sa) : .unchanged
+        }
+    }
+
+    /// Deleting a namespace marks it Terminating; the namespace cleaner empties and removes it.
+    static func namespaceDeleteMutation(_ current: JSON) -> Mutation {
+        if !current["metadata"]["deletionTimestamp"].isNull { return .unchanged }
+        var obj = current
+        obj["metadata"]["deletionTimestamp"] = .string(KubeTime.now().rfc3339)
+        obj["metadata"]["deletionGracePeriodSeconds"] = 0
+        obj["status"]["phase"] = "Terminating"
+        return .put(obj)
+    }
+}

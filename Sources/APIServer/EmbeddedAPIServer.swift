@@ -1,0 +1,168 @@
+import Foundation
+import KubeAPI
+import Logging
+import ObjectStore
+import PKI
+import ServiceLifecycle
+
+/// Everything the embedded API server needs on disk, created on first start:
+/// `<dataDir>/state.db` (objects), `<dataDir>/pki/` (CA, serving cert), `<dataDir>/admin.token`.
+public struct EmbeddedAPIServerConfiguration: Sendable {
+    public var dataDirectory: String
+    public var host: String
+    public var port: Int
+    /// Serve plain HTTP instead of HTTPS (explicit opt-in).
+    public var insecureHTTP: Bool
+    /// Where to write the admin kubeconfig.
+    public var kubeconfigPath: String
+    public var fsyncEveryCommit: Bool
+    public var historyLimit: Int
+    public var compactionInterval: Duration
+    public var bookmarkInterval: Duration
+    /// Extra names/IPs for the serving certificate.
+    public var extraSANs: [String]
+
+    public init(dataDirectory: String, host: String = "127.0.0.1", port: Int = 6443, insecureHTTP: Bool = false,
+                kubeconfigPath: String, fsyncEveryCommit: Bool = true, historyLimit: Int = 10_000,
+                compactionInterval: Duration = .seconds(300), bookmarkInterval: Duration = .seconds(60), extraSANs: [String] = [])
+    {
+        self.dataDirectory = dataDirectory; self.host = host; self.port = port; self.insecureHTTP = insecureHTTP
+        self.kubeconfigPath = kubeconfigPath; self.fsyncEveryCommit = fsyncEveryCommit; self.historyLimit = historyLimit
+        self.compactionInterval = compactionInterval; self.bookmarkInterval = bookmarkInterval; self.extraSANs = extraSANs
+    }
+}
+
+/// A typed bootstrap error.
+public struct BootstrapError: Error, CustomStringConvertible {
+    public var message: String
+    public var description: String { message }
+}
+
+/// The embedded Kubernetes-compatible API server: store, handler, HTTP service and upkeep,
+/// ready to be run in a `ServiceGroup`.
+public struct EmbeddedAPIServer: Sendable {
+    public let store: SQLiteObjectStore
+    public let handler: APIHandler
+    public let services: [any Service]
+    public let adminToken: String
+    public let caPEM: String
+    public let serverURL: String
+
+    public static func open(_ config: EmbeddedAPIServerConfiguration, logger: Logger,
+                            onRunning: @escaping @Sendable (Int) async -> Void = { _ in }) async throws -> EmbeddedAPIServer
+    {
+        let fm = FileManager.default
+        let dir = config.dataDirectory
+        try fm.createDirectory(atPath: dir + "/pki", withIntermediateDirectories: true)
+        let store = try SQLiteObjectStore(
+            configuration: .init(path: dir + "/state.db", historyLimit: config.historyLimit, fsyncEveryCommit: config.fsyncEveryCommit),
+            indexer: APIHandler.indexer, logger: logger)
+        let registry = ResourceRegistry()
+        // CRDs already stored are served again at once.
+        let crds = try await store.list(prefix: CRDSchema.crdType.storagePrefix, startAfter: nil, limit: nil, revision: nil, filter: nil)
+        for c in crds.items { if let v = try? c.decode(), v["metadata"]["deletionTimestamp"].isNull { registry.register(crd: v) } }
+
+        let token = try loadOrCreate(dir + "/admin.token") { randomHexToken() }
+        let ca: CertificateAuthority
+        let caCertPath = dir + "/pki/ca.crt", caKeyPath = dir + "/pki/ca.key"
+        if fm.fileExists(atPath: caCertPath) {
+            ca = try CertificateAuthority(certificatePEM: try String(contentsOfFile: caCertPath, encoding: .utf8),
+                                          privateKeyPEM: try String(contentsOfFile: caKeyPath, encoding: .utf8))
+        } else {
+            ca = try CertificateAuthority.generate(commonName: "swiftedge-ca")
+            try write(ca.privateKeyPEM, to: caKeyPath, mode: 0o600)
+            try write(ca.certificatePEM, to: caCertPath, mode: 0o644)
+        }
+        var tls: CertificateAndKey?
+        if !config.insecureHTTP {
+            let certPath = dir + "/pki/apiserver.crt", keyPath = dir + "/pki/apiserver.key"
+            if fm.fileExists(atPath: certPath) {
+                tls = CertificateAndKey(certificatePEM: try String(contentsOfFile: certPath, encoding: .utf8),
+                                        privateKeyPEM: try String(contentsOfFile: keyPath, encoding: .utf8))
+            } else {
+                var ips = ["127.0.0.1", "10.96.0.1"]
+                var dns = ["localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"]
+                for s in config.extraSANs + [config.host] where s != "0.0.0.0" {
+                    if CertificateAuthority.isIPAddress(s) { if !ips.contains(s) { ips.append(s) } } else if !dns.contains(s) { dns.append(s) }
+                }
+                let issued = try ca.issue(commonName: "kube-apiserver", dnsNames: dns, ipAddresses: ips, server: true, client: false, days: 3650)
+                try write(issued.privateKeyPEM, to: keyPath, mode: 0o600)
+                try write(issued.certificatePEM, to: certPath, mode: 0o644)
+                tls = issued
+            }
+        }
+        let scheme = config.insecureHTTP ? "http" : "https"
+        let host = config.host == "0.0.0.0" ? "127.0.0.1" : config.host
+        let url = "\(scheme)://\(host):\(config.port)"
+        let handler = APIHandler(store: store, registry: registry,
+                                 options: .init(tokens: [token], bookmarkInterval: config.bookmarkInterval,
+                                                advertiseAddress: "\(host):\(config.port)"),
+                                 logger: logger)
+        try await seed(handler, token: token)
+        try writeKubeconfig(path: config.kubeconfigPath, server: url, caPEM: ca.certificatePEM, token: token, insecure: config.insecureHTTP)
+        let http = APIServerService(handler: handler, configuration: .init(host: config.host, port: config.port, tls: tls),
+                                    logger: logger, onRunning: onRunning)
+        let upkeep = Maintenance(store: store, registry: registry, compactionInterval: config.compactionInterval, logger: logger)
+        return EmbeddedAPIServer(store: store, handler: handler, services: [http, upkeep], adminToken: token,
+                                 caPEM: ca.certificatePEM, serverURL: url)
+    }
+
+    static func loadOrCreate(_ path: String, _ make: () -> String) throws -> String {
+        if let s = try? String(contentsOfFile: path, encoding: .utf8) {
+            let t = s.trimmingCharacters(in: .whitespacesAndNewlines)
+            if !t.isEmpty { return t }
+        }
+        let t = make()
+        try write(t + "\n", to: path, mode: 0o600)
+        return t
+    }
+
+    static func write(_ s: String, to path: String, mode: Int) throws {
+        let dir = (path as NSString).deletingLastPathComponent
+        if !dir.isEmpty { try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true) }
+        guard FileManager.default.createFile(atPath: path, contents: Data(s.utf8), attributes: [.posixPermissions: mode]) else {
+            throw BootstrapError(message: "cannot write \(path)")
+        }
+    }
+
+    /// Seeds the namespaces and objects every cluster has.
+    static func seed(_ handler: APIHandler, token: String) async throws {
+        let auth = ["authorization": "Bearer \(token)", "content-type": "application/json", "user-agent": "swiftedge-apiserver/v1"]
+        for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+            let body: JSON = ["apiVersion": "v1", "kind": "Namespace", "metadata": ["name": .string(ns)]]
+            let r = await handler.handle(APIRequest(method: "POST", path: "/api/v1/namespaces", headers: auth, body: body.serialized()))
+            if r.statusCode >= 300 && r.statusCode != 409 { throw BootstrapError(message: "seeding namespace \(ns) failed (\(r.statusCode))") }
+            try await Admission.ensureDefaultServiceAccount(ns, handler: handler)
+        }
+        let svc: JSON = ["apiVersion": "v1", "kind": "Service",
+                         "metadata": ["name": "kubernetes", "namespace": "default", "labels": ["component": "apiserver", "provider": "kubernetes"]],
+                         "spec": ["clusterIP": "10.96.0.1", "ports": [["name": "https", "port": 443, "protocol": "TCP", "targetPort": 6443]]]]
+        _ = await handler.handle(APIRequest(method: "POST", path: "/api/v1/namespaces/default/services", headers: auth, body: svc.serialized()))
+    }
+
+    static func writeKubeconfig(path: String, server: String, caPEM: String, token: String, insecure: Bool) throws {
+        let ca = Data(caPEM.utf8).base64EncodedString()
+        let cluster = insecure ? "    server: \(server)\n" : "    certificate-authority-data: \(ca)\n    server: \(server)\n"
+        let text = """
+            apiVersion: v1
+            kind: Config
+            clusters:
+            - cluster:
+            \(cluster)  name: swiftedge
+            contexts:
+            - context:
+                cluster: swiftedge
+                namespace: default
+                user: swiftedge-admin
+              name: swiftedge
+            current-context: swiftedge
+            preferences: {}
+            users:
+            - name: swiftedge-admin
+              user:
+                token: \(token)
+
+            """
+        try write(text, to: path, mode: 0o600)
+    }
+}
