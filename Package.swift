@@ -26,6 +26,8 @@ let package = Package(
     targets: [
         // Kubernetes object model: JSON values, metadata, selectors, patch engines, resource registry.
         .target(name: "KubeAPI"),
+        // Reads Kubernetes protobuf bodies (kubectl's typed clients, client-go) into JSON.
+        .target(name: "KubeProtobuf", dependencies: ["KubeAPI"]),
         // Revisioned object store (SQLite via GRDB) with watch history and compaction.
         .target(name: "ObjectStore", dependencies: [
             "KubeAPI",
@@ -41,7 +43,7 @@ let package = Package(
         ]),
         // The Kubernetes-compatible HTTP API server.
         .target(name: "APIServer", dependencies: [
-            "KubeAPI", "ObjectStore", "PKI",
+            "KubeAPI", "ObjectStore", "PKI", "KubeProtobuf",
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "HummingbirdTLS", package: "hummingbird"),
             .product(name: "HummingbirdCore", package: "hummingbird"),
@@ -67,7 +69,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
-        .testTarget(name: "KubeAPITests", dependencies: ["KubeAPI"]),
+        .testTarget(name: "KubeAPITests", dependencies: ["KubeAPI", "KubeProtobuf"]),
         .testTarget(name: "ObjectStoreTests", dependencies: ["ObjectStore", "KubeAPI"]),
     ]
 )

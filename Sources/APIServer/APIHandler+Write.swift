@@ -10,6 +10,7 @@ extension APIHandler {
             throw StatusError(.requestEntityTooLarge, "Request entity too large: limit is \(options.maxBodyBytes)")
         }
         if req.body.isEmpty { throw StatusError.badRequest("the body of the request was empty") }
+        try BodyDecoding.checkMediaType(req.header("content-type"))
         let v = try BodyDecoding.decode(req.body, contentType: req.header("content-type"))
         guard v.isObject else { throw StatusError.badRequest("the body of the request must be a JSON object, not \(v.typeName)") }
         return v

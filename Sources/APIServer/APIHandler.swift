@@ -149,6 +149,18 @@ public final class APIHandler: Sendable {
         if let sub = target.subresource {
             return try await subresourceRequest(req, target, sub)
         }
+        if type.resource == "bindings" && type.group.isEmpty {
+            // POST /namespaces/{ns}/bindings binds the pod named in the Binding's metadata.
+            guard req.method == "POST", target.name == nil else {
+                throw StatusError(.methodNotAllowed, "the server does not allow this method on the requested resource")
+            }
+            let body = try decodeBody(req)
+            guard let pod = body["metadata"]["name"].stringValue, !pod.isEmpty else {
+                throw StatusError.invalid(kind: "Binding", name: "", causes: [Admission.required("metadata.name")])
+            }
+            let podType = BuiltinResources.all.first { $0.resource == "pods" }!
+            return try await bind(req, RequestTarget(type: podType, namespace: target.namespace, name: pod, subresource: .binding))
+        }
         switch (req.method, target.name) {
         case ("GET", nil):
             if req.bool("watch") { return try await watch(req, target) }

@@ -141,7 +141,7 @@ enum Admission {
         if spec["revisionHistoryLimit"].isNull { spec["revisionHistoryLimit"] = 10 }
         switch type.resource {
         case "deployments":
-            if spec["strategy"].isNull { spec["strategy"] = ["type": "RollingUpdate"] }
+            if spec["strategy"]["type"].isNull { spec["strategy"]["type"] = "RollingUpdate" }
             if spec["strategy"]["type"].stringValue == "RollingUpdate" {
                 if spec["strategy"]["rollingUpdate"]["maxUnavailable"].isNull { spec["strategy"]["rollingUpdate"]["maxUnavailable"] = "25%" }
                 if spec["strategy"]["rollingUpdate"]["maxSurge"].isNull { spec["strategy"]["rollingUpdate"]["maxSurge"] = "25%" }
@@ -149,9 +149,9 @@ enum Admission {
             if spec["progressDeadlineSeconds"].isNull { spec["progressDeadlineSeconds"] = 600 }
         case "statefulsets":
             if spec["podManagementPolicy"].isNull { spec["podManagementPolicy"] = "OrderedReady" }
-            if spec["updateStrategy"].isNull { spec["updateStrategy"] = ["type": "RollingUpdate", "rollingUpdate": ["partition": 0]] }
+            if spec["updateStrategy"]["type"].isNull { spec["updateStrategy"] = ["type": "RollingUpdate", "rollingUpdate": ["partition": 0]] }
         case "daemonsets":
-            if spec["updateStrategy"].isNull { spec["updateStrategy"] = ["type": "RollingUpdate", "rollingUpdate": ["maxUnavailable": 1, "maxSurge": 0]] }
+            if spec["updateStrategy"]["type"].isNull { spec["updateStrategy"] = ["type": "RollingUpdate", "rollingUpdate": ["maxUnavailable": 1, "maxSurge": 0]] }
         default: break
         }
         defaultPodSpec(&spec["template"]["spec"])

@@ -1,11 +1,25 @@
 import Foundation
 import KubeAPI
+import KubeProtobuf
 import Yams
 
 enum BodyDecoding {
+    /// Bodies are JSON, YAML or Kubernetes protobuf; CBOR gets 415.
+    static func checkMediaType(_ contentType: String?) throws(StatusError) {
+        let ct = (contentType ?? "application/json").lowercased()
+        if ct.contains("cbor") {
+            throw StatusError(.unsupportedMediaType, "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml")
+        }
+    }
+
     /// Decodes a request body as JSON, or YAML when the content type says so (or the body is not JSON).
     static func decode(_ body: [UInt8], contentType: String?) throws(StatusError) -> JSON {
         let ct = contentType?.lowercased() ?? ""
+        if ct.contains("protobuf") {
+            do { return try KubeProtobuf.decode(body) } catch {
+                throw StatusError.badRequest("the body of the request could not be decoded as protobuf: \(error.description)")
+            }
+        }
         let first = body.first { $0 != 0x20 && $0 != 0x0A && $0 != 0x0D && $0 != 0x09 }
         if ct.contains("yaml") && first != UInt8(ascii: "{") && first != UInt8(ascii: "[") {
             return try yaml(body)

@@ -76,6 +76,7 @@ public enum BuiltinResources {
         ResourceType(group: "", version: "v1", resource: "pods", kind: "Pod", namespaced: true, shortNames: ["po"],
                      categories: ["all"],
                      subresources: [.status, .binding, .eviction, .log, .exec, .attach, .portforward, .proxy]),
+        ResourceType(group: "", version: "v1", resource: "bindings", kind: "Binding", namespaced: true, verbs: ["create"]),
         ResourceType(group: "", version: "v1", resource: "nodes", kind: "Node", namespaced: false, shortNames: ["no"],
                      subresources: [.status, .proxy]),
         ResourceType(group: "", version: "v1", resource: "configmaps", singular: "configmap", kind: "ConfigMap",

@@ -54,6 +54,9 @@ struct APIServerCommand: AsyncParsableCommand {
     @Option(help: "Seconds between store compactions.")
     var compactionInterval: Int = 300
 
+    @Option(help: "Seconds between watch BOOKMARK events (for clients that allow them).")
+    var bookmarkInterval: Int = 60
+
     @OptionGroup var logging: LoggingOptions
 
     func run() async throws {
@@ -63,7 +66,7 @@ struct APIServerCommand: AsyncParsableCommand {
         let config = EmbeddedAPIServerConfiguration(
             dataDirectory: dataDir, host: bindAddress, port: port, insecureHTTP: insecureHTTP,
             kubeconfigPath: kubeconfigPath, fsyncEveryCommit: fsync, historyLimit: historyLimit,
-            compactionInterval: .seconds(compactionInterval))
+            compactionInterval: .seconds(compactionInterval), bookmarkInterval: .seconds(bookmarkInterval))
         let server = try await EmbeddedAPIServer.open(config, logger: logger) { port in
             print("""
                 SwiftEdge API server listening on \(config.insecureHTTP ? "http" : "https")://\(config.host):\(port)
