@@ -1,5 +1,6 @@
 import Testing
 @testable import KubeAPI
+import KubeProtobuf
 
 @Suite struct JSONTests {
     @Test func roundTripKeepsIntegersAndUnicode() throws {
@@ -37,12 +38,40 @@ import Testing
     }
 
     @Test func timeFormatsAndParses() {
-        let t = KubeTime(micros: 1_795_583_595_123_456)
+        let t = KubeTime(micros: 1_795_587_195_123_456)
         #expect(t.rfc3339 == "2026-11-25T06:13:15Z")
         #expect(t.rfc3339Micro == "2026-11-25T06:13:15.123456Z")
         #expect(KubeTime.parse("2026-11-25T06:13:15.123456Z") == t)
         #expect(KubeTime.parse("2026-11-25T08:13:15+02:00")?.seconds == t.seconds)
         #expect(KubeTime.humanDuration(seconds: 45) == "45s")
         #expect(KubeTime.humanDuration(seconds: 3 * 86400 + 3600) == "3d1h")
+    }
+}
+
+@Suite struct ProtobufTests {
+    /// A ConfigMap as kubectl sends it: `k8s\0` + runtime.Unknown{typeMeta, raw}.
+    @Test func decodesAConfigMapEnvelope() throws {
+        func varint(_ v: Int) -> [UInt8] {
+            var out: [UInt8] = []
+            var x = UInt64(v)
+            repeat { var b = UInt8(x & 0x7F); x >>= 7; if x != 0 { b |= 0x80 }; out.append(b) } while x != 0
+            return out
+        }
+        func field(_ n: Int, _ bytes: [UInt8]) -> [UInt8] { varint(n << 3 | 2) + varint(bytes.count) + bytes }
+        func str(_ n: Int, _ s: String) -> [UInt8] { field(n, Array(s.utf8)) }
+        let meta = str(1, "c1") + str(3, "default") + field(11, str(1, "app") + str(2, "web"))
+        let cm = field(1, meta) + field(2, str(1, "a") + str(2, "1")) + field(2, str(1, "empty") + str(2, ""))
+        let typeMeta = str(1, "v1") + str(2, "ConfigMap")
+        let body = KubeProtobuf.magic + field(1, typeMeta) + field(2, cm) + str(4, "application/vnd.kubernetes.protobuf")
+        let v = try KubeProtobuf.decode(body)
+        #expect(v["kind"] == "ConfigMap" && v["apiVersion"] == "v1")
+        #expect(v["metadata"]["name"] == "c1" && v["metadata"]["namespace"] == "default")
+        #expect(v["metadata"]["labels"] == ["app": "web"])
+        #expect(v["data"] == ["a": "1", "empty": ""])
+    }
+
+    @Test func rejectsGarbage() {
+        #expect(throws: ProtobufDecodingError.self) { try KubeProtobuf.decode(Array("{}".utf8)) }
+        #expect(throws: ProtobufDecodingError.self) { try KubeProtobuf.decode(KubeProtobuf.magic + [0x0A, 0xFF]) }
     }
 }
