@@ -64,10 +64,11 @@ let package = Package(
         ]),
         // Release-mode benchmark of the embedded API server (prints figures).
         .executableTarget(name: "APIBenchmark", dependencies: [
-            "APIServer", "ObjectStore", "KubeAPI",
+            "KubeAPI",
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
-            .product(name: "Logging", package: "swift-log"),
-            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "NIOFoundationCompat", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+            .product(name: "NIOSSL", package: "swift-nio-ssl"),
         ]),
         .testTarget(name: "KubeAPITests", dependencies: ["KubeAPI", "KubeProtobuf"]),
         .testTarget(name: "ObjectStoreTests", dependencies: ["ObjectStore", "KubeAPI"]),

@@ -21,7 +21,7 @@ extension APIHandler {
             ])
         }
         let prefix = t.type.storagePrefix(namespace: t.namespace)
-        let matches: @Sendable (StoredObject) -> Bool = { o in ls.matches(o.attributes.labels) && fs.matches(o.attributes.fields) }
+        let matches: @Sendable (StoredObject) -> Bool = { o in ls.matches(o.attributes.labels) && FieldIndex.matches(fs, o) }
         let filter: (@Sendable (StoredObject) -> Bool)? = ls.isEverything && fs.isEverything ? nil : matches
         var initial: [StoredObject] = []
         let subscription: WatchSubscription

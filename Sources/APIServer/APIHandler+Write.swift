@@ -505,7 +505,7 @@ extension APIHandler {
         let opts = try deleteOptions(req)
         let prefix = t.type.storagePrefix(namespace: t.namespace)
         let page = try await store.list(prefix: prefix, startAfter: nil, limit: nil, revision: nil) { o in
-            ls.matches(o.attributes.labels) && fs.matches(o.attributes.fields)
+            ls.matches(o.attributes.labels) && FieldIndex.matches(fs, o)
         }
         let type = t.type
         var deleted: [JSON] = []

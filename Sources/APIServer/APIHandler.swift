@@ -8,6 +8,8 @@ import ObjectStore
 public struct APIHandlerOptions: Sendable {
     /// Bearer tokens accepted (the admin token is one of them).
     public var tokens: Set<String>
+    /// Renders the Prometheus exposition served at `/metrics` (nil: no endpoint).
+    public var metricsExporter: (@Sendable () -> [UInt8])?
     /// Request bodies above this size get 413.
     public var maxBodyBytes: Int
     /// How often a watch with `allowWatchBookmarks` gets a BOOKMARK.
@@ -87,6 +89,9 @@ public final class APIHandler: Sendable {
         switch head {
         case "version" where parts.count == 1:
             return .json(200, Discovery.version)
+        case "metrics" where parts.count == 1:
+            guard let exporter = options.metricsExporter else { throw StatusError(.notFound, "the server could not find the requested resource") }
+            return .raw(200, exporter(), contentType: "text/plain; version=0.0.4; charset=utf-8")
         case "openapi":
             return try OpenAPI.handle(parts: Array(parts.dropFirst()), query: req.query, registry: registry)
         case "api":
@@ -268,7 +273,7 @@ public final class APIHandler: Sendable {
         let prefix = t.type.storagePrefix(namespace: t.namespace)
         var filter: (@Sendable (StoredObject) -> Bool)? = nil
         if !(ls.isEverything && fs.isEverything) {
-            filter = { o in ls.matches(o.attributes.labels) && fs.matches(o.attributes.fields) }
+            filter = { o in ls.matches(o.attributes.labels) && FieldIndex.matches(fs, o) }
         }
         let page: ListPage
         do {

@@ -21,6 +21,8 @@ public struct EmbeddedAPIServerConfiguration: Sendable {
     public var bookmarkInterval: Duration
     /// Extra names/IPs for the serving certificate.
     public var extraSANs: [String]
+    /// Renders Prometheus metrics for `/metrics`.
+    public var metricsExporter: (@Sendable () -> [UInt8])?
 
     public init(dataDirectory: String, host: String = "127.0.0.1", port: Int = 6443, insecureHTTP: Bool = false,
                 kubeconfigPath: String, fsyncEveryCommit: Bool = true, historyLimit: Int = 10_000,
@@ -94,10 +96,10 @@ public struct EmbeddedAPIServer: Sendable {
         let scheme = config.insecureHTTP ? "http" : "https"
         let host = config.host == "0.0.0.0" ? "127.0.0.1" : config.host
         let url = "\(scheme)://\(host):\(config.port)"
-        let handler = APIHandler(store: store, registry: registry,
-                                 options: .init(tokens: [token], bookmarkInterval: config.bookmarkInterval,
-                                                advertiseAddress: "\(host):\(config.port)"),
-                                 logger: logger)
+        var options = APIHandlerOptions(tokens: [token], bookmarkInterval: config.bookmarkInterval,
+                                        advertiseAddress: "\(host):\(config.port)")
+        options.metricsExporter = config.metricsExporter
+        let handler = APIHandler(store: store, registry: registry, options: options, logger: logger)
         try await seed(handler, token: token)
         try writeKubeconfig(path: config.kubeconfigPath, server: url, caPEM: ca.certificatePEM, token: token, insecure: config.insecureHTTP)
         let http = APIServerService(handler: handler, configuration: .init(host: config.host, port: config.port, tls: tls),

@@ -1,4 +1,5 @@
 import KubeAPI
+import ObjectStore
 
 /// The selectable fields of each kind (`?fieldSelector=`), as kube-apiserver supports them.
 enum FieldIndex {
@@ -33,11 +34,12 @@ enum FieldIndex {
         return key
     }
 
+    /// Values a missing field stands for.
+    static let defaults: [String: String] = ["spec.hostNetwork": "false", "spec.unschedulable": "false"]
+
+    /// The stored selectable fields: only non-default values; name and namespace come from the key.
     static func fields(key: String, object obj: JSON) -> [String: String] {
         var f: [String: String] = [:]
-        let md = obj["metadata"]
-        f["metadata.name"] = md["name"].stringValue ?? ""
-        f["metadata.namespace"] = md["namespace"].stringValue ?? ""
         for path in extraFields(prefix: prefix(ofKey: key)) {
             let comps = path.split(separator: ".").map(String.init)
             let v = obj[path: comps]
@@ -50,8 +52,22 @@ enum FieldIndex {
             default: f[path] = ""
             }
             if path == "source" { f[path] = obj["source"]["component"].stringValue ?? obj["reportingComponent"].stringValue ?? "" }
+            if f[path] == "" || f[path] == defaults[path] { f.removeValue(forKey: path) }
         }
         return f
+    }
+
+    /// Whether a stored object matches a field selector.
+    static func matches(_ fs: FieldSelector, _ o: StoredObject) -> Bool {
+        fs.matches { field in
+            switch field {
+            case "metadata.name": return String(o.key[o.key.index(after: o.key.lastIndex(of: "/")!)...])
+            case "metadata.namespace":
+                let parts = o.key.split(separator: "/", omittingEmptySubsequences: false)
+                return parts.count == 5 ? String(parts[3]) : ""
+            default: return o.attributes.fields[field] ?? defaults[field] ?? ""
+            }
+        }
     }
 
     static func validate(_ fs: FieldSelector, type: ResourceType) throws(StatusError) {

@@ -28,7 +28,9 @@ public actor Maintenance: Service {
             group.addTask { try await self.watchLoop() }
             group.addTask { try await self.tickLoop() }
             group.addTask { try await self.compactionLoop() }
-            try await gracefulShutdown()
+            try? await gracefulShutdown()
+            // Long-lived watch responses end so that the HTTP server can drain.
+            await store.closeAllWatches()
             group.cancelAll()
         }
     }

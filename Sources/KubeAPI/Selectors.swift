@@ -148,8 +148,13 @@ public struct FieldSelector: Sendable, Hashable {
     public var isEverything: Bool { requirements.isEmpty }
 
     public func matches(_ fields: [String: String]) -> Bool {
+        matches { fields[$0] ?? "" }
+    }
+
+    /// Matches with a lookup of each field's value.
+    public func matches(_ value: (String) -> String) -> Bool {
         for r in requirements {
-            let v = fields[r.field] ?? ""
+            let v = value(r.field)
             if r.negated ? v == r.value : v != r.value { return false }
         }
         return true

@@ -38,7 +38,11 @@ public enum KubeProtobuf {
         return obj
     }
 
+    static let metaKinds: Set<String> = ["DeleteOptions", "Status", "ListOptions", "GetOptions", "CreateOptions",
+                                         "UpdateOptions", "PatchOptions", "WatchEvent", "Table", "PartialObjectMetadata"]
+
     static func messageName(apiVersion: String, kind: String) -> String? {
+        if metaKinds.contains(kind) { return "k8s.io.apimachinery.pkg.apis.meta.v1.\(kind)" }
         let parts = apiVersion.split(separator: "/")
         let (group, version) = parts.count == 2 ? (String(parts[0]), String(parts[1])) : ("", String(parts.first ?? ""))
         let pkg: String

@@ -119,6 +119,8 @@ public protocol ObjectStorage: Sendable {
     /// Asks the store to put a progress mark into a subscription's stream.
     func requestProgress(_ id: Int) async
     func cancelWatch(_ id: Int) async
+    /// Ends every watch (server shutdown).
+    func closeAllWatches() async
     func compact() async throws
     func stats() async -> StorageStats
 }

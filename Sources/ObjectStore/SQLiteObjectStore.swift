@@ -70,7 +70,10 @@ public actor SQLiteObjectStore: ObjectStorage {
         let fsync = configuration.fsyncEveryCommit
         dbConfig.prepareDatabase { db in
             try db.execute(sql: "PRAGMA synchronous = \(fsync ? "FULL" : "NORMAL")")
+            // Reads are served from memory; SQLite's page cache only helps writes.
+            try db.execute(sql: "PRAGMA cache_size = -1024")
         }
+        dbConfig.maximumReaderCount = 2
         dbConfig.busyMode = .timeout(5)
         let dir = (configuration.path as NSString).deletingLastPathComponent
         if !dir.isEmpty { try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true) }

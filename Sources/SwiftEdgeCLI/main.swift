@@ -3,6 +3,7 @@ import ArgumentParser
 import Foundation
 import Logging
 import Metrics
+import Prometheus
 import ServiceLifecycle
 
 /// `swiftedge`: one binary, one subcommand per role.
@@ -61,15 +62,24 @@ struct APIServerCommand: AsyncParsableCommand {
 
     func run() async throws {
         LoggingSystem.bootstrap { label in StreamLogHandler.standardError(label: label) }
+        let registry = PrometheusCollectorRegistry()
+        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
         let logger = logging.makeLogger("swiftedge.apiserver")
         let kubeconfigPath = kubeconfig ?? dataDir + "/admin.kubeconfig"
-        let config = EmbeddedAPIServerConfiguration(
+        var config = EmbeddedAPIServerConfiguration(
             dataDirectory: dataDir, host: bindAddress, port: port, insecureHTTP: insecureHTTP,
             kubeconfigPath: kubeconfigPath, fsyncEveryCommit: fsync, historyLimit: historyLimit,
             compactionInterval: .seconds(compactionInterval), bookmarkInterval: .seconds(bookmarkInterval))
+        config.metricsExporter = {
+            var out: [UInt8] = []
+            registry.emit(into: &out)
+            return out
+        }
+        let scheme = insecureHTTP ? "http" : "https"
+        let host = bindAddress
         let server = try await EmbeddedAPIServer.open(config, logger: logger) { port in
             print("""
-                SwiftEdge API server listening on \(config.insecureHTTP ? "http" : "https")://\(config.host):\(port)
+                SwiftEdge API server listening on \(scheme)://\(host):\(port)
                 Admin kubeconfig: \(kubeconfigPath)
                 Try:  export KUBECONFIG=\(kubeconfigPath)
                       kubectl get namespaces

@@ -65,3 +65,26 @@ def test_graceful_restart_keeps_crds_served(tmp_path):
         assert r.status_code == 200 and r.json()["x"] == 1
     finally:
         srv.stop()
+
+
+def test_sigterm_with_open_watch_shuts_down_promptly(tmp_path):
+    import time
+    import requests
+    srv = Server(tmp_path / "d3").start()
+    resp = requests.get(srv.url + "/api/v1/namespaces/default/configmaps?watch=true&timeoutSeconds=600",
+                        headers={"Authorization": f"Bearer {srv.token}"}, verify=srv.ca, stream=True, timeout=30)
+    assert resp.status_code == 200
+    start = time.time()
+    srv.proc.send_signal(signal.SIGTERM)
+    srv.proc.wait(timeout=20)
+    assert srv.proc.returncode == 0 and time.time() - start < 15
+    srv.logf.close()
+
+
+def test_metrics_endpoint(server):
+    server.http("GET", "/api/v1/namespaces")
+    r = server.http("GET", "/metrics")
+    assert r.status_code == 200
+    assert "swiftedge_apiserver_requests_total" in r.text and "swiftedge_store_writes_total" in r.text
+    import requests
+    assert requests.get(server.url + "/metrics", verify=server.ca, timeout=10).status_code == 401

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Builds release binaries and runs the API server benchmark (prints figures).
+# BENCH_PODS / BENCH_WATCHERS change the sizes (defaults 10000 / 500).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+swift build -c release --product swiftedge
+swift build -c release --product APIBenchmark 2>/dev/null || swift build -c release --target APIBenchmark
+exec .build/release/APIBenchmark
