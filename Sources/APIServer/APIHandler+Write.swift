@@ -164,7 +164,7 @@ extension APIHandler {
         try validateName(name, type: t.type)
         if t.type.namespaced, let ns = t.namespace {
             guard let nsObj = await store.get(NamespaceKeys.key(ns)) else { throw StatusError.notFound("namespaces", name: ns) }
-            if let v = try? nsObj.decode(), !v["metadata"]["deletionTimestamp"].isNull {
+            if Maintenance.mentionsDeletion(nsObj.data), let v = try? nsObj.decode(), !v["metadata"]["deletionTimestamp"].isNull {
                 throw StatusError(.forbidden, "\(t.type.resource) \"\(name)\" is forbidden: unable to create new content in namespace \(ns) because it is being terminated")
             }
         }
@@ -198,7 +198,9 @@ extension APIHandler {
             return .put(value)
         }
         guard let stored = result.object else { throw StatusError(.internalError, "create did not store an object") }
-        try await Admission.afterWrite(type: t.type, object: try stored.decode(), old: nil, handler: self)
+        if Admission.hasAfterWrite(t.type) {
+            try await Admission.afterWrite(type: t.type, object: try stored.decode(), old: nil, handler: self)
+        }
         var resp = try objectResponse(201, stored, req, t.type)
         resp.addHeaders(warningHeaders(warnings))
         return resp
@@ -309,7 +311,7 @@ extension APIHandler {
             return try mergeUpdate(new: input, current: current, type: type, subresource: subresource, req: req, checkRV: true, operation: "Update")
         }
         guard let stored = result.object else { throw notFound(t) }
-        if result.eventType != nil {
+        if result.eventType != nil && Admission.hasAfterWrite(type) {
             try await Admission.afterWrite(type: type, object: try stored.decode(), old: nil, handler: self)
         }
         var resp = try objectResponse(200, stored, req, type)
@@ -390,7 +392,7 @@ extension APIHandler {
             return try mergeUpdate(new: patched, current: current, type: type, subresource: subresource, req: req, checkRV: true, operation: op)
         }
         guard let stored = result.object else { throw notFound(t) }
-        if result.eventType != nil {
+        if result.eventType != nil && Admission.hasAfterWrite(type) {
             try await Admission.afterWrite(type: type, object: try stored.decode(), old: nil, handler: self)
         }
         return try objectResponse(200, stored, req, type)

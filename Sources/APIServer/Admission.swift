@@ -290,6 +290,12 @@ enum Admission {
 
     // MARK: after write
 
+    /// Kinds with follow-up work after a write (namespaces, CRDs).
+    static func hasAfterWrite(_ type: ResourceType) -> Bool {
+        (type.group.isEmpty && type.resource == "namespaces")
+            || (type.group == "apiextensions.k8s.io" && type.resource == "customresourcedefinitions")
+    }
+
     static func afterWrite(type: ResourceType, object: JSON, old: JSON?, handler: APIHandler) async throws {
         switch (type.group, type.resource) {
         case ("", "namespaces"):

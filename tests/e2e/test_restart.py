@@ -9,6 +9,7 @@ def test_kill9_keeps_acknowledged_writes(tmp_path):
     srv = Server(tmp_path / "data").start()
     acked = {}
     stop = threading.Event()
+    enough = threading.Event()
 
     def writer(idx):
         i = 0
@@ -21,14 +22,15 @@ def test_kill9_keeps_acknowledged_writes(tmp_path):
                 return
             if r.status_code == 201:
                 acked[name] = r.json()["metadata"]["resourceVersion"]
+                if len(acked) >= 200:
+                    enough.set()
             i += 1
 
     threads = [threading.Thread(target=writer, args=(n,)) for n in range(4)]
     for t in threads:
         t.start()
     # Let the writers get going, then kill the server without warning.
-    while len(acked) < 200:
-        pass
+    assert enough.wait(60), "writers did not get going"
     srv.proc.send_signal(signal.SIGKILL)
     srv.proc.wait()
     stop.set()
