@@ -318,19 +318,20 @@ public actor SQLiteObjectStore: ObjectStorage {
             do {
                 let last = batch.last!.revision
                 try await pool.write { db in
+                    let delete = try db.cachedStatement(sql: "DELETE FROM objects WHERE key = ?")
+                    let upsert = try db.cachedStatement(sql: "INSERT OR REPLACE INTO objects(key, rev, value) VALUES (?, ?, ?)")
+                    let append = try db.cachedStatement(sql: "INSERT INTO events(rev, key, type, value) VALUES (?, ?, ?, ?)")
                     for ev in batch {
                         let data = Data(ev.object.data)
                         if ev.type == .deleted {
-                            try db.execute(sql: "DELETE FROM objects WHERE key = ?", arguments: [ev.object.key])
+                            try delete.execute(arguments: [ev.object.key])
                         } else {
-                            try db.execute(sql: "INSERT OR REPLACE INTO objects(key, rev, value) VALUES (?, ?, ?)",
-                                           arguments: [ev.object.key, ev.revision, data])
+                            try upsert.execute(arguments: [ev.object.key, ev.revision, data])
                         }
-                        try db.execute(sql: "INSERT INTO events(rev, key, type, value) VALUES (?, ?, ?, ?)",
-                                       arguments: [ev.revision, ev.object.key,
-                                                   ev.type == .added ? 0 : (ev.type == .modified ? 1 : 2), data])
+                        try append.execute(arguments: [ev.revision, ev.object.key,
+                                                       ev.type == .added ? 0 : (ev.type == .modified ? 1 : 2), data])
                     }
-                    try db.execute(sql: "INSERT OR REPLACE INTO meta(name, value) VALUES ('revision', ?)", arguments: [last])
+                    try db.cachedStatement(sql: "INSERT OR REPLACE INTO meta(name, value) VALUES ('revision', ?)").execute(arguments: [last])
                 }
             } catch {
                 // The in-memory view ran ahead of the disk: reload what is durable and fail the batch.
