@@ -1,5 +1,6 @@
 import Foundation
 import KubeAPI
+import KubeProtobuf
 import ObjectStore
 
 extension APIHandler {
@@ -45,9 +46,12 @@ extension APIHandler {
         var unknown: [String] = []
         if type.isCustom, let schema = registry.schema(for: type) {
             unknown = CRDSchema.prune(&obj, schema: schema)
+        } else if let fromTable = BuiltinSchema.pruneUnknownFields(&obj, apiVersion: type.apiVersion, kind: type.kind) {
+            unknown = fromTable
         } else {
             unknown = KnownFields.unknownFields(&obj, type: type)
         }
+        unknown.sort()
         if unknown.isEmpty || mode == "Ignore" { return [] }
         if mode == "Strict" {
             let msg = unknown.map { "unknown field \"\($0)\"" }.joined(separator: ", ")

@@ -69,3 +69,20 @@ def test_disconnect_mid_body_loses_nothing(server, ns):
                        "Content-Type: application/json\r\nContent-Length: 500\r\n\r\n{\"apiVersion\":\"v1\",").encode())
     assert server.http("GET", f"/api/v1/namespaces/{ns}/configmaps").json()["items"] == []
     assert server.http("GET", "/readyz").status_code == 200
+
+
+def test_unknown_nested_fields_of_builtin_kinds(server, ns):
+    dep = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "typo"},
+           "spec": {"selector": {"matchLabels": {"a": "b"}}, "template": {"metadata": {"labels": {"a": "b"}},
+                    "spec": {"containers": [{"name": "c", "image": "i", "imagee": "typo",
+                                             "volumeMounts": [{"name": "v", "mountPath": "/x"}]}],
+                             "volumes": [{"name": "v", "configMap": {"name": "cm"}}]}}}}
+    r = server.http("POST", f"/apis/apps/v1/namespaces/{ns}/deployments?fieldValidation=Strict", json=dep)
+    assert r.status_code == 400, r.text
+    assert 'unknown field "spec.template.spec.containers[0].imagee"' in r.json()["message"]
+    r = server.http("POST", f"/apis/apps/v1/namespaces/{ns}/deployments?fieldValidation=Warn", json=dep)
+    assert r.status_code == 201 and "imagee" in r.headers.get("Warning", "")
+    body = r.json()
+    assert "imagee" not in body["spec"]["template"]["spec"]["containers"][0]
+    # Inline (embedded) fields such as a volume's configMap.name are known.
+    assert body["spec"]["template"]["spec"]["volumes"][0]["configMap"]["name"] == "cm"

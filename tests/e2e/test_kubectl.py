@@ -348,3 +348,21 @@ def test_generate_name_and_dry_run(kubectl, ns, tmp_path):
     assert name.startswith("configmap/gen-") and len(name) == len("configmap/gen-") + 5
     kubectl("create", "configmap", "dry", "-n", ns, "--dry-run=server")
     assert kubectl.run("get", "cm", "dry", "-n", ns, check=False).returncode != 0
+
+
+def test_apply_rejects_typos_like_kube_apiserver(kubectl, ns, tmp_path):
+    f = tmp_path / "typo.yaml"
+    f.write_text(deployment("typo").replace("image: nginx:1.25", "image: nginx:1.25\n        imagePullPolicyy: Always"))
+    p = kubectl.run("apply", "-n", ns, "-f", str(f), check=False)
+    assert p.returncode != 0
+    assert 'unknown field "spec.template.spec.containers[0].imagePullPolicyy"' in p.stderr
+    # The same manifest without the typo, plus every common pod field, applies.
+    f.write_text(deployment("typo"))
+    kubectl("apply", "-n", ns, "-f", str(f))
+    kubectl("create", "deployment", "imperative", "--image=nginx", "--replicas=2", "-n", ns)
+    kubectl("create", "service", "clusterip", "svc", "--tcp=80:8080", "-n", ns)
+    kubectl("create", "job", "once", "--image=busybox", "-n", ns)
+    kubectl("create", "secret", "generic", "sec", "--from-literal=k=v", "-n", ns)
+    out = kubectl("get", "deploy,svc,job,secret", "-n", ns, "-o", "name")
+    for name in ["deployment.apps/imperative", "service/svc", "job.batch/once", "secret/sec"]:
+        assert name in out
