@@ -3,6 +3,6 @@
 # BENCH_PODS / BENCH_WATCHERS change the sizes (defaults 10000 / 500).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-swift build -c release --product swiftedge
-swift build -c release --product APIBenchmark 2>/dev/null || swift build -c release --target APIBenchmark
+swift build -c release --static-swift-stdlib --product swiftedge
+swift build -c release --static-swift-stdlib --product APIBenchmark
 exec .build/release/APIBenchmark

@@ -11,7 +11,7 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends libsqlite3-dev ca-certificates >/dev/null
 fi
 echo "== building swiftedge (release; the first build takes several minutes)"
-swift build -c release --product swiftedge
+swift build -c release --static-swift-stdlib --product swiftedge
 DATA="${SWIFTEDGE_DATA:-$PWD/run/apiserver}"
 mkdir -p "$DATA"
 echo "== starting the embedded API server (data in $DATA)"
