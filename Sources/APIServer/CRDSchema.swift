@@ -83,33 +83,13 @@ enum CRDSchema {
     }
 
     static func pruneValue(_ v: inout JSON, schema: JSON, path: String, unknown: inout [String]) {
-        if schema["x-kubernetes-embedded-resource"].boolValue == true, case .object(var o) = v {
-            // Embedded objects keep apiVersion/kind/metadata.
-            let props = schema["properties"].objectValue ?? [:]
-            for (k, x) in o where !["apiVersion", "kind", "metadata"].contains(k) {
-                if let s = props[k] {
-                    var c = x
-                    pruneValue(&c, schema: s, path: "\(path).\(k)", unknown: &unknown)
-                    o[k] = c
-                } else if schema["x-kubernetes-preserve-unknown-fields"].boolValue != true {
-                    o.removeValue(forKey: k); unknown.append("\(path).\(k)")
-                }
-            }
-            v = .object(o)
-            return
-        }
         switch v {
         case .object(var o):
-            if let props = schema["properties"].objectValue {
-                for (k, x) in o {
-                    if let s = props[k] {
-                        var c = x
-                        pruneValue(&c, schema: s, path: "\(path).\(k)", unknown: &unknown)
-                        o[k] = c
-                    } else if schema["x-kubernetes-preserve-unknown-fields"].boolValue != true {
-                        o.removeValue(forKey: k); unknown.append("\(path).\(k)")
-                    }
-                }
+            if schema["x-kubernetes-embedded-resource"].boolValue == true {
+                // Embedded objects keep apiVersion/kind/metadata.
+                pruneProperties(&o, schema: schema, path: path, keep: ["apiVersion", "kind", "metadata"], unknown: &unknown)
+            } else if schema["properties"].objectValue != nil {
+                pruneProperties(&o, schema: schema, path: path, keep: [], unknown: &unknown)
             } else if case .object = schema["additionalProperties"] {
                 let s = schema["additionalProperties"]
                 for (k, x) in o {
@@ -136,6 +116,22 @@ enum CRDSchema {
             v = .array(a)
         default:
             break
+        }
+    }
+
+    /// Prunes the members of an object against `properties` (unless unknown fields are preserved).
+    static func pruneProperties(_ o: inout [String: JSON], schema: JSON, path: String, keep: Set<String>, unknown: inout [String]) {
+        let props = schema["properties"].objectValue ?? [:]
+        let preserve = schema["x-kubernetes-preserve-unknown-fields"].boolValue == true
+        for (k, x) in o where !keep.contains(k) {
+            if let s = props[k] {
+                var c = x
+                pruneValue(&c, schema: s, path: "\(path).\(k)", unknown: &unknown)
+                o[k] = c
+            } else if !preserve {
+                o.removeValue(forKey: k)
+                unknown.append("\(path).\(k)")
+            }
         }
     }
 
