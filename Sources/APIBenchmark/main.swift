@@ -90,7 +90,9 @@ struct APIBenchmark {
             try await g.waitForAll()
         }
         print(String(format: "created %d pods in %.1f s", pods, seconds(t0.duration(to: .now))))
-        print("server RSS with \(pods) pods: \(rssMB(server.processIdentifier)) MB")
+        print("server RSS with \(pods) pods: \(rssMB(server.processIdentifier)) MB right after creating them")
+        try await Task.sleep(for: .seconds(20))
+        print("server RSS with \(pods) pods: \(rssMB(server.processIdentifier)) MB at rest (20 s later)")
         var listTimes: [Double] = []
         var bytes = 0
         for _ in 0..<30 {
@@ -155,7 +157,7 @@ struct APIBenchmark {
         let l = await latencies.values
         print(String(format: "watch delivery, %d watchers x %d events: p50 %.1f ms  p99 %.1f ms (%d deliveries)", watchers, events,
                      percentile(l, 0.5), percentile(l, 0.99), l.count))
-        print("server RSS after watch test: \(rssMB(server.processIdentifier)) MB")
+        print("server RSS with 500 watches open: \(rssMB(server.processIdentifier)) MB")
         let size = (try? FileManager.default.attributesOfItem(atPath: dataDir + "/state.db")[.size] as? Int) ?? 0
         let wal = (try? FileManager.default.attributesOfItem(atPath: dataDir + "/state.db-wal")[.size] as? Int) ?? 0
         print(String(format: "database: %.1f MB (+ WAL %.1f MB)", Double(size ?? 0) / 1e6, Double(wal ?? 0) / 1e6))

@@ -154,6 +154,16 @@ public final class APIHandler: Sendable {
         if let sub = target.subresource {
             return try await subresourceRequest(req, target, sub)
         }
+        if type.resource == "selfsubjectaccessreviews" && type.group == "authorization.k8s.io" {
+            // Every authenticated user is an administrator until RBAC is enforced.
+            guard req.method == "POST", target.name == nil else {
+                throw StatusError(.methodNotAllowed, "the server does not allow this method on the requested resource")
+            }
+            var review = try decodeBody(req)
+            try checkTypeMeta(&review, type)
+            review["status"] = ["allowed": true, "reason": "swiftedge: authenticated requests are allowed (RBAC is stored, not enforced)"]
+            return .json(201, review)
+        }
         if type.resource == "bindings" && type.group.isEmpty {
             // POST /namespaces/{ns}/bindings binds the pod named in the Binding's metadata.
             guard req.method == "POST", target.name == nil else {

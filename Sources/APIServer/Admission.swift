@@ -34,6 +34,7 @@ enum Admission {
             obj["status"] = ["loadBalancer": .emptyObject]
         case ("", "secrets"):
             if obj["type"].isNull { obj["type"] = "Opaque" }
+            mergeStringData(&obj)
             try validateBase64Data(obj, type: type)
         case ("", "configmaps"):
             break
@@ -49,6 +50,21 @@ enum Admission {
             obj["status"] = CRDSchema.status(for: obj)
         default:
             break
+        }
+    }
+
+    /// `stringData` is write-only: its entries are folded into `data` (base64), as kube-apiserver does.
+    static func mergeStringData(_ obj: inout JSON) {
+        guard let sd = obj["stringData"].objectValue else { return }
+        for (k, v) in sd { obj["data"][k] = .string(Data((v.stringValue ?? "").utf8).base64EncodedString()) }
+        obj["stringData"] = .null
+    }
+
+    /// An immutable ConfigMap or Secret keeps its data (and stays immutable).
+    static func checkImmutable(_ obj: JSON, old: JSON, type: ResourceType) throws(StatusError) {
+        guard old["immutable"].boolValue == true else { return }
+        if obj["data"] != old["data"] || obj["binaryData"] != old["binaryData"] || obj["immutable"].boolValue != true {
+            throw invalid(type, obj, [.init(reason: "FieldValueForbidden", message: "Forbidden: field is immutable when `immutable` is set", field: "data")])
         }
     }
 
@@ -277,7 +293,11 @@ enum Admission {
                 throw invalid(type, obj, [.init(reason: "FieldValueInvalid", message: "Invalid value: \(obj["spec"]["selector"]): field is immutable", field: "spec.selector")])
             }
         case ("", "secrets"):
+            mergeStringData(&obj)
             try validateBase64Data(obj, type: type)
+            try checkImmutable(obj, old: old, type: type)
+        case ("", "configmaps"):
+            try checkImmutable(obj, old: old, type: type)
         case ("", "services"):
             if old["spec"]["clusterIP"] != .null, obj["spec"]["clusterIP"].isNull { obj["spec"]["clusterIP"] = old["spec"]["clusterIP"] }
             if obj["spec"]["clusterIPs"].isNull { obj["spec"]["clusterIPs"] = old["spec"]["clusterIPs"] }

@@ -134,6 +134,9 @@ public enum BuiltinResources {
                      kind: "ClusterRole", namespaced: false),
         ResourceType(group: "rbac.authorization.k8s.io", version: "v1", resource: "clusterrolebindings",
                      singular: "clusterrolebinding", kind: "ClusterRoleBinding", namespaced: false),
+        // authorization.k8s.io/v1 (answered, not stored)
+        ResourceType(group: "authorization.k8s.io", version: "v1", resource: "selfsubjectaccessreviews",
+                     singular: "selfsubjectaccessreview", kind: "SelfSubjectAccessReview", namespaced: false, verbs: ["create"]),
         // apiextensions.k8s.io/v1
         ResourceType(group: "apiextensions.k8s.io", version: "v1", resource: "customresourcedefinitions",
                      singular: "customresourcedefinition", kind: "CustomResourceDefinition", namespaced: false,

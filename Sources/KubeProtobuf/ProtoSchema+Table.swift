@@ -1880,6 +1880,116 @@ M k8s.io.api.networking.v1.ServiceCIDRSpec
 F 1 cidrs r string
 M k8s.io.api.networking.v1.ServiceCIDRStatus
 F 1 conditions r k8s.io.apimachinery.pkg.apis.meta.v1.Condition
+M k8s.io.api.authorization.v1.ExtraValue
+F 1 items r string
+M k8s.io.api.authorization.v1.FieldSelectorAttributes
+F 1 rawSelector o string
+F 2 requirements r k8s.io.apimachinery.pkg.apis.meta.v1.FieldSelectorRequirement
+M k8s.io.api.authorization.v1.LabelSelectorAttributes
+F 1 rawSelector o string
+F 2 requirements r k8s.io.apimachinery.pkg.apis.meta.v1.LabelSelectorRequirement
+M k8s.io.api.authorization.v1.LocalSubjectAccessReview
+F 1 metadata o k8s.io.apimachinery.pkg.apis.meta.v1.ObjectMeta
+F 2 spec o k8s.io.api.authorization.v1.SubjectAccessReviewSpec
+F 3 status o k8s.io.api.authorization.v1.SubjectAccessReviewStatus
+M k8s.io.api.authorization.v1.NonResourceAttributes
+F 1 path o string
+F 2 verb o string
+M k8s.io.api.authorization.v1.NonResourceRule
+F 1 verbs r string
+F 2 nonResourceURLs r string
+M k8s.io.api.authorization.v1.ResourceAttributes
+F 1 namespace o string
+F 2 verb o string
+F 3 group o string
+F 4 version o string
+F 5 resource o string
+F 6 subresource o string
+F 7 name o string
+F 8 fieldSelector o k8s.io.api.authorization.v1.FieldSelectorAttributes
+F 9 labelSelector o k8s.io.api.authorization.v1.LabelSelectorAttributes
+M k8s.io.api.authorization.v1.ResourceRule
+F 1 verbs r string
+F 2 apiGroups r string
+F 3 resources r string
+F 4 resourceNames r string
+M k8s.io.api.authorization.v1.SelfSubjectAccessReview
+F 1 metadata o k8s.io.apimachinery.pkg.apis.meta.v1.ObjectMeta
+F 2 spec o k8s.io.api.authorization.v1.SelfSubjectAccessReviewSpec
+F 3 status o k8s.io.api.authorization.v1.SubjectAccessReviewStatus
+M k8s.io.api.authorization.v1.SelfSubjectAccessReviewSpec
+F 1 resourceAttributes o k8s.io.api.authorization.v1.ResourceAttributes
+F 2 nonResourceAttributes o k8s.io.api.authorization.v1.NonResourceAttributes
+M k8s.io.api.authorization.v1.SelfSubjectRulesReview
+F 1 metadata o k8s.io.apimachinery.pkg.apis.meta.v1.ObjectMeta
+F 2 spec o k8s.io.api.authorization.v1.SelfSubjectRulesReviewSpec
+F 3 status o k8s.io.api.authorization.v1.SubjectRulesReviewStatus
+M k8s.io.api.authorization.v1.SelfSubjectRulesReviewSpec
+F 1 namespace o string
+M k8s.io.api.authorization.v1.SubjectAccessReview
+F 1 metadata o k8s.io.apimachinery.pkg.apis.meta.v1.ObjectMeta
+F 2 spec o k8s.io.api.authorization.v1.SubjectAccessReviewSpec
+F 3 status o k8s.io.api.authorization.v1.SubjectAccessReviewStatus
+M k8s.io.api.authorization.v1.SubjectAccessReviewSpec
+F 1 resourceAttributes o k8s.io.api.authorization.v1.ResourceAttributes
+F 2 nonResourceAttributes o k8s.io.api.authorization.v1.NonResourceAttributes
+F 3 user o string
+F 4 groups r string
+F 5 extra m string,k8s.io.api.authorization.v1.ExtraValue
+F 6 uid o string
+M k8s.io.api.authorization.v1.SubjectAccessReviewStatus
+F 1 allowed o bool
+F 4 denied o bool
+F 2 reason o string
+F 3 evaluationError o string
+M k8s.io.api.authorization.v1.SubjectRulesReviewStatus
+F 1 resourceRules r k8s.io.api.authorization.v1.ResourceRule
+F 2 nonResourceRules r k8s.io.api.authorization.v1.NonResourceRule
+F 3 incomplete o bool
+F 4 evaluationError o string
+M k8s.io.api.authentication.v1.AttestationValue
+F 1 items r string
+M k8s.io.api.authentication.v1.BoundObjectReference
+F 1 kind o string
+F 2 apiVersion o string
+F 3 name o string
+F 4 uID o string
+M k8s.io.api.authentication.v1.ExtraValue
+F 1 items r string
+M k8s.io.api.authentication.v1.SelfSubjectReview
+F 1 metadata o k8s.io.apimachinery.pkg.apis.meta.v1.ObjectMeta
+F 2 status o k8s.io.api.authentication.v1.SelfSubjectReviewStatus
+M k8s.io.api.authentication.v1.SelfSubjectReviewStatus
+F 1 userInfo o k8s.io.api.authentication.v1.UserInfo
+M k8s.io.api.authentication.v1.TokenRequest
+F 1 metadata o k8s.io.apimachinery.pkg.apis.meta.v1.ObjectMeta
+F 2 spec o k8s.io.api.authentication.v1.TokenRequestSpec
+F 3 status o k8s.io.api.authentication.v1.TokenRequestStatus
+M k8s.io.api.authentication.v1.TokenRequestSpec
+F 1 audiences r string
+F 4 expirationSeconds o int64
+F 3 boundObjectRef o k8s.io.api.authentication.v1.BoundObjectReference
+F 5 attestations m string,k8s.io.api.authentication.v1.AttestationValue
+M k8s.io.api.authentication.v1.TokenRequestStatus
+F 1 token o string
+F 2 expirationTimestamp o k8s.io.apimachinery.pkg.apis.meta.v1.Time
+M k8s.io.api.authentication.v1.TokenReview
+F 1 metadata o k8s.io.apimachinery.pkg.apis.meta.v1.ObjectMeta
+F 2 spec o k8s.io.api.authentication.v1.TokenReviewSpec
+F 3 status o k8s.io.api.authentication.v1.TokenReviewStatus
+M k8s.io.api.authentication.v1.TokenReviewSpec
+F 1 token o string
+F 2 audiences r string
+M k8s.io.api.authentication.v1.TokenReviewStatus
+F 1 authenticated o bool
+F 2 user o k8s.io.api.authentication.v1.UserInfo
+F 4 audiences r string
+F 3 error o string
+M k8s.io.api.authentication.v1.UserInfo
+F 1 username o string
+F 2 uid o string
+F 3 groups r string
+F 4 extra m string,k8s.io.api.authentication.v1.ExtraValue
 M k8s.io.apimachinery.pkg.apis.meta.v1.APIGroup
 F 1 name o string
 F 2 versions r k8s.io.apimachinery.pkg.apis.meta.v1.GroupVersionForDiscovery

@@ -366,3 +366,7 @@ def test_apply_rejects_typos_like_kube_apiserver(kubectl, ns, tmp_path):
     out = kubectl("get", "deploy,svc,job,secret", "-n", ns, "-o", "name")
     for name in ["deployment.apps/imperative", "service/svc", "job.batch/once", "secret/sec"]:
         assert name in out
+
+
+def test_auth_can_i(kubectl):
+    assert kubectl("auth", "can-i", "create", "deployments").strip() == "yes"

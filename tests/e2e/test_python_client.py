@@ -196,3 +196,15 @@ def test_dynamic_client_discovery(api_client, ns):
     leases = dyn.resources.get(api_version="coordination.k8s.io/v1", kind="Lease")
     leases.create(namespace=ns, body={"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": "l"}, "spec": {}})
     assert leases.get(namespace=ns, name="l").metadata.name == "l"
+
+
+def test_secret_string_data_and_immutable_configmaps(api_client, ns):
+    import base64
+    core = client.CoreV1Api(api_client)
+    s = core.create_namespaced_secret(ns, client.V1Secret(metadata=client.V1ObjectMeta(name="s"), string_data={"user": "admin"}))
+    assert base64.b64decode(s.data["user"]) == b"admin" and s.string_data is None and s.type == "Opaque"
+    core.create_namespaced_config_map(ns, client.V1ConfigMap(metadata=client.V1ObjectMeta(name="frozen"), data={"a": "1"}, immutable=True))
+    with pytest.raises(ApiException) as e:
+        core.patch_namespaced_config_map("frozen", ns, {"data": {"a": "2"}})
+    assert e.value.status == 422 and "immutable" in e.value.body
+    core.patch_namespaced_config_map("frozen", ns, {"metadata": {"labels": {"ok": "yes"}}})
