@@ -26,8 +26,6 @@ let package = Package(
     targets: [
         // Kubernetes object model: JSON values, metadata, selectors, patch engines, resource registry.
         .target(name: "KubeAPI"),
-        // C shim: returning free heap pages to the OS.
-        .target(name: "CMemory"),
         // Reads Kubernetes protobuf bodies (kubectl's typed clients, client-go) into JSON.
         .target(name: "KubeProtobuf", dependencies: ["KubeAPI"]),
         // Revisioned object store (SQLite via GRDB) with watch history and compaction.
@@ -54,7 +52,7 @@ let package = Package(
         ]),
         // The Kubernetes-compatible HTTP API server.
         .target(name: "APIServer", dependencies: [
-            "KubeAPI", "ObjectStore", "PKI", "KubeProtobuf", "CMemory",
+            "KubeAPI", "ObjectStore", "PKI", "KubeProtobuf",
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "HummingbirdTLS", package: "hummingbird"),
             .product(name: "HummingbirdCore", package: "hummingbird"),

@@ -90,9 +90,7 @@ struct APIBenchmark {
             try await g.waitForAll()
         }
         print(String(format: "created %d pods in %.1f s", pods, seconds(t0.duration(to: .now))))
-        print("server RSS with \(pods) pods: \(rssMB(server.processIdentifier)) MB right after creating them")
-        try await Task.sleep(for: .seconds(20))
-        print("server RSS with \(pods) pods: \(rssMB(server.processIdentifier)) MB at rest (20 s later)")
+        print("server RSS with \(pods) pods: \(rssMB(server.processIdentifier)) MB")
         var listTimes: [Double] = []
         var bytes = 0
         for _ in 0..<30 {

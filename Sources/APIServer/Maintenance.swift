@@ -1,4 +1,3 @@
-import CMemory
 import KubeAPI
 import Logging
 import Metrics
@@ -29,7 +28,6 @@ public actor Maintenance: Service {
             group.addTask { try await self.watchLoop() }
             group.addTask { try await self.tickLoop() }
             group.addTask { try await self.compactionLoop() }
-            group.addTask { try await self.memoryLoop() }
             try? await gracefulShutdown()
             // Long-lived watch responses end so that the HTTP server can drain.
             await store.closeAllWatches()
@@ -69,14 +67,6 @@ public actor Maintenance: Service {
             try await Task.sleep(for: .milliseconds(500))
             for ns in terminatingNamespaces { await cleanNamespace(ns) }
             for (uid, key) in foregroundOwners { await processForeground(uid: uid, key: key) }
-        }
-    }
-
-    /// Returns freed heap pages to the OS after bursts (glibc keeps them otherwise).
-    func memoryLoop() async throws {
-        while true {
-            try await Task.sleep(for: .seconds(15))
-            _ = swiftedge_release_free_memory()
         }
     }
 
