@@ -44,6 +44,11 @@ let package = Package(
             .product(name: "Yams", package: "Yams"),
             .product(name: "Logging", package: "swift-log"),
         ]),
+        // Informers (list → watch → relist on 410) and, next, work queues and leader election.
+        .target(name: "ControllerRuntime", dependencies: [
+            "KubeAPI", "KubeClient",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         // Self-signed CA and certificates (PEM) for the API server and later CloudHub.
         .target(name: "PKI", dependencies: [
             .product(name: "X509", package: "swift-certificates"),
@@ -82,7 +87,7 @@ let package = Package(
         .testTarget(name: "KubeAPITests", dependencies: ["KubeAPI", "KubeProtobuf"]),
         .testTarget(name: "ObjectStoreTests", dependencies: ["ObjectStore", "KubeAPI"]),
         .testTarget(name: "KubeClientTests", dependencies: [
-            "KubeClient", "APIServer", "KubeAPI",
+            "KubeClient", "APIServer", "KubeAPI", "ControllerRuntime",
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "Logging", package: "swift-log"),
         ]),
