@@ -62,7 +62,7 @@ extension APIHandler {
             var headersSent = false
             func encode(_ type: String, _ obj: StoredObject) throws -> [UInt8] {
                 if table {
-                    let v = try handler.present(obj, type == "BOOKMARK" ? t.type : t.type)
+                    let v = try handler.present(obj, t.type)
                     let tab = Tables.table(for: [v], type: t.type, registry: registry, revision: String(obj.revision),
                                            continueToken: nil, includeHeaders: !headersSent, req: req)
                     headersSent = true

@@ -23,7 +23,7 @@ extension APIHandler {
         return String(ua.split(separator: "/").first ?? "unknown")
     }
 
-    var isDryRun: (APIRequest) -> Bool { { $0.query["dryRun"] == "All" } }
+    func isDryRun(_ req: APIRequest) -> Bool { req.query["dryRun"] == "All" }
 
     /// Checks apiVersion/kind of a body against the endpoint.
     func checkTypeMeta(_ obj: inout JSON, _ type: ResourceType, expectKind: String? = nil) throws(StatusError) {
@@ -357,9 +357,9 @@ extension APIHandler {
             }
             var applied = patchBody
             try checkTypeMeta(&applied, type)
+            // Strict validation rejects unknown fields of the applied configuration.
             var probe = applied
-            let warnings = try checkFields(&probe, type, req)
-            _ = warnings
+            _ = try checkFields(&probe, type, req)
             if await store.get(k) == nil && subresource == nil {
                 // Apply creates the object.
                 var createReq = req
@@ -370,8 +370,6 @@ extension APIHandler {
                                         operation: "Apply")
             }
         }
-        let force = req.bool("force")
-        _ = force
         if isDryRun(req) {
             guard let cur = await store.get(k) else { throw notFound(t) }
             let current = try cur.decode()

@@ -221,26 +221,16 @@ public final class APIHandler: Sendable {
             return .json(code, Tables.table(for: [try present(obj, type)], type: type, registry: registry,
                                             revision: String(obj.revision), continueToken: nil, includeHeaders: true, req: req))
         }
-        if type.isCustom || !Self.sameVersionStored(obj, type) {
-            return .json(code, try present(obj, type))
-        }
+        if type.isCustom { return .json(code, try present(obj, type)) }
         return .raw(code, obj.data, contentType: "application/json")
     }
 
-    static func sameVersionStored(_ obj: StoredObject, _ type: ResourceType) -> Bool { !type.isCustom }
 
     func parseSelectors(_ req: APIRequest, _ type: ResourceType) throws(StatusError) -> (LabelSelector, FieldSelector) {
         let ls = try LabelSelector.parse(req.query["labelSelector"] ?? "")
         let fs = try FieldSelector.parse(req.query["fieldSelector"] ?? "")
         try FieldIndex.validate(fs, type: type)
         return (ls, fs)
-    }
-
-    func namespaceMustExist(_ ns: String) async throws {
-        guard let o = await store.get(NamespaceKeys.key(ns)) else {
-            throw StatusError.notFound("namespaces", name: ns)
-        }
-        _ = o
     }
 
     // MARK: get / list

@@ -104,9 +104,8 @@ enum Tables {
                         switch ready?["status"].stringValue {
                         case "True": s = "Ready"
                         case "False": s = "NotReady"
-                        default: s = ready == nil ? "Unknown" : "Unknown"
+                        default: s = ready == nil ? "NotReady" : "Unknown"
                         }
-                        if ready == nil { s = "NotReady" }
                         if o["spec"]["unschedulable"].boolValue == true { s += ",SchedulingDisabled" }
                         return .string(s)
                     }),
