@@ -44,10 +44,19 @@ let package = Package(
             .product(name: "Yams", package: "Yams"),
             .product(name: "Logging", package: "swift-log"),
         ]),
-        // Informers (list → watch → relist on 410) and, next, work queues and leader election.
+        // Shared informers, rate-limited work queues, reconcile loops, leader election, event recording.
         .target(name: "ControllerRuntime", dependencies: [
             "KubeAPI", "KubeClient",
             .product(name: "Logging", package: "swift-log"),
+            .product(name: "Metrics", package: "swift-metrics"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ]),
+        // The embedded control plane: scheduler and core controllers (ordinary API clients).
+        .target(name: "ControlPlane", dependencies: [
+            "KubeAPI", "KubeClient", "ControllerRuntime",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "Metrics", package: "swift-metrics"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
         // Self-signed CA and certificates (PEM) for the API server and later CloudHub.
         .target(name: "PKI", dependencies: [
@@ -69,7 +78,7 @@ let package = Package(
         ]),
         // The `swiftedge` executable: parses flags and composes services.
         .executableTarget(name: "SwiftEdgeCLI", dependencies: [
-            "APIServer", "ObjectStore", "PKI",
+            "APIServer", "ObjectStore", "PKI", "ControlPlane", "KubeClient",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Metrics", package: "swift-metrics"),

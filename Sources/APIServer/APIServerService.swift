@@ -50,7 +50,8 @@ public struct APIServerService: Service {
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: nil),
             onServerRunning: { channel in await onRunning(channel.localAddress?.port ?? 0) },
             logger: logger)
-        try await app.runService()
+        // Shutdown order is the enclosing ServiceGroup's: no signal handling of its own.
+        try await app.runService(gracefulShutdownSignals: [])
     }
 }
 

@@ -87,6 +87,8 @@ public final class KubeClient: Sendable {
             tls.trustRoots = .certificates(try NIOSSLCertificate.fromPEMBytes(Array(ca.utf8)))
         }
         if config.insecureSkipTLSVerify { tls.certificateVerification = .none }
+        // A server busy streaming a watch may never answer close_notify; do not wait 5 s for it.
+        tls.shutdownTimeout = .milliseconds(500)
         if let cert = config.clientCertificatePEM, let key = config.clientKeyPEM {
             tls.certificateChain = try NIOSSLCertificate.fromPEMBytes(Array(cert.utf8)).map { .certificate($0) }
             tls.privateKey = .privateKey(try NIOSSLPrivateKey(bytes: Array(key.utf8), format: .pem))
@@ -163,6 +165,12 @@ public final class KubeClient: Sendable {
 
     public func create(_ type: ResourceType, namespace: String?, _ object: JSON, fieldManager: String = "swiftedge") async throws -> JSON {
         try await request(.POST, path(type, namespace: namespace) + Self.query([("fieldManager", fieldManager)]), body: object)
+    }
+
+    /// POSTs to an object's subresource (`pods/<name>/binding`, `pods/<name>/eviction`).
+    @discardableResult
+    public func post(_ type: ResourceType, namespace: String?, name: String, subresource: String, _ body: JSON) async throws -> JSON {
+        try await request(.POST, path(type, namespace: namespace, name: name, subresource: subresource), body: body)
     }
 
     public func update(_ type: ResourceType, namespace: String?, _ object: JSON, subresource: String? = nil,

@@ -42,8 +42,9 @@ def kubectl_binaries() -> dict:
 class Server:
     """A running API server process with its own data directory."""
 
-    def __init__(self, data_dir: Path, extra_args=()):
+    def __init__(self, data_dir: Path, extra_args=(), controllers=False):
         self.data_dir = data_dir
+        self.controllers = controllers
         self.port = free_port()
         self.kubeconfig = data_dir / "admin.kubeconfig"
         self.extra_args = list(extra_args)
@@ -56,6 +57,8 @@ class Server:
             self.kubeconfig.unlink()
         args = [str(BIN), "apiserver", "--data-dir", str(self.data_dir), "--port", str(self.port),
                 "--kubeconfig", str(self.kubeconfig), *self.extra_args]
+        if not self.controllers:
+            args.append("--no-controllers")
         self.logf = open(self.log, "ab")
         self.proc = subprocess.Popen(args, stdout=self.logf, stderr=subprocess.STDOUT)
         deadline = time.time() + 60
@@ -120,7 +123,10 @@ class Kubectl:
         return env
 
     def run(self, *args, input=None, check=True, timeout=60):
+        t0 = time.time()
         p = subprocess.run([self.binary, *args], input=input, capture_output=True, text=True, env=self.env(), timeout=timeout)
+        if os.environ.get("KUBECTL_TIMING"):
+            print(f"[{time.time() - t0:6.2f}s] kubectl {' '.join(args)[:80]}", flush=True)
         if check and p.returncode != 0:
             raise AssertionError(f"kubectl {' '.join(args)} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
         return p

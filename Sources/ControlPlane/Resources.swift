@@ -1,0 +1,167 @@
+import KubeAPI
+
+/// The resource types the controllers read and write.
+enum R {
+    static let pods = ResourceType(group: "", version: "v1", resource: "pods", kind: "Pod", namespaced: true)
+    static let nodes = ResourceType(group: "", version: "v1", resource: "nodes", kind: "Node", namespaced: false)
+    static let services = ResourceType(group: "", version: "v1", resource: "services", kind: "Service", namespaced: true)
+    static let endpoints = ResourceType(group: "", version: "v1", resource: "endpoints", kind: "Endpoints", namespaced: true)
+    static let pvcs = ResourceType(group: "", version: "v1", resource: "persistentvolumeclaims", kind: "PersistentVolumeClaim", namespaced: true)
+    static let endpointSlices = ResourceType(group: "discovery.k8s.io", version: "v1", resource: "endpointslices", kind: "EndpointSlice", namespaced: true)
+    static let deployments = ResourceType(group: "apps", version: "v1", resource: "deployments", kind: "Deployment", namespaced: true)
+    static let replicaSets = ResourceType(group: "apps", version: "v1", resource: "replicasets", kind: "ReplicaSet", namespaced: true)
+    static let daemonSets = ResourceType(group: "apps", version: "v1", resource: "daemonsets", kind: "DaemonSet", namespaced: true)
+    static let statefulSets = ResourceType(group: "apps", version: "v1", resource: "statefulsets", kind: "StatefulSet", namespaced: true)
+    static let controllerRevisions = ResourceType(group: "apps", version: "v1", resource: "controllerrevisions", kind: "ControllerRevision", namespaced: true)
+    static let jobs = ResourceType(group: "batch", version: "v1", resource: "jobs", kind: "Job", namespaced: true)
+    static let leases = ResourceType(group: "coordination.k8s.io", version: "v1", resource: "leases", kind: "Lease", namespaced: true)
+}
+
+/// Splits an informer key (`ns/name` or `name`).
+func splitKey(_ key: String) -> (namespace: String?, name: String) {
+    guard let slash = key.firstIndex(of: "/") else { return (nil, key) }
+    return (String(key[..<slash]), String(key[key.index(after: slash)...]))
+}
+
+extension JSON {
+    var name: String { self["metadata"]["name"].stringValue ?? "" }
+    var namespace: String { self["metadata"]["namespace"].stringValue ?? "" }
+    var uid: String { self["metadata"]["uid"].stringValue ?? "" }
+    var isDeleting: Bool { !self["metadata"]["deletionTimestamp"].isNull }
+    var labels: [String: String] {
+        var out: [String: String] = [:]
+        for (k, v) in self["metadata"]["labels"].objectValue ?? [:] { out[k] = v.stringValue ?? "" }
+        return out
+    }
+    var creation: KubeTime { KubeTime.parse(self["metadata"]["creationTimestamp"].stringValue ?? "") ?? KubeTime(micros: 0) }
+
+    /// The controlling owner reference, if any.
+    var controllerRef: JSON? {
+        (self["metadata"]["ownerReferences"].arrayValue ?? []).first { $0["controller"].boolValue == true }
+    }
+
+    /// An ownerReference that makes `self` the controller of a dependent.
+    var asControllerRef: JSON {
+        ["apiVersion": self["apiVersion"], "kind": self["kind"], "name": self["metadata"]["name"], "uid": self["metadata"]["uid"],
+         "controller": true, "blockOwnerDeletion": true]
+    }
+}
+
+/// Pod facts shared by the controllers.
+enum PodUtil {
+    static func phase(_ p: JSON) -> String { p["status"]["phase"].stringValue ?? "Pending" }
+    static func isTerminal(_ p: JSON) -> Bool { ["Succeeded", "Failed"].contains(phase(p)) }
+    /// Counts towards a controller's replicas: not finished and not being deleted.
+    static func isActive(_ p: JSON) -> Bool { !isTerminal(p) && !p.isDeleting }
+
+    static func condition(_ p: JSON, _ type: String) -> JSON? {
+        (p["status"]["conditions"].arrayValue ?? []).first { $0["type"].stringValue == type }
+    }
+
+    static func isReady(_ p: JSON) -> Bool {
+        phase(p) == "Running" && condition(p, "Ready")?["status"].stringValue == "True"
+    }
+
+    /// Ready for at least `minReadySeconds`.
+    static func isAvailable(_ p: JSON, minReadySeconds: Int64, now: KubeTime) -> Bool {
+        guard isReady(p) else { return false }
+        if minReadySeconds <= 0 { return true }
+        guard let since = KubeTime.parse(condition(p, "Ready")?["lastTransitionTime"].stringValue ?? "") else { return false }
+        return since.adding(seconds: minReadySeconds) <= now
+    }
+
+    /// A pod object built from a template, owned by `owner`.
+    static func fromTemplate(_ template: JSON, owner: JSON, generateName: String? = nil, name: String? = nil,
+                             extraLabels: [String: String] = [:]) -> JSON
+    {
+        var meta = template["metadata"].objectValue ?? [:]
+        meta.removeValue(forKey: "name"); meta.removeValue(forKey: "namespace")
+        if let name { meta["name"] = .string(name) } else if let generateName { meta["generateName"] = .string(generateName) }
+        meta["namespace"] = owner["metadata"]["namespace"]
+        var labels = template["metadata"]["labels"]
+        for (k, v) in extraLabels { labels[k] = .string(v) }
+        if !labels.isNull { meta["labels"] = labels }
+        meta["ownerReferences"] = [owner.asControllerRef]
+        return ["apiVersion": "v1", "kind": "Pod", "metadata": .object(meta), "spec": template["spec"]]
+    }
+}
+
+/// Node facts shared by the scheduler, DaemonSet controller and node lifecycle.
+enum NodeUtil {
+    static let edgeRoleLabel = "node-role.kubernetes.io/edge"
+
+    static func isEdge(_ node: JSON) -> Bool { node["metadata"]["labels"][edgeRoleLabel] != .null }
+
+    static func readyStatus(_ node: JSON) -> String {
+        (node["status"]["conditions"].arrayValue ?? []).first { $0["type"].stringValue == "Ready" }?["status"].stringValue ?? "Unknown"
+    }
+
+    /// Whether `tolerations` tolerate `taint` (the rules of the Kubernetes toleration API).
+    static func tolerates(_ tolerations: [JSON], _ taint: JSON) -> Bool {
+        tolerations.contains { t in tolerates(t, taint) }
+    }
+
+    static func tolerates(_ t: JSON, _ taint: JSON) -> Bool {
+        if let e = t["effect"].stringValue, !e.isEmpty, e != taint["effect"].stringValue { return false }
+        let key = t["key"].stringValue ?? ""
+        let op = t["operator"].stringValue ?? "Equal"
+        if key.isEmpty { return op == "Exists" }
+        guard key == taint["key"].stringValue else { return false }
+        if op == "Exists" { return true }
+        return (t["value"].stringValue ?? "") == (taint["value"].stringValue ?? "")
+    }
+
+    /// Whether a pod's `nodeSelector` and required node affinity accept the node.
+    static func matchesNodeSelection(_ podSpec: JSON, labels: [String: String], nodeName: String) -> Bool {
+        for (k, v) in podSpec["nodeSelector"].objectValue ?? [:] where labels[k] != v.stringValue { return false }
+        guard let terms = podSpec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"].arrayValue
+        else { return true }
+        if terms.isEmpty { return false }
+        return terms.contains { term in
+            let exprs = term["matchExpressions"].arrayValue ?? []
+            let fields = term["matchFields"].arrayValue ?? []
+            if exprs.isEmpty && fields.isEmpty { return false }
+            return exprs.allSatisfy { matches($0, labels[$0["key"].stringValue ?? ""]) }
+                && fields.allSatisfy { $0["key"].stringValue == "metadata.name" && matches($0, nodeName) }
+        }
+    }
+
+    static func matches(_ req: JSON, _ value: String?) -> Bool {
+        let values = (req["values"].arrayValue ?? []).compactMap(\.stringValue)
+        switch req["operator"].stringValue ?? "" {
+        case "In": return value.map(values.contains) ?? false
+        case "NotIn": return !(value.map(values.contains) ?? false)
+        case "Exists": return value != nil
+        case "DoesNotExist": return value == nil
+        case "Gt", "Lt":
+            guard let v = value.flatMap({ Int64($0) }), let bound = values.first.flatMap({ Int64($0) }) else { return false }
+            return req["operator"].stringValue == "Gt" ? v > bound : v < bound
+        default: return false
+        }
+    }
+}
+
+/// `maxSurge`/`maxUnavailable` style values: an integer or a percentage of `total`.
+func scaledValue(_ v: JSON, total: Int, roundUp: Bool, default def: Int) -> Int {
+    switch v {
+    case .int(let i): return Int(i)
+    case .string(let s) where s.hasSuffix("%"):
+        guard let pct = Double(s.dropLast()) else { return def }
+        let x = pct * Double(total) / 100
+        return Int(roundUp ? x.rounded(.up) : x.rounded(.down))
+    case .string(let s): return Int(s) ?? def
+    default: return def
+    }
+}
+
+/// A short, stable hash of a pod template (FNV-1a over its canonical JSON), rendered with the
+/// consonant-and-digit alphabet Kubernetes uses for `pod-template-hash`.
+func templateHash(_ template: JSON) -> String {
+    var h: UInt32 = 2_166_136_261
+    for b in template.serialized() { h ^= UInt32(b); h = h &* 16_777_619 }
+    let alphabet = Array("bcdfghjklmnpqrstvwxz2456789")
+    var out = ""
+    var v = h
+    repeat { out.append(alphabet[Int(v % UInt32(alphabet.count))]); v /= UInt32(alphabet.count) } while v > 0
+    return out
+}

@@ -1,0 +1,186 @@
+import APIServer
+import ArgumentParser
+import ControlPlane
+import Foundation
+import KubeClient
+import Logging
+import Metrics
+import Prometheus
+import ServiceLifecycle
+
+/// `swiftedge`: one binary, one subcommand per role.
+@main
+struct SwiftEdge: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "swiftedge",
+        abstract: "SwiftEdge: Kubernetes-native edge computing in Swift.",
+        subcommands: [APIServerCommand.self, ControllerManagerCommand.self])
+}
+
+struct LoggingOptions: ParsableArguments {
+    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
+    var logLevel: String = "info"
+
+    func makeLogger(_ label: String) -> Logger {
+        var l = Logger(label: label)
+        l.logLevel = Logger.Level(rawValue: logLevel) ?? .info
+        return l
+    }
+}
+
+struct APIServerCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "apiserver",
+        abstract: "Run the embedded Kubernetes-compatible API server (SQLite storage).")
+
+    @Option(help: "Directory for the database, certificates and admin token.")
+    var dataDir: String = "/var/lib/swiftedge/apiserver"
+
+    @Option(help: "Address to listen on.")
+    var bindAddress: String = "127.0.0.1"
+
+    @Option(help: "Port to listen on.")
+    var port: Int = 6443
+
+    @Option(help: "Where to write the admin kubeconfig (default: <data-dir>/admin.kubeconfig).")
+    var kubeconfig: String?
+
+    @Flag(help: "Serve plain HTTP instead of HTTPS (for debugging only).")
+    var insecureHTTP = false
+
+    @Flag(inversion: .prefixedNo, help: "fsync the write-ahead log at every commit (power-loss safe).")
+    var fsync = true
+
+    @Option(help: "Change events kept for watch resume and pagination (older resourceVersions get 410).")
+    var historyLimit: Int = 10_000
+
+    @Option(help: "Seconds between store compactions.")
+    var compactionInterval: Int = 300
+
+    @Option(help: "Seconds between watch BOOKMARK events (for clients that allow them).")
+    var bookmarkInterval: Int = 60
+
+    @Flag(inversion: .prefixedNo, help: "Run the embedded control plane (scheduler and controllers) in this process.")
+    var controllers = true
+
+    @OptionGroup var control: ControllerOptions
+
+    @OptionGroup var logging: LoggingOptions
+
+    func run() async throws {
+        LoggingSystem.bootstrap { label in StreamLogHandler.standardError(label: label) }
+        let registry = PrometheusCollectorRegistry()
+        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+        let logger = logging.makeLogger("swiftedge.apiserver")
+        let kubeconfigPath = kubeconfig ?? dataDir + "/admin.kubeconfig"
+        var config = EmbeddedAPIServerConfiguration(
+            dataDirectory: dataDir, host: bindAddress, port: port, insecureHTTP: insecureHTTP,
+            kubeconfigPath: kubeconfigPath, fsyncEveryCommit: fsync, historyLimit: historyLimit,
+            compactionInterval: .seconds(compactionInterval), bookmarkInterval: .seconds(bookmarkInterval))
+        config.metricsExporter = {
+            var out: [UInt8] = []
+            registry.emit(into: &out)
+            return out
+        }
+        let scheme = insecureHTTP ? "http" : "https"
+        let host = bindAddress
+        let listening = AwaitedValue<Int>()
+        let server = try await EmbeddedAPIServer.open(config, logger: logger) { port in
+            listening.set(port)
+            print("""
+                SwiftEdge API server listening on \(scheme)://\(host):\(port)
+                Admin kubeconfig: \(kubeconfigPath)
+                Try:  export KUBECONFIG=\(kubeconfigPath)
+                      kubectl get namespaces
+                """)
+            fflush(nil)
+        }
+        var services = server.services
+        if controllers {
+            let token = server.adminToken, ca = server.caPEM, insecure = insecureHTTP
+            let connectHost = host == "0.0.0.0" ? "127.0.0.1" : host
+            let cmLogger = logging.makeLogger("swiftedge.controllers")
+            services.append(ControllerManager(options: control.options(), logger: cmLogger) {
+                let port = await listening.value
+                let kc = KubeConfig(server: "\(scheme)://\(connectHost):\(port)", caPEM: insecure ? nil : ca, token: token)
+                return try KubeClient(config: kc, logger: cmLogger)
+            })
+        }
+        let group = ServiceGroup(configuration: .init(
+            services: services.map { .init(service: $0) },
+            gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        try await group.run()
+        try await server.store.close()
+    }
+}
+
+/// Flags of the control plane (shared by `apiserver` and `controller-manager`).
+struct ControllerOptions: ParsableArguments {
+    @Flag(inversion: .prefixedNo, help: "Hold the kube-system/swiftedge-controller-manager Lease before acting (one active control plane).")
+    var leaderElect = true
+
+    @Option(help: "Seconds a leader's Lease stays valid without renewal.")
+    var leaderElectLeaseDuration: Double = 15
+
+    @Option(help: "Seconds the leader keeps trying to renew before it stops acting.")
+    var leaderElectRenewDeadline: Double = 10
+
+    @Option(help: "Seconds between leader election attempts and renewals.")
+    var leaderElectRetryPeriod: Double = 2
+
+    @Option(help: "Seconds between node health checks.")
+    var nodeMonitorPeriod: Double = 5
+
+    @Option(help: "Seconds without a node heartbeat (Lease or Ready condition) before the node turns Ready=Unknown.")
+    var nodeMonitorGracePeriod: Double = 40
+
+    @Flag(help: "Also evict pods from unreachable edge nodes (default: edge nodes keep their pods while disconnected).")
+    var evictEdgePods = false
+
+    @Option(help: "Seconds before a failed Job pod is retried (doubles per failure).")
+    var jobBackoff: Double = 10
+
+    @Option(help: "Identity in the leader Lease (default: hostname and a random suffix).")
+    var identity: String?
+
+    func options() -> ControllerManagerOptions {
+        var o = ControllerManagerOptions(identity: identity ?? "\(ProcessInfo.processInfo.hostName)_\(UUID().uuidString.prefix(8).lowercased())")
+        o.leaderElect = leaderElect
+        o.leaseDuration = .seconds(leaderElectLeaseDuration)
+        o.renewDeadline = .seconds(leaderElectRenewDeadline)
+        o.retryPeriod = .seconds(leaderElectRetryPeriod)
+        o.nodeLifecycle.monitorPeriod = .seconds(nodeMonitorPeriod)
+        o.nodeLifecycle.gracePeriod = .seconds(nodeMonitorGracePeriod)
+        o.nodeLifecycle.evictEdgePods = evictEdgePods
+        o.jobBackoff = .seconds(jobBackoff)
+        return o
+    }
+}
+
+/// `swiftedge controller-manager`: the control plane alone, against any API server.
+struct ControllerManagerCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "controller-manager",
+        abstract: "Run the scheduler and controllers against an API server (for the embedded server or a standby).")
+
+    @Option(help: "kubeconfig of the API server to manage.")
+    var kubeconfig: String
+
+    @OptionGroup var control: ControllerOptions
+
+    @OptionGroup var logging: LoggingOptions
+
+    func run() async throws {
+        LoggingSystem.bootstrap { label in StreamLogHandler.standardError(label: label) }
+        let registry = PrometheusCollectorRegistry()
+        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+        let logger = logging.makeLogger("swiftedge.controllers")
+        let config = try KubeConfig.load(path: kubeconfig)
+        let options = control.options()
+        logger.info("controller manager starting", metadata: ["server": "\(config.server)", "identity": "\(options.identity)"])
+        let manager = ControllerManager(options: options, logger: logger) { try KubeClient(config: config, logger: logger) }
+        let group = ServiceGroup(configuration: .init(services: [.init(service: manager)],
+                                                      gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        try await group.run()
+    }
+}
