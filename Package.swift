@@ -93,8 +93,14 @@ let package = Package(
             .product(name: "NIOHTTP1", package: "swift-nio"),
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
         ]),
+        // Release-mode benchmark of the control plane: scheduling throughput, Deployment → bound.
+        .executableTarget(name: "SchedulerBenchmark", dependencies: [
+            "KubeAPI", "KubeClient",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         .testTarget(name: "KubeAPITests", dependencies: ["KubeAPI", "KubeProtobuf"]),
         .testTarget(name: "ObjectStoreTests", dependencies: ["ObjectStore", "KubeAPI"]),
+        .testTarget(name: "ControlPlaneTests", dependencies: ["ControlPlane", "ControllerRuntime", "KubeAPI"]),
         .testTarget(name: "KubeClientTests", dependencies: [
             "KubeClient", "APIServer", "KubeAPI", "ControllerRuntime",
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

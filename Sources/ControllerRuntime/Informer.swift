@@ -86,7 +86,7 @@ public struct Informer: Sendable {
             let page = try await client.list(type, namespace: namespace, labelSelector: labelSelector,
                                              fieldSelector: fieldSelector, limit: 500, continueToken: token)
             for item in page["items"].arrayValue ?? [] {
-                var obj = item
+                var obj = Self.trimmed(item)
                 if obj["kind"].isNull { obj["kind"] = .string(type.kind); obj["apiVersion"] = .string(type.apiVersion) }
                 fresh[InformerCache.key(obj)] = obj
             }
@@ -109,7 +109,18 @@ public struct Informer: Sendable {
         return rv
     }
 
+    /// Drops `metadata.managedFields` (as client-go's informers do): controllers never read it
+    /// and it is often the largest part of an object.
+    static func trimmed(_ obj: JSON) -> JSON {
+        guard !obj["metadata"]["managedFields"].isNull else { return obj }
+        var o = obj
+        o["metadata"]["managedFields"] = .null
+        return o
+    }
+
     func apply(_ ev: KubeWatchEvent, _ handler: @Sendable (InformerEvent) async -> Void) async {
+        var ev = ev
+        ev.object = Self.trimmed(ev.object)
         let key = InformerCache.key(ev.object)
         switch ev.type {
         case .bookmark:
