@@ -24,7 +24,7 @@ struct APIBenchmark {
         let server = Process()
         server.executableURL = URL(fileURLWithPath: serverBin)
         let extra = (ProcessInfo.processInfo.environment["BENCH_SERVER_ARGS"] ?? "").split(separator: " ").map(String.init)
-        server.arguments = ["apiserver", "--data-dir", dataDir, "--port", String(port), "--log-level", "warning"] + extra
+        server.arguments = ["apiserver", "--data-dir", dataDir, "--port", String(port), "--log-level", "warning", "--no-controllers"] + extra
         server.standardOutput = FileHandle.nullDevice
         try server.run()
         defer {
