@@ -58,6 +58,43 @@ let package = Package(
             .product(name: "Metrics", package: "swift-metrics"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
+        // KubeEdge's cloud–edge message model (typed; JSON only at the wire).
+        .target(name: "CloudEdgeProtocol", dependencies: ["KubeAPI"]),
+        // WebSocket framing of cloud–edge messages (both sides).
+        .target(name: "CloudEdgeTransport", dependencies: [
+            "CloudEdgeProtocol",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOWebSocket", package: "swift-nio"),
+        ]),
+        // CloudHub: the edge nodes' WebSocket server (mTLS), sessions, acks, node authorization.
+        .target(name: "CloudHub", dependencies: [
+            "CloudEdgeProtocol", "CloudEdgeTransport", "PKI", "KubeAPI",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+            .product(name: "NIOWebSocket", package: "swift-nio"),
+            .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            .product(name: "X509", package: "swift-certificates"),
+            .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "HummingbirdTLS", package: "hummingbird"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "Metrics", package: "swift-metrics"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ]),
+        // EdgeHub: the edge end of the channel (join, mTLS WebSocket client, reconnect, acks).
+        .target(name: "EdgeHub", dependencies: [
+            "CloudEdgeProtocol", "CloudEdgeTransport", "PKI",
+            .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+            .product(name: "NIOWebSocket", package: "swift-nio"),
+            .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            .product(name: "X509", package: "swift-certificates"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "Metrics", package: "swift-metrics"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ]),
         // Self-signed CA and certificates (PEM) for the API server and later CloudHub.
         .target(name: "PKI", dependencies: [
             .product(name: "X509", package: "swift-certificates"),

@@ -1,0 +1,345 @@
+import CloudEdgeProtocol
+import CloudEdgeTransport
+import Foundation
+import Logging
+import Metrics
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import NIOSSL
+import NIOWebSocket
+import PKI
+import ServiceLifecycle
+import Synchronization
+import X509
+
+/// CloudHub settings (KubeEdge's `cloudHub` section where it applies).
+public struct CloudHubConfiguration: Sendable {
+    public var host = "127.0.0.1"
+    /// WebSocket port (KubeEdge: 10000).
+    public var port = 10000
+    /// Maximum connected nodes; further connections are refused.
+    public var nodeLimit = 1000
+    /// A node silent for this long is disconnected (KubeEdge: 30 s; edges ping every 15 s).
+    public var keepaliveTimeout: Duration = .seconds(30)
+    /// The certificate's node name must match the connecting node, and upstream messages may only
+    /// concern the node itself and its pods (KubeEdge ships this off; SwiftEdge on).
+    public var nodeAuthorization = true
+    public init() {}
+}
+
+/// What CloudHub tells the rest of the cloud.
+public enum HubEvent: Sendable {
+    case connected(node: String)
+    case disconnected(node: String, reason: String)
+    /// An upstream message (not an ack) from an authenticated node.
+    case message(node: String, Message)
+}
+
+/// Decides whether a node may send a message (node authorization).
+public protocol UpstreamAuthorizer: Sendable {
+    func authorize(_ message: Message, from node: String) -> String?
+}
+
+/// The default rule: a node may speak about its own Node, Lease and node status, and about pods
+/// bound to it (`podNode` answers which node a pod is bound to).
+public struct NodeAuthorizer: UpstreamAuthorizer {
+    let podNode: @Sendable (_ namespace: String, _ name: String) -> String?
+    public init(podNode: @escaping @Sendable (String, String) -> String?) { self.podNode = podNode }
+
+    public func authorize(_ message: Message, from node: String) -> String? {
+        if [.keepalive, .response].contains(message.route.operation) { return nil }
+        guard message.route.group == "resource" else { return nil }
+        guard let ref = try? ResourceRef(parsing: message.route.resource) else { return "malformed resource \"\(message.route.resource)\"" }
+        switch ref.type {
+        case "node", "nodestatus", "nodepatch", "lease":
+            if let name = ref.name, name != node { return "node \(node) may not write \(ref.type) of node \(name)" }
+        case "pod", "podstatus", "podpatch":
+            guard let name = ref.name, let ns = ref.namespace else { return nil }
+            if let owner = podNode(ns, name), owner != node { return "node \(node) may not write pod \(ns)/\(name) bound to \(owner)" }
+            if podNode(ns, name) == nil, message.route.operation != .query { return "node \(node) may not write pod \(ns)/\(name), which is not bound to it" }
+        default: break
+        }
+        return nil
+    }
+}
+
+/// CloudHub: the WebSocket server (TLS, client certificates) edge nodes dial into on
+/// `/<projectID>/<node>/events`, speaking KubeEdge's message JSON. One session per node; a new
+/// connection of a node replaces its old one. Delivers upstream messages as ``HubEvent``s and
+/// sends downstream messages, optionally awaiting the node's `"OK"` ack.
+public final class CloudHub: Service {
+    public let configuration: CloudHubConfiguration
+    let tls: NIOSSLContext
+    let logger: Logger
+    let authorizer: (any UpstreamAuthorizer)?
+    let onEvent: @Sendable (HubEvent) async -> Void
+    let onRunning: @Sendable (Int) async -> Void
+    let sessions = Mutex<[String: Session]>([:])
+    let pendingAcks = Mutex<[String: AckState]>([:])
+    let boundPort = Mutex<Int?>(nil)
+    let connectedGauge = Gauge(label: "swiftedge_cloudhub_connected_nodes")
+    let refused = Counter(label: "swiftedge_cloudhub_refused_connections_total")
+    let messagesIn = Counter(label: "swiftedge_cloudhub_messages_received_total")
+    let bytesOut = Counter(label: "swiftedge_cloudhub_bytes_sent_total")
+
+    final class Session: Sendable {
+        let id: UInt64
+        let writer: MessageWriter
+        let lastSeen = Mutex(ContinuousClock.now)
+        init(id: UInt64, writer: MessageWriter) { self.id = id; self.writer = writer }
+    }
+
+    /// - Parameters:
+    ///   - ca: the CA that signed the nodes' certificates (client certificates are verified against it).
+    ///   - serverCertificate: CloudHub's serving certificate and key.
+    public init(configuration: CloudHubConfiguration, ca: CertificateAuthority, serverCertificate: CertificateAndKey,
+                authorizer: (any UpstreamAuthorizer)?, logger: Logger, onRunning: @escaping @Sendable (Int) async -> Void = { _ in },
+                onEvent: @escaping @Sendable (HubEvent) async -> Void) throws
+    {
+        self.configuration = configuration; self.logger = logger; self.authorizer = authorizer; self.onEvent = onEvent
+        self.onRunning = onRunning
+        var t = TLSConfiguration.makeServerConfiguration(
+            certificateChain: try NIOSSLCertificate.fromPEMBytes(Array(serverCertificate.certificatePEM.utf8)).map { .certificate($0) },
+            privateKey: .privateKey(try NIOSSLPrivateKey(bytes: Array(serverCertificate.privateKeyPEM.utf8), format: .pem)))
+        t.trustRoots = .certificates(try NIOSSLCertificate.fromPEMBytes(Array(ca.certificatePEM.utf8)))
+        t.certificateVerification = .noHostnameVerification
+        t.minimumTLSVersion = .tlsv12
+        tls = try NIOSSLContext(configuration: t)
+    }
+
+    /// The port actually bound (after ``run()`` started; useful with port 0).
+    public var port: Int? { boundPort.withLock { $0 } }
+
+    public var connectedNodes: [String] { sessions.withLock { Array($0.keys) } }
+
+    enum Upgrade {
+        case websocket(NIOAsyncChannel<WebSocketFrame, WebSocketFrame>, path: String, nodeHeader: String?, certCN: String?)
+        case refused(NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>)
+    }
+
+    public func run() async throws {
+        let tls = self.tls
+        let server: NIOAsyncChannel<EventLoopFuture<Upgrade>, Never> = try await ServerBootstrap(group: .singletonMultiThreadedEventLoopGroup)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .serverChannelOption(.backlog, value: 1024)
+            .bind(host: configuration.host, port: configuration.port) { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls))
+                    let upgrader = NIOTypedWebSocketServerUpgrader<Upgrade>(
+                        maxFrameSize: maxMessageBytes,
+                        shouldUpgrade: { channel, head in channel.eventLoop.makeSucceededFuture(HTTPHeaders()) },
+                        upgradePipelineHandler: { channel, head in
+                            channel.eventLoop.makeCompletedFuture {
+                                let cn = try? channel.pipeline.syncOperations.handler(type: NIOSSLServerHandler.self).peerCertificate
+                                    .flatMap { try? Certificate(derEncoded: $0.toDERBytes()) }?.subject.commonName
+                                try channel.pipeline.syncOperations.addHandler(NIOWebSocketFrameAggregator(
+                                    minNonFinalFragmentSize: 0, maxAccumulatedFrameCount: 64, maxAccumulatedFrameSize: maxMessageBytes))
+                                let ws = try NIOAsyncChannel<WebSocketFrame, WebSocketFrame>(wrappingChannelSynchronously: channel)
+                                return Upgrade.websocket(ws, path: head.uri, nodeHeader: head.headers.first(name: "node_id"), certCN: cn)
+                            }
+                        })
+                    return try channel.pipeline.syncOperations.configureUpgradableHTTPServerPipeline(configuration: .init(
+                        upgradeConfiguration: .init(upgraders: [upgrader], notUpgradingCompletionHandler: { channel in
+                            channel.eventLoop.makeCompletedFuture {
+                                Upgrade.refused(try NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>(wrappingChannelSynchronously: channel))
+                            }
+                        })))
+                }
+            }
+        boundPort.withLock { $0 = server.channel.localAddress?.port }
+        logger.info("CloudHub listening", metadata: ["address": "\(configuration.host):\(port ?? 0)", "nodeLimit": "\(configuration.nodeLimit)"])
+        await onRunning(port ?? 0)
+        try await withGracefulShutdownHandler {
+            try await withThrowingDiscardingTaskGroup { group in
+                try await server.executeThenClose { inbound in
+                    for try await upgrade in inbound {
+                        group.addTask { await self.handle(upgrade) }
+                    }
+                }
+            }
+        } onGracefulShutdown: {
+            server.channel.close(promise: nil)
+            for s in self.sessions.withLock({ Array($0.values) }) { s.writer.finish() }
+        }
+    }
+
+    func handle(_ upgrade: EventLoopFuture<Upgrade>) async {
+        let result: Upgrade
+        do { result = try await upgrade.get() } catch {
+            refused.increment()
+            logger.info("connection failed before upgrade", metadata: ["error": "\(error)"])
+            return
+        }
+        switch result {
+        case .refused(let http):
+            do { try await http.executeThenClose { _, outbound in
+                let body = "CloudHub speaks WebSocket on /<projectID>/<node>/events\n"
+                var headers = HTTPHeaders()
+                headers.add(name: "Content-Length", value: String(body.utf8.count))
+                headers.add(name: "Connection", value: "close")
+                try await outbound.write(.head(HTTPResponseHead(version: .http1_1, status: .badRequest, headers: headers)))
+                try await outbound.write(.body(.byteBuffer(ByteBuffer(string: body))))
+                try await outbound.write(.end(nil))
+            } } catch {}
+        case .websocket(let ws, let path, let header, let cn):
+            await serve(ws, path: path, nodeHeader: header, certCN: cn)
+        }
+    }
+
+    /// Checks who connects; returns the node name or why it is refused.
+    func admit(path: String, nodeHeader: String?, certCN: String?) -> Result<String, ConnectionClosed> {
+        let parts = path.split(separator: "?").first.map { $0.split(separator: "/").map(String.init) } ?? []
+        guard parts.count == 3, parts[2] == "events", !parts[1].isEmpty else {
+            return .failure(ConnectionClosed("bad path \(path): expected /<projectID>/<node>/events"))
+        }
+        let node = parts[1]
+        if let h = nodeHeader, h != node { return .failure(ConnectionClosed("node_id header \(h) does not match path node \(node)")) }
+        if configuration.nodeAuthorization {
+            guard certCN == "system:node:\(node)" else {
+                return .failure(ConnectionClosed("certificate of \(certCN ?? "nobody") may not connect as node \(node)"))
+            }
+        }
+        return .success(node)
+    }
+
+    static let sessionIDs = Atomic<UInt64>(0)
+
+    func serve(_ ws: NIOAsyncChannel<WebSocketFrame, WebSocketFrame>, path: String, nodeHeader: String?, certCN: String?) async {
+        try? await ws.executeThenClose { inbound, outbound in
+            let writer = MessageWriter(outbound: outbound, isClient: false)
+            let node: String
+            switch admit(path: path, nodeHeader: nodeHeader, certCN: certCN) {
+            case .failure(let why):
+                refused.increment()
+                logger.warning("edge connection refused", metadata: ["reason": "\(why)", "cert": "\(certCN ?? "")"])
+                await writer.close(.policyViolation, reason: why.reason)
+                return
+            case .success(let n): node = n
+            }
+            let id = Self.sessionIDs.wrappingAdd(1, ordering: .relaxed).newValue
+            let session = Session(id: id, writer: writer)
+            let (admitted, replaced) = sessions.withLock { s -> (Bool, Session?) in
+                let old = s[node]
+                if old == nil && s.count >= configuration.nodeLimit { return (false, nil) }
+                s[node] = session
+                return (true, old)
+            }
+            guard admitted else {
+                refused.increment()
+                logger.warning("edge connection refused: node limit reached", metadata: ["node": "\(node)", "limit": "\(configuration.nodeLimit)"])
+                await writer.close(.policyViolation, reason: "node limit \(configuration.nodeLimit) reached")
+                return
+            }
+            if let replaced { await replaced.writer.close(.normalClosure, reason: "replaced by a new connection") }
+            connectedGauge.record(sessions.withLock { $0.count })
+            logger.info("edge node connected", metadata: ["node": "\(node)"])
+            await onEvent(.connected(node: node))
+            var reason = "connection closed"
+            do {
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    group.addTask {
+                        try await MessageReader(inbound: inbound, writer: writer).run { message in
+                            session.lastSeen.withLock { $0 = .now }
+                            try await self.received(message, from: node)
+                        }
+                    }
+                    group.addTask {
+                        // Keepalive watchdog.
+                        while true {
+                            try await Task.sleep(for: .seconds(1))
+                            let silent = ContinuousClock.now - session.lastSeen.withLock { $0 }
+                            if silent > self.configuration.keepaliveTimeout {
+                                throw ConnectionClosed("no message or keepalive for \(self.configuration.keepaliveTimeout)")
+                            }
+                        }
+                    }
+                    try await group.next()
+                    group.cancelAll()
+                }
+            } catch let e as ConnectionClosed {
+                reason = e.reason
+                logger.warning("edge connection closed", metadata: ["node": "\(node)", "reason": "\(e.reason)"])
+                await writer.close(.policyViolation, reason: e.reason)
+            } catch {
+                reason = "\(error)"
+            }
+            let removed = sessions.withLock { s -> Bool in
+                guard s[node]?.id == id else { return false }
+                s[node] = nil
+                return true
+            }
+            connectedGauge.record(sessions.withLock { $0.count })
+            if removed {
+                logger.info("edge node disconnected", metadata: ["node": "\(node)", "reason": "\(reason)"])
+                await onEvent(.disconnected(node: node, reason: reason))
+            }
+        }
+    }
+
+    func received(_ message: Message, from node: String) async throws {
+        messagesIn.increment()
+        if message.isAck, let parent = message.parentID {
+            ackArrived(parent)
+            return
+        }
+        if message.route.operation == .keepalive { return }
+        if configuration.nodeAuthorization, let authorizer, let why = authorizer.authorize(message, from: node) {
+            throw ConnectionClosed("unauthorized: \(why)")
+        }
+        await onEvent(.message(node: node, message))
+    }
+
+    /// Writes a message to a connected node. Throws if the node is not connected.
+    public func send(_ message: Message, to node: String) async throws {
+        guard let s = sessions.withLock({ $0[node] }) else { throw ConnectionClosed("node \(node) is not connected") }
+        let bytes = message.encoded().count
+        try await s.writer.send(message)
+        bytesOut.increment(by: bytes)
+    }
+
+    enum AckState { case pending, acked, waiting(CheckedContinuation<Bool, Never>) }
+
+    /// Sends and waits for the node's ack (true), or the timeout or a failed write (false).
+    public func sendAwaitingAck(_ message: Message, to node: String, timeout: Duration) async -> Bool {
+        let id = message.id
+        pendingAcks.withLock { $0[id] = .pending }
+        do { try await send(message, to: node) } catch {
+            _ = pendingAcks.withLock { $0.removeValue(forKey: id) }
+            return false
+        }
+        return await withTaskGroup(of: Bool.self) { group in
+            group.addTask {
+                await withCheckedContinuation { (c: CheckedContinuation<Bool, Never>) in
+                    let now: Bool? = self.pendingAcks.withLock { s in
+                        switch s[id] {
+                        case .acked: s[id] = nil; return true
+                        case .pending: s[id] = .waiting(c); return nil
+                        default: return false
+                        }
+                    }
+                    if let now { c.resume(returning: now) }
+                }
+            }
+            group.addTask {
+                try? await Task.sleep(for: timeout)
+                if case .waiting(let c) = self.pendingAcks.withLock({ $0.removeValue(forKey: id) }) { c.resume(returning: false) }
+                return false
+            }
+            let first = await group.next() ?? false
+            group.cancelAll()
+            return first
+        }
+    }
+
+    func ackArrived(_ parent: String) {
+        let waiter = pendingAcks.withLock { s -> CheckedContinuation<Bool, Never>? in
+            switch s[parent] {
+            case .pending: s[parent] = .acked; return nil
+            case .waiting(let c): s[parent] = nil; return c
+            default: return nil
+            }
+        }
+        waiter?.resume(returning: true)
+    }
+}

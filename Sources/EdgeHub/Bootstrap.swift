@@ -1,0 +1,94 @@
+import AsyncHTTPClient
+import Foundation
+import Logging
+import NIOCore
+import NIOSSL
+import PKI
+import X509
+
+/// Obtains the node's certificate the way KubeEdge's edgecore does: fetch the CA from the cloud's
+/// certificate service (unverified), check it against the join token's hash, send a certificate
+/// request for `system:node:<name>` authorised by the token, and keep the result in `directory`
+/// (`ca.crt`, `server.crt`, `server.key`). An existing certificate for the node is reused.
+public struct NodeBootstrap: Sendable {
+    public var certServer: String
+    public var nodeName: String
+    public var directory: String
+    let logger: Logger
+
+    public init(certServer: String, nodeName: String, directory: String, logger: Logger) {
+        self.certServer = certServer; self.nodeName = nodeName; self.directory = directory; self.logger = logger
+    }
+
+    var caPath: String { directory + "/ca.crt" }
+    var certPath: String { directory + "/server.crt" }
+    var keyPath: String { directory + "/server.key" }
+
+    /// The stored credentials, if they are for this node.
+    public func existing() -> NodeCredentials? {
+        guard let cert = try? String(contentsOfFile: certPath, encoding: .utf8), let key = try? String(contentsOfFile: keyPath, encoding: .utf8),
+              let ca = try? String(contentsOfFile: caPath, encoding: .utf8),
+              let parsed = try? Certificate(pemEncoded: cert), parsed.subject.commonName == "system:node:\(nodeName)"
+        else { return nil }
+        return NodeCredentials(certificatePEM: cert, privateKeyPEM: key, caPEM: ca)
+    }
+
+    /// Returns stored credentials or joins with `token`.
+    public func credentials(token: String?) async throws -> NodeCredentials {
+        if let c = existing() { return c }
+        guard let token else { throw JoinError(.malformed, "no certificate in \(directory) and no join token: run `swiftedge gettoken` on the cloud") }
+        return try await join(token: JoinToken(parsing: token))
+    }
+
+    public func join(token: JoinToken) async throws -> NodeCredentials {
+        var tls = TLSConfiguration.makeClientConfiguration()
+        tls.certificateVerification = .none  // the CA is checked against the token's hash instead
+        let http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: .init(tlsConfiguration: tls, timeout: .init(connect: .seconds(10), read: .seconds(30))))
+        do {
+            let creds = try await join(token: token, http: http)
+            try await http.shutdown()
+            return creds
+        } catch {
+            try? await http.shutdown()
+            throw error
+        }
+    }
+
+    func join(token: JoinToken, http: HTTPClient) async throws -> NodeCredentials {
+        let base = "https://\(certServer)"
+        let caDER: [UInt8]
+        do {
+            let resp = try await http.execute(HTTPClientRequest(url: base + "/ca.crt"), timeout: .seconds(30))
+            caDER = Array(try await resp.body.collect(upTo: 64 * 1024).readableBytesView)
+        } catch {
+            throw JoinError(.badRequest, "cannot reach \(certServer): \(error); check that the cloud runs and that this address and port (certificate service, default 10002) are reachable from the node")
+        }
+        try token.verifyCA(derBytes: caDER)
+        let caPEM = try Certificate(derEncoded: caDER).serializeAsPEM().pemString
+        let (csr, keyPEM) = try makeNodeCSR(nodeName: nodeName)
+        var req = HTTPClientRequest(url: base + "/edge.crt")
+        req.method = .GET
+        req.headers.add(name: "Authorization", value: "Bearer \(token.jwt)")
+        req.headers.add(name: "NodeName", value: nodeName)
+        req.body = .bytes(ByteBuffer(bytes: csr))
+        let resp = try await http.execute(req, timeout: .seconds(30))
+        let body = Array(try await resp.body.collect(upTo: 64 * 1024).readableBytesView)
+        guard resp.status == .ok else {
+            let text = String(decoding: body, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+            throw JoinError(resp.status == .unauthorized ? .badSignature : .badRequest, "the cloud refused the certificate request: \(text)")
+        }
+        let certPEM = try Certificate(derEncoded: body).serializeAsPEM().pemString
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        try write(caPEM, caPath, 0o644)
+        try write(keyPEM, keyPath, 0o600)
+        try write(certPEM, certPath, 0o644)
+        logger.notice("joined: node certificate issued", metadata: ["node": "\(nodeName)", "directory": "\(directory)"])
+        return NodeCredentials(certificatePEM: certPEM, privateKeyPEM: keyPEM, caPEM: caPEM)
+    }
+
+    func write(_ s: String, _ path: String, _ mode: Int) throws {
+        guard FileManager.default.createFile(atPath: path, contents: Data(s.utf8), attributes: [.posixPermissions: mode]) else {
+            throw JoinError(.badRequest, "cannot write \(path)")
+        }
+    }
+}

@@ -1,0 +1,207 @@
+import CloudEdgeProtocol
+import CloudEdgeTransport
+import Logging
+import Metrics
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import NIOSSL
+import NIOWebSocket
+import ServiceLifecycle
+import Synchronization
+
+/// EdgeHub settings (KubeEdge's `edgeHub` section where it applies).
+public struct EdgeHubConfiguration: Sendable {
+    public var cloudHost: String
+    public var cloudPort = 10000
+    public var projectID = "e632aba927ea4ac2b575ec1603d56f10"
+    public var nodeName: String
+    public var credentials: NodeCredentials
+    /// Keepalive period (KubeEdge: 15 s; the cloud drops a node after 30 s of silence).
+    public var heartbeat: Duration = .seconds(15)
+    /// Reconnect back-off: from `reconnectBase`, doubling, capped, with ±50 % jitter.
+    public var reconnectBase: Duration = .seconds(1)
+    public var reconnectMax: Duration = .seconds(30)
+    /// Upstream rate limit (KubeEdge: 30 messages/s, burst 60).
+    public var messageQPS = 30.0
+    public var messageBurst = 60
+    /// Upstream messages buffered while disconnected; older ones are dropped beyond this.
+    public var upstreamBuffer = 1000
+
+    public init(cloudHost: String, nodeName: String, credentials: NodeCredentials) {
+        self.cloudHost = cloudHost; self.nodeName = nodeName; self.credentials = credentials
+    }
+}
+
+/// The node's TLS identity: its certificate and key, and the cloud's CA (PEM).
+public struct NodeCredentials: Sendable {
+    public var certificatePEM: String
+    public var privateKeyPEM: String
+    public var caPEM: String
+    public init(certificatePEM: String, privateKeyPEM: String, caPEM: String) {
+        self.certificatePEM = certificatePEM; self.privateKeyPEM = privateKeyPEM; self.caPEM = caPEM
+    }
+}
+
+/// EdgeHub: the edge end of the cloud–edge channel. Dials CloudHub with the node certificate,
+/// keeps the connection alive, reconnects with jittered exponential back-off, hands each
+/// downstream message to `deliver` and acknowledges it only after `deliver` returned (i.e. the
+/// receiving component persisted it), and sends upstream messages rate-limited.
+public final class EdgeHub: Service {
+    public let configuration: EdgeHubConfiguration
+    let logger: Logger
+    let deliver: @Sendable (Message) async throws -> Void
+    let onConnection: @Sendable (Bool) async -> Void
+    let tls: NIOSSLContext
+    let upstream = Mutex<(queue: [Message], waiter: CheckedContinuation<Void, Never>?)>(([], nil))
+    let connected = Atomic<Bool>(false)
+    let dropped = Counter(label: "swiftedge_edgehub_upstream_dropped_total")
+    let reconnects = Counter(label: "swiftedge_edgehub_reconnects_total")
+
+    public init(configuration: EdgeHubConfiguration, logger: Logger, onConnection: @escaping @Sendable (Bool) async -> Void = { _ in },
+                deliver: @escaping @Sendable (Message) async throws -> Void) throws
+    {
+        self.configuration = configuration; self.logger = logger; self.deliver = deliver; self.onConnection = onConnection
+        var t = TLSConfiguration.makeClientConfiguration()
+        t.trustRoots = .certificates(try NIOSSLCertificate.fromPEMBytes(Array(configuration.credentials.caPEM.utf8)))
+        // The CA is the cloud's private CA, pinned by the join token's hash; the cloud may be
+        // reached by any address, so the chain is verified but not the host name.
+        t.certificateVerification = .noHostnameVerification
+        t.certificateChain = try NIOSSLCertificate.fromPEMBytes(Array(configuration.credentials.certificatePEM.utf8)).map { .certificate($0) }
+        t.privateKey = .privateKey(try NIOSSLPrivateKey(bytes: Array(configuration.credentials.privateKeyPEM.utf8), format: .pem))
+        t.minimumTLSVersion = .tlsv12
+        tls = try NIOSSLContext(configuration: t)
+    }
+
+    public var isConnected: Bool { connected.load(ordering: .relaxed) }
+
+    /// Queues an upstream message (sent when connected, within the rate limit).
+    public func send(_ message: Message) {
+        let waiter = upstream.withLock { u -> CheckedContinuation<Void, Never>? in
+            u.queue.append(message)
+            if u.queue.count > configuration.upstreamBuffer { u.queue.removeFirst(); dropped.increment() }
+            let w = u.waiter
+            u.waiter = nil
+            return w
+        }
+        waiter?.resume()
+    }
+
+    enum Upgrade { case websocket(NIOAsyncChannel<WebSocketFrame, WebSocketFrame>), refused(HTTPResponseStatus) }
+
+    public func run() async throws {
+        var delay = configuration.reconnectBase
+        while !Task.isCancelled && !Task.isShuttingDownGracefully {
+            let started = ContinuousClock.now
+            do {
+                try await cancelWhenGracefulShutdown { try await self.connectOnce() }
+            } catch is CancellationError {
+                break
+            } catch {
+                logger.warning("cloud connection ended", metadata: ["cloud": "\(configuration.cloudHost):\(configuration.cloudPort)", "error": "\(error)"])
+            }
+            if connected.exchange(false, ordering: .relaxed) { await onConnection(false) }
+            if Task.isShuttingDownGracefully { break }
+            if ContinuousClock.now - started > .seconds(60) { delay = configuration.reconnectBase }
+            let jittered = delay * Double.random(in: 0.5...1.5)
+            reconnects.increment()
+            do { try await cancelWhenGracefulShutdown { try await Task.sleep(for: jittered) } } catch { break }
+            delay = min(delay * 2, configuration.reconnectMax)
+        }
+    }
+
+    func connectOnce() async throws {
+        let c = configuration
+        let tls = self.tls
+        let host = c.cloudHost
+        let upgrade: EventLoopFuture<Upgrade> = try await ClientBootstrap(group: .singletonMultiThreadedEventLoopGroup)
+            .connectTimeout(.seconds(10))
+            .connect(host: host, port: c.cloudPort) { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let sni = host.contains(where: \.isLetter) ? host : nil
+                    try channel.pipeline.syncOperations.addHandler(try NIOSSLClientHandler(context: tls, serverHostname: sni))
+                    let upgrader = NIOTypedWebSocketClientUpgrader<Upgrade>(maxFrameSize: maxMessageBytes) { channel, _ in
+                        channel.eventLoop.makeCompletedFuture {
+                            try channel.pipeline.syncOperations.addHandler(NIOWebSocketFrameAggregator(
+                                minNonFinalFragmentSize: 0, maxAccumulatedFrameCount: 64, maxAccumulatedFrameSize: maxMessageBytes))
+                            return Upgrade.websocket(try NIOAsyncChannel(wrappingChannelSynchronously: channel))
+                        }
+                    }
+                    var headers = HTTPHeaders()
+                    headers.add(name: "Host", value: "\(host):\(c.cloudPort)")
+                    headers.add(name: "node_id", value: c.nodeName)
+                    headers.add(name: "project_id", value: c.projectID)
+                    headers.add(name: "ConnectionUse", value: "msg")
+                    headers.add(name: "Content-Length", value: "0")
+                    let head = HTTPRequestHead(version: .http1_1, method: .GET, uri: "/\(c.projectID)/\(c.nodeName)/events", headers: headers)
+                    return try channel.pipeline.syncOperations.configureUpgradableHTTPClientPipeline(configuration: .init(
+                        upgradeConfiguration: .init(upgradeRequestHead: head, upgraders: [upgrader], notUpgradingCompletionHandler: { channel in
+                            channel.eventLoop.makeSucceededFuture(Upgrade.refused(.badRequest))
+                        })))
+                }
+            }
+        guard case .websocket(let ws) = try await upgrade.get() else { throw ConnectionClosed("the cloud refused the WebSocket upgrade") }
+        try await ws.executeThenClose { inbound, outbound in
+            let writer = MessageWriter(outbound: outbound, isClient: true)
+            connected.store(true, ordering: .relaxed)
+            logger.notice("connected to the cloud", metadata: ["cloud": "\(host):\(c.cloudPort)", "node": "\(c.nodeName)"])
+            await onConnection(true)
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask {
+                    try await MessageReader(inbound: inbound, writer: writer).run { message in
+                        if message.route.operation == .response && message.parentID != nil { return }
+                        try await self.deliver(message)
+                        if message.route.operation != .keepalive { try await writer.send(message.ack()) }
+                    }
+                    throw ConnectionClosed("the cloud closed the connection")
+                }
+                group.addTask {
+                    while true {
+                        let ping = Message(route: Route(source: "websocket", group: "resource", operation: .keepalive, resource: "node"), content: "ping")
+                        try await writer.send(ping)
+                        try await Task.sleep(for: c.heartbeat)
+                    }
+                }
+                group.addTask { try await self.drainUpstream(writer) }
+                try await group.next()
+                group.cancelAll()
+            }
+        }
+    }
+
+    /// Sends queued upstream messages within the token-bucket rate limit.
+    func drainUpstream(_ writer: MessageWriter) async throws {
+        var tokens = Double(configuration.messageBurst)
+        var last = ContinuousClock.now
+        while true {
+            let next: Message? = await withTaskCancellationHandler {
+                await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+                    let ready = upstream.withLock { u -> Bool in
+                        if !u.queue.isEmpty { return true }
+                        u.waiter = c
+                        return false
+                    }
+                    if ready { c.resume() }
+                }
+                return upstream.withLock { u in u.queue.isEmpty ? nil : u.queue.removeFirst() }
+            } onCancel: {
+                upstream.withLock { u -> CheckedContinuation<Void, Never>? in let w = u.waiter; u.waiter = nil; return w }?.resume()
+            }
+            try Task.checkCancellation()
+            guard let message = next else { continue }
+            let now = ContinuousClock.now
+            let elapsed = now - last
+            last = now
+            tokens = min(Double(configuration.messageBurst), tokens + configuration.messageQPS * (Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18))
+            if tokens < 1 {
+                try await Task.sleep(for: .seconds((1 - tokens) / configuration.messageQPS))
+                tokens = 1
+            }
+            tokens -= 1
+            do { try await writer.send(message) } catch {
+                upstream.withLock { $0.queue.insert(message, at: 0) }  // not lost: resent after reconnect
+                throw error
+            }
+        }
+    }
+}
