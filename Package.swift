@@ -138,6 +138,10 @@ let package = Package(
         .testTarget(name: "KubeAPITests", dependencies: ["KubeAPI", "KubeProtobuf"]),
         .testTarget(name: "ObjectStoreTests", dependencies: ["ObjectStore", "KubeAPI"]),
         .testTarget(name: "ControlPlaneTests", dependencies: ["ControlPlane", "ControllerRuntime", "KubeAPI"]),
+        .testTarget(name: "CloudHubTests", dependencies: [
+            "CloudHub", "EdgeHub", "CloudEdgeProtocol", "PKI", "KubeAPI",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         .testTarget(name: "KubeClientTests", dependencies: [
             "KubeClient", "APIServer", "KubeAPI", "ControllerRuntime",
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

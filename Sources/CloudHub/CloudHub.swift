@@ -34,6 +34,8 @@ public enum HubEvent: Sendable {
     case disconnected(node: String, reason: String)
     /// An upstream message (not an ack) from an authenticated node.
     case message(node: String, Message)
+    /// A connection that was refused (bad path, certificate of another node, node limit).
+    case refused(reason: String)
 }
 
 /// Decides whether a node may send a message (node authorization).
@@ -214,6 +216,7 @@ public final class CloudHub: Service {
                 refused.increment()
                 logger.warning("edge connection refused", metadata: ["reason": "\(why)", "cert": "\(certCN ?? "")"])
                 await writer.close(.policyViolation, reason: why.reason)
+                await onEvent(.refused(reason: why.reason))
                 return
             case .success(let n): node = n
             }
@@ -229,6 +232,7 @@ public final class CloudHub: Service {
                 refused.increment()
                 logger.warning("edge connection refused: node limit reached", metadata: ["node": "\(node)", "limit": "\(configuration.nodeLimit)"])
                 await writer.close(.policyViolation, reason: "node limit \(configuration.nodeLimit) reached")
+                await onEvent(.refused(reason: "node limit \(configuration.nodeLimit) reached"))
                 return
             }
             if let replaced { await replaced.writer.close(.normalClosure, reason: "replaced by a new connection") }
