@@ -95,6 +95,13 @@ let package = Package(
             .product(name: "Metrics", package: "swift-metrics"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
+        // Reliable cloud→edge delivery (acked versions per node and object, ObjectSync records).
+        .target(name: "ReliableSync", dependencies: [
+            "CloudEdgeProtocol", "KubeAPI", "KubeClient",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "Metrics", package: "swift-metrics"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ]),
         // Self-signed CA and certificates (PEM) for the API server and later CloudHub.
         .target(name: "PKI", dependencies: [
             .product(name: "X509", package: "swift-certificates"),
@@ -140,6 +147,10 @@ let package = Package(
         .testTarget(name: "ControlPlaneTests", dependencies: ["ControlPlane", "ControllerRuntime", "KubeAPI"]),
         .testTarget(name: "CloudHubTests", dependencies: [
             "CloudHub", "EdgeHub", "CloudEdgeProtocol", "PKI", "KubeAPI",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .testTarget(name: "ReliableSyncTests", dependencies: [
+            "ReliableSync", "CloudHub", "EdgeHub", "CloudEdgeProtocol", "PKI", "KubeAPI",
             .product(name: "Logging", package: "swift-log"),
         ]),
         .testTarget(name: "KubeClientTests", dependencies: [

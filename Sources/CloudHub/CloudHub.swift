@@ -294,6 +294,12 @@ public final class CloudHub: Service {
         await onEvent(.message(node: node, message))
     }
 
+    /// Closes a node's connection (it will reconnect); for operators and tests.
+    public func disconnect(_ node: String, reason: String) async {
+        guard let s = sessions.withLock({ $0[node] }) else { return }
+        await s.writer.close(.goingAway, reason: reason)
+    }
+
     /// Writes a message to a connected node. Throws if the node is not connected.
     public func send(_ message: Message, to node: String) async throws {
         guard let s = sessions.withLock({ $0[node] }) else { throw ConnectionClosed("node \(node) is not connected") }

@@ -1,0 +1,218 @@
+import CloudEdgeProtocol
+import KubeAPI
+import Logging
+import Metrics
+import ServiceLifecycle
+import Synchronization
+
+/// Which objects belong on which node (the EdgeController's knowledge), read at send time so
+/// that only the newest version of an object is ever sent.
+public protocol NodeObjectSource: Sendable {
+    /// UIDs of the objects meant for `node` now.
+    func desired(for node: String) -> [String]
+    /// The current state of an object, or nil if it is gone (or no longer meant for `node`).
+    func object(_ uid: String, for node: String) -> SyncedObject?
+}
+
+/// Sends a message to a node and reports whether it was acknowledged in time (CloudHub).
+public protocol AcknowledgedSender: Sendable {
+    func sendAwaitingAck(_ message: Message, to node: String, timeout: Duration) async -> Bool
+}
+
+/// Records acknowledged versions durably (ObjectSync / ClusterObjectSync).
+public protocol DeliveryRecorder: Sendable {
+    func record(node: String, _ action: SyncAction)
+}
+
+/// Settings of reliable delivery.
+public struct ReliableSyncOptions: Sendable {
+    /// Messages awaiting an ack per node at once.
+    public var window = 32
+    /// How long to wait for an ack (KubeEdge: 5 s).
+    public var ackTimeout: Duration = .seconds(5)
+    /// Sends in a row before an object backs off (KubeEdge: 5).
+    public var attemptsBeforeBackoff = 5
+    public var maxBackoff: Duration = .seconds(60)
+    public init() {}
+}
+
+/// Reliable cloud→edge delivery, level-based: for each connected node, a worker compares what
+/// the node acknowledged (per object UID and resourceVersion) with what it should have, and
+/// sends only the difference — the newest version of changed objects, deletes for vanished ones.
+/// On (re)connect the whole comparison runs once, so a resync sends only what changed while the
+/// node was away, never a full relist. Nothing is queued for disconnected nodes (memory stays
+/// bounded by the objects a node has); acknowledged versions are recorded through a
+/// ``DeliveryRecorder`` so the comparison survives a cloud restart.
+public final class ReliableSync: Service {
+    let source: any NodeObjectSource
+    let sender: any AcknowledgedSender
+    let recorder: (any DeliveryRecorder)?
+    let options: ReliableSyncOptions
+    let logger: Logger
+    let nodes = Mutex<[String: NodeDeliveryState]>([:])
+    let wakeups = Mutex<[String: CheckedContinuation<Void, Never>]>([:])
+    let starts: AsyncStream<String>
+    let startSink: AsyncStream<String>.Continuation
+    let workerNodes = Mutex<Set<String>>([])
+    let delayed = Mutex<[(node: String, uid: String, at: ContinuousClock.Instant)]>([])
+    let stats = Mutex<[String: (sent: Int, deleted: Int, skipped: Int)]>([:])
+    let sent = Counter(label: "swiftedge_sync_messages_sent_total")
+    let acked = Counter(label: "swiftedge_sync_messages_acked_total")
+    let retries = Counter(label: "swiftedge_sync_retries_total")
+    let ackLatency = Timer(label: "swiftedge_sync_ack_latency_seconds", preferredDisplayUnit: .seconds)
+
+    public init(source: any NodeObjectSource, sender: any AcknowledgedSender, recorder: (any DeliveryRecorder)?,
+                options: ReliableSyncOptions = .init(), logger: Logger)
+    {
+        self.source = source; self.sender = sender; self.recorder = recorder; self.options = options; self.logger = logger
+        (starts, startSink) = AsyncStream<String>.makeStream()
+    }
+
+    /// Restores acknowledged versions (after a cloud restart), before nodes connect.
+    public func restore(node: String, _ records: [DeliveredRecord]) {
+        nodes.withLock { n in for r in records { n[node, default: .init()].restore(r) } }
+    }
+
+    /// The node connected: compare everything once, then follow changes.
+    public func connected(_ node: String) {
+        let desired = source.desired(for: node)
+        nodes.withLock { n in
+            var s = n[node] ?? .init()
+            s.connected = true
+            s.markAll(desired: desired)
+            n[node] = s
+        }
+        stats.withLock { $0[node] = (0, 0, 0) }
+        if workerNodes.withLock({ $0.insert(node).inserted }) { startSink.yield(node) } else { wake(node) }
+    }
+
+    public func disconnected(_ node: String) {
+        nodes.withLock { $0[node]?.disconnected() }
+        wake(node)
+    }
+
+    /// An object meant for (or removed from) `node` changed.
+    public func changed(_ uid: String, node: String) {
+        let live = nodes.withLock { n -> Bool in
+            guard n[node]?.connected == true else { return false }
+            n[node]!.markDirty(uid)
+            return true
+        }
+        if live { wake(node) }
+    }
+
+    /// Since the last connect of `node`: objects sent, deletes sent, and objects found unchanged.
+    public func counts(_ node: String) -> (sent: Int, deleted: Int, skipped: Int) { stats.withLock { $0[node] ?? (0, 0, 0) } }
+
+    /// Versions the node acknowledged.
+    public func delivered(_ node: String) -> [String: DeliveredRecord] { nodes.withLock { $0[node]?.delivered ?? [:] } }
+
+    /// Objects waiting to be looked at for `node`.
+    public func pending(_ node: String) -> Int { nodes.withLock { $0[node]?.pendingCount ?? 0 } }
+
+    func wake(_ node: String) {
+        wakeups.withLock { $0.removeValue(forKey: node) }?.resume()
+    }
+
+    public func run() async throws {
+        await withDiscardingTaskGroup { group in
+            group.addTask { await self.retryLoop() }
+            group.addTask {
+                try? await gracefulShutdown()
+                self.startSink.finish()
+                for node in self.nodes.withLock({ Array($0.keys) }) { self.nodes.withLock { $0[node]?.disconnected() }; self.wake(node) }
+            }
+            for await node in starts {
+                group.addTask { await self.worker(node) }
+            }
+            group.cancelAll()
+        }
+    }
+
+    func retryLoop() async {
+        while !Task.isCancelled {
+            do { try await Task.sleep(for: .milliseconds(200)) } catch { return }
+            let now = ContinuousClock.now
+            let due = delayed.withLock { d -> [(node: String, uid: String, at: ContinuousClock.Instant)] in
+                let ready = d.filter { $0.at <= now }
+                d.removeAll { $0.at <= now }
+                return ready
+            }
+            for item in due { changed(item.uid, node: item.node) }
+        }
+    }
+
+    /// Sends what `node` lacks while it is connected; parks when there is nothing to do.
+    func worker(_ node: String) async {
+        while true {
+            let (batch, connected) = nodes.withLock { n -> ([String], Bool) in
+                guard n[node]?.connected == true else { return ([], false) }
+                return (n[node]!.take(options.window), true)
+            }
+            if !connected {
+                // Park until the node connects again (the worker is reused).
+                await withCheckedContinuation { c in
+                    let ready = nodes.withLock { $0[node]?.connected == true }
+                    if ready { c.resume() } else { wakeups.withLock { $0[node] = c } }
+                }
+                if Task.isShuttingDownGracefully || Task.isCancelled { return }
+                continue
+            }
+            if batch.isEmpty {
+                await withCheckedContinuation { c in
+                    let ready = nodes.withLock { $0[node].map { !$0.connected || $0.pendingCount > 0 } ?? true }
+                    if ready { c.resume() } else { wakeups.withLock { $0[node] = c } }
+                }
+                if Task.isShuttingDownGracefully || Task.isCancelled { return }
+                continue
+            }
+            await withTaskGroup(of: Void.self) { group in
+                for uid in batch { group.addTask { await self.deliver(uid, to: node) } }
+            }
+        }
+    }
+
+    func deliver(_ uid: String, to node: String) async {
+        let current = source.object(uid, for: node)
+        let action = nodes.withLock { $0[node]?.action(for: uid, current: current) ?? .none }
+        let message: Message
+        switch action {
+        case .none:
+            nodes.withLock { $0[node]?.settled(uid) }
+            stats.withLock { $0[node, default: (0, 0, 0)].skipped += 1 }
+            return
+        case .send(let o, let first):
+            message = Message(resourceVersion: String(o.resourceVersion),
+                              route: Route(source: "edgecontroller", group: "resource", operation: first ? .insert : .update,
+                                           resource: ResourceRef(namespace: o.namespace, type: o.edgeType, name: o.name).description),
+                              content: o.object)
+        case .delete(let r):
+            var meta: JSON = ["name": .string(r.name), "uid": .string(r.uid)]
+            if let ns = r.namespace { meta["namespace"] = .string(ns) }
+            message = Message(resourceVersion: String(r.resourceVersion),
+                              route: Route(source: "edgecontroller", group: "resource", operation: .delete,
+                                           resource: ResourceRef(namespace: r.namespace, type: r.edgeType, name: r.name).description),
+                              content: ["apiVersion": .string(r.apiVersion), "kind": .string(r.kind), "metadata": meta])
+        }
+        sent.increment()
+        let start = ContinuousClock.now
+        if await sender.sendAwaitingAck(message, to: node, timeout: options.ackTimeout) {
+            acked.increment()
+            let d = ContinuousClock.now - start
+            ackLatency.recordNanoseconds(d.components.seconds * 1_000_000_000 + d.components.attoseconds / 1_000_000_000)
+            nodes.withLock { $0[node]?.acknowledged(action) }
+            stats.withLock { s in if case .delete = action { s[node, default: (0, 0, 0)].deleted += 1 } else { s[node, default: (0, 0, 0)].sent += 1 } }
+            recorder?.record(node: node, action)
+        } else {
+            retries.increment()
+            let n = nodes.withLock { $0[node]?.failed(uid) ?? 0 }
+            if n < options.attemptsBeforeBackoff {
+                changed(uid, node: node)
+            } else {
+                let backoff = min(options.maxBackoff, .seconds(1 << min(n - options.attemptsBeforeBackoff, 6)))
+                logger.info("object not acknowledged; backing off", metadata: ["node": "\(node)", "uid": "\(uid)", "attempts": "\(n)"])
+                delayed.withLock { $0.append((node, uid, ContinuousClock.now + backoff)) }
+            }
+        }
+    }
+}
