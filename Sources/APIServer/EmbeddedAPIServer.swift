@@ -101,9 +101,19 @@ public struct EmbeddedAPIServer: Sendable {
         options.metricsExporter = config.metricsExporter
         let handler = APIHandler(store: store, registry: registry, options: options, logger: logger)
         try await seed(handler, token: token)
-        try writeKubeconfig(path: config.kubeconfigPath, server: url, caPEM: ca.certificatePEM, token: token, insecure: config.insecureHTTP)
+        // The kubeconfig names the port actually bound (port 0 picks a free one).
+        let kubeconfigPath = config.kubeconfigPath, caPEM = ca.certificatePEM, insecure = config.insecureHTTP
+        if config.port != 0 { try writeKubeconfig(path: kubeconfigPath, server: url, caPEM: caPEM, token: token, insecure: insecure) }
+        let announce: @Sendable (Int) async -> Void = { port in
+            do {
+                try writeKubeconfig(path: kubeconfigPath, server: "\(scheme)://\(host):\(port)", caPEM: caPEM, token: token, insecure: insecure)
+            } catch {
+                logger.error("cannot write the admin kubeconfig", metadata: ["path": "\(kubeconfigPath)", "error": "\(error)"])
+            }
+            await onRunning(port)
+        }
         let http = APIServerService(handler: handler, configuration: .init(host: config.host, port: config.port, tls: tls),
-                                    logger: logger, onRunning: onRunning)
+                                    logger: logger, onRunning: announce)
         let upkeep = Maintenance(store: store, registry: registry, compactionInterval: config.compactionInterval, logger: logger)
         return EmbeddedAPIServer(store: store, handler: handler, services: [http, upkeep], adminToken: token,
                                  caPEM: ca.certificatePEM, serverURL: url)

@@ -54,6 +54,8 @@ public final class ReliableSync: Service {
     let starts: AsyncStream<String>
     let startSink: AsyncStream<String>.Continuation
     let workerNodes = Mutex<Set<String>>([])
+    /// Nodes whose post-connect comparison has not been reported yet.
+    let resyncing = Mutex<Set<String>>([])
     let delayed = Mutex<[(node: String, uid: String, at: ContinuousClock.Instant)]>([])
     let stats = Mutex<[String: (sent: Int, deleted: Int, skipped: Int)]>([:])
     let sent = Counter(label: "swiftedge_sync_messages_sent_total")
@@ -83,6 +85,7 @@ public final class ReliableSync: Service {
             n[node] = s
         }
         stats.withLock { $0[node] = (0, 0, 0) }
+        resyncing.withLock { _ = $0.insert(node) }
         if workerNodes.withLock({ $0.insert(node).inserted }) { startSink.yield(node) } else { wake(node) }
     }
 
@@ -159,6 +162,10 @@ public final class ReliableSync: Service {
                 continue
             }
             if batch.isEmpty {
+                if resyncing.withLock({ $0.remove(node) }) != nil {
+                    let c = counts(node)
+                    logger.info("resync complete", metadata: ["node": "\(node)", "sent": "\(c.sent)", "deleted": "\(c.deleted)", "unchanged": "\(c.skipped)"])
+                }
                 await withCheckedContinuation { c in
                     let ready = nodes.withLock { $0[node].map { !$0.connected || $0.pendingCount > 0 } ?? true }
                     if ready { c.resume() } else { wakeups.withLock { $0[node] = c } }

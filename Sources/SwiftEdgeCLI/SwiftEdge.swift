@@ -14,7 +14,7 @@ struct SwiftEdge: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "swiftedge",
         abstract: "SwiftEdge: Kubernetes-native edge computing in Swift.",
-        subcommands: [APIServerCommand.self, ControllerManagerCommand.self])
+        subcommands: [APIServerCommand.self, ControllerManagerCommand.self, CloudCommand.self, GetTokenCommand.self, EdgeCommand.self])
 }
 
 struct LoggingOptions: ParsableArguments {
@@ -28,11 +28,8 @@ struct LoggingOptions: ParsableArguments {
     }
 }
 
-struct APIServerCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(
-        commandName: "apiserver",
-        abstract: "Run the embedded Kubernetes-compatible API server (SQLite storage).")
-
+/// Flags of the embedded API server (shared by `apiserver` and `cloud`).
+struct EmbeddedServerOptions: ParsableArguments {
     @Option(help: "Directory for the database, certificates and admin token.")
     var dataDir: String = "/var/lib/swiftedge/apiserver"
 
@@ -42,8 +39,8 @@ struct APIServerCommand: AsyncParsableCommand {
     @Option(help: "Port to listen on.")
     var port: Int = 6443
 
-    @Option(help: "Where to write the admin kubeconfig (default: <data-dir>/admin.kubeconfig).")
-    var kubeconfig: String?
+    @Option(name: .customLong("admin-kubeconfig"), help: "Where to write the admin kubeconfig (default: <data-dir>/admin.kubeconfig).")
+    var adminKubeconfig: String?
 
     @Flag(help: "Serve plain HTTP instead of HTTPS (for debugging only).")
     var insecureHTTP = false
@@ -63,16 +60,19 @@ struct APIServerCommand: AsyncParsableCommand {
     @Flag(inversion: .prefixedNo, help: "Run the embedded control plane (scheduler and controllers) in this process.")
     var controllers = true
 
-    @OptionGroup var control: ControllerOptions
+    var kubeconfigPath: String { adminKubeconfig ?? dataDir + "/admin.kubeconfig" }
+}
 
-    @OptionGroup var logging: LoggingOptions
+/// The embedded server opened, plus a way for in-process clients to reach it once it listens.
+struct OpenedServer {
+    let server: EmbeddedAPIServer
+    let services: [any Service]
+    let makeClient: @Sendable (Logger) async throws -> KubeClient
+}
 
-    func run() async throws {
-        LoggingSystem.bootstrap { label in StreamLogHandler.standardError(label: label) }
-        let registry = PrometheusCollectorRegistry()
-        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
-        let logger = logging.makeLogger("swiftedge.apiserver")
-        let kubeconfigPath = kubeconfig ?? dataDir + "/admin.kubeconfig"
+extension EmbeddedServerOptions {
+    /// Opens the embedded API server (and, unless disabled, the control plane next to it).
+    func open(logger: Logger, control: ControllerOptions, controllerLogger: Logger, registry: PrometheusCollectorRegistry) async throws -> OpenedServer {
         var config = EmbeddedAPIServerConfiguration(
             dataDirectory: dataDir, host: bindAddress, port: port, insecureHTTP: insecureHTTP,
             kubeconfigPath: kubeconfigPath, fsyncEveryCommit: fsync, historyLimit: historyLimit,
@@ -85,32 +85,60 @@ struct APIServerCommand: AsyncParsableCommand {
         let scheme = insecureHTTP ? "http" : "https"
         let host = bindAddress
         let listening = AwaitedValue<Int>()
+        let path = kubeconfigPath
         let server = try await EmbeddedAPIServer.open(config, logger: logger) { port in
             listening.set(port)
             print("""
                 SwiftEdge API server listening on \(scheme)://\(host):\(port)
-                Admin kubeconfig: \(kubeconfigPath)
-                Try:  export KUBECONFIG=\(kubeconfigPath)
+                Admin kubeconfig: \(path)
+                Try:  export KUBECONFIG=\(path)
                       kubectl get namespaces
                 """)
             fflush(nil)
         }
+        let token = server.adminToken, ca = server.caPEM, insecure = insecureHTTP
+        let connectHost = host == "0.0.0.0" ? "127.0.0.1" : host
+        let makeClient: @Sendable (Logger) async throws -> KubeClient = { l in
+            let port = await listening.value
+            return try KubeClient(config: KubeConfig(server: "\(scheme)://\(connectHost):\(port)", caPEM: insecure ? nil : ca, token: token), logger: l)
+        }
         var services = server.services
         if controllers {
-            let token = server.adminToken, ca = server.caPEM, insecure = insecureHTTP
-            let connectHost = host == "0.0.0.0" ? "127.0.0.1" : host
-            let cmLogger = logging.makeLogger("swiftedge.controllers")
-            services.append(ControllerManager(options: control.options(), logger: cmLogger) {
-                let port = await listening.value
-                let kc = KubeConfig(server: "\(scheme)://\(connectHost):\(port)", caPEM: insecure ? nil : ca, token: token)
-                return try KubeClient(config: kc, logger: cmLogger)
-            })
+            services.append(ControllerManager(options: control.options(), logger: controllerLogger) { try await makeClient(controllerLogger) })
         }
-        let group = ServiceGroup(configuration: .init(
-            services: services.map { .init(service: $0) },
-            gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        return OpenedServer(server: server, services: services, makeClient: makeClient)
+    }
+}
+
+func bootstrapObservability() -> PrometheusCollectorRegistry {
+    LoggingSystem.bootstrap { label in StreamLogHandler.standardError(label: label) }
+    let registry = PrometheusCollectorRegistry()
+    MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+    return registry
+}
+
+struct APIServerCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "apiserver",
+        abstract: "Run the embedded Kubernetes-compatible API server (SQLite storage) and its control plane.")
+
+    @OptionGroup var server: EmbeddedServerOptions
+    @Option(help: "Where to write the admin kubeconfig (same as --admin-kubeconfig).")
+    var kubeconfig: String?
+    @OptionGroup var control: ControllerOptions
+    @OptionGroup var logging: LoggingOptions
+
+    func run() async throws {
+        let registry = bootstrapObservability()
+        let logger = logging.makeLogger("swiftedge.apiserver")
+        var server = self.server
+        if let kubeconfig { server.adminKubeconfig = kubeconfig }
+        let opened = try await server.open(logger: logger, control: control, controllerLogger: logging.makeLogger("swiftedge.controllers"),
+                                           registry: registry)
+        let group = ServiceGroup(configuration: .init(services: opened.services.map { .init(service: $0) },
+                                                      gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
-        try await server.store.close()
+        try await opened.server.store.close()
     }
 }
 
@@ -171,9 +199,7 @@ struct ControllerManagerCommand: AsyncParsableCommand {
     @OptionGroup var logging: LoggingOptions
 
     func run() async throws {
-        LoggingSystem.bootstrap { label in StreamLogHandler.standardError(label: label) }
-        let registry = PrometheusCollectorRegistry()
-        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+        _ = bootstrapObservability()
         let logger = logging.makeLogger("swiftedge.controllers")
         let config = try KubeConfig.load(path: kubeconfig)
         let options = control.options()

@@ -46,7 +46,9 @@ final class EdgeStoreSim: Sendable {
     var snapshot: [String: UInt64] { items.withLock { $0 } }
 }
 
-extension CloudHub: AcknowledgedSender {}
+
+
+extension CloudHub: @retroactive AcknowledgedSender {}
 
 /// Many edge connections in one process, updates with random disconnects: every node ends with
 /// exactly the newest version of each of its objects, and a resync sends only what changed.

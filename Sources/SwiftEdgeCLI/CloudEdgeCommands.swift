@@ -1,0 +1,157 @@
+import ArgumentParser
+import CloudCore
+import CloudHub
+import EdgeHub
+import Foundation
+import KubeClient
+import Logging
+import MetaStore
+import ServiceLifecycle
+
+/// `swiftedge cloud`: CloudCore with the embedded API server and control plane, or against an
+/// existing cluster (`--kubeconfig`), whose own controllers then do the work.
+struct CloudCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "cloud",
+        abstract: "Run the cloud side: CloudHub (:10000), the certificate service (:10002) and reliable delivery to edge nodes.")
+
+    @Option(help: "kubeconfig of an existing cluster (default: run the embedded API server and control plane).")
+    var kubeconfig: String?
+
+    @OptionGroup var server: EmbeddedServerOptions
+
+    @Option(help: "Address CloudHub and the certificate service listen on.")
+    var hubBindAddress: String = "127.0.0.1"
+
+    @Option(help: "CloudHub WebSocket port.")
+    var cloudhubPort: Int = 10000
+
+    @Option(help: "Certificate service port.")
+    var certPort: Int = 10002
+
+    @Option(parsing: .upToNextOption, help: "Addresses edge nodes reach the cloud by (certificate SANs).")
+    var advertiseAddress: [String] = []
+
+    @Option(help: "Maximum connected edge nodes.")
+    var nodeLimit: Int = 1000
+
+    @Option(help: "Seconds between join token refreshes (tokens are valid twice as long).")
+    var tokenRefresh: Int = 12 * 3600
+
+    @OptionGroup var control: ControllerOptions
+    @OptionGroup var logging: LoggingOptions
+
+    func run() async throws {
+        let registry = bootstrapObservability()
+        let logger = logging.makeLogger("swiftedge.cloud")
+        var services: [any Service] = []
+        let makeClient: @Sendable (Logger) async throws -> KubeClient
+        var opened: OpenedServer?
+        if let kubeconfig {
+            let config = try KubeConfig.load(path: kubeconfig)
+            makeClient = { l in try KubeClient(config: config, logger: l) }
+            logger.info("using an existing cluster; its own controllers run", metadata: ["server": "\(config.server)"])
+        } else {
+            let o = try await server.open(logger: logging.makeLogger("swiftedge.apiserver"), control: control,
+                                          controllerLogger: logging.makeLogger("swiftedge.controllers"), registry: registry)
+            opened = o
+            services += o.services
+            makeClient = o.makeClient
+        }
+        var config = CloudCoreConfiguration()
+        config.hub.host = hubBindAddress
+        config.hub.port = cloudhubPort
+        config.hub.nodeLimit = nodeLimit
+        config.certPort = certPort
+        config.advertiseAddresses = advertiseAddress
+        config.tokenRefresh = .seconds(tokenRefresh)
+        let cloudLogger = logger
+        let host = hubBindAddress
+        services.append(CloudCore(configuration: config, logger: cloudLogger, onReady: { hub, cert in
+            print("""
+                CloudHub listening on \(host):\(hub), certificate service on \(host):\(cert)
+                Join an edge node:  swiftedge gettoken \(kubeconfig.map { "--kubeconfig \($0)" } ?? "--kubeconfig \(server.kubeconfigPath)")
+                                    swiftedge edge --cloud \(host) --cloudhub-port \(hub) --cert-port \(cert) --node-name <name> --token <token>
+                """)
+            fflush(nil)
+        }) { try await makeClient(cloudLogger) })
+        let group = ServiceGroup(configuration: .init(services: services.map { .init(service: $0) },
+                                                      gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        try await group.run()
+        try await opened?.server.store.close()
+    }
+}
+
+/// `swiftedge gettoken`: prints the current join token (from Secret kubeedge/tokensecret).
+struct GetTokenCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "gettoken", abstract: "Print the token edge nodes join with.")
+
+    @Option(help: "kubeconfig of the cluster the cloud runs against.")
+    var kubeconfig: String
+
+    func run() async throws {
+        var logger = Logger(label: "swiftedge.gettoken")
+        logger.logLevel = .error
+        let client = try KubeClient(config: try KubeConfig.load(path: kubeconfig), logger: logger)
+        do {
+            print(try await CloudSecrets.currentToken(client: client))
+            try await client.shutdown()
+        } catch {
+            try? await client.shutdown()
+            throw error
+        }
+    }
+}
+
+/// `swiftedge edge`: the edge node (joins with a token on first start, then keeps the channel up
+/// and persists what the cloud sends before acknowledging it).
+struct EdgeCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "edge", abstract: "Run an edge node.")
+
+    @Option(help: "Cloud address (host name or IP).")
+    var cloud: String
+
+    @Option(help: "CloudHub WebSocket port.")
+    var cloudhubPort: Int = 10000
+
+    @Option(help: "Certificate service port.")
+    var certPort: Int = 10002
+
+    @Option(help: "This node's name.")
+    var nodeName: String
+
+    @Option(help: "Join token from `swiftedge gettoken` (needed until the node has its certificate).")
+    var token: String?
+
+    @Option(help: "Directory for the node's certificates and database.")
+    var dataDir: String = "/var/lib/swiftedge/edge"
+
+    @Option(help: "Seconds between keepalives.")
+    var heartbeat: Double = 15
+
+    @OptionGroup var logging: LoggingOptions
+
+    func run() async throws {
+        _ = bootstrapObservability()
+        let logger = logging.makeLogger("swiftedge.edge")
+        try FileManager.default.createDirectory(atPath: dataDir, withIntermediateDirectories: true)
+        let bootstrap = NodeBootstrap(certServer: "\(cloud):\(certPort)", nodeName: nodeName, directory: dataDir + "/certs", logger: logger)
+        let credentials: NodeCredentials
+        do { credentials = try await bootstrap.credentials(token: token) } catch {
+            throw ValidationError("\(error)")
+        }
+        let store = try SQLiteMetaStore(path: dataDir + "/edge.db", logger: logger)
+        var config = EdgeHubConfiguration(cloudHost: cloud, nodeName: nodeName, credentials: credentials)
+        config.cloudPort = cloudhubPort
+        config.heartbeat = .seconds(heartbeat)
+        let hub = try EdgeHub(configuration: config, logger: logger) { message in
+            try await store.apply(message)
+            logger.debug("stored", metadata: ["operation": "\(message.route.operation.rawValue)", "resource": "\(message.route.resource)",
+                                               "resourceVersion": "\(message.resourceVersion ?? "")"])
+        }
+        print("edge node \(nodeName) joined; connecting to \(cloud):\(cloudhubPort)")
+        fflush(nil)
+        let group = ServiceGroup(configuration: .init(services: [.init(service: hub)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        try await group.run()
+    }
+}
