@@ -249,6 +249,10 @@ public final class CloudHub: Service {
                         }
                     }
                     group.addTask {
+                        try await gracefulShutdown()
+                        throw ConnectionClosed("cloud shutting down")
+                    }
+                    group.addTask {
                         // Keepalive watchdog.
                         while true {
                             try await Task.sleep(for: .seconds(1))
@@ -263,8 +267,9 @@ public final class CloudHub: Service {
                 }
             } catch let e as ConnectionClosed {
                 reason = e.reason
-                logger.warning("edge connection closed", metadata: ["node": "\(node)", "reason": "\(e.reason)"])
-                await writer.close(.policyViolation, reason: e.reason)
+                logger.log(level: Task.isShuttingDownGracefully ? .info : .warning, "edge connection closed",
+                           metadata: ["node": "\(node)", "reason": "\(e.reason)"])
+                await writer.close(Task.isShuttingDownGracefully ? .goingAway : .policyViolation, reason: e.reason)
             } catch {
                 reason = "\(error)"
             }

@@ -20,6 +20,7 @@ public final class ObjectSyncRecorder: DeliveryRecorder, Service {
     let logger: Logger
     let pending = Mutex<(items: [String: (node: String, action: SyncAction)], waiter: CheckedContinuation<Void, Never>?)>(([:], nil))
     let existing = Mutex<Set<String>>([])
+    let stopping = Atomic<Bool>(false)
     let writes = Counter(label: "swiftedge_sync_objectsync_writes_total")
     let backlog = Gauge(label: "swiftedge_sync_objectsync_backlog")
 
@@ -77,12 +78,22 @@ public final class ObjectSyncRecorder: DeliveryRecorder, Service {
         waiter?.resume()
     }
 
+    /// Writes records until graceful shutdown, then flushes what is pending and returns.
     public func run() async throws {
+        try await withGracefulShutdownHandler {
+            try await loop()
+        } onGracefulShutdown: {
+            self.stopping.store(true, ordering: .relaxed)
+            self.pending.withLock { p -> CheckedContinuation<Void, Never>? in let w = p.waiter; p.waiter = nil; return w }?.resume()
+        }
+    }
+
+    func loop() async throws {
         while !Task.isCancelled {
             let batch: [(String, (node: String, action: SyncAction))] = await withTaskCancellationHandler {
                 await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
                     let ready = pending.withLock { p -> Bool in
-                        if !p.items.isEmpty { return true }
+                        if !p.items.isEmpty || self.stopping.load(ordering: .relaxed) { return true }
                         p.waiter = c
                         return false
                     }
@@ -97,7 +108,7 @@ public final class ObjectSyncRecorder: DeliveryRecorder, Service {
                 pending.withLock { p -> CheckedContinuation<Void, Never>? in let w = p.waiter; p.waiter = nil; return w }?.resume()
             }
             backlog.record(pending.withLock { $0.items.count })
-            if Task.isCancelled || (batch.isEmpty && Task.isShuttingDownGracefully) { return }
+            if Task.isCancelled || (batch.isEmpty && stopping.load(ordering: .relaxed)) { return }
             await withTaskGroup(of: Void.self) { group in
                 var running = 0
                 for (name, item) in batch {
