@@ -7,6 +7,8 @@ python3 -m pip install -q -r tests/requirements.txt 2>&1 | grep -v -E "dependenc
 echo "== swift build"
 swift build --build-tests
 echo "== swift test (unit)"
-swift test --skip-build
+# Suites run one after another: in one process, in parallel, the loopback TLS suites (CloudHub,
+# fleet) and the embedded-server suites starve each other on 2 cores (under investigation).
+swift test --skip-build --no-parallel
 echo "== end-to-end (real kubectl + Python client)"
 SWIFTEDGE_BIN="$PWD/.build/debug/swiftedge" python3 -m pytest -q tests/e2e

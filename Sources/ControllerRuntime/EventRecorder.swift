@@ -23,7 +23,8 @@ public final class EventRecorder: Sendable {
     let component: String
     let logger: Logger
     let capacity: Int
-    let buffer = Mutex<(items: [Pending], waiter: CheckedContinuation<Void, Never>?)>(([], nil))
+    let buffer = Mutex<[Pending]>([])
+    let ready = WakeSignal()
     /// Correlation key → name, namespace and count of the Event already written.
     let seen = Mutex<[String: (name: String, namespace: String, count: Int64)]>([:])
     let dropped: Counter
@@ -37,14 +38,12 @@ public final class EventRecorder: Sendable {
     /// Queues an event about `object` (a full object or at least its kind/apiVersion/metadata).
     public func record(_ object: JSON, _ type: EventType, reason: String, message: String) {
         let p = Pending(involved: Self.reference(object), type: type, reason: reason, message: message, at: .now())
-        let waiter = buffer.withLock { b -> CheckedContinuation<Void, Never>? in
-            if b.items.count >= capacity { return nil }
-            b.items.append(p)
-            let w = b.waiter
-            b.waiter = nil
-            return w
+        let queued = buffer.withLock { b -> Bool in
+            if b.count >= capacity { return false }
+            b.append(p)
+            return true
         }
-        if let waiter { waiter.resume() } else if buffer.withLock({ $0.items.count >= capacity }) { dropped.increment() }
+        if queued { ready.signal() } else { dropped.increment() }
     }
 
     static func reference(_ o: JSON) -> JSON {
@@ -58,27 +57,10 @@ public final class EventRecorder: Sendable {
     /// Writes queued events until cancelled.
     public func run() async {
         while !Task.isCancelled {
-            let batch = await withTaskCancellationHandler {
-                await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
-                    let ready = buffer.withLock { b -> Bool in
-                        if !b.items.isEmpty { return true }
-                        b.waiter = c
-                        return false
-                    }
-                    if ready { c.resume() }
-                }
-                return buffer.withLock { b -> [Pending] in
-                    let items = b.items
-                    b.items = []
-                    return items
-                }
-            } onCancel: {
-                let w = buffer.withLock { b -> CheckedContinuation<Void, Never>? in
-                    let w = b.waiter
-                    b.waiter = nil
-                    return w
-                }
-                w?.resume()
+            var batch = buffer.withLock { b -> [Pending] in let items = b; b = []; return items }
+            if batch.isEmpty {
+                await ready.wait()
+                batch = buffer.withLock { b -> [Pending] in let items = b; b = []; return items }
             }
             await withTaskGroup(of: Void.self) { group in
                 var inFlight = 0

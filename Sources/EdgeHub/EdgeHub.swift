@@ -7,6 +7,7 @@ import NIOHTTP1
 import NIOPosix
 import NIOSSL
 import NIOWebSocket
+import KubeAPI
 import ServiceLifecycle
 import Synchronization
 
@@ -53,7 +54,8 @@ public final class EdgeHub: Service {
     let deliver: @Sendable (Message) async throws -> Void
     let onConnection: @Sendable (Bool) async -> Void
     let tls: NIOSSLContext
-    let upstream = Mutex<(queue: [Message], waiter: CheckedContinuation<Void, Never>?)>(([], nil))
+    let upstream = Mutex<[Message]>([])
+    let upstreamReady = WakeSignal()
     let connected = Atomic<Bool>(false)
     let dropped = Counter(label: "swiftedge_edgehub_upstream_dropped_total")
     let reconnects = Counter(label: "swiftedge_edgehub_reconnects_total")
@@ -77,14 +79,11 @@ public final class EdgeHub: Service {
 
     /// Queues an upstream message (sent when connected, within the rate limit).
     public func send(_ message: Message) {
-        let waiter = upstream.withLock { u -> CheckedContinuation<Void, Never>? in
-            u.queue.append(message)
-            if u.queue.count > configuration.upstreamBuffer { u.queue.removeFirst(); dropped.increment() }
-            let w = u.waiter
-            u.waiter = nil
-            return w
+        upstream.withLock { q in
+            q.append(message)
+            if q.count > configuration.upstreamBuffer { q.removeFirst(); dropped.increment() }
         }
-        waiter?.resume()
+        upstreamReady.signal()
     }
 
     enum Upgrade { case websocket(NIOAsyncChannel<WebSocketFrame, WebSocketFrame>), refused(HTTPResponseStatus) }
@@ -174,18 +173,10 @@ public final class EdgeHub: Service {
         var tokens = Double(configuration.messageBurst)
         var last = ContinuousClock.now
         while true {
-            let next: Message? = await withTaskCancellationHandler {
-                await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
-                    let ready = upstream.withLock { u -> Bool in
-                        if !u.queue.isEmpty { return true }
-                        u.waiter = c
-                        return false
-                    }
-                    if ready { c.resume() }
-                }
-                return upstream.withLock { u in u.queue.isEmpty ? nil : u.queue.removeFirst() }
-            } onCancel: {
-                upstream.withLock { u -> CheckedContinuation<Void, Never>? in let w = u.waiter; u.waiter = nil; return w }?.resume()
+            var next = upstream.withLock { q in q.isEmpty ? nil : q.removeFirst() }
+            if next == nil {
+                await upstreamReady.wait()
+                next = upstream.withLock { q in q.isEmpty ? nil : q.removeFirst() }
             }
             try Task.checkCancellation()
             guard let message = next else { continue }
@@ -199,7 +190,7 @@ public final class EdgeHub: Service {
             }
             tokens -= 1
             do { try await writer.send(message) } catch {
-                upstream.withLock { $0.queue.insert(message, at: 0) }  // not lost: resent after reconnect
+                upstream.withLock { $0.insert(message, at: 0) }  // not lost: resent after reconnect
                 throw error
             }
         }

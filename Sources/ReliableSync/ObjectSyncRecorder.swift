@@ -18,7 +18,8 @@ public final class ObjectSyncRecorder: DeliveryRecorder, Service {
                                                         kind: "ClusterObjectSync", namespaced: false)
     let client: KubeClient
     let logger: Logger
-    let pending = Mutex<(items: [String: (node: String, action: SyncAction)], waiter: CheckedContinuation<Void, Never>?)>(([:], nil))
+    let pending = Mutex<[String: (node: String, action: SyncAction)]>([:])
+    let ready = WakeSignal()
     let existing = Mutex<Set<String>>([])
     let stopping = Atomic<Bool>(false)
     let writes = Counter(label: "swiftedge_sync_objectsync_writes_total")
@@ -69,13 +70,8 @@ public final class ObjectSyncRecorder: DeliveryRecorder, Service {
         case .delete(let r): uid = r.uid
         case .none: return
         }
-        let waiter = pending.withLock { p -> CheckedContinuation<Void, Never>? in
-            p.items["\(node).\(uid)"] = (node, action)
-            let w = p.waiter
-            p.waiter = nil
-            return w
-        }
-        waiter?.resume()
+        pending.withLock { $0["\(node).\(uid)"] = (node, action) }
+        ready.signal()
     }
 
     /// Writes records until graceful shutdown, then flushes what is pending and returns.
@@ -84,30 +80,25 @@ public final class ObjectSyncRecorder: DeliveryRecorder, Service {
             try await loop()
         } onGracefulShutdown: {
             self.stopping.store(true, ordering: .relaxed)
-            self.pending.withLock { p -> CheckedContinuation<Void, Never>? in let w = p.waiter; p.waiter = nil; return w }?.resume()
+            self.ready.signal()
         }
     }
 
     func loop() async throws {
         while !Task.isCancelled {
-            let batch: [(String, (node: String, action: SyncAction))] = await withTaskCancellationHandler {
-                await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
-                    let ready = pending.withLock { p -> Bool in
-                        if !p.items.isEmpty || self.stopping.load(ordering: .relaxed) { return true }
-                        p.waiter = c
-                        return false
-                    }
-                    if ready { c.resume() }
-                }
-                return pending.withLock { p in
-                    let taken = Array(p.items.prefix(64))
-                    for (k, _) in taken { p.items[k] = nil }
+            func take() -> [(String, (node: String, action: SyncAction))] {
+                pending.withLock { p in
+                    let taken = Array(p.prefix(64))
+                    for (k, _) in taken { p[k] = nil }
                     return taken
                 }
-            } onCancel: {
-                pending.withLock { p -> CheckedContinuation<Void, Never>? in let w = p.waiter; p.waiter = nil; return w }?.resume()
             }
-            backlog.record(pending.withLock { $0.items.count })
+            var batch = take()
+            if batch.isEmpty && !stopping.load(ordering: .relaxed) {
+                await ready.wait()
+                batch = take()
+            }
+            backlog.record(pending.withLock { $0.count })
             if Task.isCancelled || (batch.isEmpty && stopping.load(ordering: .relaxed)) { return }
             await withTaskGroup(of: Void.self) { group in
                 var running = 0
@@ -117,7 +108,7 @@ public final class ObjectSyncRecorder: DeliveryRecorder, Service {
                     group.addTask {
                         do { try await self.write(name: name, item.action) } catch {
                             self.logger.info("ObjectSync write failed; will retry", metadata: ["name": "\(name)", "error": "\(error)"])
-                            self.pending.withLock { p in if p.items[name] == nil { p.items[name] = item } }
+                            self.pending.withLock { p in if p[name] == nil { p[name] = item } }
                             try? await Task.sleep(for: .seconds(1))
                         }
                     }

@@ -50,7 +50,7 @@ public final class ReliableSync: Service {
     let options: ReliableSyncOptions
     let logger: Logger
     let nodes = Mutex<[String: NodeDeliveryState]>([:])
-    let wakeups = Mutex<[String: CheckedContinuation<Void, Never>]>([:])
+    let signals = Mutex<[String: WakeSignal]>([:])
     let starts: AsyncStream<String>
     let startSink: AsyncStream<String>.Continuation
     let workerNodes = Mutex<Set<String>>([])
@@ -113,9 +113,16 @@ public final class ReliableSync: Service {
     /// Objects waiting to be looked at for `node`.
     public func pending(_ node: String) -> Int { nodes.withLock { $0[node]?.pendingCount ?? 0 } }
 
-    func wake(_ node: String) {
-        wakeups.withLock { $0.removeValue(forKey: node) }?.resume()
+    func signal(for node: String) -> WakeSignal {
+        signals.withLock { s in
+            if let x = s[node] { return x }
+            let x = WakeSignal()
+            s[node] = x
+            return x
+        }
     }
+
+    func wake(_ node: String) { signal(for: node).signal() }
 
     public func run() async throws {
         await withDiscardingTaskGroup { group in
@@ -147,30 +154,18 @@ public final class ReliableSync: Service {
 
     /// Sends what `node` lacks while it is connected; parks when there is nothing to do.
     func worker(_ node: String) async {
-        while true {
+        let parked = signal(for: node)
+        while !Task.isCancelled && !Task.isShuttingDownGracefully {
             let (batch, connected) = nodes.withLock { n -> ([String], Bool) in
                 guard n[node]?.connected == true else { return ([], false) }
                 return (n[node]!.take(options.window), true)
             }
-            if !connected {
-                // Park until the node connects again (the worker is reused).
-                await withCheckedContinuation { c in
-                    let ready = nodes.withLock { $0[node]?.connected == true }
-                    if ready { c.resume() } else { wakeups.withLock { $0[node] = c } }
-                }
-                if Task.isShuttingDownGracefully || Task.isCancelled { return }
-                continue
-            }
             if batch.isEmpty {
-                if resyncing.withLock({ $0.remove(node) }) != nil {
+                if connected, resyncing.withLock({ $0.remove(node) }) != nil {
                     let c = counts(node)
                     logger.info("resync complete", metadata: ["node": "\(node)", "sent": "\(c.sent)", "deleted": "\(c.deleted)", "unchanged": "\(c.skipped)"])
                 }
-                await withCheckedContinuation { c in
-                    let ready = nodes.withLock { $0[node].map { !$0.connected || $0.pendingCount > 0 } ?? true }
-                    if ready { c.resume() } else { wakeups.withLock { $0[node] = c } }
-                }
-                if Task.isShuttingDownGracefully || Task.isCancelled { return }
+                await parked.wait()
                 continue
             }
             await withTaskGroup(of: Void.self) { group in

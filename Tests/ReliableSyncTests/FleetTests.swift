@@ -48,7 +48,7 @@ final class EdgeStoreSim: Sendable {
 
 
 
-extension CloudHub: @retroactive AcknowledgedSender {}
+extension CloudHub: AcknowledgedSender {}
 
 /// Many edge connections in one process, updates with random disconnects: every node ends with
 /// exactly the newest version of each of its objects, and a resync sends only what changed.

@@ -89,6 +89,13 @@ def cloud(tmp_path):
     c.stop()
 
 
+@pytest.fixture(autouse=True)
+def no_stray_edges():
+    """Edge processes a failed test left running are stopped."""
+    yield
+    subprocess.run(["pkill", "-f", f"{BIN} edge "], check=False)
+
+
 def kubectl_for(cloud, tmp_path):
     binaries = kubectl_binaries()
     return Kubectl(binaries[max(binaries)], max(binaries), cloud.kubeconfig, tmp_path)
