@@ -1,3 +1,4 @@
+import KubeAPI
 import Synchronization
 
 /// client-go's rate-limited work queue: a key is queued at most once, is never handed to two
@@ -42,6 +43,8 @@ public final class WorkQueue: Sendable {
     }
 
     let state = Mutex(State())
+    /// Wakes the timer loop when a delayed key is added (its deadline may be the earliest).
+    let timerWake = WakeSignal()
     public let baseDelay: Duration
     public let maxDelay: Duration
 
@@ -65,6 +68,7 @@ public final class WorkQueue: Sendable {
             if let existing = s.delayed[key], existing <= at { return }
             s.delayed[key] = at
         }
+        timerWake.signal()
     }
 
     /// Queues `key` after its per-key exponential back-off (base × 2^failures, capped).
@@ -125,17 +129,28 @@ public final class WorkQueue: Sendable {
         for w in waiters { w.resume(returning: nil) }
     }
 
-    /// Moves delayed keys whose time has come into the queue; runs until cancelled.
-    public func runTimers(resolution: Duration = .milliseconds(20)) async {
+    /// Moves delayed keys whose time has come into the queue; runs until cancelled. Sleeps until
+    /// the earliest deadline (at most `maxSleep`), or until a new delayed key arrives.
+    public func runTimers(maxSleep: Duration = .seconds(1)) async {
         while !Task.isCancelled {
             let now = ContinuousClock.now
-            let due = state.withLock { s -> [String] in
-                let keys = s.delayed.filter { $0.value <= now }.map(\.key)
-                for k in keys { s.delayed.removeValue(forKey: k) }
-                return keys
+            let (due, next) = state.withLock { s -> ([String], ContinuousClock.Instant?) in
+                var due: [String] = []
+                var next: ContinuousClock.Instant?
+                for (k, at) in s.delayed {
+                    if at <= now { due.append(k) } else if next == nil || at < next! { next = at }
+                }
+                for k in due { s.delayed.removeValue(forKey: k) }
+                return (due, next)
             }
             for k in due { add(k) }
-            do { try await Task.sleep(for: resolution) } catch { return }
+            let wait = min(maxSleep, next.map { $0 - now } ?? maxSleep)
+            await withTaskGroup(of: Void.self) { group in
+                group.addTask { try? await Task.sleep(for: wait) }
+                group.addTask { await self.timerWake.wait() }
+                await group.next()
+                group.cancelAll()
+            }
         }
     }
 }

@@ -48,7 +48,7 @@ import Testing
         #expect(q.failureCount("k") == 2)
         #expect(q.depth == 0)  // delayed, not queued
         try await withThrowingTaskGroup(of: Void.self) { g in
-            g.addTask { await q.runTimers(resolution: .milliseconds(5)) }
+            g.addTask { await q.runTimers() }
             #expect(await q.get() == "k")
             g.cancelAll()
         }
