@@ -34,12 +34,7 @@ final class DaemonSetController: Reconciler {
         pods = informers.informer(R.pods)
         nodes = informers.informer(R.nodes)
         let sets = daemonSets
-        daemonSets.addHandler { ev in
-            switch ev {
-            case .added(let o), .updated(_, let o), .deleted(let o): queue.add(InformerCache.key(o))
-            case .synced: break
-            }
-        }
+        daemonSets.enqueueKeys(into: queue)
         nodes.addHandler { ev in
             func relevant(_ a: JSON, _ b: JSON) -> Bool {
                 a["metadata"]["labels"] != b["metadata"]["labels"] || a["spec"]["taints"] != b["spec"]["taints"]

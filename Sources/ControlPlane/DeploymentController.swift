@@ -26,12 +26,7 @@ final class DeploymentController: Reconciler {
         replicaSets = informers.informer(R.replicaSets)
         let index = InformerIndex.byControllerUID()
         rsByOwner = index
-        deployments.addHandler { ev in
-            switch ev {
-            case .added(let o), .updated(_, let o), .deleted(let o): queue.add(InformerCache.key(o))
-            case .synced: break
-            }
-        }
+        deployments.enqueueKeys(into: queue)
         replicaSets.addHandler { ev in
             index.handle(ev)
             switch ev {

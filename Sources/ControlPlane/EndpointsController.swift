@@ -23,12 +23,7 @@ final class EndpointsController: Reconciler {
         endpoints = informers.informer(R.endpoints)
         slices = informers.informer(R.endpointSlices)
         let svcs = services
-        services.addHandler { ev in
-            switch ev {
-            case .added(let o), .updated(_, let o), .deleted(let o): queue.add(InformerCache.key(o))
-            case .synced: break
-            }
-        }
+        services.enqueueKeys(into: queue)
         // A pod change affects the services in its namespace whose selector matches it (before or after).
         pods.addHandler { ev in
             let changed: [JSON]

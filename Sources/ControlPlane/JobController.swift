@@ -24,12 +24,7 @@ final class JobController: Reconciler {
         self.client = client; self.podsByOwner = podsByOwner; self.events = events; self.logger = logger; self.backoffBase = backoffBase
         jobs = informers.informer(R.jobs)
         pods = informers.informer(R.pods)
-        jobs.addHandler { ev in
-            switch ev {
-            case .added(let o), .updated(_, let o), .deleted(let o): queue.add(InformerCache.key(o))
-            case .synced: break
-            }
-        }
+        jobs.enqueueKeys(into: queue)
         let routing = OwnedPodEvents(ownerKind: "Job", expectations: expectations, queue: queue)
         pods.addHandler { ev in routing.handle(ev) }
     }

@@ -22,12 +22,7 @@ final class ReplicaSetController: Reconciler {
         self.client = client; self.podsByOwner = podsByOwner; self.events = events; self.queue = queue; self.logger = logger
         replicaSets = informers.informer(R.replicaSets)
         pods = informers.informer(R.pods)
-        replicaSets.addHandler { ev in
-            switch ev {
-            case .added(let o), .updated(_, let o), .deleted(let o): queue.add(InformerCache.key(o))
-            case .synced: break
-            }
-        }
+        replicaSets.enqueueKeys(into: queue)
         let routing = OwnedPodEvents(ownerKind: "ReplicaSet", expectations: expectations, queue: queue)
         pods.addHandler { ev in routing.handle(ev) }
     }

@@ -22,12 +22,7 @@ final class StatefulSetController: Reconciler {
         self.client = client; self.podsByOwner = podsByOwner; self.events = events; self.logger = logger
         sets = informers.informer(R.statefulSets)
         pods = informers.informer(R.pods)
-        sets.addHandler { ev in
-            switch ev {
-            case .added(let o), .updated(_, let o), .deleted(let o): queue.add(InformerCache.key(o))
-            case .synced: break
-            }
-        }
+        sets.enqueueKeys(into: queue)
         let routing = OwnedPodEvents(ownerKind: "StatefulSet", expectations: expectations, queue: queue)
         pods.addHandler { ev in routing.handle(ev) }
     }

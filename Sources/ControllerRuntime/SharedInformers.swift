@@ -20,6 +20,17 @@ public final class SharedInformer: Sendable {
         handlers.withLock { $0.append(handler) }
     }
 
+    /// Queues the key (`namespace/name`) of every added, updated or deleted object: the usual
+    /// handler of a controller's primary resource.
+    public func enqueueKeys(into queue: WorkQueue) {
+        addHandler { ev in
+            switch ev {
+            case .added(let o), .updated(_, let o), .deleted(let o): queue.add(InformerCache.key(o))
+            case .synced: break
+            }
+        }
+    }
+
     /// Whether the first complete list has been delivered.
     public var hasSynced: Bool { syncState.withLock { $0.synced } }
 
