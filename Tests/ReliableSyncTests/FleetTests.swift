@@ -143,6 +143,11 @@ extension CloudHub: AcknowledgedSender {}
             // Resync: 3 of a node's objects change without the cloud announcing them (as if they
             // changed while it was away); the reconnect comparison finds exactly those.
             let away = nodes[3]
+            // A reconnect left over from the random disconnects would compare (and send) the changes
+            // before the test's own disconnect: start from a settled connection.
+            for _ in 0..<200 where !(hub.connectedNodes.contains(away) && sync.pending(away) == 0 && sync.counts(away).sent + sync.counts(away).skipped > 0) {
+                try await Task.sleep(for: .milliseconds(20))
+            }
             let changedUIDs = Array(source.desired(for: away).sorted().prefix(3))
             for uid in changedUIDs {
                 source.put(uid, node: away, rv: (source.object(uid, for: away)?.resourceVersion ?? 1) + 100)
