@@ -123,7 +123,10 @@ public actor Maintenance: Service {
             guard let v = try? ev.object.decode(), let uid = v["metadata"]["uid"].stringValue else { return }
             foregroundOwners.removeValue(forKey: uid)
             await collectDependents(of: uid, orphan: false)
-        case .added, .modified:
+        case .added:
+            if ev.object.attributes.ownerUIDs.isEmpty == false { await collectIfDangling(ev.object) }
+            if Self.mentionsDeletion(ev.object.data) { await inspect(ev.object) }
+        case .modified:
             if Self.mentionsDeletion(ev.object.data) { await inspect(ev.object) }
         }
     }
@@ -177,6 +180,24 @@ public actor Maintenance: Service {
                 }
             } catch {
                 logger.warning("garbage collection failed", metadata: ["key": "\(dep.key)", "error": "\(error)"])
+            }
+        }
+    }
+
+    /// A dependent created after its owner was deleted (a controller acting on a stale cache) never
+    /// sees the owner's deletion event: check its owners once when it appears.
+    func collectIfDangling(_ o: StoredObject) async {
+        guard let v = try? o.decode() else { return }
+        let namespace = v["metadata"]["namespace"].stringValue
+        for ref in v["metadata"]["ownerReferences"].arrayValue ?? [] {
+            guard let uid = ref["uid"].stringValue, let name = ref["name"].stringValue,
+                  let type = registry.type(apiVersion: ref["apiVersion"].stringValue ?? "", kind: ref["kind"].stringValue ?? "")
+            else { continue }
+            let owner = await store.get(type.storageKey(namespace: namespace, name: name))
+            let ownerUID = (try? owner?.decode())?["metadata"]["uid"].stringValue
+            if ownerUID != uid {
+                logger.debug("dependent of a missing owner", metadata: ["key": "\(o.key)", "owner": "\(uid)"])
+                await collectDependents(of: uid, orphan: false)
             }
         }
     }

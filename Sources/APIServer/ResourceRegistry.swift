@@ -55,6 +55,13 @@ public final class ResourceRegistry: Sendable {
         allTypes.first { $0.storagePrefix == prefix }
     }
 
+    /// The served type for an ownerReference's `apiVersion` and `kind`.
+    func type(apiVersion: String, kind: String) -> ResourceType? {
+        let parts = apiVersion.split(separator: "/", maxSplits: 1).map(String.init)
+        let (group, version) = parts.count == 2 ? (parts[0], parts[1]) : ("", apiVersion)
+        return allTypes.first { $0.group == group && $0.version == version && $0.kind == kind }
+    }
+
     func schema(for t: ResourceType) -> JSON? {
         state.withLock { s in
             s.custom.values.first { $0.types.contains(t) }?.schemas[t.version]

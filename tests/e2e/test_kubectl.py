@@ -341,6 +341,21 @@ def test_garbage_collection(kubectl, ns, tmp_path, cascade):
         assert kubectl.run("get", "cm", "dep", "-n", ns, check=False).returncode != 0
 
 
+def test_dependent_created_after_its_owner_is_collected(kubectl, ns, tmp_path):
+    # A controller working from a stale cache can create a dependent after the owner is gone.
+    kubectl("create", "configmap", "gone", "-n", ns)
+    uid = kubectl("get", "cm", "gone", "-n", ns, "-o", "jsonpath={.metadata.uid}")
+    kubectl("delete", "cm", "gone", "-n", ns)
+    f = tmp_path / "late.json"
+    f.write_text(owned("late", uid, "gone"))
+    kubectl("create", "-n", ns, "-f", str(f))
+    # Same name, new object: a dependent of the old uid is still dangling.
+    kubectl("create", "configmap", "gone", "-n", ns)
+    f.write_text(owned("late2", uid, "gone"))
+    kubectl("create", "-n", ns, "-f", str(f))
+    kubectl("wait", "--for=delete", "cm/late", "cm/late2", "-n", ns, "--timeout=20s")
+
+
 def test_generate_name_and_dry_run(kubectl, ns, tmp_path):
     f = tmp_path / "g.json"
     f.write_text(json.dumps({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"generateName": "gen-"}}))
