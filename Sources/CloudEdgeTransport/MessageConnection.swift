@@ -22,9 +22,12 @@ public struct MessageWriter: Sendable {
         self.outbound = outbound; self.isClient = isClient
     }
 
-    public func send(_ message: Message) async throws {
+    /// Writes one message; returns its size on the wire (payload bytes).
+    @discardableResult
+    public func send(_ message: Message) async throws -> Int {
         let bytes = message.encoded()
         try await outbound.write(frame(.text, ByteBuffer(bytes: bytes)))
+        return bytes.count
     }
 
     func frame(_ op: WebSocketOpcode, _ data: ByteBuffer) -> WebSocketFrame {
@@ -64,7 +67,7 @@ public struct MessageReader: Sendable {
     }
 
     /// Calls `handle` for each message until the peer closes; throws on a protocol violation.
-    public func run(_ handle: (Message) async throws -> Void) async throws {
+    public func run(_ handle: (Message, _ bytes: Int) async throws -> Void) async throws {
         for try await frame in inbound {
             switch frame.opcode {
             case .text, .binary:
@@ -75,7 +78,7 @@ public struct MessageReader: Sendable {
                 do { message = try Message(bytes: frame.unmaskedData.readableBytesView) } catch {
                     throw ConnectionClosed("bad message: \(error)")
                 }
-                try await handle(message)
+                try await handle(message, frame.data.readableBytes)
             case .ping:
                 try await writer.pong(frame.unmaskedData)
             case .pong:

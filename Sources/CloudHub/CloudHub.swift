@@ -82,14 +82,35 @@ public final class CloudHub: Service {
     let boundPort = Mutex<Int?>(nil)
     let connectedGauge = Gauge(label: "swiftedge_cloudhub_connected_nodes")
     let refused = Counter(label: "swiftedge_cloudhub_refused_connections_total")
-    let messagesIn = Counter(label: "swiftedge_cloudhub_messages_received_total")
-    let bytesOut = Counter(label: "swiftedge_cloudhub_bytes_sent_total")
+
+    /// Per-node traffic counters (label `node`), created once per node.
+    struct NodeCounters: Sendable {
+        let bytesOut, bytesIn, messagesOut, messagesIn: Counter
+        init(node: String) {
+            let d = [("node", node)]
+            bytesOut = Counter(label: "swiftedge_cloudhub_node_bytes_sent_total", dimensions: d)
+            bytesIn = Counter(label: "swiftedge_cloudhub_node_bytes_received_total", dimensions: d)
+            messagesOut = Counter(label: "swiftedge_cloudhub_node_messages_sent_total", dimensions: d)
+            messagesIn = Counter(label: "swiftedge_cloudhub_node_messages_received_total", dimensions: d)
+        }
+    }
+    let counters = Mutex<[String: NodeCounters]>([:])
+
+    func counters(for node: String) -> NodeCounters {
+        counters.withLock { c in
+            if let x = c[node] { return x }
+            let x = NodeCounters(node: node)
+            c[node] = x
+            return x
+        }
+    }
 
     final class Session: Sendable {
         let id: UInt64
         let writer: MessageWriter
+        let counters: NodeCounters
         let lastSeen = Mutex(ContinuousClock.now)
-        init(id: UInt64, writer: MessageWriter) { self.id = id; self.writer = writer }
+        init(id: UInt64, writer: MessageWriter, counters: NodeCounters) { self.id = id; self.writer = writer; self.counters = counters }
     }
 
     /// - Parameters:
@@ -221,7 +242,7 @@ public final class CloudHub: Service {
             case .success(let n): node = n
             }
             let id = Self.sessionIDs.wrappingAdd(1, ordering: .relaxed).newValue
-            let session = Session(id: id, writer: writer)
+            let session = Session(id: id, writer: writer, counters: counters(for: node))
             let (admitted, replaced) = sessions.withLock { s -> (Bool, Session?) in
                 let old = s[node]
                 if old == nil && s.count >= configuration.nodeLimit { return (false, nil) }
@@ -243,8 +264,10 @@ public final class CloudHub: Service {
             do {
                 try await withThrowingTaskGroup(of: Void.self) { group in
                     group.addTask {
-                        try await MessageReader(inbound: inbound, writer: writer).run { message in
+                        try await MessageReader(inbound: inbound, writer: writer).run { message, bytes in
                             session.lastSeen.withLock { $0 = .now }
+                            session.counters.bytesIn.increment(by: bytes)
+                            session.counters.messagesIn.increment()
                             try await self.received(message, from: node)
                         }
                     }
@@ -271,7 +294,10 @@ public final class CloudHub: Service {
                            metadata: ["node": "\(node)", "reason": "\(e.reason)"])
                 await writer.close(Task.isShuttingDownGracefully ? .goingAway : .policyViolation, reason: e.reason)
             } catch {
-                reason = "\(error)"
+                // Errors of the WebSocket codec (an oversized or malformed frame) end up here.
+                reason = Self.describe(error)
+                logger.warning("edge connection closed", metadata: ["node": "\(node)", "reason": "\(reason)"])
+                await writer.close(.policyViolation, reason: reason)
             }
             let removed = sessions.withLock { s -> Bool in
                 guard s[node]?.id == id else { return false }
@@ -286,8 +312,15 @@ public final class CloudHub: Service {
         }
     }
 
+    static func describe(_ error: any Error) -> String {
+        switch error {
+        case NIOWebSocketError.invalidFrameLength: "frame longer than the \(maxMessageBytes)-byte limit"
+        case let e as NIOWebSocketError: "invalid WebSocket frame: \(e)"
+        default: "\(error)"
+        }
+    }
+
     func received(_ message: Message, from node: String) async throws {
-        messagesIn.increment()
         if message.isAck, let parent = message.parentID {
             ackArrived(parent)
             return
@@ -308,9 +341,9 @@ public final class CloudHub: Service {
     /// Writes a message to a connected node. Throws if the node is not connected.
     public func send(_ message: Message, to node: String) async throws {
         guard let s = sessions.withLock({ $0[node] }) else { throw ConnectionClosed("node \(node) is not connected") }
-        let bytes = message.encoded().count
-        try await s.writer.send(message)
-        bytesOut.increment(by: bytes)
+        let bytes = try await s.writer.send(message)
+        s.counters.bytesOut.increment(by: bytes)
+        s.counters.messagesOut.increment()
     }
 
     enum AckState { case pending, acked, waiting(CheckedContinuation<Bool, Never>) }

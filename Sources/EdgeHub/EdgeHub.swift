@@ -147,7 +147,7 @@ public final class EdgeHub: Service {
             await onConnection(true)
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask {
-                    try await MessageReader(inbound: inbound, writer: writer).run { message in
+                    try await MessageReader(inbound: inbound, writer: writer).run { message, _ in
                         if message.route.operation == .response && message.parentID != nil { return }
                         try await self.deliver(message)
                         if message.route.operation != .keepalive { try await writer.send(message.ack()) }

@@ -62,6 +62,34 @@ public final class ReliableSync: Service {
     let acked = Counter(label: "swiftedge_sync_messages_acked_total")
     let retries = Counter(label: "swiftedge_sync_retries_total")
     let ackLatency = Timer(label: "swiftedge_sync_ack_latency_seconds", preferredDisplayUnit: .seconds)
+    let resyncs = Counter(label: "swiftedge_sync_resyncs_total")
+    let resyncSent = Counter(label: "swiftedge_sync_resync_sent_total")
+    let resyncDeleted = Counter(label: "swiftedge_sync_resync_deleted_total")
+    let resyncUnchanged = Counter(label: "swiftedge_sync_resync_unchanged_total")
+    let perNode = Mutex<[String: NodeSyncMetrics]>([:])
+
+    /// Per-node delivery metrics (label `node`).
+    struct NodeSyncMetrics: Sendable {
+        let queueDepth: Gauge
+        let retries, acked: Counter
+        let ackLatency: Timer
+        init(node: String) {
+            let d = [("node", node)]
+            queueDepth = Gauge(label: "swiftedge_sync_node_queue_depth", dimensions: d)
+            retries = Counter(label: "swiftedge_sync_node_retries_total", dimensions: d)
+            acked = Counter(label: "swiftedge_sync_node_messages_acked_total", dimensions: d)
+            ackLatency = Timer(label: "swiftedge_sync_node_ack_latency_seconds", dimensions: d, preferredDisplayUnit: .seconds)
+        }
+    }
+
+    func metrics(_ node: String) -> NodeSyncMetrics {
+        perNode.withLock { m in
+            if let x = m[node] { return x }
+            let x = NodeSyncMetrics(node: node)
+            m[node] = x
+            return x
+        }
+    }
 
     public init(source: any NodeObjectSource, sender: any AcknowledgedSender, recorder: (any DeliveryRecorder)?,
                 options: ReliableSyncOptions = .init(), logger: Logger)
@@ -155,14 +183,21 @@ public final class ReliableSync: Service {
     /// Sends what `node` lacks while it is connected; parks when there is nothing to do.
     func worker(_ node: String) async {
         let parked = signal(for: node)
+        let m = metrics(node)
         while !Task.isCancelled && !Task.isShuttingDownGracefully {
-            let (batch, connected) = nodes.withLock { n -> ([String], Bool) in
-                guard n[node]?.connected == true else { return ([], false) }
-                return (n[node]!.take(options.window), true)
+            let (batch, connected, depth) = nodes.withLock { n -> ([String], Bool, Int) in
+                guard n[node]?.connected == true else { return ([], false, n[node]?.pendingCount ?? 0) }
+                let b = n[node]!.take(options.window)
+                return (b, true, n[node]!.pendingCount + b.count)
             }
+            m.queueDepth.record(depth)
             if batch.isEmpty {
                 if connected, resyncing.withLock({ $0.remove(node) }) != nil {
                     let c = counts(node)
+                    resyncs.increment()
+                    resyncSent.increment(by: c.sent)
+                    resyncDeleted.increment(by: c.deleted)
+                    resyncUnchanged.increment(by: c.skipped)
                     logger.info("resync complete", metadata: ["node": "\(node)", "sent": "\(c.sent)", "deleted": "\(c.deleted)", "unchanged": "\(c.skipped)"])
                 }
                 await parked.wait()
@@ -201,12 +236,17 @@ public final class ReliableSync: Service {
         if await sender.sendAwaitingAck(message, to: node, timeout: options.ackTimeout) {
             acked.increment()
             let d = ContinuousClock.now - start
-            ackLatency.recordNanoseconds(d.components.seconds * 1_000_000_000 + d.components.attoseconds / 1_000_000_000)
+            let nanos = d.components.seconds * 1_000_000_000 + d.components.attoseconds / 1_000_000_000
+            ackLatency.recordNanoseconds(nanos)
+            let m = metrics(node)
+            m.acked.increment()
+            m.ackLatency.recordNanoseconds(nanos)
             nodes.withLock { $0[node]?.acknowledged(action) }
             stats.withLock { s in if case .delete = action { s[node, default: (0, 0, 0)].deleted += 1 } else { s[node, default: (0, 0, 0)].sent += 1 } }
             recorder?.record(node: node, action)
         } else {
             retries.increment()
+            metrics(node).retries.increment()
             let n = nodes.withLock { $0[node]?.failed(uid) ?? 0 }
             if n < options.attemptsBeforeBackoff {
                 changed(uid, node: node)

@@ -6,6 +6,7 @@ import Foundation
 import KubeClient
 import Logging
 import MetaStore
+import MetricsEndpoint
 import ServiceLifecycle
 
 /// `swiftedge cloud`: CloudCore with the embedded API server and control plane, or against an
@@ -38,6 +39,9 @@ struct CloudCommand: AsyncParsableCommand {
     @Option(help: "Seconds between join token refreshes (tokens are valid twice as long).")
     var tokenRefresh: Int = 12 * 3600
 
+    @Option(help: "Port of the plain-HTTP Prometheus /metrics endpoint on the hub bind address (KubeEdge: 9091; 0: none).")
+    var metricsPort: Int = 9091
+
     @OptionGroup var control: ControllerOptions
     @OptionGroup var logging: LoggingOptions
 
@@ -45,6 +49,9 @@ struct CloudCommand: AsyncParsableCommand {
         let registry = bootstrapObservability()
         let logger = logging.makeLogger("swiftedge.cloud")
         var services: [any Service] = []
+        if metricsPort > 0 {
+            services.append(MetricsEndpoint(registry: registry, host: hubBindAddress, port: metricsPort, logger: logger))
+        }
         let makeClient: @Sendable (Logger) async throws -> KubeClient
         var opened: OpenedServer?
         if let kubeconfig {

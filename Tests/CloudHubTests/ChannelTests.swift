@@ -24,11 +24,12 @@ import Testing
     /// Pods the authorizer considers bound to each node.
     static let podNodes: [String: String] = ["default/p-a": "node-a", "default/p-b": "node-b"]
 
-    func withCloud(_ body: @Sendable (Cloud) async throws -> Void) async throws {
+    func withCloud(keepaliveTimeout: Duration = .seconds(30), _ body: @Sendable (Cloud) async throws -> Void) async throws {
         let ca = try CertificateAuthority.generate(commonName: "test-ca")
         let serverCert = try ca.issue(commonName: "cloudcore", dnsNames: ["localhost"], ipAddresses: ["127.0.0.1"], server: true, client: false)
         var config = CloudHubConfiguration()
         config.port = 0
+        config.keepaliveTimeout = keepaliveTimeout
         let (events, sink) = AsyncStream<HubEvent>.makeStream()
         let (ports, portSink) = AsyncStream<(String, Int)>.makeStream()
         let hub = try CloudHub(configuration: config, ca: ca, serverCertificate: serverCert,
