@@ -6,6 +6,7 @@ let package = Package(
     platforms: [.macOS(.v14)],
     products: [
         .executable(name: "swiftedge", targets: ["SwiftEdgeCLI"]),
+        .executable(name: "swiftedge-fleet", targets: ["EdgeFleet"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -133,6 +134,20 @@ let package = Package(
             .product(name: "Metrics", package: "swift-metrics"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
+        ]),
+        // Simulated edge nodes (join, EdgeHub, in-memory store) for fleet tests and benchmarks.
+        .target(name: "FleetSimulator", dependencies: [
+            "EdgeHub", "CloudEdgeProtocol", "KubeAPI", "PKI",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ]),
+        // `swiftedge-fleet`: a fleet of simulated nodes in one process, with a status endpoint.
+        .executableTarget(name: "EdgeFleet", dependencies: [
+            "FleetSimulator", "KubeAPI",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
         // Plain-HTTP Prometheus `/metrics` for the cloud and edge processes.
         .target(name: "MetricsEndpoint", dependencies: [

@@ -57,6 +57,7 @@ public final class EdgeHub: Service {
     let upstream = Mutex<[Message]>([])
     let upstreamReady = WakeSignal()
     let connected = Atomic<Bool>(false)
+    let currentWriter = Mutex<MessageWriter?>(nil)
     let dropped = Counter(label: "swiftedge_edgehub_upstream_dropped_total")
     let reconnects = Counter(label: "swiftedge_edgehub_reconnects_total")
 
@@ -76,6 +77,13 @@ public final class EdgeHub: Service {
     }
 
     public var isConnected: Bool { connected.load(ordering: .relaxed) }
+
+    /// Closes the current connection (it is redialled after the usual back-off); for operators
+    /// and fleet simulations.
+    public func dropConnection(reason: String) async {
+        guard let w = currentWriter.withLock({ $0 }) else { return }
+        await w.close(.goingAway, reason: reason)
+    }
 
     /// Queues an upstream message (sent when connected, within the rate limit).
     public func send(_ message: Message) {
@@ -107,6 +115,7 @@ public final class EdgeHub: Service {
             do { try await cancelWhenGracefulShutdown { try await Task.sleep(for: jittered) } } catch { break }
             delay = min(delay * 2, configuration.reconnectMax)
         }
+        if connected.exchange(false, ordering: .relaxed) { await onConnection(false) }
     }
 
     func connectOnce() async throws {
@@ -142,6 +151,8 @@ public final class EdgeHub: Service {
         guard case .websocket(let ws) = try await upgrade.get() else { throw ConnectionClosed("the cloud refused the WebSocket upgrade") }
         try await ws.executeThenClose { inbound, outbound in
             let writer = MessageWriter(outbound: outbound, isClient: true)
+            currentWriter.withLock { $0 = writer }
+            defer { currentWriter.withLock { $0 = nil } }
             connected.store(true, ordering: .relaxed)
             logger.notice("connected to the cloud", metadata: ["cloud": "\(host):\(c.cloudPort)", "node": "\(c.nodeName)"])
             await onConnection(true)

@@ -9,77 +9,12 @@ import signal
 import sqlite3
 import subprocess
 import time
+import urllib.request
 
 import pytest
 
+from cloudedge import Cloud, Edge
 from conftest import BIN, Kubectl, free_port, kubectl_binaries, wait_for
-
-
-class Cloud:
-    def __init__(self, tmp):
-        self.dir = tmp / "cloud"
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.api_port, self.hub_port, self.cert_port = free_port(), free_port(), free_port()
-        self.log = self.dir / "cloud.log"
-        self.proc = None
-
-    def start(self):
-        self.logf = open(self.log, "ab")
-        self.proc = subprocess.Popen([str(BIN), "cloud", "--data-dir", str(self.dir), "--port", str(self.api_port),
-                                      "--cloudhub-port", str(self.hub_port), "--cert-port", str(self.cert_port)],
-                                     stdout=self.logf, stderr=subprocess.STDOUT)
-        wait_for(lambda: self.proc.poll() is None and "CloudHub listening" in self.log.read_text(), 60, what="cloud start")
-        return self
-
-    def stop(self, sig=signal.SIGTERM):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            self.proc.wait(timeout=30)
-        self.logf.close()
-
-    @property
-    def kubeconfig(self):
-        return self.dir / "admin.kubeconfig"
-
-    def token(self):
-        return subprocess.run([str(BIN), "gettoken", "--kubeconfig", str(self.kubeconfig)], capture_output=True, text=True,
-                              check=True).stdout.strip()
-
-    def resyncs(self, node):
-        return [dict(re.findall(r"(\w+)=(\S+)", line)) for line in self.log.read_text().splitlines()
-                if "resync complete" in line and f"node={node} " in line]
-
-
-class Edge:
-    def __init__(self, tmp, cloud, name):
-        self.dir, self.cloud, self.name = tmp / f"edge-{name}", cloud, name
-        self.log = tmp / f"edge-{name}.log"
-        self.proc = None
-
-    def args(self, token=None, cert_port=None):
-        a = [str(BIN), "edge", "--cloud", "127.0.0.1", "--cloudhub-port", str(self.cloud.hub_port),
-             "--cert-port", str(cert_port or self.cloud.cert_port), "--node-name", self.name, "--data-dir", str(self.dir), "--heartbeat", "2"]
-        return a + (["--token", token] if token else [])
-
-    def start(self, token=None):
-        self.logf = open(self.log, "ab")
-        self.proc = subprocess.Popen(self.args(token), stdout=self.logf, stderr=subprocess.STDOUT)
-        return self
-
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(timeout=20)
-        self.logf.close()
-
-    def stored(self, type_):
-        try:
-            con = sqlite3.connect(f"file:{self.dir / 'edge.db'}?mode=ro", uri=True, timeout=5)
-            rows = con.execute("select key, rv, value from meta where type = ?", (type_,)).fetchall()
-            con.close()
-        except sqlite3.OperationalError:
-            return {}
-        return {k: (rv, json.loads(v)) for k, rv, v in rows}
 
 
 @pytest.fixture
@@ -141,6 +76,13 @@ def test_join_deliver_resync_and_cloud_kill(cloud, tmp_path):
     wait_for(converged, 30, what="20 pods on the edge")
     assert "null/node/shop-1" in edge.stored("node")
     assert len(json.loads(k("get", "objectsyncs", "-n", "default", "-o", "json"))["items"]) == 20
+    m = cloud.metrics()
+    node = frozenset({("node", "shop-1")})
+    assert m[("swiftedge_sync_node_messages_acked_total", node)] >= 21  # 20 pods and the Node
+    assert m[("swiftedge_cloudhub_node_bytes_sent_total", node)] > 20 * 200
+    assert m[("swiftedge_cloudhub_node_bytes_received_total", node)] > 0
+    assert m[("swiftedge_sync_node_queue_depth", node)] == 0
+    assert ("swiftedge_sync_node_ack_latency_seconds_count", node) in m
 
     # The edge goes away; 5 pods change and 2 are deleted meanwhile.
     edge.stop()

@@ -1,0 +1,90 @@
+"""`swiftedge cloud` and `swiftedge edge` processes for end-to-end tests."""
+import json
+import re
+import signal
+import sqlite3
+import subprocess
+import urllib.request
+
+from conftest import BIN, free_port, wait_for
+
+
+class Cloud:
+    def __init__(self, tmp, extra_args=()):
+        self.extra_args = list(extra_args)
+        self.dir = tmp / "cloud"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.api_port, self.hub_port, self.cert_port, self.metrics_port = free_port(), free_port(), free_port(), free_port()
+        self.log = self.dir / "cloud.log"
+        self.proc = None
+
+    def start(self):
+        self.logf = open(self.log, "ab")
+        starts = self.log.read_text().count("CloudHub listening") if self.log.exists() else 0
+        self.proc = subprocess.Popen([str(BIN), "cloud", "--data-dir", str(self.dir), "--port", str(self.api_port),
+                                      "--cloudhub-port", str(self.hub_port), "--cert-port", str(self.cert_port),
+                                      "--metrics-port", str(self.metrics_port), *self.extra_args],
+                                     stdout=self.logf, stderr=subprocess.STDOUT)
+        wait_for(lambda: self.proc.poll() is None and self.log.read_text().count("CloudHub listening") > starts, 60, what="cloud start")
+        return self
+
+    def stop(self, sig=signal.SIGTERM):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout=30)
+        self.logf.close()
+
+    @property
+    def kubeconfig(self):
+        return self.dir / "admin.kubeconfig"
+
+    def token(self):
+        return subprocess.run([str(BIN), "gettoken", "--kubeconfig", str(self.kubeconfig)], capture_output=True, text=True,
+                              check=True).stdout.strip()
+
+    def metrics(self):
+        """Prometheus samples: {(name, frozenset(labels)): value}."""
+        text = urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10).read().decode()
+        out = {}
+        for line in text.splitlines():
+            m = re.match(r'^(\w+)(?:\{(.*)\})? (\S+)$', line)
+            if m:
+                labels = frozenset(re.findall(r'(\w+)="([^"]*)"', m.group(2) or ""))
+                out[(m.group(1), labels)] = float(m.group(3))
+        return out
+
+    def resyncs(self, node):
+        return [dict(re.findall(r"(\w+)=(\S+)", line)) for line in self.log.read_text().splitlines()
+                if "resync complete" in line and f"node={node} " in line]
+
+
+class Edge:
+    def __init__(self, tmp, cloud, name):
+        self.dir, self.cloud, self.name = tmp / f"edge-{name}", cloud, name
+        self.log = tmp / f"edge-{name}.log"
+        self.proc = None
+
+    def args(self, token=None, cert_port=None):
+        a = [str(BIN), "edge", "--cloud", "127.0.0.1", "--cloudhub-port", str(self.cloud.hub_port),
+             "--cert-port", str(cert_port or self.cloud.cert_port), "--node-name", self.name, "--data-dir", str(self.dir), "--heartbeat", "2"]
+        return a + (["--token", token] if token else [])
+
+    def start(self, token=None):
+        self.logf = open(self.log, "ab")
+        self.proc = subprocess.Popen(self.args(token), stdout=self.logf, stderr=subprocess.STDOUT)
+        return self
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=20)
+        self.logf.close()
+
+    def stored(self, type_):
+        try:
+            con = sqlite3.connect(f"file:{self.dir / 'edge.db'}?mode=ro", uri=True, timeout=5)
+            rows = con.execute("select key, rv, value from meta where type = ?", (type_,)).fetchall()
+            con.close()
+        except sqlite3.OperationalError:
+            return {}
+        return {k: (rv, json.loads(v)) for k, rv, v in rows}
