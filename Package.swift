@@ -145,6 +145,7 @@ let package = Package(
         .executableTarget(name: "EdgeFleet", dependencies: [
             "FleetSimulator", "KubeAPI",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -178,6 +179,11 @@ let package = Package(
             "KubeAPI", "KubeClient",
             .product(name: "Logging", package: "swift-log"),
         ]),
+        // Release-mode benchmark of the cloud–edge channel (connections, delivery, resync).
+        .executableTarget(name: "CloudEdgeBenchmark", dependencies: [
+            "CloudHub", "ReliableSync", "CloudEdgeProtocol", "KubeAPI", "PKI",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         .testTarget(name: "KubeAPITests", dependencies: ["KubeAPI", "KubeProtobuf"]),
         .testTarget(name: "ObjectStoreTests", dependencies: ["ObjectStore", "KubeAPI"]),
         .testTarget(name: "ControlPlaneTests", dependencies: ["ControlPlane", "ControllerRuntime", "KubeAPI"]),
@@ -187,6 +193,7 @@ let package = Package(
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            .product(name: "Crypto", package: "swift-crypto"),
         ]),
         .testTarget(name: "ReliableSyncTests", dependencies: [
             "ReliableSync", "CloudHub", "EdgeHub", "CloudEdgeProtocol", "PKI", "KubeAPI",

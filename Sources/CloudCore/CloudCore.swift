@@ -95,7 +95,8 @@ public struct CloudCore: Service {
                 let (h, ce) = await ports.both()
                 await onReady(h, ce)
                 while !Task.isShuttingDownGracefully {
-                    try await cancelWhenGracefulShutdown { try await Task.sleep(for: c.tokenRefresh) }
+                    // Cancelled by a graceful shutdown: the loop ends without an error.
+                    try? await cancelWhenGracefulShutdown { try await Task.sleep(for: c.tokenRefresh) }
                     if Task.isShuttingDownGracefully { break }
                     do { _ = try await secrets.refreshToken(client: client, validity: Double(c.tokenRefresh.components.seconds) * 2) } catch {
                         logger.warning("join token refresh failed", metadata: ["error": "\(error)"])

@@ -258,7 +258,7 @@ public final class CloudHub: Service {
             }
             if let replaced { await replaced.writer.close(.normalClosure, reason: "replaced by a new connection") }
             connectedGauge.record(sessions.withLock { $0.count })
-            logger.info("edge node connected", metadata: ["node": "\(node)"])
+            logger.info("edge node connected", metadata: ["node": "\(node)", "session": "\(id)"])
             await onEvent(.connected(node: node))
             var reason = "connection closed"
             do {
@@ -342,6 +342,7 @@ public final class CloudHub: Service {
     public func send(_ message: Message, to node: String) async throws {
         guard let s = sessions.withLock({ $0[node] }) else { throw ConnectionClosed("node \(node) is not connected") }
         let bytes = try await s.writer.send(message)
+        logger.trace("sent", metadata: ["node": "\(node)", "session": "\(s.id)", "message": "\(message.id)"])
         s.counters.bytesOut.increment(by: bytes)
         s.counters.messagesOut.increment()
     }
@@ -371,7 +372,10 @@ public final class CloudHub: Service {
             }
             group.addTask {
                 try? await Task.sleep(for: timeout)
-                if case .waiting(let c) = self.pendingAcks.withLock({ $0.removeValue(forKey: id) }) { c.resume(returning: false) }
+                if case .waiting(let c) = self.pendingAcks.withLock({ $0.removeValue(forKey: id) }) {
+                    self.logger.debug("ack timed out", metadata: ["node": "\(node)", "message": "\(id)", "resource": "\(message.route.resource)"])
+                    c.resume(returning: false)
+                }
                 return false
             }
             let first = await group.next() ?? false
@@ -388,6 +392,7 @@ public final class CloudHub: Service {
             default: return nil
             }
         }
+        if waiter == nil { logger.trace("ack without a waiter", metadata: ["message": "\(parent)"]) }
         waiter?.resume(returning: true)
     }
 }

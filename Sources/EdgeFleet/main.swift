@@ -5,10 +5,13 @@ import Hummingbird
 import KubeAPI
 import Logging
 import ServiceLifecycle
+import UnixSignals
 
 /// `swiftedge-fleet`: many simulated edge nodes in one process (join, EdgeHub connection, an
 /// in-memory MetaManager), for fleet tests and connection benchmarks against `swiftedge cloud`.
-/// `GET /summary` and `GET /state` on the status port report what the nodes hold.
+/// `GET /summary` and `GET /state` on the status port report what the nodes hold; `POST
+/// /offline`, `/online` (or SIGUSR1, SIGUSR2) switch the whole fleet off and on the network, and
+/// `POST /chaos?ms=N` changes the random-disconnect period.
 @main
 struct EdgeFleetCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "swiftedge-fleet", abstract: "Simulate a fleet of edge nodes.")
@@ -85,9 +88,22 @@ struct EdgeFleetCommand: AsyncParsableCommand {
                                   print("fleet of \(fleet.nodes.count) nodes ready (joined in \(String(format: "%.1f", joinedSeconds)) s); status on 127.0.0.1:\(ch.localAddress?.port ?? 0)")
                                   fflush(nil)
                               }, logger: logger)
-        let group = ServiceGroup(configuration: .init(services: [.init(service: fleet), .init(service: app)],
+        let switchSignals = FleetSwitch(fleet: fleet)
+        let group = ServiceGroup(configuration: .init(services: [.init(service: fleet), .init(service: app), .init(service: switchSignals)],
                                                       gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
+    }
+}
+
+/// SIGUSR1 takes the fleet offline, SIGUSR2 brings it back (for benchmarks driving the process).
+struct FleetSwitch: Service {
+    let fleet: Fleet
+    func run() async throws {
+        try await cancelWhenGracefulShutdown {
+            for await sig in await UnixSignalsSequence(trapping: .sigusr1, .sigusr2) {
+                fleet.setOnline(sig == .sigusr2)
+            }
+        }
     }
 }
 

@@ -142,10 +142,14 @@ public final class EdgeHub: Service {
                     headers.add(name: "ConnectionUse", value: "msg")
                     headers.add(name: "Content-Length", value: "0")
                     let head = HTTPRequestHead(version: .http1_1, method: .GET, uri: "/\(c.projectID)/\(c.nodeName)/events", headers: headers)
-                    return try channel.pipeline.syncOperations.configureUpgradableHTTPClientPipeline(configuration: .init(
+                    var pipeline = NIOUpgradableHTTPClientPipelineConfiguration<Upgrade>(
                         upgradeConfiguration: .init(upgradeRequestHead: head, upgraders: [upgrader], notUpgradingCompletionHandler: { channel in
                             channel.eventLoop.makeSucceededFuture(Upgrade.refused(.badRequest))
-                        })))
+                        }))
+                    // The cloud may send its first message in the same TCP segment as the 101
+                    // response; NIO's default drops such bytes when the HTTP decoder is removed.
+                    pipeline.leftOverBytesStrategy = .forwardBytes
+                    return try channel.pipeline.syncOperations.configureUpgradableHTTPClientPipeline(configuration: pipeline)
                 }
             }
         guard case .websocket(let ws) = try await upgrade.get() else { throw ConnectionClosed("the cloud refused the WebSocket upgrade") }
@@ -159,6 +163,7 @@ public final class EdgeHub: Service {
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask {
                     try await MessageReader(inbound: inbound, writer: writer).run { message, _ in
+                        self.logger.trace("downstream message", metadata: ["message": "\(message.id)", "resource": "\(message.route.resource)"])
                         if message.route.operation == .response && message.parentID != nil { return }
                         try await self.deliver(message)
                         if message.route.operation != .keepalive { try await writer.send(message.ack()) }

@@ -1,6 +1,7 @@
 import CloudEdgeProtocol
 import CloudHub
 import EdgeHub
+import Crypto
 import Foundation
 import KubeAPI
 import NIOCore
@@ -132,4 +133,71 @@ final class StoredMessages: Sendable {
     let items = Mutex<[Message]>([])
     func add(_ m: Message) { items.withLock { $0.append(m) } }
     var names: Set<String> { Set(items.withLock { $0.compactMap { $0.content["metadata"]["name"].stringValue } }) }
+}
+
+extension ChannelTests {
+    /// A cloud may write its first message in the same TCP segment as the 101 response (busy
+    /// machines coalesce them; seen in the fleet benchmark); the edge must not drop those bytes,
+    /// which NIO's client upgrade does by default. A hand-written server sends both in one write.
+    @Test func aFrameCoalescedWithThe101ResponseArrives() async throws {
+        let ca = try CertificateAuthority.generate(commonName: "test-ca")
+        let serverCert = try ca.issue(commonName: "cloudcore", ipAddresses: ["127.0.0.1"], server: true, client: false)
+        let nodeCert = try ca.issue(commonName: "system:node:node-a", server: false, client: true)
+        var t = TLSConfiguration.makeServerConfiguration(
+            certificateChain: try NIOSSLCertificate.fromPEMBytes(Array(serverCert.certificatePEM.utf8)).map { .certificate($0) },
+            privateKey: .privateKey(try NIOSSLPrivateKey(bytes: Array(serverCert.privateKeyPEM.utf8), format: .pem)))
+        t.certificateVerification = .none
+        let ctx = try NIOSSLContext(configuration: t)
+        let server = try await ServerBootstrap(group: .singletonMultiThreadedEventLoopGroup).bind(host: "127.0.0.1", port: 0) { ch in
+            ch.eventLoop.makeCompletedFuture {
+                try ch.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: ctx))
+                return try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: ch)
+            }
+        }
+        let port = server.channel.localAddress!.port!
+        let message = Message(resourceVersion: "1", route: Route(source: "edgecontroller", group: "resource", operation: .insert,
+                                                                  resource: "default/configmap/first"), content: ["metadata": ["name": "first"]])
+        let stored = StoredMessages()
+        let (arrivals, arrived) = AsyncStream<Void>.makeStream()
+        var cfg = EdgeHubConfiguration(cloudHost: "127.0.0.1", nodeName: "node-a",
+                                       credentials: NodeCredentials(certificatePEM: nodeCert.certificatePEM, privateKeyPEM: nodeCert.privateKeyPEM, caPEM: ca.certificatePEM))
+        cfg.cloudPort = port
+        let edge = try EdgeHub(configuration: cfg, logger: Self.logger) { stored.add($0); arrived.yield() }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask {
+                try await server.executeThenClose { inbound in
+                    for try await conn in inbound {
+                        try await conn.executeThenClose { input, output in
+                            var request = ""
+                            var reader = input.makeAsyncIterator()
+                            while !request.contains("\r\n\r\n"), let chunk = try await reader.next() { request += String(buffer: chunk) }
+                            let key = request.split(separator: "\r\n").first { $0.lowercased().hasPrefix("sec-websocket-key:") }?
+                                .split(separator: ":", maxSplits: 1).last?.trimmingCharacters(in: .whitespaces) ?? ""
+                            var reply = ByteBuffer(string: "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                                + "Sec-WebSocket-Accept: \(Self.websocketAccept(key))\r\n\r\n")
+                            let payload = message.encoded()
+                            reply.writeBytes([0x81, 126, UInt8(payload.count >> 8), UInt8(payload.count & 0xff)] + payload)
+                            try await output.write(reply)  // one write: the frame rides with the 101
+                            while try await reader.next() != nil {}
+                        }
+                    }
+                }
+            }
+            group.addTask { try await edge.run() }
+            let got = await withTaskGroup(of: Bool.self) { race in
+                race.addTask { var it = arrivals.makeAsyncIterator(); return await it.next() != nil }
+                race.addTask { try? await Task.sleep(for: .seconds(10)); return false }
+                let first = await race.next() ?? false
+                race.cancelAll()
+                return first
+            }
+            #expect(got, "the frame that came with the 101 response was dropped")
+            #expect(stored.names == ["first"])
+            group.cancelAll()
+        }
+    }
+
+    static func websocketAccept(_ key: String) -> String {
+        Data(Insecure.SHA1.hash(data: Data((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").utf8))).base64EncodedString()
+    }
 }

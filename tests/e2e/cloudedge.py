@@ -32,6 +32,8 @@ class Cloud:
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(sig)
             self.proc.wait(timeout=30)
+            if sig == signal.SIGTERM:
+                assert self.proc.returncode == 0, f"cloud exited {self.proc.returncode} on SIGTERM:\n" + self.log.read_text()[-2000:]
         self.logf.close()
 
     @property
