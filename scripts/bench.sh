@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
-# Builds release binaries and runs the API server and control-plane benchmarks (prints figures).
-# BENCH_PODS / BENCH_WATCHERS change the sizes (defaults 10000 / 500).
+# Builds release binaries and runs the API server, control-plane and cloud–edge channel
+# benchmarks (prints figures). BENCH_PODS / BENCH_WATCHERS change the API sizes (defaults 10000 /
+# 500); BENCH_NODES / BENCH_OBJECTS the fleet sizes (defaults "1000,5000" / 20 per node).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 swift build -c release --static-swift-stdlib --product swiftedge
 swift build -c release --static-swift-stdlib --product APIBenchmark
 swift build -c release --static-swift-stdlib --product SchedulerBenchmark
+swift build -c release --static-swift-stdlib --product swiftedge-fleet
+swift build -c release --static-swift-stdlib --product CloudEdgeBenchmark
 .build/release/APIBenchmark
 echo
 .build/release/SchedulerBenchmark
+echo
+.build/release/CloudEdgeBenchmark

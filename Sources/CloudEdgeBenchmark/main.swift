@@ -127,12 +127,21 @@ func runFleet(nodes: Int, objectsPerNode: Int) async throws {
         try fleet.run()
         defer { fleet.terminate(); fleet.waitUntilExit() }
         try await until("\(nodes) nodes connected") { hub.connectedNodes.count == nodes }
-        let connectTime = seconds(ContinuousClock.now - t0)
+        let joinTime = seconds(ContinuousClock.now - t0)
+        // Connection memory without the joins' one-off allocations: off the network and back.
+        kill(fleet.processIdentifier, SIGUSR1)
+        try await until("fleet offline") { hub.connectedNodes.isEmpty }
+        try await Task.sleep(for: .seconds(1))
+        let rssIdle = rssKB()
+        let t0b = ContinuousClock.now
+        kill(fleet.processIdentifier, SIGUSR2)
+        try await until("\(nodes) nodes reconnected") { hub.connectedNodes.count == nodes }
+        let connectTime = seconds(ContinuousClock.now - t0b)
         try await Task.sleep(for: .seconds(2))  // let connection buffers settle before measuring
         let rssConnected = rssKB()
-        let perConn = Double(rssConnected - rssBefore) / Double(nodes)
-        print(String(format: "  %5d nodes: joined and connected in %.1f s; cloud RSS %d → %d MB, %.1f KB per idle connection",
-                     nodes, connectTime, rssBefore / 1024, rssConnected / 1024, perConn))
+        let perConn = Double(rssConnected - rssIdle) / Double(nodes)
+        print(String(format: "  %5d nodes: joined (CSR each) and connected in %.1f s; reconnected in %.1f s; cloud RSS %d MB before, %d MB with no node, %d MB with all connected: %.1f KB per idle connection",
+                     nodes, joinTime, connectTime, rssBefore / 1024, rssIdle / 1024, rssConnected / 1024, perConn))
 
         // Delivery: objectsPerNode new objects for every node at once.
         let total = nodes * objectsPerNode

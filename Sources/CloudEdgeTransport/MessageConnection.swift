@@ -1,6 +1,8 @@
 import CloudEdgeProtocol
 import NIOCore
 import NIOWebSocket
+import KubeAPI
+import Synchronization
 
 /// The largest message either side accepts (KubeEdge's lane read limit).
 public let maxMessageBytes = 1 << 20
@@ -28,6 +30,19 @@ public struct MessageWriter: Sendable {
         let bytes = message.encoded()
         try await outbound.write(frame(.text, ByteBuffer(bytes: bytes)))
         return bytes.count
+    }
+
+    /// Writes several messages with one flush (one system call for the lot); returns their size.
+    @discardableResult
+    public func send(batch messages: [Message]) async throws -> Int {
+        var total = 0
+        let frames = messages.map { m -> WebSocketFrame in
+            let bytes = m.encoded()
+            total += bytes.count
+            return frame(.text, ByteBuffer(bytes: bytes))
+        }
+        try await outbound.write(contentsOf: frames)
+        return total
     }
 
     func frame(_ op: WebSocketOpcode, _ data: ByteBuffer) -> WebSocketFrame {
@@ -87,6 +102,45 @@ public struct MessageReader: Sendable {
                 return
             default:
                 throw ConnectionClosed("unexpected WebSocket frame \(frame.opcode)")
+            }
+        }
+    }
+}
+
+/// Messages waiting to be written to one connection, drained in batches by one task (one flush
+/// per batch instead of one per message). Closed when the connection ends; enqueueing then throws.
+public final class MessageOutbox: Sendable {
+    let state = Mutex<(messages: [Message], closed: Bool)>(([], false))
+    let ready = WakeSignal()
+    /// Most messages written with one flush.
+    let batchLimit: Int
+
+    public init(batchLimit: Int = 64) { self.batchLimit = batchLimit }
+
+    public func enqueue(_ m: Message) throws {
+        try state.withLock { o in
+            if o.closed { throw ConnectionClosed("the connection is closing") }
+            o.messages.append(m)
+        }
+        ready.signal()
+    }
+
+    /// Refuses further messages and drops queued ones.
+    public func close() { state.withLock { $0.closed = true; $0.messages.removeAll() } }
+
+    /// Writes queued messages until cancelled or a write fails; reports each batch written.
+    public func drain(to writer: MessageWriter, written: (_ messages: Int, _ bytes: Int) -> Void = { _, _ in }) async throws {
+        while true {
+            var batch = state.withLock { o in defer { o.messages.removeAll(keepingCapacity: true) }; return o.messages }
+            if batch.isEmpty {
+                await ready.wait()
+                try Task.checkCancellation()
+                continue
+            }
+            while !batch.isEmpty {
+                let chunk = Array(batch.prefix(batchLimit))
+                batch.removeFirst(chunk.count)
+                written(chunk.count, try await writer.send(batch: chunk))
             }
         }
     }

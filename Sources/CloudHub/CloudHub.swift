@@ -1,6 +1,7 @@
 import CloudEdgeProtocol
 import CloudEdgeTransport
 import Foundation
+import KubeAPI
 import Logging
 import Metrics
 import NIOCore
@@ -78,7 +79,12 @@ public final class CloudHub: Service {
     let onEvent: @Sendable (HubEvent) async -> Void
     let onRunning: @Sendable (Int) async -> Void
     let sessions = Mutex<[String: Session]>([:])
-    let pendingAcks = Mutex<[String: AckState]>([:])
+    let acks = AckTracker()
+    /// Connected/disconnected events, queued in the order the session table changed (under its
+    /// lock) and handed to `onEvent` by one task, so a node's quick reconnect is never seen as
+    /// "connected, then disconnected".
+    let lifecycle: AsyncStream<HubEvent>
+    let lifecycleSink: AsyncStream<HubEvent>.Continuation
     let boundPort = Mutex<Int?>(nil)
     let connectedGauge = Gauge(label: "swiftedge_cloudhub_connected_nodes")
     let refused = Counter(label: "swiftedge_cloudhub_refused_connections_total")
@@ -108,9 +114,21 @@ public final class CloudHub: Service {
     final class Session: Sendable {
         let id: UInt64
         let writer: MessageWriter
+        let channel: any Channel
         let counters: NodeCounters
         let lastSeen = Mutex(ContinuousClock.now)
-        init(id: UInt64, writer: MessageWriter, counters: NodeCounters) { self.id = id; self.writer = writer; self.counters = counters }
+        /// Why the cloud closed it (keepalive timeout), if it did.
+        let closeReason = Mutex<String?>(nil)
+        /// Messages waiting to be written (batched: one flush per batch).
+        let outbox = MessageOutbox()
+        init(id: UInt64, writer: MessageWriter, channel: any Channel, counters: NodeCounters) {
+            self.id = id; self.writer = writer; self.channel = channel; self.counters = counters
+        }
+        /// Closes the connection at once (no close handshake: the peer may be gone).
+        func abort(_ reason: String) {
+            closeReason.withLock { $0 = $0 ?? reason }
+            channel.close(promise: nil)
+        }
     }
 
     /// - Parameters:
@@ -122,6 +140,7 @@ public final class CloudHub: Service {
     {
         self.configuration = configuration; self.logger = logger; self.authorizer = authorizer; self.onEvent = onEvent
         self.onRunning = onRunning
+        (lifecycle, lifecycleSink) = AsyncStream<HubEvent>.makeStream()
         var t = TLSConfiguration.makeServerConfiguration(
             certificateChain: try NIOSSLCertificate.fromPEMBytes(Array(serverCertificate.certificatePEM.utf8)).map { .certificate($0) },
             privateKey: .privateKey(try NIOSSLPrivateKey(bytes: Array(serverCertificate.privateKeyPEM.utf8), format: .pem)))
@@ -174,16 +193,34 @@ public final class CloudHub: Service {
         logger.info("CloudHub listening", metadata: ["address": "\(configuration.host):\(port ?? 0)", "nodeLimit": "\(configuration.nodeLimit)"])
         await onRunning(port ?? 0)
         try await withGracefulShutdownHandler {
-            try await withThrowingDiscardingTaskGroup { group in
-                try await server.executeThenClose { inbound in
-                    for try await upgrade in inbound {
-                        group.addTask { await self.handle(upgrade) }
+            try await withThrowingTaskGroup(of: Void.self) { sweepers in
+                sweepers.addTask { await self.acks.run() }
+                sweepers.addTask { await self.keepaliveSweeper() }
+                sweepers.addTask { for await e in self.lifecycle { await self.onEvent(e) } }
+                defer { sweepers.cancelAll() }
+                try await withThrowingDiscardingTaskGroup { group in
+                    try await server.executeThenClose { inbound in
+                        for try await upgrade in inbound {
+                            group.addTask { await self.handle(upgrade) }
+                        }
                     }
                 }
             }
         } onGracefulShutdown: {
             server.channel.close(promise: nil)
             for s in self.sessions.withLock({ Array($0.values) }) { s.writer.finish() }
+        }
+    }
+
+    /// One task for all sessions: a node silent for longer than the keepalive timeout is cut off.
+    func keepaliveSweeper() async {
+        let period = min(Duration.seconds(1), configuration.keepaliveTimeout / 4)
+        while !Task.isCancelled && !Task.isShuttingDownGracefully {
+            do { try await Task.sleep(for: period) } catch { return }
+            let now = ContinuousClock.now
+            for s in sessions.withLock({ Array($0.values) }) where now - s.lastSeen.withLock({ $0 }) > configuration.keepaliveTimeout {
+                s.abort("no message or keepalive for \(configuration.keepaliveTimeout)")
+            }
         }
     }
 
@@ -242,11 +279,12 @@ public final class CloudHub: Service {
             case .success(let n): node = n
             }
             let id = Self.sessionIDs.wrappingAdd(1, ordering: .relaxed).newValue
-            let session = Session(id: id, writer: writer, counters: counters(for: node))
+            let session = Session(id: id, writer: writer, channel: ws.channel, counters: counters(for: node))
             let (admitted, replaced) = sessions.withLock { s -> (Bool, Session?) in
                 let old = s[node]
                 if old == nil && s.count >= configuration.nodeLimit { return (false, nil) }
                 s[node] = session
+                lifecycleSink.yield(.connected(node: node))
                 return (true, old)
             }
             guard admitted else {
@@ -259,56 +297,54 @@ public final class CloudHub: Service {
             if let replaced { await replaced.writer.close(.normalClosure, reason: "replaced by a new connection") }
             connectedGauge.record(sessions.withLock { $0.count })
             logger.info("edge node connected", metadata: ["node": "\(node)", "session": "\(id)"])
-            await onEvent(.connected(node: node))
             var reason = "connection closed"
             do {
-                try await withThrowingTaskGroup(of: Void.self) { group in
-                    group.addTask {
+                try await withGracefulShutdownHandler {
+                    try await withThrowingTaskGroup(of: Void.self) { group in
+                        group.addTask {
+                            try await session.outbox.drain(to: writer) { n, bytes in
+                                session.counters.bytesOut.increment(by: bytes)
+                                session.counters.messagesOut.increment(by: n)
+                            }
+                        }
                         try await MessageReader(inbound: inbound, writer: writer).run { message, bytes in
                             session.lastSeen.withLock { $0 = .now }
                             session.counters.bytesIn.increment(by: bytes)
                             session.counters.messagesIn.increment()
                             try await self.received(message, from: node)
                         }
+                        group.cancelAll()
                     }
-                    group.addTask {
-                        try await gracefulShutdown()
-                        throw ConnectionClosed("cloud shutting down")
-                    }
-                    group.addTask {
-                        // Keepalive watchdog.
-                        while true {
-                            try await Task.sleep(for: .seconds(1))
-                            let silent = ContinuousClock.now - session.lastSeen.withLock { $0 }
-                            if silent > self.configuration.keepaliveTimeout {
-                                throw ConnectionClosed("no message or keepalive for \(self.configuration.keepaliveTimeout)")
-                            }
-                        }
-                    }
-                    try await group.next()
-                    group.cancelAll()
+                } onGracefulShutdown: {
+                    session.closeReason.withLock { $0 = $0 ?? "cloud shutting down" }
+                    writer.finish()
+                }
+                if let r = session.closeReason.withLock({ $0 }) {
+                    reason = r
+                    logger.log(level: Task.isShuttingDownGracefully ? .info : .warning, "edge connection closed",
+                               metadata: ["node": "\(node)", "reason": "\(reason)"])
                 }
             } catch let e as ConnectionClosed {
                 reason = e.reason
-                logger.log(level: Task.isShuttingDownGracefully ? .info : .warning, "edge connection closed",
-                           metadata: ["node": "\(node)", "reason": "\(e.reason)"])
-                await writer.close(Task.isShuttingDownGracefully ? .goingAway : .policyViolation, reason: e.reason)
+                logger.warning("edge connection closed", metadata: ["node": "\(node)", "reason": "\(e.reason)"])
+                await writer.close(.policyViolation, reason: e.reason)
             } catch {
-                // Errors of the WebSocket codec (an oversized or malformed frame) end up here.
-                reason = Self.describe(error)
+                // Errors of the WebSocket codec (an oversized or malformed frame) end up here, and
+                // the channel error of a connection the keepalive sweeper aborted.
+                reason = session.closeReason.withLock { $0 } ?? Self.describe(error)
                 logger.warning("edge connection closed", metadata: ["node": "\(node)", "reason": "\(reason)"])
                 await writer.close(.policyViolation, reason: reason)
             }
+            session.outbox.close()
+            acks.sessionEnded(id)
             let removed = sessions.withLock { s -> Bool in
                 guard s[node]?.id == id else { return false }
                 s[node] = nil
+                lifecycleSink.yield(.disconnected(node: node, reason: reason))
                 return true
             }
             connectedGauge.record(sessions.withLock { $0.count })
-            if removed {
-                logger.info("edge node disconnected", metadata: ["node": "\(node)", "reason": "\(reason)"])
-                await onEvent(.disconnected(node: node, reason: reason))
-            }
+            if removed { logger.info("edge node disconnected", metadata: ["node": "\(node)", "reason": "\(reason)"]) }
         }
     }
 
@@ -338,61 +374,28 @@ public final class CloudHub: Service {
         await s.writer.close(.goingAway, reason: reason)
     }
 
-    /// Writes a message to a connected node. Throws if the node is not connected.
+    /// Queues a message for a connected node (written in order, batched with others). Throws
+    /// if the node is not connected.
     public func send(_ message: Message, to node: String) async throws {
         guard let s = sessions.withLock({ $0[node] }) else { throw ConnectionClosed("node \(node) is not connected") }
-        let bytes = try await s.writer.send(message)
-        logger.trace("sent", metadata: ["node": "\(node)", "session": "\(s.id)", "message": "\(message.id)"])
-        s.counters.bytesOut.increment(by: bytes)
-        s.counters.messagesOut.increment()
+        try s.outbox.enqueue(message)
     }
 
-    enum AckState { case pending, acked, waiting(CheckedContinuation<Bool, Never>) }
-
-    /// Sends and waits for the node's ack (true), or the timeout or a failed write (false).
+    /// Sends and waits for the node's ack (true), or the timeout, a closed connection or a node
+    /// that is not connected (false).
     public func sendAwaitingAck(_ message: Message, to node: String, timeout: Duration) async -> Bool {
-        let id = message.id
-        pendingAcks.withLock { $0[id] = .pending }
-        do { try await send(message, to: node) } catch {
-            _ = pendingAcks.withLock { $0.removeValue(forKey: id) }
+        guard let s = sessions.withLock({ $0[node] }) else { return false }
+        acks.register(message.id, session: s.id, timeout: timeout)
+        do { try s.outbox.enqueue(message) } catch {
+            acks.cancel(message.id)
             return false
         }
-        return await withTaskGroup(of: Bool.self) { group in
-            group.addTask {
-                await withCheckedContinuation { (c: CheckedContinuation<Bool, Never>) in
-                    let now: Bool? = self.pendingAcks.withLock { s in
-                        switch s[id] {
-                        case .acked: s[id] = nil; return true
-                        case .pending: s[id] = .waiting(c); return nil
-                        default: return false
-                        }
-                    }
-                    if let now { c.resume(returning: now) }
-                }
-            }
-            group.addTask {
-                try? await Task.sleep(for: timeout)
-                if case .waiting(let c) = self.pendingAcks.withLock({ $0.removeValue(forKey: id) }) {
-                    self.logger.debug("ack timed out", metadata: ["node": "\(node)", "message": "\(id)", "resource": "\(message.route.resource)"])
-                    c.resume(returning: false)
-                }
-                return false
-            }
-            let first = await group.next() ?? false
-            group.cancelAll()
-            return first
-        }
+        let ok = await acks.wait(message.id)
+        if !ok { logger.debug("not acknowledged", metadata: ["node": "\(node)", "message": "\(message.id)", "resource": "\(message.route.resource)"]) }
+        return ok
     }
 
     func ackArrived(_ parent: String) {
-        let waiter = pendingAcks.withLock { s -> CheckedContinuation<Bool, Never>? in
-            switch s[parent] {
-            case .pending: s[parent] = .acked; return nil
-            case .waiting(let c): s[parent] = nil; return c
-            default: return nil
-            }
-        }
-        if waiter == nil { logger.trace("ack without a waiter", metadata: ["message": "\(parent)"]) }
-        waiter?.resume(returning: true)
+        if !acks.acked(parent) { logger.trace("ack without a waiter", metadata: ["message": "\(parent)"]) }
     }
 }

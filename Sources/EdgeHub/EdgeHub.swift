@@ -160,13 +160,16 @@ public final class EdgeHub: Service {
             connected.store(true, ordering: .relaxed)
             logger.notice("connected to the cloud", metadata: ["cloud": "\(host):\(c.cloudPort)", "node": "\(c.nodeName)"])
             await onConnection(true)
+            let acks = MessageOutbox()
+            defer { acks.close() }
             try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { try await acks.drain(to: writer) }
                 group.addTask {
                     try await MessageReader(inbound: inbound, writer: writer).run { message, _ in
                         self.logger.trace("downstream message", metadata: ["message": "\(message.id)", "resource": "\(message.route.resource)"])
                         if message.route.operation == .response && message.parentID != nil { return }
                         try await self.deliver(message)
-                        if message.route.operation != .keepalive { try await writer.send(message.ack()) }
+                        if message.route.operation != .keepalive { try acks.enqueue(message.ack()) }
                     }
                     throw ConnectionClosed("the cloud closed the connection")
                 }

@@ -67,6 +67,8 @@ public struct NodeDeliveryState: Sendable {
     public init() {}
 
     public var pendingCount: Int { dirtySet.count }
+    /// Objects sent and not yet acknowledged.
+    public var inFlightCount: Int { inflight.count }
 
     /// Marks an object for a look (deduplicated; one entry per object, so bounded by the node's objects).
     public mutating func markDirty(_ uid: String) {

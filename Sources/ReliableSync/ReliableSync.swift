@@ -138,8 +138,8 @@ public final class ReliableSync: Service {
     /// Versions the node acknowledged.
     public func delivered(_ node: String) -> [String: DeliveredRecord] { nodes.withLock { $0[node]?.delivered ?? [:] } }
 
-    /// Objects waiting to be looked at for `node`.
-    public func pending(_ node: String) -> Int { nodes.withLock { $0[node]?.pendingCount ?? 0 } }
+    /// Objects waiting to be looked at for `node`, or sent and not yet acknowledged.
+    public func pending(_ node: String) -> Int { nodes.withLock { ($0[node]?.pendingCount ?? 0) + ($0[node]?.inFlightCount ?? 0) } }
 
     func signal(for node: String) -> WakeSignal {
         signals.withLock { s in
@@ -188,7 +188,7 @@ public final class ReliableSync: Service {
             let (batch, connected, depth) = nodes.withLock { n -> ([String], Bool, Int) in
                 guard n[node]?.connected == true else { return ([], false, n[node]?.pendingCount ?? 0) }
                 let b = n[node]!.take(options.window)
-                return (b, true, n[node]!.pendingCount + b.count)
+                return (b, true, n[node]!.pendingCount + n[node]!.inFlightCount)
             }
             m.queueDepth.record(depth)
             if batch.isEmpty {

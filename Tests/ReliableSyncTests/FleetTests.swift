@@ -62,6 +62,7 @@ extension CloudHub: AcknowledgedSender {}
         let source = MemorySource()
         let (changes, changeSink) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
         let syncBox = Mutex<ReliableSync?>(nil)
+        let connects = Mutex<[String: Int]>([:])
         let (ports, portSink) = AsyncStream<Int>.makeStream()
         var config = CloudHubConfiguration()
         config.port = 0
@@ -69,7 +70,7 @@ extension CloudHub: AcknowledgedSender {}
                                onRunning: { portSink.yield($0) }) { event in
             guard let sync = syncBox.withLock({ $0 }) else { return }
             switch event {
-            case .connected(let node): sync.connected(node)
+            case .connected(let node): connects.withLock { $0[node, default: 0] += 1 }; sync.connected(node)
             case .disconnected(let node, _): sync.disconnected(node)
             default: break
             }
@@ -143,17 +144,29 @@ extension CloudHub: AcknowledgedSender {}
             // Resync: 3 of a node's objects change without the cloud announcing them (as if they
             // changed while it was away); the reconnect comparison finds exactly those.
             let away = nodes[3]
-            // A reconnect left over from the random disconnects would compare (and send) the changes
-            // before the test's own disconnect: start from a settled connection.
-            for _ in 0..<200 where !(hub.connectedNodes.contains(away) && sync.pending(away) == 0 && sync.counts(away).sent + sync.counts(away).skipped > 0) {
-                try await Task.sleep(for: .milliseconds(20))
+            // A reconnect left over from the random disconnects could compare (and send) the
+            // changes before the test's own disconnect: first cycle the connection once and wait
+            // for that resync to finish, so the node has exactly one live connection.
+            func reconnectAndSettle() async throws {
+                let before = connects.withLock { $0[away] ?? 0 }
+                await hub.disconnect(away, reason: "settle")
+                for _ in 0..<500 {
+                    let c = sync.counts(away)
+                    if connects.withLock({ $0[away] ?? 0 }) > before, sync.pending(away) == 0,
+                       c.sent + c.skipped == source.desired(for: away).count { return }
+                    try await Task.sleep(for: .milliseconds(20))
+                }
+                Issue.record("node \(away) did not settle")
             }
+            try await reconnectAndSettle()
             let changedUIDs = Array(source.desired(for: away).sorted().prefix(3))
             for uid in changedUIDs {
                 source.put(uid, node: away, rv: (source.object(uid, for: away)?.resourceVersion ?? 1) + 100)
             }
             await hub.disconnect(away, reason: "resync test")
             #expect(await waitConverged(), "after the resync")
+            // The edge stores a message before the cloud has its ack (and counts it).
+            for _ in 0..<250 where sync.pending(away) > 0 { try await Task.sleep(for: .milliseconds(20)) }
             let counts = sync.counts(away)
             #expect(counts.sent == 3, "resync sent \(counts.sent) objects, expected only the 3 changed ones")
             #expect(counts.skipped == source.desired(for: away).count - 3)
