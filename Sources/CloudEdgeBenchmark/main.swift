@@ -12,7 +12,8 @@ import Synchronization
 // memory figures are the cloud's alone. For each fleet size it prints: join + connect time,
 // cloud memory per idle connection, acknowledged delivery rate and ack latency, and the time
 // for the whole fleet to reconnect and resync after an outage.
-// Sizes: BENCH_NODES (default "1000,5000"), BENCH_OBJECTS per node (default 20).
+// Sizes: BENCH_NODES (default "1000,5000"), BENCH_OBJECTS per node (default: 100,000 messages
+// spread over the fleet).
 
 /// Objects meant for nodes, in memory (the EdgeController's caches in the real cloud).
 final class BenchSource: NodeObjectSource {
@@ -175,6 +176,6 @@ func runFleet(nodes: Int, objectsPerNode: Int) async throws {
 }
 
 let sizes = (ProcessInfo.processInfo.environment["BENCH_NODES"] ?? "1000,5000").split(separator: ",").compactMap { Int($0) }
-let objects = Int(ProcessInfo.processInfo.environment["BENCH_OBJECTS"] ?? "") ?? 20
+let objects = Int(ProcessInfo.processInfo.environment["BENCH_OBJECTS"] ?? "")
 print("Cloud–edge channel (CloudHub + reliable delivery in this process, nodes in swiftedge-fleet; TLS on loopback)")
-for n in sizes { try await runFleet(nodes: n, objectsPerNode: objects) }
+for n in sizes { try await runFleet(nodes: n, objectsPerNode: objects ?? max(1, 100_000 / n)) }
