@@ -19,6 +19,8 @@ public struct CloudCoreConfiguration: Sendable {
     /// How often a fresh join token is minted (valid twice as long; KubeEdge: 12 h).
     public var tokenRefresh: Duration = .seconds(12 * 3600)
     public var sync = ReliableSyncOptions()
+    /// Lifetime of node certificates issued at join and renewal (KubeEdge: 365 days).
+    public var edgeCertificateValidity: Duration = .seconds(365 * 86400)
     public init() {}
 }
 
@@ -75,6 +77,7 @@ public struct CloudCore: Service {
         for (node, records) in restored { sync.restore(node: node, records) }
         objects.attach(sync)
         let certs = CertificateServer(host: c.hub.host, port: c.certPort, ca: secrets.ca, serverCertificate: secrets.serverCertificate,
+                                      certificateValidity: c.edgeCertificateValidity,
                                       logger: logger, onRunning: { await ports.set(cert: $0) })
         logger.info("cloudcore starting", metadata: ["restoredNodes": "\(restored.count)", "restoredObjects": "\(restored.values.reduce(0) { $0 + $1.count })"])
         try await withThrowingTaskGroup(of: Void.self) { group in

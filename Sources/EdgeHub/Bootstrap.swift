@@ -24,20 +24,92 @@ public struct NodeBootstrap: Sendable {
     var certPath: String { directory + "/server.crt" }
     var keyPath: String { directory + "/server.key" }
 
-    /// The stored credentials, if they are for this node.
-    public func existing() -> NodeCredentials? {
-        guard let cert = try? String(contentsOfFile: certPath, encoding: .utf8), let key = try? String(contentsOfFile: keyPath, encoding: .utf8),
-              let ca = try? String(contentsOfFile: caPath, encoding: .utf8),
-              let parsed = try? Certificate(pemEncoded: cert), parsed.subject.commonName == "system:node:\(nodeName)"
+    /// The stored credentials, if they are for this node, not expired, and the key matches.
+    public func existing(now: Date = Date()) -> NodeCredentials? {
+        guard var cert = try? String(contentsOfFile: certPath, encoding: .utf8), let key = try? String(contentsOfFile: keyPath, encoding: .utf8),
+              let ca = try? String(contentsOfFile: caPath, encoding: .utf8)
+        else { return nil }
+        if !Self.matches(cert, key), let pending = try? String(contentsOfFile: certPath + ".new", encoding: .utf8), Self.matches(pending, key) {
+            // A renewal was interrupted between its two renames: finish it.
+            guard (try? rename(certPath + ".new", certPath)) != nil else { return nil }
+            cert = pending
+        }
+        guard let parsed = try? Certificate(pemEncoded: cert), parsed.subject.commonName == "system:node:\(nodeName)",
+              parsed.notValidAfter > now, Self.matches(cert, key)
         else { return nil }
         return NodeCredentials(certificatePEM: cert, privateKeyPEM: key, caPEM: ca)
+    }
+
+    static func matches(_ certPEM: String, _ keyPEM: String) -> Bool {
+        guard let c = try? Certificate(pemEncoded: certPEM), let k = try? Certificate.PrivateKey(pemEncoded: keyPEM) else { return false }
+        return c.publicKey == k.publicKey
+    }
+
+    func rename(_ from: String, _ to: String) throws {
+        guard Foundation.rename(from, to) == 0 else { throw JoinError(.badRequest, "cannot move \(from) to \(to): errno \(errno)") }
     }
 
     /// Returns stored credentials or joins with `token`.
     public func credentials(token: String?) async throws -> NodeCredentials {
         if let c = existing() { return c }
-        guard let token else { throw JoinError(.malformed, "no certificate in \(directory) and no join token: run `swiftedge gettoken` on the cloud") }
+        guard let token else {
+            let expired = (try? String(contentsOfFile: certPath, encoding: .utf8)).flatMap { try? Certificate(pemEncoded: $0) }
+            if let expired, expired.notValidAfter <= Date() {
+                throw JoinError(.expired, "the node certificate in \(directory) expired at \(expired.notValidAfter) (the node was offline past its renewal): join again with a token from `swiftedge gettoken`")
+            }
+            throw JoinError(.malformed, "no certificate in \(directory) and no join token: run `swiftedge gettoken` on the cloud")
+        }
         return try await join(token: JoinToken(parsing: token))
+    }
+
+    /// Renews the node certificate with the current one as TLS client certificate (no token:
+    /// tokens expire long before certificates), stores the new key and certificate, and returns them.
+    public func renew(_ current: NodeCredentials) async throws -> NodeCredentials {
+        var tls = TLSConfiguration.makeClientConfiguration()
+        tls.trustRoots = .certificates(try NIOSSLCertificate.fromPEMBytes(Array(current.caPEM.utf8)))
+        tls.certificateVerification = .noHostnameVerification  // pinned CA; the cloud may be reached by any address
+        tls.certificateChain = try NIOSSLCertificate.fromPEMBytes(Array(current.certificatePEM.utf8)).map { .certificate($0) }
+        tls.privateKey = .privateKey(try NIOSSLPrivateKey(bytes: Array(current.privateKeyPEM.utf8), format: .pem))
+        let http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: .init(tlsConfiguration: tls, timeout: .init(connect: .seconds(10), read: .seconds(30))))
+        do {
+            let certPEM: String, keyPEM: String
+            do {
+                (certPEM, keyPEM) = try await requestCertificate(http: http, authorization: nil)
+            } catch let e as JoinError {
+                throw e
+            } catch {
+                throw JoinError(.badRequest, "cannot reach \(certServer) to renew the node certificate: \(error)")
+            }
+            // Both files are written aside, then renamed key first; a crash between the renames
+            // leaves the new key with `server.crt.new`, which ``existing(now:)`` completes.
+            try write(keyPEM, keyPath + ".new", 0o600)
+            try write(certPEM, certPath + ".new", 0o644)
+            try rename(keyPath + ".new", keyPath)
+            try rename(certPath + ".new", certPath)
+            try await http.shutdown()
+            logger.notice("node certificate renewed", metadata: ["node": "\(nodeName)"])
+            return NodeCredentials(certificatePEM: certPEM, privateKeyPEM: keyPEM, caPEM: current.caPEM)
+        } catch {
+            try? await http.shutdown()
+            throw error
+        }
+    }
+
+    /// Sends a CSR for a fresh key to `/edge.crt`; returns the certificate and key (PEM).
+    func requestCertificate(http: HTTPClient, authorization: String?) async throws -> (String, String) {
+        let (csr, keyPEM) = try makeNodeCSR(nodeName: nodeName)
+        var req = HTTPClientRequest(url: "https://\(certServer)/edge.crt")
+        req.method = .GET
+        if let authorization { req.headers.add(name: "Authorization", value: authorization) }
+        req.headers.add(name: "NodeName", value: nodeName)
+        req.body = .bytes(ByteBuffer(bytes: csr))
+        let resp = try await http.execute(req, timeout: .seconds(30))
+        let body = Array(try await resp.body.collect(upTo: 64 * 1024).readableBytesView)
+        guard resp.status == .ok else {
+            let text = String(decoding: body, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+            throw JoinError(resp.status == .unauthorized ? .badSignature : .badRequest, "the cloud refused the certificate request: \(text)")
+        }
+        return (try Certificate(derEncoded: body).serializeAsPEM().pemString, keyPEM)
     }
 
     public func join(token: JoinToken) async throws -> NodeCredentials {
@@ -65,19 +137,7 @@ public struct NodeBootstrap: Sendable {
         }
         try token.verifyCA(derBytes: caDER)
         let caPEM = try Certificate(derEncoded: caDER).serializeAsPEM().pemString
-        let (csr, keyPEM) = try makeNodeCSR(nodeName: nodeName)
-        var req = HTTPClientRequest(url: base + "/edge.crt")
-        req.method = .GET
-        req.headers.add(name: "Authorization", value: "Bearer \(token.jwt)")
-        req.headers.add(name: "NodeName", value: nodeName)
-        req.body = .bytes(ByteBuffer(bytes: csr))
-        let resp = try await http.execute(req, timeout: .seconds(30))
-        let body = Array(try await resp.body.collect(upTo: 64 * 1024).readableBytesView)
-        guard resp.status == .ok else {
-            let text = String(decoding: body, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
-            throw JoinError(resp.status == .unauthorized ? .badSignature : .badRequest, "the cloud refused the certificate request: \(text)")
-        }
-        let certPEM = try Certificate(derEncoded: body).serializeAsPEM().pemString
+        let (certPEM, keyPEM) = try await requestCertificate(http: http, authorization: "Bearer \(token.jwt)")
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         try write(caPEM, caPath, 0o644)
         try write(keyPEM, keyPath, 0o600)

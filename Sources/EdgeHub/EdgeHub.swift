@@ -53,7 +53,7 @@ public final class EdgeHub: Service {
     let logger: Logger
     let deliver: @Sendable (Message) async throws -> Void
     let onConnection: @Sendable (Bool) async -> Void
-    let tls: NIOSSLContext
+    let tls: Mutex<NIOSSLContext>
     let upstream = Mutex<[Message]>([])
     let upstreamReady = WakeSignal()
     let connected = Atomic<Bool>(false)
@@ -65,15 +65,26 @@ public final class EdgeHub: Service {
                 deliver: @escaping @Sendable (Message) async throws -> Void) throws
     {
         self.configuration = configuration; self.logger = logger; self.deliver = deliver; self.onConnection = onConnection
+        tls = Mutex(try Self.tlsContext(configuration.credentials))
+    }
+
+    static func tlsContext(_ credentials: NodeCredentials) throws -> NIOSSLContext {
         var t = TLSConfiguration.makeClientConfiguration()
-        t.trustRoots = .certificates(try NIOSSLCertificate.fromPEMBytes(Array(configuration.credentials.caPEM.utf8)))
+        t.trustRoots = .certificates(try NIOSSLCertificate.fromPEMBytes(Array(credentials.caPEM.utf8)))
         // The CA is the cloud's private CA, pinned by the join token's hash; the cloud may be
         // reached by any address, so the chain is verified but not the host name.
         t.certificateVerification = .noHostnameVerification
-        t.certificateChain = try NIOSSLCertificate.fromPEMBytes(Array(configuration.credentials.certificatePEM.utf8)).map { .certificate($0) }
-        t.privateKey = .privateKey(try NIOSSLPrivateKey(bytes: Array(configuration.credentials.privateKeyPEM.utf8), format: .pem))
+        t.certificateChain = try NIOSSLCertificate.fromPEMBytes(Array(credentials.certificatePEM.utf8)).map { .certificate($0) }
+        t.privateKey = .privateKey(try NIOSSLPrivateKey(bytes: Array(credentials.privateKeyPEM.utf8), format: .pem))
         t.minimumTLSVersion = .tlsv12
-        tls = try NIOSSLContext(configuration: t)
+        return try NIOSSLContext(configuration: t)
+    }
+
+    /// Switches to renewed credentials: the connection is re-established with them.
+    public func updateCredentials(_ credentials: NodeCredentials) async throws {
+        let context = try Self.tlsContext(credentials)
+        tls.withLock { $0 = context }
+        await dropConnection(reason: "node certificate renewed")
     }
 
     public var isConnected: Bool { connected.load(ordering: .relaxed) }
@@ -120,7 +131,7 @@ public final class EdgeHub: Service {
 
     func connectOnce() async throws {
         let c = configuration
-        let tls = self.tls
+        let tls = self.tls.withLock { $0 }
         let host = c.cloudHost
         let upgrade: EventLoopFuture<Upgrade> = try await ClientBootstrap(group: .singletonMultiThreadedEventLoopGroup)
             .connectTimeout(.seconds(10))

@@ -70,15 +70,16 @@ public struct CertificateAuthority: Sendable {
     {
         let key = P256.Signing.PrivateKey()
         let cert = try sign(publicKey: .init(key.publicKey), commonName: commonName, organization: organization,
-                            dnsNames: dnsNames, ipAddresses: ipAddresses, server: server, client: client, days: days)
+                            dnsNames: dnsNames, ipAddresses: ipAddresses, server: server, client: client, validity: Double(days) * 86400)
         return CertificateAndKey(certificatePEM: try cert.serializeAsPEM().pemString,
                                  privateKeyPEM: key.pemRepresentation)
     }
 
-    /// Signs a certificate for a given public key (the CSR flow).
+    /// Signs a certificate for a given public key (the CSR flow), valid for `validity` seconds
+    /// (backdated by a tenth of that, at most 5 minutes, for clock skew).
     public func sign(publicKey: Certificate.PublicKey, commonName: String, organization: String? = nil,
                      dnsNames: [String] = [], ipAddresses: [String] = [], server: Bool, client: Bool,
-                     days: Int) throws -> Certificate
+                     validity: TimeInterval) throws -> Certificate
     {
         let subject = try DistinguishedName {
             if let o = organization { OrganizationName(o) }
@@ -93,11 +94,13 @@ public struct CertificateAuthority: Sendable {
         if server { usages.append(.serverAuth) }
         if client { usages.append(.clientAuth) }
         let now = Date()
+        // Certificate times have whole seconds: round the start down so it is never in the future.
+        let notBefore = Date(timeIntervalSince1970: (now.timeIntervalSince1970 - min(300, validity / 10)).rounded(.down))
         let sanList = sans
         let usageList = usages
         return try Certificate(
             version: .v3, serialNumber: Certificate.SerialNumber(), publicKey: publicKey,
-            notValidBefore: now.addingTimeInterval(-300), notValidAfter: now.addingTimeInterval(Double(days) * 86400),
+            notValidBefore: notBefore, notValidAfter: now.addingTimeInterval(validity),
             issuer: certificate.subject, subject: subject, signatureAlgorithm: .ecdsaWithSHA256,
             extensions: try Certificate.Extensions {
                 Critical(BasicConstraints.notCertificateAuthority)

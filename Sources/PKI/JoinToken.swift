@@ -95,7 +95,7 @@ extension CertificateAuthority {
     /// Signs an edge node's certificate request (DER), as KubeEdge's `/edge.crt` does: the CSR's
     /// signature must be valid and its subject must be `CN=system:node:<nodeName>`; the result is a
     /// client certificate (DER) for that name.
-    public func signNodeCSR(der: [UInt8], nodeName: String, days: Int = 365) throws(JoinError) -> [UInt8] {
+    public func signNodeCSR(der: [UInt8], nodeName: String, validity: TimeInterval = 365 * 86400) throws(JoinError) -> [UInt8] {
         let csr: CertificateSigningRequest
         do { csr = try CertificateSigningRequest(derEncoded: der) } catch {
             throw JoinError(.badRequest, "the request body is not a DER certificate signing request: \(error)")
@@ -109,7 +109,7 @@ extension CertificateAuthority {
         }
         do {
             let cert = try sign(publicKey: csr.publicKey, commonName: "system:node:\(nodeName)", organization: "system:nodes",
-                                server: false, client: true, days: days)
+                                server: false, client: true, validity: validity)
             var ser = DER.Serializer()
             try ser.serialize(cert)
             return ser.serializedBytes

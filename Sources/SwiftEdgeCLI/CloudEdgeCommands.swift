@@ -39,6 +39,9 @@ struct CloudCommand: AsyncParsableCommand {
     @Option(help: "Seconds between join token refreshes (tokens are valid twice as long).")
     var tokenRefresh: Int = 12 * 3600
 
+    @Option(help: "Lifetime in seconds of node certificates issued at join and renewal (KubeEdge's edgeCertSigningDuration: 365 days).")
+    var edgeCertValidity: Int = 365 * 86400
+
     @Option(help: "Port of the plain-HTTP Prometheus /metrics endpoint on the hub bind address (KubeEdge: 9091; 0: none).")
     var metricsPort: Int = 9091
 
@@ -72,6 +75,7 @@ struct CloudCommand: AsyncParsableCommand {
         config.certPort = certPort
         config.advertiseAddresses = advertiseAddress
         config.tokenRefresh = .seconds(tokenRefresh)
+        config.edgeCertificateValidity = .seconds(edgeCertValidity)
         let cloudLogger = logger
         let host = hubBindAddress
         services.append(CloudCore(configuration: config, logger: cloudLogger, onReady: { hub, cert in
@@ -136,6 +140,9 @@ struct EdgeCommand: AsyncParsableCommand {
     @Option(help: "Seconds between keepalives.")
     var heartbeat: Double = 15
 
+    @Flag(inversion: .prefixedNo, help: "Renew the node certificate at 70–90 % of its lifetime (KubeEdge's rotateCertificates).")
+    var rotateCertificates = true
+
     @OptionGroup var logging: LoggingOptions
 
     func run() async throws {
@@ -158,7 +165,13 @@ struct EdgeCommand: AsyncParsableCommand {
         }
         print("edge node \(nodeName) joined; connecting to \(cloud):\(cloudhubPort)")
         fflush(nil)
-        let group = ServiceGroup(configuration: .init(services: [.init(service: hub)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: hub)]
+        if rotateCertificates {
+            services.append(.init(service: CertificateRotation(bootstrap: bootstrap, credentials: credentials, logger: logger) { renewed in
+                try await hub.updateCredentials(renewed)
+            }))
+        }
+        let group = ServiceGroup(configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
     }
 }

@@ -24,7 +24,8 @@ import Testing
     /// Pods the authorizer considers bound to each node.
     static let podNodes: [String: String] = ["default/p-a": "node-a", "default/p-b": "node-b"]
 
-    func withCloud(keepaliveTimeout: Duration = .seconds(30), _ body: @Sendable (Cloud) async throws -> Void) async throws {
+    func withCloud(keepaliveTimeout: Duration = .seconds(30), certificateValidity: Duration = .seconds(365 * 86400),
+                   _ body: @Sendable (Cloud) async throws -> Void) async throws {
         let ca = try CertificateAuthority.generate(commonName: "test-ca")
         let serverCert = try ca.issue(commonName: "cloudcore", dnsNames: ["localhost"], ipAddresses: ["127.0.0.1"], server: true, client: false)
         var config = CloudHubConfiguration()
@@ -35,7 +36,8 @@ import Testing
         let hub = try CloudHub(configuration: config, ca: ca, serverCertificate: serverCert,
                                authorizer: NodeAuthorizer { ns, name in Self.podNodes["\(ns)/\(name)"] }, logger: Self.logger,
                                onRunning: { portSink.yield(("hub", $0)) }, onEvent: { sink.yield($0) })
-        let certs = CertificateServer(host: "127.0.0.1", port: 0, ca: ca, serverCertificate: serverCert, logger: Self.logger,
+        let certs = CertificateServer(host: "127.0.0.1", port: 0, ca: ca, serverCertificate: serverCert,
+                                      certificateValidity: certificateValidity, logger: Self.logger,
                                       onRunning: { portSink.yield(("cert", $0)) })
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await hub.run() }
