@@ -108,6 +108,7 @@ let package = Package(
             "CloudHub", "ReliableSync", "ControllerRuntime", "KubeClient", "KubeAPI", "PKI", "CloudEdgeProtocol",
             .product(name: "X509", package: "swift-certificates"),
             .product(name: "SwiftASN1", package: "swift-asn1"),
+            .product(name: "Metrics", package: "swift-metrics"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
@@ -150,6 +151,12 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
+        // The edge node's registration and status reports (Node object, heartbeats).
+        .target(name: "NodeStatus", dependencies: [
+            "EdgeHub", "CloudEdgeProtocol", "KubeAPI",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ]),
         // Plain-HTTP Prometheus `/metrics` for the cloud and edge processes.
         .target(name: "MetricsEndpoint", dependencies: [
             .product(name: "Hummingbird", package: "hummingbird"),
@@ -159,7 +166,7 @@ let package = Package(
         ]),
         // The `swiftedge` executable: parses flags and composes services.
         .executableTarget(name: "SwiftEdgeCLI", dependencies: [
-            "APIServer", "ObjectStore", "PKI", "ControlPlane", "KubeClient", "CloudCore", "EdgeHub", "MetaStore", "CloudHub", "MetricsEndpoint",
+            "APIServer", "ObjectStore", "PKI", "ControlPlane", "KubeClient", "CloudCore", "EdgeHub", "MetaStore", "CloudHub", "MetricsEndpoint", "NodeStatus",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Metrics", package: "swift-metrics"),

@@ -61,6 +61,7 @@ public struct CloudCore: Service {
         let informers = InformerFactory(client: client, logger: logger)
         let objects = EdgeObjects(informers: informers)
         let syncBox = SyncBox()
+        let upstream = NodeUpstream(client: client, logger: logger)
         let ports = PortPair()
         let hub = try CloudHub(configuration: c.hub, ca: secrets.ca, serverCertificate: secrets.serverCertificate,
                                authorizer: NodeAuthorizer { ns, name in objects.podNode(namespace: ns, name: name) }, logger: logger,
@@ -69,7 +70,9 @@ public struct CloudCore: Service {
             case .connected(let node): await syncBox.sync()?.connected(node)
             case .disconnected(let node, _): await syncBox.sync()?.disconnected(node)
             case .message(let node, let m):
-                logger.debug("upstream message", metadata: ["node": "\(node)", "operation": "\(m.route.operation.rawValue)", "resource": "\(m.route.resource)"])
+                // Awaited in the node's session: one node's messages apply in order, and a slow
+                // API server slows that node's reads (back-pressure), not the others.
+                await upstream.handle(node: node, m)
             case .refused: break
             }
         }

@@ -32,11 +32,23 @@ public final class EdgeObjects: NodeObjectSource {
         }
         nodes.addHandler { [self] ev in
             switch ev {
+            case .updated(let old, let n) where Self.withoutStatus(old) == Self.withoutStatus(n):
+                // The node's own heartbeats: not echoed back to it (a reconnect's comparison
+                // still sends the current Node once if anything changed).
+                track(n, isNode: true)
             case .added(let n), .updated(_, let n): track(n, isNode: true); notify(n, node: n["metadata"]["name"].stringValue)
             case .deleted(let n): notify(n, node: n["metadata"]["name"].stringValue); untrack(n)
             case .synced: break
             }
         }
+    }
+
+    static func withoutStatus(_ o: JSON) -> JSON {
+        var o = o
+        o["status"] = .null
+        o["metadata"]["resourceVersion"] = .null
+        o["metadata"]["managedFields"] = .null
+        return o
     }
 
     /// Connects the change notifications to the delivery engine.

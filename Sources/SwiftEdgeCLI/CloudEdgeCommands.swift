@@ -7,6 +7,7 @@ import KubeClient
 import Logging
 import MetaStore
 import MetricsEndpoint
+import NodeStatus
 import ServiceLifecycle
 
 /// `swiftedge cloud`: CloudCore with the embedded API server and control plane, or against an
@@ -140,6 +141,15 @@ struct EdgeCommand: AsyncParsableCommand {
     @Option(help: "Seconds between keepalives.")
     var heartbeat: Double = 15
 
+    @Option(help: "The node's InternalIP address.")
+    var nodeIP: String = "127.0.0.1"
+
+    @Option(parsing: .upToNextOption, help: "Extra node labels, key=value.")
+    var labels: [String] = []
+
+    @Option(help: "Seconds between node status reports (KubeEdge: 10).")
+    var nodeStatusInterval: Double = 10
+
     @Flag(inversion: .prefixedNo, help: "Renew the node certificate at 70–90 % of its lifetime (KubeEdge's rotateCertificates).")
     var rotateCertificates = true
 
@@ -158,14 +168,23 @@ struct EdgeCommand: AsyncParsableCommand {
         var config = EdgeHubConfiguration(cloudHost: cloud, nodeName: nodeName, credentials: credentials)
         config.cloudPort = cloudhubPort
         config.heartbeat = .seconds(heartbeat)
-        let hub = try EdgeHub(configuration: config, logger: logger) { message in
+        let (connections, connectionSink) = AsyncStream<Bool>.makeStream()
+        let hub = try EdgeHub(configuration: config, logger: logger, onConnection: { connectionSink.yield($0) }) { message in
             try await store.apply(message)
             logger.debug("stored", metadata: ["operation": "\(message.route.operation.rawValue)", "resource": "\(message.route.resource)",
                                                "resourceVersion": "\(message.resourceVersion ?? "")"])
         }
         print("edge node \(nodeName) joined; connecting to \(cloud):\(cloudhubPort)")
         fflush(nil)
-        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: hub)]
+        var nodeLabels: [String: String] = [:]
+        for l in labels {
+            let kv = l.split(separator: "=", maxSplits: 1).map(String.init)
+            guard kv.count == 2, !kv[0].isEmpty else { throw ValidationError("label \"\(l)\" is not key=value") }
+            nodeLabels[kv[0]] = kv[1]
+        }
+        let reporter = NodeStatusReporter(identity: NodeIdentity(name: nodeName, labels: nodeLabels, internalIP: nodeIP), hub: hub,
+                                          connections: connections, interval: .milliseconds(Int64(nodeStatusInterval * 1000)), logger: logger)
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: hub), .init(service: reporter)]
         if rotateCertificates {
             services.append(.init(service: CertificateRotation(bootstrap: bootstrap, credentials: credentials, logger: logger) { renewed in
                 try await hub.updateCredentials(renewed)

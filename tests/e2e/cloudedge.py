@@ -68,7 +68,8 @@ class Edge:
 
     def args(self, token=None, cert_port=None):
         a = [str(BIN), "edge", "--cloud", "127.0.0.1", "--cloudhub-port", str(self.cloud.hub_port),
-             "--cert-port", str(cert_port or self.cloud.cert_port), "--node-name", self.name, "--data-dir", str(self.dir), "--heartbeat", "2"]
+             "--cert-port", str(cert_port or self.cloud.cert_port), "--node-name", self.name, "--data-dir", str(self.dir), "--heartbeat", "2",
+             "--node-status-interval", "1", "--labels", "site=shop"]
         return a + (["--token", token] if token else [])
 
     def start(self, token=None):

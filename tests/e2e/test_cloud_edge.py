@@ -58,8 +58,20 @@ def test_join_deliver_resync_and_cloud_kill(cloud, tmp_path):
     k = kubectl_for(cloud, tmp_path)
     edge = Edge(tmp_path, cloud, "shop-1").start(cloud.token())
     wait_for(lambda: "connected to the cloud" in edge.log.read_text(), 30, what="edge connected")
-    k("create", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "Node",
-                                             "metadata": {"name": "shop-1", "labels": {"node-role.kubernetes.io/edge": ""}}}))
+
+    # The node registers itself (labels, capacity, node info) and keeps its Ready heartbeat fresh.
+    def node():
+        p = k.run("get", "node", "shop-1", "-o", "json", check=False)
+        return json.loads(p.stdout) if p.returncode == 0 else None
+
+    n = wait_for(node, 30, what="node registered")
+    assert n["metadata"]["labels"]["node-role.kubernetes.io/edge"] == "" and n["metadata"]["labels"]["site"] == "shop"
+    assert int(n["status"]["capacity"]["cpu"]) >= 1 and n["status"]["nodeInfo"]["kubeletVersion"].startswith("v1.")
+    ready = {c["type"]: c for c in n["status"]["conditions"]}["Ready"]
+    assert ready["status"] == "True"
+    wait_for(lambda: {c["type"]: c for c in node()["status"]["conditions"]}["Ready"]["lastHeartbeatTime"] != ready["lastHeartbeatTime"],
+             30, what="a fresh heartbeat")
+    assert "shop-1   Ready" in k("get", "nodes")
     pods = [{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"app-{i}", "namespace": "default", "labels": {"v": "1"}},
              "spec": {"nodeName": "shop-1", "containers": [{"name": "c", "image": "nginx:1.25"}]}} for i in range(20)]
     k("apply", "-f", "-", input="\n".join(json.dumps(p) for p in pods))
@@ -84,24 +96,39 @@ def test_join_deliver_resync_and_cloud_kill(cloud, tmp_path):
     assert m[("swiftedge_sync_node_queue_depth", node)] == 0
     assert ("swiftedge_sync_node_ack_latency_seconds_count", node) in m
 
+    def node_rv():
+        return edge.stored("node").get("null/node/shop-1", (0, None))[0]
+
     # The edge goes away; 5 pods change and 2 are deleted meanwhile.
+    wait_for(lambda: node_rv() > 0, 30, what="the Node on the edge")
+    node_before = node_rv()
     edge.stop()
     for i in range(5):
         k("label", "pod", f"app-{i}", "v=2", "--overwrite")
     k("delete", "pod", "app-18", "app-19", "--grace-period=0", "--force")
+    resyncs_before = len(cloud.resyncs("shop-1"))
     edge.start()
     wait_for(converged, 30, what="edge caught up after being away")
+    wait_for(lambda: len(cloud.resyncs("shop-1")) > resyncs_before, 30, what="the resync report")
     resync = cloud.resyncs("shop-1")[-1]
-    assert (resync["sent"], resync["deleted"]) == ("5", "2"), resync  # only what changed, never a relist
+    # Only what changed, never a relist: the 5 pods, and the Node if its status moved on (its
+    # heartbeats are not echoed to it while connected; a reconnect sends the current Node once).
+    node_resent = int(node_rv() != node_before)
+    assert (int(resync["sent"]) - node_resent, resync["deleted"]) == (5, "2"), (resync, node_resent)
     assert edge.stored("pod")["default/pod/app-0"][1]["metadata"]["labels"]["v"] == "2"
 
     # kill -9 of the cloud; on restart it restores what the node has from ObjectSync and sends nothing again.
     before = len(cloud.resyncs("shop-1"))
+    wait_for(lambda: node_rv() > 0, 30, what="the Node on the edge")
+    node_before = node_rv()
+    pods_before = {key: rv for key, (rv, _) in edge.stored("pod").items()}
     cloud.stop(signal.SIGKILL)
     cloud.start()
     wait_for(lambda: len(cloud.resyncs("shop-1")) > before, 60, what="resync after the cloud restart")
     resync = cloud.resyncs("shop-1")[-1]
-    assert int(resync["sent"]) + int(resync["deleted"]) == 0, resync
+    node_resent = int(node_rv() != node_before)
+    assert int(resync["sent"]) - node_resent + int(resync["deleted"]) == 0, (resync, node_resent)
+    assert {key: rv for key, (rv, _) in edge.stored("pod").items()} == pods_before
     k("label", "pod", "app-7", "v=3", "--overwrite")
     wait_for(converged, 30, what="a change after the restart")
     edge.stop()

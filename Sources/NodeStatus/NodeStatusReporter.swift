@@ -1,0 +1,142 @@
+import CloudEdgeProtocol
+import EdgeHub
+import Foundation
+import KubeAPI
+import Logging
+import ServiceLifecycle
+
+/// Facts about the machine the edge node runs on, as the Node object reports them.
+public struct HostFacts: Sendable {
+    public var cpus: Int
+    public var memoryBytes: Int64
+    public var kernelVersion: String
+    public var osImage: String
+    public var architecture: String
+    public var hostname: String
+
+    /// Reads /proc, uname and /etc/os-release.
+    public static func current() -> HostFacts {
+        var u = utsname()
+        uname(&u)
+        func field<T>(_ v: T) -> String {
+            withUnsafeBytes(of: v) { raw in String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self) }
+        }
+        let meminfo = (try? String(contentsOfFile: "/proc/meminfo", encoding: .utf8)) ?? ""
+        let memKB = meminfo.split(separator: "\n").first { $0.hasPrefix("MemTotal:") }?
+            .split(separator: " ").dropFirst().first.flatMap { Int64($0) } ?? 0
+        let osRelease = (try? String(contentsOfFile: "/etc/os-release", encoding: .utf8)) ?? ""
+        let pretty = osRelease.split(separator: "\n").first { $0.hasPrefix("PRETTY_NAME=") }
+            .map { String($0.dropFirst("PRETTY_NAME=".count)).trimmingCharacters(in: CharacterSet(charactersIn: "\"")) } ?? "Linux"
+        let machine = field(u.machine)
+        let arch = ["x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm"][machine] ?? machine
+        return HostFacts(cpus: ProcessInfo.processInfo.activeProcessorCount, memoryBytes: memKB * 1024,
+                         kernelVersion: field(u.release), osImage: pretty, architecture: arch, hostname: field(u.nodename))
+    }
+}
+
+/// What the node reports about itself.
+public struct NodeIdentity: Sendable {
+    public var name: String
+    public var labels: [String: String]
+    /// The node's address edge workloads and the cloud know it by.
+    public var internalIP: String
+    public var maxPods = 110
+    public init(name: String, labels: [String: String] = [:], internalIP: String) {
+        self.name = name; self.labels = labels; self.internalIP = internalIP
+    }
+}
+
+/// Registers the node with the cloud and keeps its status fresh, as KubeEdge's edged does over
+/// the channel: a `default/node/<name>` insert with the whole Node on every connect, then a
+/// `default/nodestatus/<name>` update every `interval` (KubeEdge: 10 s) carrying conditions with
+/// a fresh heartbeat, capacity and node info. The cloud's node lifecycle controller sees the
+/// heartbeats; while the node is disconnected they stop and the node turns Ready=Unknown (its
+/// pods stay: edge nodes are expected to go dark).
+public struct NodeStatusReporter: Service {
+    let identity: NodeIdentity
+    let hub: EdgeHub
+    let interval: Duration
+    let facts: @Sendable () -> HostFacts
+    let connections: AsyncStream<Bool>
+    let logger: Logger
+    /// When this process started reporting (the conditions' lastTransitionTime).
+    let since = KubeTime.now()
+
+    /// - Parameter connections: EdgeHub's connection changes (true on each connect).
+    public init(identity: NodeIdentity, hub: EdgeHub, connections: AsyncStream<Bool>, interval: Duration = .seconds(10),
+                facts: @escaping @Sendable () -> HostFacts = { HostFacts.current() }, logger: Logger)
+    {
+        self.identity = identity; self.hub = hub; self.connections = connections; self.interval = interval
+        self.facts = facts; self.logger = logger
+    }
+
+    /// The Node object the node registers with.
+    public func node(now: KubeTime = .now()) -> JSON {
+        var labels: [String: JSON] = [
+            "node-role.kubernetes.io/edge": "",
+            "kubernetes.io/hostname": .string(identity.name),
+            "kubernetes.io/os": "linux",
+        ]
+        let f = facts()
+        labels["kubernetes.io/arch"] = .string(f.architecture)
+        for (k, v) in identity.labels { labels[k] = .string(v) }
+        return ["apiVersion": "v1", "kind": "Node",
+                "metadata": ["name": .string(identity.name), "labels": .object(labels)],
+                "spec": [:],
+                "status": status(now: now, facts: f)]
+    }
+
+    func status(now: KubeTime, facts f: HostFacts) -> JSON {
+        let resources: JSON = ["cpu": .string(String(f.cpus)), "memory": .string("\(f.memoryBytes / 1024)Ki"),
+                               "pods": .string(String(identity.maxPods))]
+        func condition(_ type: String, _ status: String, _ reason: String, _ message: String) -> JSON {
+            ["type": .string(type), "status": .string(status), "reason": .string(reason), "message": .string(message),
+             "lastHeartbeatTime": .string(now.rfc3339), "lastTransitionTime": .string(since.rfc3339)]
+        }
+        return [
+            "capacity": resources, "allocatable": resources,
+            "conditions": [
+                condition("Ready", "True", "EdgeReady", "edge node is posting ready status"),
+                condition("MemoryPressure", "False", "EdgeHasSufficientMemory", "edge node has sufficient memory available"),
+                condition("DiskPressure", "False", "EdgeHasNoDiskPressure", "edge node has no disk pressure"),
+                condition("PIDPressure", "False", "EdgeHasSufficientPID", "edge node has sufficient PID available"),
+            ],
+            "addresses": [["type": "InternalIP", "address": .string(identity.internalIP)],
+                          ["type": "Hostname", "address": .string(f.hostname)]],
+            "nodeInfo": ["architecture": .string(f.architecture), "operatingSystem": "linux", "osImage": .string(f.osImage),
+                         "kernelVersion": .string(f.kernelVersion), "kubeletVersion": "v1.32.0-swiftedge",
+                         "kubeProxyVersion": "", "containerRuntimeVersion": "", "machineID": "", "systemUUID": "", "bootID": ""],
+            "daemonEndpoints": ["kubeletEndpoint": ["Port": 10350]],
+        ]
+    }
+
+    func register() {
+        hub.send(Message(route: Route(source: "edged", group: "resource", operation: .insert, resource: "default/node/\(identity.name)"),
+                         content: node()))
+    }
+
+    func report() {
+        hub.send(Message(route: Route(source: "edged", group: "resource", operation: .update, resource: "default/nodestatus/\(identity.name)"),
+                         content: ["status": status(now: .now(), facts: facts())]))
+    }
+
+    public func run() async throws {
+        try? await cancelWhenGracefulShutdown {
+            await withTaskGroup(of: Void.self) { group in
+                group.addTask {
+                    for await up in connections where up {
+                        logger.info("registering node with the cloud", metadata: ["node": "\(identity.name)"])
+                        register()
+                    }
+                }
+                group.addTask {
+                    while !Task.isCancelled {
+                        do { try await Task.sleep(for: interval) } catch { return }
+                        if hub.isConnected { report() }
+                    }
+                }
+                await group.waitForAll()
+            }
+        }
+    }
+}
