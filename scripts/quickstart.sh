@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Quick start: installs what is needed, builds SwiftEdge (release) and runs the main job.
-# Today the main job is the embedded Kubernetes-compatible API server; it writes an admin
-# kubeconfig and prints how to use it with kubectl. Data lives in ./run (override with
-# SWIFTEDGE_DATA=/path); stop with Ctrl-C, start again to continue where it left off.
+# Quick start: installs what is needed, builds SwiftEdge (release) and runs the main job on this
+# machine: the cloud (embedded Kubernetes-compatible API server, control plane, CloudHub :10000,
+# certificate service :10002, metrics :9091) and one edge node, `edge-1`, joined to it with a token.
+# Data lives in ./run (override with SWIFTEDGE_DATA=/path); Ctrl-C stops both; running the script
+# again continues where it left off (the node keeps its certificate and its database).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
@@ -12,7 +13,46 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
 fi
 echo "== building swiftedge (release; the first build takes several minutes)"
 swift build -c release --static-swift-stdlib --product swiftedge
-DATA="${SWIFTEDGE_DATA:-$PWD/run/apiserver}"
-mkdir -p "$DATA"
-echo "== starting the embedded API server (data in $DATA)"
-exec "$PWD/.build/release/swiftedge" apiserver --data-dir "$DATA" --kubeconfig "$DATA/admin.kubeconfig" "$@"
+BIN="$PWD/.build/release/swiftedge"
+DATA="${SWIFTEDGE_DATA:-$PWD/run}"
+mkdir -p "$DATA/cloud" "$DATA/edge-1"
+
+pids=()
+stop() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait; }
+trap stop INT TERM EXIT
+
+wait_for_line() {  # file, text, seconds
+  for _ in $(seq 1 $(( $3 * 10 ))); do
+    grep -q "$2" "$1" 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "timed out waiting for \"$2\" in $1:"; tail -20 "$1"; exit 1
+}
+
+echo "== starting the cloud (log: $DATA/cloud.log)"
+: > "$DATA/cloud.log"
+"$BIN" cloud --data-dir "$DATA/cloud" >>"$DATA/cloud.log" 2>&1 &
+pids+=($!)
+wait_for_line "$DATA/cloud.log" "CloudHub listening on" 120
+KUBECONFIG_FILE="$DATA/cloud/admin.kubeconfig"
+
+echo "== joining edge node edge-1 (log: $DATA/edge-1.log)"
+TOKEN="$("$BIN" gettoken --kubeconfig "$KUBECONFIG_FILE")"
+: > "$DATA/edge-1.log"
+"$BIN" edge --cloud 127.0.0.1 --node-name edge-1 --token "$TOKEN" --data-dir "$DATA/edge-1" >>"$DATA/edge-1.log" 2>&1 &
+pids+=($!)
+wait_for_line "$DATA/edge-1.log" "connected to the cloud" 60
+
+cat <<MSG
+
+SwiftEdge is running: cloud + edge node edge-1.
+Try:  export KUBECONFIG=$KUBECONFIG_FILE
+      kubectl get nodes -o wide
+      kubectl create deployment web --image=nginx --replicas=2
+      kubectl patch deployment web -p '{"spec":{"template":{"spec":{"nodeSelector":{"node-role.kubernetes.io/edge":""}}}}}'
+      kubectl get pods -o wide          # bound to edge-1; the pods reach its store ($DATA/edge-1/edge.db)
+Join more nodes:  $BIN gettoken --kubeconfig $KUBECONFIG_FILE
+                  $BIN edge --cloud 127.0.0.1 --node-name <name> --token <token> --data-dir <dir>
+Metrics: curl http://127.0.0.1:9091/metrics      Stop: Ctrl-C
+MSG
+wait
