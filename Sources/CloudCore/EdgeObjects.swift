@@ -5,28 +5,45 @@ import Logging
 import ReliableSync
 import Synchronization
 
-/// What each edge node is sent, from shared informers: the pods bound to it and its own Node.
-/// (ConfigMaps, Secrets and Services the pods need follow with the EdgeController.)
-/// Every change is reported to ``ReliableSync`` as "look at this object for that node".
+/// What each edge node is sent, from shared informers: the pods bound to it, the ConfigMaps and
+/// Secrets those pods reference (volumes, projected volumes, env, envFrom, image pull secrets —
+/// and nothing else, as KubeEdge's location cache), and its own Node. Every change is reported
+/// to ``ReliableSync`` as "look at this object for that node".
 public final class EdgeObjects: NodeObjectSource {
+    enum Kind: Sendable { case pod, node, configMap, secret }
+
     let pods: SharedInformer
     let nodes: SharedInformer
+    let configMaps: SharedInformer
+    let secrets: SharedInformer
     let byNode = InformerIndex { o in
         let n = o["spec"]["nodeName"].stringValue ?? ""
         return n.isEmpty ? [] : [n]
     }
+    /// Pods by what they reference: `configmap:<ns>/<name>`, `secret:<ns>/<name>`.
+    let byReference = InformerIndex { EdgeObjects.references(of: $0) }
     /// uid → (informer key, kind) for every object a node may be sent.
-    let uids = Mutex<[String: (key: String, isNode: Bool)]>([:])
+    let uids = Mutex<[String: (key: String, kind: Kind)]>([:])
     let sync: Mutex<ReliableSync?> = Mutex(nil)
 
     public init(informers: InformerFactory) {
         pods = informers.informer(ResourceType(group: "", version: "v1", resource: "pods", kind: "Pod", namespaced: true))
         nodes = informers.informer(ResourceType(group: "", version: "v1", resource: "nodes", kind: "Node", namespaced: false))
+        configMaps = informers.informer(ResourceType(group: "", version: "v1", resource: "configmaps", kind: "ConfigMap", namespaced: true))
+        secrets = informers.informer(ResourceType(group: "", version: "v1", resource: "secrets", kind: "Secret", namespaced: true))
         pods.addHandler { [self] ev in
             byNode.handle(ev)
+            byReference.handle(ev)
             switch ev {
-            case .added(let p), .updated(_, let p): track(p, isNode: false); notify(p, node: p["spec"]["nodeName"].stringValue)
-            case .deleted(let p): notify(p, node: p["spec"]["nodeName"].stringValue); untrack(p)
+            case .added(let p):
+                track(p, .pod); notify(p, node: nodeName(p)); notifyReferenced(by: p, node: nodeName(p))
+            case .updated(let old, let p):
+                track(p, .pod); notify(p, node: nodeName(p))
+                // What the node must hold may have changed: references added or dropped, or the pod moved.
+                notifyReferenced(by: old, node: nodeName(old)); notifyReferenced(by: p, node: nodeName(p))
+                if nodeName(old) != nodeName(p) { notify(p, node: nodeName(old)) }
+            case .deleted(let p):
+                notify(p, node: nodeName(p)); untrack(p); notifyReferenced(by: p, node: nodeName(p))
             case .synced: break
             }
         }
@@ -35,13 +52,25 @@ public final class EdgeObjects: NodeObjectSource {
             case .updated(let old, let n) where Self.withoutStatus(old) == Self.withoutStatus(n):
                 // The node's own heartbeats: not echoed back to it (a reconnect's comparison
                 // still sends the current Node once if anything changed).
-                track(n, isNode: true)
-            case .added(let n), .updated(_, let n): track(n, isNode: true); notify(n, node: n["metadata"]["name"].stringValue)
+                track(n, .node)
+            case .added(let n), .updated(_, let n): track(n, .node); notify(n, node: n["metadata"]["name"].stringValue)
             case .deleted(let n): notify(n, node: n["metadata"]["name"].stringValue); untrack(n)
             case .synced: break
             }
         }
+        for (informer, kind, prefix) in [(configMaps, Kind.configMap, "configmap"), (secrets, Kind.secret, "secret")] {
+            informer.addHandler { [self] ev in
+                switch ev {
+                case .added(let o), .updated(_, let o): track(o, kind); notifyNodesReferencing(o, prefix: prefix)
+                case .deleted(let o): notifyNodesReferencing(o, prefix: prefix); untrack(o)
+                case .synced: break
+                }
+            }
+        }
     }
+
+    /// Connects the change notifications to the delivery engine.
+    public func attach(_ s: ReliableSync) { sync.withLock { $0 = s } }
 
     static func withoutStatus(_ o: JSON) -> JSON {
         var o = o
@@ -51,12 +80,40 @@ public final class EdgeObjects: NodeObjectSource {
         return o
     }
 
-    /// Connects the change notifications to the delivery engine.
-    public func attach(_ s: ReliableSync) { sync.withLock { $0 = s } }
+    /// The ConfigMaps and Secrets a pod needs on its node.
+    static func references(of pod: JSON) -> [String] {
+        let ns = pod["metadata"]["namespace"].stringValue ?? ""
+        var out = Set<String>()
+        func cm(_ name: String?) { if let name, !name.isEmpty { out.insert("configmap:\(ns)/\(name)") } }
+        func secret(_ name: String?) { if let name, !name.isEmpty { out.insert("secret:\(ns)/\(name)") } }
+        let spec = pod["spec"]
+        for v in spec["volumes"].arrayValue ?? [] {
+            cm(v["configMap"]["name"].stringValue)
+            secret(v["secret"]["secretName"].stringValue)
+            for source in v["projected"]["sources"].arrayValue ?? [] {
+                cm(source["configMap"]["name"].stringValue)
+                secret(source["secret"]["name"].stringValue)
+            }
+        }
+        for c in (spec["containers"].arrayValue ?? []) + (spec["initContainers"].arrayValue ?? []) + (spec["ephemeralContainers"].arrayValue ?? []) {
+            for e in c["env"].arrayValue ?? [] {
+                cm(e["valueFrom"]["configMapKeyRef"]["name"].stringValue)
+                secret(e["valueFrom"]["secretKeyRef"]["name"].stringValue)
+            }
+            for e in c["envFrom"].arrayValue ?? [] {
+                cm(e["configMapRef"]["name"].stringValue)
+                secret(e["secretRef"]["name"].stringValue)
+            }
+        }
+        for s in spec["imagePullSecrets"].arrayValue ?? [] { secret(s["name"].stringValue) }
+        return out.sorted()
+    }
 
-    func track(_ o: JSON, isNode: Bool) {
+    func nodeName(_ pod: JSON) -> String? { pod["spec"]["nodeName"].stringValue.flatMap { $0.isEmpty ? nil : $0 } }
+
+    func track(_ o: JSON, _ kind: Kind) {
         guard let uid = o["metadata"]["uid"].stringValue else { return }
-        uids.withLock { $0[uid] = (InformerCache.key(o), isNode) }
+        uids.withLock { $0[uid] = (InformerCache.key(o), kind) }
     }
 
     func untrack(_ o: JSON) {
@@ -69,20 +126,61 @@ public final class EdgeObjects: NodeObjectSource {
         sync.withLock { $0 }?.changed(uid, node: node)
     }
 
+    /// A pod's references, for its node (added, dropped, or the pod gone).
+    func notifyReferenced(by pod: JSON, node: String?) {
+        guard let node else { return }
+        for ref in Self.references(of: pod) {
+            guard let (informer, key) = lookup(ref), let o = informer.cache.get(key) else { continue }
+            notify(o, node: node)
+        }
+    }
+
+    /// A ConfigMap or Secret changed: every node with a pod that references it.
+    func notifyNodesReferencing(_ o: JSON, prefix: String) {
+        let ref = "\(prefix):\(InformerCache.key(o))"
+        var nodes = Set<String>()
+        for p in byReference.objects(ref, in: pods.cache) { if let n = nodeName(p) { nodes.insert(n) } }
+        for n in nodes { notify(o, node: n) }
+    }
+
+    func lookup(_ ref: String) -> (SharedInformer, String)? {
+        if ref.hasPrefix("configmap:") { return (configMaps, String(ref.dropFirst("configmap:".count))) }
+        if ref.hasPrefix("secret:") { return (secrets, String(ref.dropFirst("secret:".count))) }
+        return nil
+    }
+
+    /// References of the pods bound to `node`.
+    func referenced(by node: String) -> Set<String> {
+        var refs = Set<String>()
+        for p in byNode.objects(node, in: pods.cache) { refs.formUnion(Self.references(of: p)) }
+        return refs
+    }
+
     public func desired(for node: String) -> [String] {
         var out = byNode.objects(node, in: pods.cache).compactMap { $0["metadata"]["uid"].stringValue }
+        for ref in referenced(by: node) {
+            if let (informer, key) = lookup(ref), let uid = informer.cache.get(key)?["metadata"]["uid"].stringValue { out.append(uid) }
+        }
         if let n = nodes.cache.get(node), let uid = n["metadata"]["uid"].stringValue { out.append(uid) }
         return out
     }
 
     public func object(_ uid: String, for node: String) -> SyncedObject? {
         guard let entry = uids.withLock({ $0[uid] }) else { return nil }
-        if entry.isNode {
+        switch entry.kind {
+        case .node:
             guard entry.key == node, let n = nodes.cache.get(entry.key) else { return nil }
             return SyncedObject(n, edgeType: "node")
+        case .pod:
+            guard let p = pods.cache.get(entry.key), p["spec"]["nodeName"].stringValue == node else { return nil }
+            return SyncedObject(p, edgeType: "pod")
+        case .configMap, .secret:
+            let (informer, prefix, edgeType) = entry.kind == .configMap ? (configMaps, "configmap", "configmap") : (secrets, "secret", "secret")
+            guard let o = informer.cache.get(entry.key), o["metadata"]["uid"].stringValue == uid else { return nil }
+            // Still needed there? Only while a pod on the node references it.
+            let needed = byReference.objects("\(prefix):\(entry.key)", in: pods.cache).contains { nodeName($0) == node }
+            return needed ? SyncedObject(o, edgeType: edgeType) : nil
         }
-        guard let p = pods.cache.get(entry.key), p["spec"]["nodeName"].stringValue == node else { return nil }
-        return SyncedObject(p, edgeType: "pod")
     }
 
     /// The node a pod is bound to (for node authorization of upstream messages).

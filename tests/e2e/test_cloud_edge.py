@@ -132,3 +132,40 @@ def test_join_deliver_resync_and_cloud_kill(cloud, tmp_path):
     k("label", "pod", "app-7", "v=3", "--overwrite")
     wait_for(converged, 30, what="a change after the restart")
     edge.stop()
+
+
+def test_configmaps_and_secrets_follow_the_pods_that_use_them(cloud, tmp_path):
+    k = kubectl_for(cloud, tmp_path)
+    edge = Edge(tmp_path, cloud, "shop-2").start(cloud.token())
+    wait_for(lambda: k.run("get", "node", "shop-2", check=False).returncode == 0, 30, what="node registered")
+    k("create", "configmap", "app-config", "--from-literal=mode=v1")
+    k("create", "configmap", "unused", "--from-literal=x=y")
+    k("create", "secret", "generic", "app-secret", "--from-literal=password=s3cret")
+    k("create", "secret", "generic", "other-secret", "--from-literal=a=b")
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "uses-config", "namespace": "default"},
+           "spec": {"nodeName": "shop-2",
+                    "containers": [{"name": "c", "image": "busybox",
+                                    "env": [{"name": "MODE", "valueFrom": {"configMapKeyRef": {"name": "app-config", "key": "mode"}}}],
+                                    "volumeMounts": [{"name": "s", "mountPath": "/s"}]}],
+                    "volumes": [{"name": "s", "secret": {"secretName": "app-secret"}}]}}
+    k("apply", "-f", "-", input=json.dumps(pod))
+
+    def held(type_, key):
+        row = edge.stored(type_).get(key)
+        return row[1] if row else None
+
+    wait_for(lambda: held("configmap", "default/configmap/app-config"), 30, what="the referenced configmap on the edge")
+    wait_for(lambda: held("secret", "default/secret/app-secret"), 30, what="the referenced secret on the edge")
+    assert held("configmap", "default/configmap/app-config")["data"]["mode"] == "v1"
+    # Only what the node's pods reference reaches it.
+    assert set(edge.stored("configmap")) == {"default/configmap/app-config"}
+    assert set(edge.stored("secret")) == {"default/secret/app-secret"}
+
+    k("patch", "configmap", "app-config", "-p", json.dumps({"data": {"mode": "v2"}}))
+    wait_for(lambda: (held("configmap", "default/configmap/app-config") or {}).get("data", {}).get("mode") == "v2", 30,
+             what="the configmap update on the edge")
+
+    # The pod goes: so do the objects only it needed.
+    k("delete", "pod", "uses-config", "--grace-period=0", "--force")
+    wait_for(lambda: not edge.stored("configmap") and not edge.stored("secret"), 30, what="configmap and secret removed from the edge")
+    edge.stop()
