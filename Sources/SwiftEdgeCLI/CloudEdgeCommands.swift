@@ -6,6 +6,7 @@ import Foundation
 import KubeClient
 import Logging
 import MetaStore
+import MetaServer
 import MetricsEndpoint
 import NodeStatus
 import ServiceLifecycle
@@ -141,6 +142,9 @@ struct EdgeCommand: AsyncParsableCommand {
     @Option(help: "Seconds between keepalives.")
     var heartbeat: Double = 15
 
+    @Option(help: "MetaServer port on 127.0.0.1 (the node's local read API; 0: none).")
+    var metaserverPort: Int = 10550
+
     @Option(help: "The node's InternalIP address.")
     var nodeIP: String = "127.0.0.1"
 
@@ -185,6 +189,7 @@ struct EdgeCommand: AsyncParsableCommand {
         let reporter = NodeStatusReporter(identity: NodeIdentity(name: nodeName, labels: nodeLabels, internalIP: nodeIP), hub: hub,
                                           connections: connections, interval: .milliseconds(Int64(nodeStatusInterval * 1000)), logger: logger)
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: hub), .init(service: reporter)]
+        if metaserverPort > 0 { services.append(.init(service: MetaServer(store: store, port: metaserverPort, logger: logger))) }
         if rotateCertificates {
             services.append(.init(service: CertificateRotation(bootstrap: bootstrap, credentials: credentials, logger: logger) { renewed in
                 try await hub.updateCredentials(renewed)

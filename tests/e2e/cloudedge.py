@@ -65,11 +65,12 @@ class Edge:
         self.dir, self.cloud, self.name = tmp / f"edge-{name}", cloud, name
         self.log = tmp / f"edge-{name}.log"
         self.proc = None
+        self.metaserver_port = free_port()
 
     def args(self, token=None, cert_port=None):
         a = [str(BIN), "edge", "--cloud", "127.0.0.1", "--cloudhub-port", str(self.cloud.hub_port),
              "--cert-port", str(cert_port or self.cloud.cert_port), "--node-name", self.name, "--data-dir", str(self.dir), "--heartbeat", "2",
-             "--node-status-interval", "1", "--labels", "site=shop"]
+             "--node-status-interval", "1", "--labels", "site=shop", "--metaserver-port", str(self.metaserver_port)]
         return a + (["--token", token] if token else [])
 
     def start(self, token=None):

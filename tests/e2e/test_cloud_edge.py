@@ -169,3 +169,44 @@ def test_configmaps_and_secrets_follow_the_pods_that_use_them(cloud, tmp_path):
     k("delete", "pod", "uses-config", "--grace-period=0", "--force")
     wait_for(lambda: not edge.stored("configmap") and not edge.stored("secret"), 30, what="configmap and secret removed from the edge")
     edge.stop()
+
+
+def test_metaserver_serves_the_node_offline(cloud, tmp_path):
+    """Real kubectl against the edge's MetaServer lists the node's pods — also with the cloud gone
+    and after the edge process restarted while offline."""
+    k = kubectl_for(cloud, tmp_path)
+    edge = Edge(tmp_path, cloud, "shop-3").start(cloud.token())
+    wait_for(lambda: k.run("get", "node", "shop-3", check=False).returncode == 0, 30, what="node registered")
+    pods = [{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"m-{i}", "namespace": "default", "labels": {"app": "a" if i < 2 else "b"}},
+             "spec": {"nodeName": "shop-3", "containers": [{"name": "c", "image": "busybox"}]}} for i in range(3)]
+    k("apply", "-f", "-", input="\n".join(json.dumps(p) for p in pods))
+    wait_for(lambda: len(edge.stored("pod")) == 3, 30, what="pods on the edge")
+    binaries = kubectl_binaries()
+    kubectl = binaries[max(binaries)]
+
+    def local(*args):
+        return subprocess.run([kubectl, "--kubeconfig", "/dev/null", "--server", f"http://127.0.0.1:{edge.metaserver_port}", *args],
+                              capture_output=True, text=True, timeout=60)
+
+    def names(*args):
+        p = local("get", "pods", "-o", "json", *args)
+        assert p.returncode == 0, p.stderr
+        return sorted(i["metadata"]["name"] for i in json.loads(p.stdout)["items"])
+
+    assert names("-A") == ["m-0", "m-1", "m-2"]
+    assert names("-n", "default", "-l", "app=a") == ["m-0", "m-1"]
+    table = local("get", "pods", "-n", "default")
+    assert table.returncode == 0 and "m-2" in table.stdout, table.stderr
+    missing = local("get", "pod", "nope", "-n", "default")
+    assert missing.returncode != 0 and 'pods "nope" not found' in missing.stderr
+    assert "shop-3" in local("get", "nodes").stdout
+
+    # The cloud goes away; the node still answers, also after its own restart.
+    cloud.stop(signal.SIGKILL)
+    assert names("-A") == ["m-0", "m-1", "m-2"]
+    edge.stop()
+    edge.start()
+    wait_for(lambda: local("get", "pods", "-A").returncode == 0, 30, what="MetaServer back while offline")
+    assert names("-A") == ["m-0", "m-1", "m-2"]
+    edge.stop()
+    cloud.start()

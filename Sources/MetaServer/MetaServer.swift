@@ -1,0 +1,179 @@
+import Hummingbird
+import HummingbirdCore
+import KubeAPI
+import Logging
+import MetaStore
+import NIOCore
+import ServiceLifecycle
+
+/// What a MetaServer request asks for, parsed from the URL path.
+enum MetaRequest: Equatable {
+    case version, apiVersions, groups, resources
+    case list(MetaResource, namespace: String?)
+    case get(MetaResource, namespace: String?, name: String)
+
+    init?(path: String) {
+        let p = path.split(separator: "?", maxSplits: 1).first.map { $0.split(separator: "/").map(String.init) } ?? []
+        switch p.count {
+        case 1 where p[0] == "version": self = .version
+        case 1 where p[0] == "api": self = .apiVersions
+        case 1 where p[0] == "apis": self = .groups
+        case 2 where p == ["api", "v1"]: self = .resources
+        case 3 where p[0] == "api" && p[1] == "v1":
+            guard let r = MetaResource(rawValue: p[2]) else { return nil }
+            self = .list(r, namespace: nil)
+        case 4 where p[0] == "api" && p[1] == "v1" && !(MetaResource(rawValue: p[2])?.namespaced ?? true):
+            self = .get(MetaResource(rawValue: p[2])!, namespace: nil, name: p[3])
+        case 5 where p[0] == "api" && p[1] == "v1" && p[2] == "namespaces":
+            guard let r = MetaResource(rawValue: p[4]), r.namespaced else { return nil }
+            self = .list(r, namespace: p[3])
+        case 6 where p[0] == "api" && p[1] == "v1" && p[2] == "namespaces":
+            guard let r = MetaResource(rawValue: p[4]), r.namespaced else { return nil }
+            self = .get(r, namespace: p[3], name: p[5])
+        default: return nil
+        }
+    }
+}
+
+/// The resources MetaServer serves (core/v1), and their edge store type.
+enum MetaResource: String, CaseIterable {
+    case pods, configmaps, secrets, services, endpoints, nodes
+
+    var storeType: String {
+        switch self {
+        case .pods: "pod"
+        case .configmaps: "configmap"
+        case .secrets: "secret"
+        case .services: "service"
+        case .endpoints: "endpoints"
+        case .nodes: "node"
+        }
+    }
+
+    var kind: String {
+        switch self {
+        case .pods: "Pod"
+        case .configmaps: "ConfigMap"
+        case .secrets: "Secret"
+        case .services: "Service"
+        case .endpoints: "Endpoints"
+        case .nodes: "Node"
+        }
+    }
+
+    var namespaced: Bool { self != .nodes }
+    var shortNames: [String] {
+        switch self {
+        case .pods: ["po"]
+        case .configmaps: ["cm"]
+        case .services: ["svc"]
+        case .endpoints: ["ep"]
+        case .nodes: ["no"]
+        case .secrets: []
+        }
+    }
+}
+
+/// MetaServer: a read-only, Kubernetes-style API for edge applications on 127.0.0.1:10550,
+/// served from the node's local store (MetaManager), so it answers the same online or offline.
+/// `kubectl --server http://127.0.0.1:10550 get pods -A` lists the node's pods. get and list
+/// (with label selectors) for pods, configmaps, secrets, services, endpoints and nodes.
+public struct MetaServer: Service {
+    let store: any MetaStorage
+    let host: String
+    let port: Int
+    let logger: Logger
+    let onRunning: @Sendable (Int) async -> Void
+
+    public init(store: any MetaStorage, host: String = "127.0.0.1", port: Int = 10550, logger: Logger,
+                onRunning: @escaping @Sendable (Int) async -> Void = { _ in })
+    {
+        self.store = store; self.host = host; self.port = port; self.logger = logger; self.onRunning = onRunning
+    }
+
+    public func run() async throws {
+        let onRunning = self.onRunning, logger = self.logger
+        let app = Application(responder: MetaResponder(store: store), server: .http1(),
+                              configuration: .init(address: .hostname(host, port: port), serverName: "swiftedge-metaserver"),
+                              onServerRunning: { ch in
+                                  let bound = ch.localAddress?.port ?? 0
+                                  logger.info("MetaServer listening", metadata: ["address": "\(ch.localAddress?.description ?? "")"])
+                                  await onRunning(bound)
+                              }, logger: logger)
+        try await app.runService(gracefulShutdownSignals: [])
+    }
+}
+
+struct MetaResponder: HTTPResponder {
+    typealias Context = BasicRequestContext
+    let store: any MetaStorage
+
+    func respond(to request: Request, context: Context) async throws -> Response {
+        guard request.method == .get else {
+            return reply(405, status("MethodNotAllowed", "MetaServer is read-only", code: 405))
+        }
+        guard let what = MetaRequest(path: request.uri.path) else {
+            return reply(404, status("NotFound", "the server could not find the requested resource", code: 404))
+        }
+        if request.uri.queryParameters.get("watch").map({ $0 == "true" || $0 == "1" }) == true {
+            return reply(405, status("MethodNotAllowed", "watch is not served by MetaServer yet; poll with list", code: 405))
+        }
+        do {
+            switch what {
+            case .version:
+                return reply(200, ["major": "1", "minor": "32", "gitVersion": "v1.32.0-swiftedge-metaserver", "platform": "linux"])
+            case .apiVersions:
+                return reply(200, ["kind": "APIVersions", "versions": ["v1"],
+                                   "serverAddressByClientCIDRs": [["clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1:10550"]]])
+            case .groups:
+                return reply(200, ["kind": "APIGroupList", "apiVersion": "v1", "groups": []])
+            case .resources:
+                let list: [JSON] = MetaResource.allCases.map { r in
+                    ["name": .string(r.rawValue), "singularName": .string(r.kind.lowercased()), "namespaced": .bool(r.namespaced),
+                     "kind": .string(r.kind), "verbs": ["get", "list"], "shortNames": .array(r.shortNames.map { .string($0) })]
+                }
+                return reply(200, ["kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "v1", "resources": .array(list)])
+            case .list(let r, let ns):
+                let selector = try request.uri.queryParameters.get("labelSelector").map { try LabelSelector.parse($0) }
+                var items: [JSON] = []
+                var maxRV: UInt64 = 0
+                for rec in try await store.list(type: r.storeType) {
+                    var o = rec.value
+                    if let ns, o["metadata"]["namespace"].stringValue != ns { continue }
+                    if let selector {
+                        let labels = (o["metadata"]["labels"].objectValue ?? [:]).compactMapValues(\.stringValue)
+                        if !selector.matches(labels) { continue }
+                    }
+                    if o["kind"].isNull { o["kind"] = .string(r.kind); o["apiVersion"] = "v1" }
+                    maxRV = max(maxRV, rec.resourceVersion)
+                    items.append(o)
+                }
+                return reply(200, ["kind": .string(r.kind + "List"), "apiVersion": "v1",
+                                   "metadata": ["resourceVersion": .string(String(maxRV))], "items": .array(items)])
+            case .get(let r, let ns, let name):
+                let key = "\(ns ?? "null")/\(r.storeType)/\(name)"
+                guard var o = try await store.get(key)?.value else {
+                    return reply(404, status("NotFound", "\(r.rawValue) \"\(name)\" not found", code: 404, name: name, kind: r.rawValue))
+                }
+                if o["kind"].isNull { o["kind"] = .string(r.kind); o["apiVersion"] = "v1" }
+                return reply(200, o)
+            }
+        } catch let e as StatusError {
+            return reply(e.code, status(e.reason.rawValue, e.message, code: e.code))
+        } catch {
+            return reply(500, status("InternalError", "reading the edge store failed: \(error)", code: 500))
+        }
+    }
+
+    func status(_ reason: String, _ message: String, code: Int, name: String? = nil, kind: String? = nil) -> JSON {
+        var s: JSON = ["kind": "Status", "apiVersion": "v1", "metadata": [:], "status": "Failure",
+                       "message": .string(message), "reason": .string(reason), "code": .int(Int64(code))]
+        if let name { s["details"] = ["name": .string(name), "kind": .string(kind ?? "")] }
+        return s
+    }
+
+    func reply(_ code: Int, _ body: JSON) -> Response {
+        Response(status: .init(code: code), headers: [.contentType: "application/json"],
+                 body: .init(byteBuffer: ByteBuffer(bytes: body.serialized())))
+    }
+}
