@@ -5,6 +5,7 @@ import Logging
 import MetaStore
 import NIOCore
 import ServiceLifecycle
+import Synchronization
 
 /// What a MetaServer request asks for, parsed from the URL path.
 enum MetaRequest: Equatable {
@@ -76,8 +77,9 @@ enum MetaResource: String, CaseIterable {
 
 /// MetaServer: a read-only, Kubernetes-style API for edge applications on 127.0.0.1:10550,
 /// served from the node's local store (MetaManager), so it answers the same online or offline.
-/// `kubectl --server http://127.0.0.1:10550 get pods -A` lists the node's pods. get and list
-/// (with label selectors) for pods, configmaps, secrets, services, endpoints and nodes.
+/// `kubectl --server http://127.0.0.1:10550 get pods -A` lists the node's pods. get, list and
+/// watch (label and name/namespace field selectors) for pods, configmaps, secrets, services,
+/// endpoints and nodes.
 public struct MetaServer: Service {
     let store: any MetaStorage
     let host: String
@@ -93,20 +95,47 @@ public struct MetaServer: Service {
 
     public func run() async throws {
         let onRunning = self.onRunning, logger = self.logger
-        let app = Application(responder: MetaResponder(store: store), server: .http1(),
+        let watches = OpenWatches()
+        let app = Application(responder: MetaResponder(store: store, watches: watches), server: .http1(),
                               configuration: .init(address: .hostname(host, port: port), serverName: "swiftedge-metaserver"),
                               onServerRunning: { ch in
                                   let bound = ch.localAddress?.port ?? 0
                                   logger.info("MetaServer listening", metadata: ["address": "\(ch.localAddress?.description ?? "")"])
                                   await onRunning(bound)
                               }, logger: logger)
-        try await app.runService(gracefulShutdownSignals: [])
+        // Open watches end first, so that the HTTP server can drain.
+        try await withGracefulShutdownHandler {
+            try await app.runService(gracefulShutdownSignals: [])
+        } onGracefulShutdown: {
+            watches.closeAll()
+        }
+    }
+}
+
+/// The event relays of open watches, ended together at shutdown.
+final class OpenWatches: Sendable {
+    let sinks = Mutex<(next: Int, open: [Int: AsyncStream<MetaChange>.Continuation], closed: Bool)>((0, [:], false))
+
+    func add(_ sink: AsyncStream<MetaChange>.Continuation) -> Int? {
+        sinks.withLock { s -> Int? in
+            if s.closed { return nil }
+            s.next += 1
+            s.open[s.next] = sink
+            return s.next
+        }
+    }
+
+    func remove(_ id: Int) { _ = sinks.withLock { $0.open.removeValue(forKey: id) } }
+
+    func closeAll() {
+        for sink in sinks.withLock({ s in s.closed = true; return Array(s.open.values) }) { sink.finish() }
     }
 }
 
 struct MetaResponder: HTTPResponder {
     typealias Context = BasicRequestContext
     let store: any MetaStorage
+    let watches: OpenWatches
 
     func respond(to request: Request, context: Context) async throws -> Response {
         guard request.method == .get else {
@@ -115,10 +144,13 @@ struct MetaResponder: HTTPResponder {
         guard let what = MetaRequest(path: request.uri.path) else {
             return reply(404, status("NotFound", "the server could not find the requested resource", code: 404))
         }
-        if request.uri.queryParameters.get("watch").map({ $0 == "true" || $0 == "1" }) == true {
-            return reply(405, status("MethodNotAllowed", "watch is not served by MetaServer yet; poll with list", code: 405))
-        }
         do {
+            if request.uri.queryParameters.get("watch").map({ $0 == "true" || $0 == "1" }) == true {
+                guard case .list(let r, let ns) = what else {
+                    return reply(405, status("MethodNotAllowed", "watch a collection (with fieldSelector=metadata.name=<name> for one object)", code: 405))
+                }
+                return try watch(r, namespace: ns, request: request)
+            }
             switch what {
             case .version:
                 return reply(200, ["major": "1", "minor": "32", "gitVersion": "v1.32.0-swiftedge-metaserver", "platform": "linux"])
@@ -130,23 +162,16 @@ struct MetaResponder: HTTPResponder {
             case .resources:
                 let list: [JSON] = MetaResource.allCases.map { r in
                     ["name": .string(r.rawValue), "singularName": .string(r.kind.lowercased()), "namespaced": .bool(r.namespaced),
-                     "kind": .string(r.kind), "verbs": ["get", "list"], "shortNames": .array(r.shortNames.map { .string($0) })]
+                     "kind": .string(r.kind), "verbs": ["get", "list", "watch"], "shortNames": .array(r.shortNames.map { .string($0) })]
                 }
                 return reply(200, ["kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "v1", "resources": .array(list)])
             case .list(let r, let ns):
-                let selector = try request.uri.queryParameters.get("labelSelector").map { try LabelSelector.parse($0) }
+                let filter = try Filter(request: request, namespace: ns)
                 var items: [JSON] = []
                 var maxRV: UInt64 = 0
-                for rec in try await store.list(type: r.storeType) {
-                    var o = rec.value
-                    if let ns, o["metadata"]["namespace"].stringValue != ns { continue }
-                    if let selector {
-                        let labels = (o["metadata"]["labels"].objectValue ?? [:]).compactMapValues(\.stringValue)
-                        if !selector.matches(labels) { continue }
-                    }
-                    if o["kind"].isNull { o["kind"] = .string(r.kind); o["apiVersion"] = "v1" }
+                for rec in try await store.list(type: r.storeType) where filter.matches(rec.value) {
                     maxRV = max(maxRV, rec.resourceVersion)
-                    items.append(o)
+                    items.append(Self.typed(rec.value, r))
                 }
                 return reply(200, ["kind": .string(r.kind + "List"), "apiVersion": "v1",
                                    "metadata": ["resourceVersion": .string(String(maxRV))], "items": .array(items)])
@@ -163,6 +188,72 @@ struct MetaResponder: HTTPResponder {
         } catch {
             return reply(500, status("InternalError", "reading the edge store failed: \(error)", code: 500))
         }
+    }
+
+    /// Which objects a list or watch selects: namespace, label selector, and `metadata.name` /
+    /// `metadata.namespace` field selectors (what kubectl's `get -w` uses).
+    struct Filter: Sendable {
+        var namespace: String?
+        var labels: LabelSelector?
+        var fields: FieldSelector?
+
+        init(request: Request, namespace: String?) throws {
+            self.namespace = namespace
+            labels = try request.uri.queryParameters.get("labelSelector").map { try LabelSelector.parse($0) }
+            fields = try request.uri.queryParameters.get("fieldSelector").map { try FieldSelector.parse($0) }
+        }
+
+        func matches(_ o: JSON) -> Bool {
+            let m = o["metadata"]
+            if let namespace, m["namespace"].stringValue != namespace { return false }
+            if let labels, !labels.matches((m["labels"].objectValue ?? [:]).compactMapValues(\.stringValue)) { return false }
+            if let fields, !fields.matches(["metadata.name": m["name"].stringValue ?? "", "metadata.namespace": m["namespace"].stringValue ?? ""]) {
+                return false
+            }
+            return true
+        }
+    }
+
+    static func typed(_ o: JSON, _ r: MetaResource) -> JSON {
+        var o = o
+        if o["kind"].isNull { o["kind"] = .string(r.kind); o["apiVersion"] = "v1" }
+        return o
+    }
+
+    /// A watch: current objects as ADDED (unless resumed from a resourceVersion), then every
+    /// committed change of the store that matches, one JSON event per line.
+    func watch(_ r: MetaResource, namespace: String?, request: Request) throws -> Response {
+        let filter = try Filter(request: request, namespace: namespace)
+        let since = request.uri.queryParameters.get("resourceVersion").flatMap { UInt64($0) }.flatMap { $0 == 0 ? nil : $0 }
+        let timeout = request.uri.queryParameters.get("timeoutSeconds").flatMap { Int($0) } ?? 1800
+        let store = self.store, watches = self.watches
+        let changes = store.changes()  // subscribed before listing: nothing falls in between
+        return Response(status: .ok, headers: [.contentType: "application/json", .cacheControl: "no-cache, private"],
+                        body: ResponseBody { writer in
+                            func send(_ type: String, _ o: JSON) async throws {
+                                try await writer.write(ByteBuffer(bytes: JSON.object(["type": .string(type), "object": Self.typed(o, r)]).serialized() + [10]))
+                            }
+                            if since == nil {
+                                for rec in try await store.list(type: r.storeType) where filter.matches(rec.value) { try await send("ADDED", rec.value) }
+                            }
+                            // Changes are relayed into a stream that the timeout can end.
+                            let (relay, sink) = AsyncStream<MetaChange>.makeStream()
+                            guard let id = watches.add(sink) else { try await writer.finish(nil); return }
+                            defer { watches.remove(id) }
+                            try await withThrowingTaskGroup(of: Void.self) { group in
+                                group.addTask { try? await Task.sleep(for: .seconds(timeout)); sink.finish() }
+                                group.addTask {
+                                    for await c in changes { sink.yield(c) }
+                                    sink.finish()
+                                }
+                                for await c in relay where c.record.type == r.storeType && filter.matches(c.record.value) {
+                                    if let since, c.record.resourceVersion <= since { continue }
+                                    try await send(c.kind.rawValue, c.record.value)
+                                }
+                                group.cancelAll()
+                            }
+                            try await writer.finish(nil)
+                        })
     }
 
     func status(_ reason: String, _ message: String, code: Int, name: String? = nil, kind: String? = nil) -> JSON {

@@ -3,6 +3,7 @@ import Foundation
 import GRDB
 import KubeAPI
 import Logging
+import Synchronization
 
 /// A failure of the edge store, with what to do about it.
 public struct MetaStoreError: Error, Sendable, CustomStringConvertible {
@@ -20,12 +21,43 @@ public struct MetaRecord: Sendable, Equatable {
     public var value: JSON
 }
 
+/// A committed change of the edge store.
+public struct MetaChange: Sendable, Equatable {
+    public enum Kind: String, Sendable { case added = "ADDED", modified = "MODIFIED", deleted = "DELETED" }
+    public var kind: Kind
+    public var record: MetaRecord
+}
+
 /// Everything the edge node received, persisted (the source of truth while offline).
 public protocol MetaStorage: Sendable {
     /// Persists a downstream message (insert/update/delete) before it is acknowledged.
     func apply(_ message: Message) async throws
     func get(_ key: String) async throws -> MetaRecord?
     func list(type: String) async throws -> [MetaRecord]
+    /// Changes committed from now on (for watches); a subscriber that falls more than
+    /// `MetaChangeFeed.buffer` changes behind loses the oldest and should relist.
+    func changes() -> AsyncStream<MetaChange>
+}
+
+/// Fans committed changes out to subscribers.
+public final class MetaChangeFeed: Sendable {
+    public static let buffer = 10_000
+    let subscribers = Mutex<[Int: AsyncStream<MetaChange>.Continuation]>([:])
+    let nextID = Mutex(0)
+
+    public init() {}
+
+    public func subscribe() -> AsyncStream<MetaChange> {
+        let (stream, sink) = AsyncStream<MetaChange>.makeStream(bufferingPolicy: .bufferingNewest(Self.buffer))
+        let id = nextID.withLock { $0 += 1; return $0 }
+        subscribers.withLock { $0[id] = sink }
+        sink.onTermination = { [weak self] _ in _ = self?.subscribers.withLock { $0.removeValue(forKey: id) } }
+        return stream
+    }
+
+    public func publish(_ c: MetaChange) {
+        for s in subscribers.withLock({ Array($0.values) }) { s.yield(c) }
+    }
 }
 
 /// SQLite-backed ``MetaStorage`` (GRDB, WAL, fsync on commit). A version older than the stored
@@ -33,6 +65,9 @@ public protocol MetaStorage: Sendable {
 public final class SQLiteMetaStore: MetaStorage {
     let db: DatabaseQueue
     let logger: Logger
+    let feed = MetaChangeFeed()
+
+    public func changes() -> AsyncStream<MetaChange> { feed.subscribe() }
 
     public init(path: String, logger: Logger) throws {
         self.logger = logger
@@ -65,20 +100,27 @@ public final class SQLiteMetaStore: MetaStorage {
         let uid = message.content["metadata"]["uid"].stringValue ?? ""
         let op = message.route.operation
         let bytes = message.content.serialized()
-        try await db.write { db in
+        let change = try await db.write { db -> MetaChange? in
+            let previous = try Row.fetchOne(db, sql: "SELECT * FROM meta WHERE key = ?", arguments: [key]).map(Self.record)
             switch op {
             case .delete:
                 try db.execute(sql: "DELETE FROM meta WHERE key = ?", arguments: [key])
+                return previous.map { MetaChange(kind: .deleted, record: $0) }
             case .insert, .update, .patch, .response:
                 try db.execute(sql: """
                     INSERT INTO meta(key, type, uid, rv, value) VALUES (?, ?, ?, ?, ?)
                     ON CONFLICT(key) DO UPDATE SET type = excluded.type, uid = excluded.uid, rv = excluded.rv, value = excluded.value
                     WHERE excluded.rv >= meta.rv OR excluded.uid != meta.uid
                     """, arguments: [key, ref.type, uid, Int64(bitPattern: rv), Data(bytes)])
+                guard db.changesCount > 0 else { return nil }
+                let record = MetaRecord(key: key, type: ref.type, uid: uid, resourceVersion: rv, value: message.content)
+                if previous == record { return nil }
+                return MetaChange(kind: previous == nil ? .added : .modified, record: record)
             default:
-                break
+                return nil
             }
         }
+        if let change { feed.publish(change) }
     }
 
     public func get(_ key: String) async throws -> MetaRecord? {

@@ -201,12 +201,26 @@ def test_metaserver_serves_the_node_offline(cloud, tmp_path):
     assert missing.returncode != 0 and 'pods "nope" not found' in missing.stderr
     assert "shop-3" in local("get", "nodes").stdout
 
+    # A watch (as `kubectl get -w` does it: list, then watch from the list's resourceVersion).
+    watcher = subprocess.Popen([kubectl, "--kubeconfig", "/dev/null", "--server", f"http://127.0.0.1:{edge.metaserver_port}",
+                                "get", "pods", "-n", "default", "-w", "-o", "name"], stdout=subprocess.PIPE, text=True)
+    seen = []
+    try:
+        for _ in range(3):
+            seen.append(watcher.stdout.readline().strip())  # the three listed pods
+        k("apply", "-f", "-", input=json.dumps({**pods[0], "metadata": {**pods[0]["metadata"], "name": "m-new"}}))
+        seen.append(watcher.stdout.readline().strip())
+    finally:
+        watcher.kill()
+    assert sorted(seen[:3]) == ["pod/m-0", "pod/m-1", "pod/m-2"] and seen[3] == "pod/m-new", seen
+
     # The cloud goes away; the node still answers, also after its own restart.
     cloud.stop(signal.SIGKILL)
-    assert names("-A") == ["m-0", "m-1", "m-2"]
+    expected = ["m-0", "m-1", "m-2", "m-new"]
+    assert names("-A") == expected
     edge.stop()
     edge.start()
     wait_for(lambda: local("get", "pods", "-A").returncode == 0, 30, what="MetaServer back while offline")
-    assert names("-A") == ["m-0", "m-1", "m-2"]
+    assert names("-A") == expected
     edge.stop()
     cloud.start()
