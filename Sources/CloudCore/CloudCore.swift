@@ -61,7 +61,7 @@ public struct CloudCore: Service {
         let informers = InformerFactory(client: client, logger: logger)
         let objects = EdgeObjects(informers: informers)
         let syncBox = SyncBox()
-        let upstream = NodeUpstream(client: client, logger: logger)
+        let upstream = NodeUpstream(client: client, logger: logger) { node in await syncBox.sync()?.forget(node) }
         let ports = PortPair()
         let hub = try CloudHub(configuration: c.hub, ca: secrets.ca, serverCertificate: secrets.serverCertificate,
                                authorizer: NodeAuthorizer { ns, name in objects.podNode(namespace: ns, name: name) }, logger: logger,

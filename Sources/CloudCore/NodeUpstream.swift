@@ -16,7 +16,12 @@ public struct NodeUpstream: Sendable {
     let applied = Counter(label: "swiftedge_edgecontroller_upstream_applied_total")
     let failed = Counter(label: "swiftedge_edgecontroller_upstream_failed_total")
 
-    public init(client: KubeClient, logger: Logger) { self.client = client; self.logger = logger }
+    /// Called when a node asks for everything again (its store is new or was recovered empty).
+    let fullSync: @Sendable (String) async -> Void
+
+    public init(client: KubeClient, logger: Logger, fullSync: @escaping @Sendable (String) async -> Void) {
+        self.client = client; self.logger = logger; self.fullSync = fullSync
+    }
 
     /// Handles one upstream message; unknown kinds are logged and ignored (nothing is lost: the
     /// node resends its state periodically).
@@ -28,6 +33,8 @@ public struct NodeUpstream: Sendable {
                 try await register(node: node, m.content)
             case ("nodestatus", .update), ("nodestatus", .patch):
                 try await writeStatus(node: node, m.content["status"])
+            case ("objectsync", .query) where ref.name == node:
+                await fullSync(node)
             default:
                 logger.debug("upstream message not handled", metadata: ["node": "\(node)", "resource": "\(m.route.resource)",
                                                                           "operation": "\(m.route.operation.rawValue)"])

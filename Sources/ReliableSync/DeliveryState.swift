@@ -138,6 +138,12 @@ public struct NodeDeliveryState: Sendable {
         if (delivered[r.uid]?.resourceVersion ?? 0) <= r.resourceVersion { delivered[r.uid] = r }
     }
 
+    /// The node lost what it had (a new or recovered store): everything is sent again.
+    public mutating func forgetDelivered(desired: some Sequence<String>) {
+        delivered.removeAll()
+        if connected { markAll(desired: desired) }
+    }
+
     /// The connection dropped: in-flight objects are looked at again after the next connect.
     public mutating func disconnected() {
         connected = false

@@ -117,6 +117,15 @@ public final class ReliableSync: Service {
         if workerNodes.withLock({ $0.insert(node).inserted }) { startSink.yield(node) } else { wake(node) }
     }
 
+    /// The node asks for everything (its store is new or was recovered empty): what it was sent
+    /// before no longer counts.
+    public func forget(_ node: String) {
+        let desired = source.desired(for: node)
+        nodes.withLock { $0[node, default: .init()].forgetDelivered(desired: desired) }
+        logger.info("node asked for a full sync", metadata: ["node": "\(node)", "objects": "\(desired.count)"])
+        wake(node)
+    }
+
     public func disconnected(_ node: String) {
         nodes.withLock { $0[node]?.disconnected() }
         wake(node)

@@ -10,6 +10,8 @@ import MetaServer
 import MetricsEndpoint
 import NodeStatus
 import ServiceLifecycle
+import Synchronization
+import CloudEdgeProtocol
 
 /// `swiftedge cloud`: CloudCore with the embedded API server and control plane, or against an
 /// existing cluster (`--kubeconfig`), whose own controllers then do the work.
@@ -142,6 +144,9 @@ struct EdgeCommand: AsyncParsableCommand {
     @Option(help: "Seconds between keepalives.")
     var heartbeat: Double = 15
 
+    @Flag(inversion: .prefixedNo, help: "If the node's database is corrupt, move it aside and start empty (the cloud then sends everything again) instead of failing.")
+    var recoverStore = true
+
     @Option(help: "MetaServer port on 127.0.0.1 (the node's local read API; 0: none).")
     var metaserverPort: Int = 10550
 
@@ -168,16 +173,29 @@ struct EdgeCommand: AsyncParsableCommand {
         do { credentials = try await bootstrap.credentials(token: token) } catch {
             throw ValidationError("\(error)")
         }
-        let store = try SQLiteMetaStore(path: dataDir + "/edge.db", logger: logger)
+        let store = try SQLiteMetaStore(path: dataDir + "/edge.db", recover: recoverStore, logger: logger)
+        let fullSyncRequested = Mutex(false)
         var config = EdgeHubConfiguration(cloudHost: cloud, nodeName: nodeName, credentials: credentials)
         config.cloudPort = cloudhubPort
         config.heartbeat = .seconds(heartbeat)
         let (connections, connectionSink) = AsyncStream<Bool>.makeStream()
-        let hub = try EdgeHub(configuration: config, logger: logger, onConnection: { connectionSink.yield($0) }) { message in
+        let nodeName = self.nodeName
+        let hubBox = Mutex<EdgeHub?>(nil)
+        let hub = try EdgeHub(configuration: config, logger: logger, onConnection: { up in
+            connectionSink.yield(up)
+            // A new or recovered store asks the cloud for everything, on every connect until it arrives.
+            if up, store.needsFullSync, let hub = hubBox.withLock({ $0 }) {
+                fullSyncRequested.withLock { $0 = true }
+                hub.send(Message(route: Route(source: "metamanager", group: "resource", operation: .query,
+                                              resource: "null/objectsync/\(nodeName)"), content: "full"))
+            }
+        }) { message in
             try await store.apply(message)
+            if fullSyncRequested.withLock({ r in defer { r = false }; return r }) { try store.fullSyncStarted() }
             logger.debug("stored", metadata: ["operation": "\(message.route.operation.rawValue)", "resource": "\(message.route.resource)",
                                                "resourceVersion": "\(message.resourceVersion ?? "")"])
         }
+        hubBox.withLock { $0 = hub }
         print("edge node \(nodeName) joined; connecting to \(cloud):\(cloudhubPort)")
         fflush(nil)
         var nodeLabels: [String: String] = [:]

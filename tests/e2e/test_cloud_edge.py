@@ -224,3 +224,32 @@ def test_metaserver_serves_the_node_offline(cloud, tmp_path):
     assert names("-A") == expected
     edge.stop()
     cloud.start()
+
+
+def test_corrupt_edge_database_is_recovered_from_the_cloud(cloud, tmp_path):
+    k = kubectl_for(cloud, tmp_path)
+    edge = Edge(tmp_path, cloud, "shop-4").start(cloud.token())
+    wait_for(lambda: k.run("get", "node", "shop-4", check=False).returncode == 0, 30, what="node registered")
+    pods = [{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"c-{i}", "namespace": "default"},
+             "spec": {"nodeName": "shop-4", "containers": [{"name": "c", "image": "busybox"}]}} for i in range(3)]
+    k("apply", "-f", "-", input="\n".join(json.dumps(p) for p in pods))
+    wait_for(lambda: len(edge.stored("pod")) == 3, 30, what="pods on the edge")
+    edge.stop()
+
+    db = edge.dir / "edge.db"
+    for suffix in ["-wal", "-shm"]:
+        (edge.dir / f"edge.db{suffix}").unlink(missing_ok=True)
+    data = db.read_bytes()
+    db.write_bytes(b"this is not a database" + data[22:len(data) // 2])  # garbage header, truncated
+
+    # Refusing to start says what to do.
+    p = subprocess.run(edge.args() + ["--no-recover-store"], capture_output=True, text=True, timeout=60)
+    assert p.returncode != 0 and "is unusable" in p.stderr + p.stdout and "--recover-store" in p.stderr + p.stdout, p.stderr
+
+    # By default the file is moved aside, the node starts empty and the cloud sends everything again.
+    edge.start()
+    wait_for(lambda: "moved aside" in edge.log.read_text(), 30, what="recovery logged")
+    assert list(edge.dir.glob("edge.db.corrupt-*"))
+    wait_for(lambda: sorted(edge.stored("pod")) == [f"default/pod/c-{i}" for i in range(3)], 30, what="pods sent again")
+    assert "null/node/shop-4" in edge.stored("node")
+    edge.stop()
