@@ -14,6 +14,9 @@ public struct NodeBootstrap: Sendable {
     public var certServer: String
     public var nodeName: String
     public var directory: String
+    /// How long to keep trying to reach the certificate service (the HTTP client retries refused
+    /// connections until then).
+    public var connectTimeout: Duration = .seconds(10)
     let logger: Logger
 
     public init(certServer: String, nodeName: String, directory: String, logger: Logger) {
@@ -115,7 +118,7 @@ public struct NodeBootstrap: Sendable {
     public func join(token: JoinToken) async throws -> NodeCredentials {
         var tls = TLSConfiguration.makeClientConfiguration()
         tls.certificateVerification = .none  // the CA is checked against the token's hash instead
-        let http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: .init(tlsConfiguration: tls, timeout: .init(connect: .seconds(10), read: .seconds(30))))
+        let http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: .init(tlsConfiguration: tls, timeout: .init(connect: .init(connectTimeout), read: .seconds(30))))
         do {
             let creds = try await join(token: token, http: http)
             try await http.shutdown()

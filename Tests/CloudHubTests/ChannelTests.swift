@@ -4,6 +4,7 @@ import EdgeHub
 import Foundation
 import KubeAPI
 import Logging
+import NIOPosix
 import PKI
 import Synchronization
 import Testing
@@ -136,9 +137,14 @@ import Testing
             }
             #expect(throws: JoinError.self) { try JoinToken(parsing: "not-a-token") }
             // Unreachable certificate service.
-            let nowhere = NodeBootstrap(certServer: "127.0.0.1:1", nodeName: "n1", directory: dir, logger: Self.logger)
+            // (A port that was just free: connecting is refused at once.)
+            let probe = try await ServerBootstrap(group: .singletonMultiThreadedEventLoopGroup).bind(host: "127.0.0.1", port: 0).get()
+            let freePort = probe.localAddress!.port!
+            try await probe.close()
+            var nowhere = NodeBootstrap(certServer: "127.0.0.1:\(freePort)", nodeName: "n1", directory: dir, logger: Self.logger)
+            nowhere.connectTimeout = .seconds(1)
             do { _ = try await nowhere.join(token: expired); Issue.record("joined nowhere") } catch {
-                #expect("\(error)".contains("cannot reach 127.0.0.1:1"))
+                #expect("\(error)".contains("cannot reach 127.0.0.1:\(freePort)"))
             }
         }
     }
