@@ -61,7 +61,9 @@ public struct CloudCore: Service {
         let informers = InformerFactory(client: client, logger: logger)
         let objects = EdgeObjects(informers: informers)
         let syncBox = SyncBox()
-        let upstream = NodeUpstream(client: client, logger: logger) { node in await syncBox.sync()?.forget(node) }
+        let upstream = NodeUpstream(client: client, logger: logger) { node, session, part, parts, records in
+            await syncBox.sync()?.inventory(node, session: session, part: part, parts: parts, records: records)
+        }
         let ports = PortPair()
         let hub = try CloudHub(configuration: c.hub, ca: secrets.ca, serverCertificate: secrets.serverCertificate,
                                authorizer: NodeAuthorizer { ns, name in objects.podNode(namespace: ns, name: name) }, logger: logger,
@@ -79,6 +81,8 @@ public struct CloudCore: Service {
         let sync = ReliableSync(source: objects, sender: hub, recorder: recorder, options: c.sync, logger: logger)
         for (node, records) in restored { sync.restore(node: node, records) }
         objects.attach(sync)
+        // (Nodes connect only after the caches synced: CloudHub starts then.)
+        await syncBox.set(sync)
         let certs = CertificateServer(host: c.hub.host, port: c.certPort, ca: secrets.ca, serverCertificate: secrets.serverCertificate,
                                       certificateValidity: c.edgeCertificateValidity,
                                       logger: logger, onRunning: { await ports.set(cert: $0) })
@@ -89,7 +93,6 @@ public struct CloudCore: Service {
             group.addTask {
                 // Nodes may connect only once the caches can answer what they should have.
                 await informers.waitForSync()
-                await syncBox.set(sync)
                 try await sync.run()
             }
             group.addTask {

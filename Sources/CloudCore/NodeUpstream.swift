@@ -3,6 +3,7 @@ import KubeAPI
 import KubeClient
 import Logging
 import Metrics
+import ReliableSync
 
 /// Applies what an edge node reports about itself (KubeEdge's edgecontroller upstream, for the
 /// node): `node` insert registers the Node (created if missing — always labelled
@@ -16,11 +17,13 @@ public struct NodeUpstream: Sendable {
     let applied = Counter(label: "swiftedge_edgecontroller_upstream_applied_total")
     let failed = Counter(label: "swiftedge_edgecontroller_upstream_failed_total")
 
-    /// Called when a node asks for everything again (its store is new or was recovered empty).
-    let fullSync: @Sendable (String) async -> Void
+    /// Receives the inventory a node sends when it connects (what its store holds).
+    let inventory: @Sendable (_ node: String, _ session: String, _ part: Int, _ parts: Int, [DeliveredRecord]) async -> Void
 
-    public init(client: KubeClient, logger: Logger, fullSync: @escaping @Sendable (String) async -> Void) {
-        self.client = client; self.logger = logger; self.fullSync = fullSync
+    public init(client: KubeClient, logger: Logger,
+                inventory: @escaping @Sendable (String, String, Int, Int, [DeliveredRecord]) async -> Void)
+    {
+        self.client = client; self.logger = logger; self.inventory = inventory
     }
 
     /// Handles one upstream message; unknown kinds are logged and ignored (nothing is lost: the
@@ -34,7 +37,7 @@ public struct NodeUpstream: Sendable {
             case ("nodestatus", .update), ("nodestatus", .patch):
                 try await writeStatus(node: node, m.content["status"])
             case ("objectsync", .query) where ref.name == node:
-                await fullSync(node)
+                try await receiveInventory(node: node, m.content)
             default:
                 logger.debug("upstream message not handled", metadata: ["node": "\(node)", "resource": "\(m.route.resource)",
                                                                           "operation": "\(m.route.operation.rawValue)"])
@@ -65,6 +68,24 @@ public struct NodeUpstream: Sendable {
             try await writeStatus(node: node, reported["status"])
         }
     }
+
+    func receiveInventory(node: String, _ content: JSON) async throws {
+        let part = try InventoryPart(content: content)
+        var records: [DeliveredRecord] = []
+        for item in part.items {
+            guard let ref = try? ResourceRef(parsing: item.key), let name = ref.name else { continue }
+            let (apiVersion, kind) = Self.kinds[ref.type] ?? ("v1", ref.type)
+            records.append(DeliveredRecord(uid: item.uid, apiVersion: apiVersion, kind: kind, namespace: ref.namespace, name: name,
+                                           edgeType: ref.type, resourceVersion: item.resourceVersion))
+        }
+        await inventory(node, part.session, part.part, part.parts, records)
+    }
+
+    /// Edge resource types and their Kubernetes kinds.
+    static let kinds: [String: (String, String)] = [
+        "pod": ("v1", "Pod"), "node": ("v1", "Node"), "configmap": ("v1", "ConfigMap"), "secret": ("v1", "Secret"),
+        "service": ("v1", "Service"), "endpoints": ("v1", "Endpoints"),
+    ]
 
     func writeStatus(node: String, _ status: JSON) async throws {
         guard !status.isNull else { return }

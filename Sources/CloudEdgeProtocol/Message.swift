@@ -174,3 +174,58 @@ public struct ResourceRef: Sendable, Hashable, CustomStringConvertible {
         return s
     }
 }
+
+/// One object an edge node holds: its meta key (`<ns>/<type>/<name>`), uid and version.
+public struct InventoryItem: Sendable, Equatable {
+    public var key: String
+    public var uid: String
+    public var resourceVersion: UInt64
+    public init(key: String, uid: String, resourceVersion: UInt64) { self.key = key; self.uid = uid; self.resourceVersion = resourceVersion }
+}
+
+/// What an edge node holds, sent upstream on every connect (a SwiftEdge extension: KubeEdge's
+/// cloud trusts its ObjectSync records alone, which lag a crash and know nothing of a node that
+/// lost its store). Route: `query` of `null/objectsync/<node>` from `metamanager`; content
+/// `{"session", "part", "parts", "items": [{"key", "uid", "resourceVersion"}]}`, in parts of at
+/// most `partSize` items so that every message stays far below the 1 MiB frame limit.
+public struct InventoryPart: Sendable, Equatable {
+    public var session: String
+    public var part: Int
+    public var parts: Int
+    public var items: [InventoryItem]
+
+    public static let partSize = 2000
+
+    public init(session: String, part: Int, parts: Int, items: [InventoryItem]) {
+        self.session = session; self.part = part; self.parts = parts; self.items = items
+    }
+
+    /// Splits an inventory into messages (at least one, so an empty store is reported too).
+    public static func messages(node: String, items: [InventoryItem], session: String = newMessageID()) -> [Message] {
+        let chunks = stride(from: 0, to: max(items.count, 1), by: partSize).map { Array(items[$0..<min($0 + partSize, items.count)]) }
+        return chunks.enumerated().map { i, chunk in
+            InventoryPart(session: session, part: i + 1, parts: chunks.count, items: chunk).message(node: node)
+        }
+    }
+
+    public func message(node: String) -> Message {
+        let list: [JSON] = items.map { ["key": .string($0.key), "uid": .string($0.uid), "resourceVersion": .string(String($0.resourceVersion))] }
+        return Message(route: Route(source: "metamanager", group: "resource", operation: .query, resource: "null/objectsync/\(node)"),
+                       content: ["session": .string(session), "part": .int(Int64(part)), "parts": .int(Int64(parts)), "items": .array(list)])
+    }
+
+    /// Reads the content of an inventory message.
+    public init(content: JSON) throws(ProtocolError) {
+        guard let session = content["session"].stringValue, let part = content["part"].intValue, let parts = content["parts"].intValue,
+              part >= 1, part <= parts, parts <= 100_000, let list = content["items"].arrayValue
+        else { throw ProtocolError("malformed inventory: expected session, part ≤ parts and items") }
+        var items: [InventoryItem] = []
+        for item in list {
+            guard let key = item["key"].stringValue, let uid = item["uid"].stringValue,
+                  let rv = item["resourceVersion"].stringValue.flatMap({ UInt64($0) })
+            else { throw ProtocolError("malformed inventory item \(item.serializedString())") }
+            items.append(InventoryItem(key: key, uid: uid, resourceVersion: rv))
+        }
+        self.init(session: session, part: Int(part), parts: Int(parts), items: items)
+    }
+}

@@ -32,6 +32,10 @@ public final class SimulatedStore: Sendable {
     }
 
     public var snapshot: [String: Entry] { items.withLock { $0 } }
+
+    public var inventory: [InventoryItem] {
+        items.withLock { i in i.map { InventoryItem(key: $0.key, uid: $0.value.uid, resourceVersion: $0.value.resourceVersion) } }
+    }
     /// Messages applied since start.
     public var applied: Int { appliedCount.load(ordering: .relaxed) }
 }
@@ -63,7 +67,12 @@ public final class SimulatedNode: Sendable {
     public init(name: String, configuration: EdgeHubConfiguration, logger: Logger) throws {
         self.name = name
         let store = self.store
-        hub = try EdgeHub(configuration: configuration, logger: logger) { try store.apply($0) }
+        let box = Mutex<EdgeHub?>(nil)
+        hub = try EdgeHub(configuration: configuration, logger: logger, onConnection: { up in
+            // As `swiftedge edge` does: report what it holds on every connect.
+            if up, let hub = box.withLock({ $0 }) { for m in InventoryPart.messages(node: name, items: store.inventory) { hub.send(m) } }
+        }) { try store.apply($0) }
+        box.withLock { $0 = hub }
     }
 
     public var isConnected: Bool { hub.isConnected }

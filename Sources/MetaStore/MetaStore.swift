@@ -34,6 +34,8 @@ public protocol MetaStorage: Sendable {
     func apply(_ message: Message) async throws
     func get(_ key: String) async throws -> MetaRecord?
     func list(type: String) async throws -> [MetaRecord]
+    /// What the store holds, without contents: sent to the cloud on every connect.
+    func inventory() async throws -> [InventoryItem]
     /// Changes committed from now on (for watches); a subscriber that falls more than
     /// `MetaChangeFeed.buffer` changes behind loses the oldest and should relist.
     func changes() -> AsyncStream<MetaChange>
@@ -71,22 +73,22 @@ public final class SQLiteMetaStore: MetaStorage {
 
     /// Opens (or creates) the store at `path`.
     /// - Parameter recover: when the file is corrupt or truncated, move it aside
-    ///   (`<path>.corrupt-<unix time>`) and start empty instead of failing; the node then asks
-    ///   the cloud for everything again (``needsFullSync``).
+    ///   (`<path>.corrupt-<unix time>`) and start empty instead of failing; the node's (empty)
+    ///   inventory on its next connect makes the cloud send everything again.
     public init(path: String, recover: Bool = false, logger: Logger) throws {
         self.logger = logger
         do {
             db = try Self.open(path)
         } catch let e as MetaStoreError where recover {
             let aside = "\(path).corrupt-\(Int(Date().timeIntervalSince1970))"
-            logger.error("edge database unusable; moved aside, starting empty and asking the cloud for everything",
+            logger.error("edge database unusable; moved aside, starting empty (the cloud sends everything again)",
                          metadata: ["path": "\(path)", "movedTo": "\(aside)", "error": "\(e.message)"])
             for suffix in ["", "-wal", "-shm"] where FileManager.default.fileExists(atPath: path + suffix) {
                 try? FileManager.default.moveItem(atPath: path + suffix, toPath: aside + suffix)
             }
             db = try Self.open(path)
         } catch let e as MetaStoreError {
-            throw MetaStoreError("edge database \(path) is unusable (\(e.message)); start with --recover-store (the default) or move the file aside: the node then starts empty and asks the cloud for everything")
+            throw MetaStoreError("edge database \(path) is unusable (\(e.message)); start with --recover-store (the default) or move the file aside: the node then starts empty and the cloud sends everything again")
         }
     }
 
@@ -100,15 +102,11 @@ public final class SQLiteMetaStore: MetaStorage {
             let ok = try db.read { try String.fetchOne($0, sql: "PRAGMA quick_check") }
             guard ok == "ok" else { throw MetaStoreError("integrity check failed: \(ok ?? "no answer")") }
             try db.write { db in
-                let existed = try db.tableExists("meta")
                 try db.execute(sql: """
                     CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, type TEXT NOT NULL, uid TEXT NOT NULL,
                                                      rv INTEGER NOT NULL, value BLOB NOT NULL);
                     CREATE INDEX IF NOT EXISTS meta_type ON meta(type);
-                    CREATE TABLE IF NOT EXISTS state (name TEXT PRIMARY KEY, value TEXT NOT NULL);
                     """)
-                // A new store holds nothing the cloud may believe it sent: ask for everything.
-                if !existed { try db.execute(sql: "INSERT OR REPLACE INTO state(name, value) VALUES ('needsFullSync', '1')") }
             }
             return db
         } catch let e as MetaStoreError {
@@ -118,14 +116,12 @@ public final class SQLiteMetaStore: MetaStorage {
         }
     }
 
-    /// Whether this store started empty (new or recovered) and has not received a full sync yet.
-    public var needsFullSync: Bool {
-        (try? db.read { try String.fetchOne($0, sql: "SELECT value FROM state WHERE name = 'needsFullSync'") }) == "1"
-    }
-
-    /// The cloud answered the full-sync request (its first message after the request arrived).
-    public func fullSyncStarted() throws {
-        try db.write { try $0.execute(sql: "DELETE FROM state WHERE name = 'needsFullSync'") }
+    public func inventory() async throws -> [InventoryItem] {
+        try await db.read { db in
+            try Row.fetchAll(db, sql: "SELECT key, uid, rv FROM meta").map {
+                InventoryItem(key: $0["key"], uid: $0["uid"], resourceVersion: UInt64(bitPattern: $0["rv"]))
+            }
+        }
     }
 
     public func apply(_ message: Message) async throws {

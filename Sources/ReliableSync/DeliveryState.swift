@@ -44,6 +44,11 @@ public struct DeliveredRecord: Sendable, Equatable {
     public var name: String
     public var edgeType: String
     public var resourceVersion: UInt64
+
+    public init(uid: String, apiVersion: String, kind: String, namespace: String?, name: String, edgeType: String, resourceVersion: UInt64) {
+        self.uid = uid; self.apiVersion = apiVersion; self.kind = kind; self.namespace = namespace; self.name = name
+        self.edgeType = edgeType; self.resourceVersion = resourceVersion
+    }
 }
 
 /// What to do for one object of one node.
@@ -62,6 +67,9 @@ public struct NodeDeliveryState: Sendable {
     var dirtySet: Set<String> = []
     var inflight: Set<String> = []
     var failures: [String: Int] = [:]
+    /// Objects acknowledged (or deleted) during the current connection: newer than any
+    /// inventory the node took when it connected.
+    var touched: Set<String> = []
     public var connected = false
 
     public init() {}
@@ -113,10 +121,10 @@ public struct NodeDeliveryState: Sendable {
     public mutating func acknowledged(_ action: SyncAction) {
         switch action {
         case .send(let o, _):
-            inflight.remove(o.uid); failures[o.uid] = nil
+            inflight.remove(o.uid); failures[o.uid] = nil; touched.insert(o.uid)
             if (delivered[o.uid]?.resourceVersion ?? 0) < o.resourceVersion { delivered[o.uid] = o.record }
         case .delete(let r):
-            inflight.remove(r.uid); failures[r.uid] = nil
+            inflight.remove(r.uid); failures[r.uid] = nil; touched.insert(r.uid)
             delivered[r.uid] = nil
         case .none: break
         }
@@ -138,10 +146,24 @@ public struct NodeDeliveryState: Sendable {
         if (delivered[r.uid]?.resourceVersion ?? 0) <= r.resourceVersion { delivered[r.uid] = r }
     }
 
-    /// The node lost what it had (a new or recovered store): everything is sent again.
-    public mutating func forgetDelivered(desired: some Sequence<String>) {
-        delivered.removeAll()
-        if connected { markAll(desired: desired) }
+    /// A new connection starts.
+    public mutating func beginSession() { touched.removeAll() }
+
+    /// The node's own account of what it holds (sent when it connects) replaces what the cloud
+    /// believed — the records can lag a crash, and a node can lose its store — except for what
+    /// was acknowledged since; objects whose account changed are compared again: missing ones
+    /// are sent, ones the node should not have are deleted.
+    public mutating func reconcile(inventory: [DeliveredRecord]) {
+        var have: [String: DeliveredRecord] = [:]
+        for r in inventory { have[r.uid] = r }
+        var changed: [String] = []
+        for uid in Array(delivered.keys) where have[uid] == nil && !touched.contains(uid) { delivered[uid] = nil; changed.append(uid) }
+        for (uid, r) in have where !touched.contains(uid) && delivered[uid]?.resourceVersion != r.resourceVersion {
+            delivered[uid] = r
+            changed.append(uid)
+        }
+        // Only objects whose account changed need another look (the connect pass saw the rest).
+        if connected { for uid in changed { markDirty(uid) } }
     }
 
     /// The connection dropped: in-flight objects are looked at again after the next connect.

@@ -58,6 +58,8 @@ public final class ReliableSync: Service {
     let resyncing = Mutex<Set<String>>([])
     let delayed = Mutex<[(node: String, uid: String, at: ContinuousClock.Instant)]>([])
     let stats = Mutex<[String: (sent: Int, deleted: Int, skipped: Int)]>([:])
+    /// Inventory parts received per node since it connected.
+    let inventories = Mutex<[String: (session: String, parts: Int, got: [Int: [DeliveredRecord]])]>([:])
     let sent = Counter(label: "swiftedge_sync_messages_sent_total")
     let acked = Counter(label: "swiftedge_sync_messages_acked_total")
     let retries = Counter(label: "swiftedge_sync_retries_total")
@@ -109,6 +111,7 @@ public final class ReliableSync: Service {
         nodes.withLock { n in
             var s = n[node] ?? .init()
             s.connected = true
+            s.beginSession()
             s.markAll(desired: desired)
             n[node] = s
         }
@@ -117,12 +120,21 @@ public final class ReliableSync: Service {
         if workerNodes.withLock({ $0.insert(node).inserted }) { startSink.yield(node) } else { wake(node) }
     }
 
-    /// The node asks for everything (its store is new or was recovered empty): what it was sent
-    /// before no longer counts.
-    public func forget(_ node: String) {
-        let desired = source.desired(for: node)
-        nodes.withLock { $0[node, default: .init()].forgetDelivered(desired: desired) }
-        logger.info("node asked for a full sync", metadata: ["node": "\(node)", "objects": "\(desired.count)"])
+    /// Part `part` (1-based) of `parts` of the inventory a node sent on connecting (`session`
+    /// tells one connection's inventory from another's); once all parts are in, it is reconciled
+    /// with what the cloud believed the node holds.
+    public func inventory(_ node: String, session: String, part: Int, parts: Int, records: [DeliveredRecord]) {
+        let complete = inventories.withLock { inv -> [DeliveredRecord]? in
+            var e = inv[node] ?? (session, parts, [:])
+            if e.session != session || e.parts != parts { e = (session, parts, [:]) }
+            e.got[part] = records
+            guard e.got.count >= parts else { inv[node] = e; return nil }
+            inv[node] = nil
+            return (1...parts).flatMap { e.got[$0] ?? [] }
+        }
+        guard let complete else { return }
+        nodes.withLock { $0[node, default: .init()].reconcile(inventory: complete) }
+        logger.info("node inventory reconciled", metadata: ["node": "\(node)", "held": "\(complete.count)"])
         wake(node)
     }
 

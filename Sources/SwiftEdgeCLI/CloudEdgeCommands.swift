@@ -174,7 +174,6 @@ struct EdgeCommand: AsyncParsableCommand {
             throw ValidationError("\(error)")
         }
         let store = try SQLiteMetaStore(path: dataDir + "/edge.db", recover: recoverStore, logger: logger)
-        let fullSyncRequested = Mutex(false)
         var config = EdgeHubConfiguration(cloudHost: cloud, nodeName: nodeName, credentials: credentials)
         config.cloudPort = cloudhubPort
         config.heartbeat = .seconds(heartbeat)
@@ -183,15 +182,14 @@ struct EdgeCommand: AsyncParsableCommand {
         let hubBox = Mutex<EdgeHub?>(nil)
         let hub = try EdgeHub(configuration: config, logger: logger, onConnection: { up in
             connectionSink.yield(up)
-            // A new or recovered store asks the cloud for everything, on every connect until it arrives.
-            if up, store.needsFullSync, let hub = hubBox.withLock({ $0 }) {
-                fullSyncRequested.withLock { $0 = true }
-                hub.send(Message(route: Route(source: "metamanager", group: "resource", operation: .query,
-                                              resource: "null/objectsync/\(nodeName)"), content: "full"))
+            // What the store holds, so the cloud sends exactly what is missing or stale.
+            if up, let hub = hubBox.withLock({ $0 }) {
+                do { for m in InventoryPart.messages(node: nodeName, items: try await store.inventory()) { hub.send(m) } } catch {
+                    logger.error("cannot read the inventory of the edge store", metadata: ["error": "\(error)"])
+                }
             }
         }) { message in
             try await store.apply(message)
-            if fullSyncRequested.withLock({ r in defer { r = false }; return r }) { try store.fullSyncStarted() }
             logger.debug("stored", metadata: ["operation": "\(message.route.operation.rawValue)", "resource": "\(message.route.resource)",
                                                "resourceVersion": "\(message.resourceVersion ?? "")"])
         }
