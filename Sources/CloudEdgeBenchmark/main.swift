@@ -59,6 +59,15 @@ func rssKB() -> Int {
     return 0
 }
 
+/// CPU seconds this process has used (user + system), from /proc/self/stat.
+func cpuSeconds() -> Double {
+    let stat = (try? String(contentsOfFile: "/proc/self/stat", encoding: .utf8)) ?? ""
+    // Fields after the command name (which is in parentheses and may contain spaces).
+    let rest = stat.split(separator: ")").last?.split(separator: " ") ?? []
+    guard rest.count > 13, let user = Double(rest[11]), let system = Double(rest[12]) else { return 0 }
+    return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
+}
+
 func seconds(_ d: Duration) -> Double { Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18 }
 
 func percentile(_ xs: [Double], _ p: Double) -> Double {
@@ -148,15 +157,19 @@ func runFleet(nodes: Int, objectsPerNode: Int) async throws {
         let total = nodes * objectsPerNode
         sender.latencies.withLock { $0.removeAll(keepingCapacity: true) }
         let ackedBefore = sender.acked.load(ordering: .relaxed)
+        let cpu1 = cpuSeconds()
         let t1 = ContinuousClock.now
         for n in names {
             for i in 0..<objectsPerNode { let uid = source.put(node: n, index: i, rv: 1); sync.changed(uid, node: n) }
         }
         try await until("\(total) acks") { sender.acked.load(ordering: .relaxed) - ackedBefore >= total }
         let deliverTime = seconds(ContinuousClock.now - t1)
+        let cloudCPU = cpuSeconds() - cpu1
         let lat = sender.latencies.withLock { $0 }
         print(String(format: "  %5d nodes: %d objects delivered and acked in %.2f s = %.0f acked msgs/s; ack latency p50 %.1f ms, p99 %.1f ms",
                      nodes, total, deliverTime, Double(total) / deliverTime, percentile(lat, 0.5) * 1000, percentile(lat, 0.99) * 1000))
+        print(String(format: "  %5d nodes: the cloud side used %.2f CPU-seconds for them = %.0f acked msgs per CPU-second (the fleet shares the 2 cores)",
+                     nodes, cloudCPU, Double(total) / max(cloudCPU, 0.001)))
 
         // Outage: the whole fleet goes offline, one object per node changes, the fleet returns.
         kill(fleet.processIdentifier, SIGUSR1)  // the fleet goes offline
