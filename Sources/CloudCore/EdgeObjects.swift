@@ -7,15 +7,18 @@ import Synchronization
 
 /// What each edge node is sent, from shared informers: the pods bound to it, the ConfigMaps and
 /// Secrets those pods reference (volumes, projected volumes, env, envFrom, image pull secrets —
-/// and nothing else, as KubeEdge's location cache), and its own Node. Every change is reported
-/// to ``ReliableSync`` as "look at this object for that node".
+/// and nothing else, as KubeEdge's location cache), its own Node, and — to nodes labelled
+/// `node-role.kubernetes.io/edge` — every Service and Endpoints (service discovery at the edge).
+/// Every change is reported to ``ReliableSync`` as "look at this object for that node".
 public final class EdgeObjects: NodeObjectSource {
-    enum Kind: Sendable { case pod, node, configMap, secret }
+    enum Kind: Sendable { case pod, node, configMap, secret, service, endpoints }
 
     let pods: SharedInformer
     let nodes: SharedInformer
     let configMaps: SharedInformer
     let secrets: SharedInformer
+    let services: SharedInformer
+    let endpoints: SharedInformer
     let byNode = InformerIndex { o in
         let n = o["spec"]["nodeName"].stringValue ?? ""
         return n.isEmpty ? [] : [n]
@@ -31,6 +34,8 @@ public final class EdgeObjects: NodeObjectSource {
         nodes = informers.informer(ResourceType(group: "", version: "v1", resource: "nodes", kind: "Node", namespaced: false))
         configMaps = informers.informer(ResourceType(group: "", version: "v1", resource: "configmaps", kind: "ConfigMap", namespaced: true))
         secrets = informers.informer(ResourceType(group: "", version: "v1", resource: "secrets", kind: "Secret", namespaced: true))
+        services = informers.informer(ResourceType(group: "", version: "v1", resource: "services", kind: "Service", namespaced: true))
+        endpoints = informers.informer(ResourceType(group: "", version: "v1", resource: "endpoints", kind: "Endpoints", namespaced: true))
         pods.addHandler { [self] ev in
             byNode.handle(ev)
             byReference.handle(ev)
@@ -53,9 +58,23 @@ public final class EdgeObjects: NodeObjectSource {
                 // The node's own heartbeats: not echoed back to it (a reconnect's comparison
                 // still sends the current Node once if anything changed).
                 track(n, .node)
-            case .added(let n), .updated(_, let n): track(n, .node); notify(n, node: n["metadata"]["name"].stringValue)
+            case .added(let n), .updated(_, let n):
+                track(n, .node)
+                guard let name = n["metadata"]["name"].stringValue else { return }
+                notify(n, node: name)
+                // It may have become (or stopped being) an edge node: look at the shared objects.
+                for o in services.cache.list() + endpoints.cache.list() { notify(o, node: name) }
             case .deleted(let n): notify(n, node: n["metadata"]["name"].stringValue); untrack(n)
             case .synced: break
+            }
+        }
+        for (informer, kind) in [(services, Kind.service), (endpoints, Kind.endpoints)] {
+            informer.addHandler { [self] ev in
+                switch ev {
+                case .added(let o), .updated(_, let o): track(o, kind); for n in edgeNodes() { notify(o, node: n) }
+                case .deleted(let o): for n in edgeNodes() { notify(o, node: n) }; untrack(o)
+                case .synced: break
+                }
             }
         }
         for (informer, kind, prefix) in [(configMaps, Kind.configMap, "configmap"), (secrets, Kind.secret, "secret")] {
@@ -107,6 +126,14 @@ public final class EdgeObjects: NodeObjectSource {
         }
         for s in spec["imagePullSecrets"].arrayValue ?? [] { secret(s["name"].stringValue) }
         return out.sorted()
+    }
+
+    static let edgeLabel = "node-role.kubernetes.io/edge"
+
+    func isEdgeNode(_ name: String) -> Bool { !(nodes.cache.get(name)?["metadata"]["labels"][Self.edgeLabel].isNull ?? true) }
+
+    func edgeNodes() -> [String] {
+        nodes.cache.list().compactMap { n in n["metadata"]["labels"][Self.edgeLabel].isNull ? nil : n["metadata"]["name"].stringValue }
     }
 
     func nodeName(_ pod: JSON) -> String? { pod["spec"]["nodeName"].stringValue.flatMap { $0.isEmpty ? nil : $0 } }
@@ -162,6 +189,9 @@ public final class EdgeObjects: NodeObjectSource {
             if let (informer, key) = lookup(ref), let uid = informer.cache.get(key)?["metadata"]["uid"].stringValue { out.append(uid) }
         }
         if let n = nodes.cache.get(node), let uid = n["metadata"]["uid"].stringValue { out.append(uid) }
+        if isEdgeNode(node) {
+            for o in services.cache.list() + endpoints.cache.list() { if let uid = o["metadata"]["uid"].stringValue { out.append(uid) } }
+        }
         return out
     }
 
@@ -174,6 +204,10 @@ public final class EdgeObjects: NodeObjectSource {
         case .pod:
             guard let p = pods.cache.get(entry.key), p["spec"]["nodeName"].stringValue == node else { return nil }
             return SyncedObject(p, edgeType: "pod")
+        case .service, .endpoints:
+            let informer = entry.kind == .service ? services : endpoints
+            guard isEdgeNode(node), let o = informer.cache.get(entry.key), o["metadata"]["uid"].stringValue == uid else { return nil }
+            return SyncedObject(o, edgeType: entry.kind == .service ? "service" : "endpoints")
         case .configMap, .secret:
             let (informer, prefix, edgeType) = entry.kind == .configMap ? (configMaps, "configmap", "configmap") : (secrets, "secret", "secret")
             guard let o = informer.cache.get(entry.key), o["metadata"]["uid"].stringValue == uid else { return nil }

@@ -87,7 +87,8 @@ def test_join_deliver_resync_and_cloud_kill(cloud, tmp_path):
 
     wait_for(converged, 30, what="20 pods on the edge")
     assert "null/node/shop-1" in edge.stored("node")
-    assert len(json.loads(k("get", "objectsyncs", "-n", "default", "-o", "json"))["items"]) == 20
+    syncs = json.loads(k("get", "objectsyncs", "-n", "default", "-o", "json"))["items"]
+    assert len([o for o in syncs if o["spec"]["objectKind"] == "Pod"]) == 20
     m = cloud.metrics()
     node = frozenset({("node", "shop-1")})
     assert m[("swiftedge_sync_node_messages_acked_total", node)] >= 21  # 20 pods and the Node
@@ -200,6 +201,10 @@ def test_metaserver_serves_the_node_offline(cloud, tmp_path):
     missing = local("get", "pod", "nope", "-n", "default")
     assert missing.returncode != 0 and 'pods "nope" not found' in missing.stderr
     assert "shop-3" in local("get", "nodes").stdout
+    # Services (and their Endpoints) reach every edge node.
+    k("create", "service", "clusterip", "web", "--tcp=80:8080")
+    wait_for(lambda: "default/service/web" in edge.stored("service"), 30, what="the service on the edge")
+    assert "web" in local("get", "svc", "-n", "default").stdout
 
     # A watch (as `kubectl get -w` does it: list, then watch from the list's resourceVersion).
     watcher = subprocess.Popen([kubectl, "--kubeconfig", "/dev/null", "--server", f"http://127.0.0.1:{edge.metaserver_port}",
