@@ -68,13 +68,7 @@ public struct NodeBootstrap: Sendable {
     /// Renews the node certificate with the current one as TLS client certificate (no token:
     /// tokens expire long before certificates), stores the new key and certificate, and returns them.
     public func renew(_ current: NodeCredentials) async throws -> NodeCredentials {
-        var tls = TLSConfiguration.makeClientConfiguration()
-        tls.trustRoots = .certificates(try NIOSSLCertificate.fromPEMBytes(Array(current.caPEM.utf8)))
-        tls.certificateVerification = .noHostnameVerification  // pinned CA; the cloud may be reached by any address
-        tls.certificateChain = try NIOSSLCertificate.fromPEMBytes(Array(current.certificatePEM.utf8)).map { .certificate($0) }
-        tls.privateKey = .privateKey(try NIOSSLPrivateKey(bytes: Array(current.privateKeyPEM.utf8), format: .pem))
-        let http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: .init(tlsConfiguration: tls, timeout: .init(connect: .seconds(10), read: .seconds(30))))
-        do {
+        try await withCertificateService(try current.clientTLSConfiguration()) { http in
             let certPEM: String, keyPEM: String
             do {
                 (certPEM, keyPEM) = try await requestCertificate(http: http, authorization: nil)
@@ -89,9 +83,19 @@ public struct NodeBootstrap: Sendable {
             try write(certPEM, certPath + ".new", 0o644)
             try rename(keyPath + ".new", keyPath)
             try rename(certPath + ".new", certPath)
-            try await http.shutdown()
             logger.notice("node certificate renewed", metadata: ["node": "\(nodeName)"])
             return NodeCredentials(certificatePEM: certPEM, privateKeyPEM: keyPEM, caPEM: current.caPEM)
+        }
+    }
+
+    /// Runs `body` with an HTTP client for the certificate service, shut down afterwards.
+    func withCertificateService<T>(_ tls: TLSConfiguration, _ body: (HTTPClient) async throws -> T) async throws -> T {
+        let http = HTTPClient(eventLoopGroupProvider: .singleton,
+                              configuration: .init(tlsConfiguration: tls, timeout: .init(connect: .init(connectTimeout), read: .seconds(30))))
+        do {
+            let result = try await body(http)
+            try await http.shutdown()
+            return result
         } catch {
             try? await http.shutdown()
             throw error
@@ -118,15 +122,7 @@ public struct NodeBootstrap: Sendable {
     public func join(token: JoinToken) async throws -> NodeCredentials {
         var tls = TLSConfiguration.makeClientConfiguration()
         tls.certificateVerification = .none  // the CA is checked against the token's hash instead
-        let http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: .init(tlsConfiguration: tls, timeout: .init(connect: .init(connectTimeout), read: .seconds(30))))
-        do {
-            let creds = try await join(token: token, http: http)
-            try await http.shutdown()
-            return creds
-        } catch {
-            try? await http.shutdown()
-            throw error
-        }
+        return try await withCertificateService(tls) { try await join(token: token, http: $0) }
     }
 
     func join(token: JoinToken, http: HTTPClient) async throws -> NodeCredentials {

@@ -44,6 +44,22 @@ public struct NodeCredentials: Sendable {
     }
 }
 
+extension NodeCredentials {
+    /// TLS as the node talks to the cloud (CloudHub, and the certificate service when renewing):
+    /// its certificate as client certificate, the cloud's CA as the only trust root.
+    func clientTLSConfiguration() throws -> TLSConfiguration {
+        var t = TLSConfiguration.makeClientConfiguration()
+        t.trustRoots = .certificates(try NIOSSLCertificate.fromPEMBytes(Array(caPEM.utf8)))
+        // The CA is the cloud's private CA, pinned by the join token's hash; the cloud may be
+        // reached by any address, so the chain is verified but not the host name.
+        t.certificateVerification = .noHostnameVerification
+        t.certificateChain = try NIOSSLCertificate.fromPEMBytes(Array(certificatePEM.utf8)).map { .certificate($0) }
+        t.privateKey = .privateKey(try NIOSSLPrivateKey(bytes: Array(privateKeyPEM.utf8), format: .pem))
+        t.minimumTLSVersion = .tlsv12
+        return t
+    }
+}
+
 /// EdgeHub: the edge end of the cloud–edge channel. Dials CloudHub with the node certificate,
 /// keeps the connection alive, reconnects with jittered exponential back-off, hands each
 /// downstream message to `deliver` and acknowledges it only after `deliver` returned (i.e. the
@@ -53,6 +69,7 @@ public final class EdgeHub: Service {
     let logger: Logger
     let deliver: @Sendable (Message) async throws -> Void
     let onConnection: @Sendable (Bool) async -> Void
+    let inventory: (@Sendable () async throws -> [InventoryItem])?
     let tls: Mutex<NIOSSLContext>
     let upstream = Mutex<[Message]>([])
     let upstreamReady = WakeSignal()
@@ -61,23 +78,19 @@ public final class EdgeHub: Service {
     let dropped = Counter(label: "swiftedge_edgehub_upstream_dropped_total")
     let reconnects = Counter(label: "swiftedge_edgehub_reconnects_total")
 
+    /// - Parameter inventory: what the node's store holds; sent (as ``InventoryPart``s) on every
+    ///   connect so that the cloud sends exactly what is missing or stale. nil: none is sent.
     public init(configuration: EdgeHubConfiguration, logger: Logger, onConnection: @escaping @Sendable (Bool) async -> Void = { _ in },
+                inventory: (@Sendable () async throws -> [InventoryItem])? = nil,
                 deliver: @escaping @Sendable (Message) async throws -> Void) throws
     {
         self.configuration = configuration; self.logger = logger; self.deliver = deliver; self.onConnection = onConnection
+        self.inventory = inventory
         tls = Mutex(try Self.tlsContext(configuration.credentials))
     }
 
     static func tlsContext(_ credentials: NodeCredentials) throws -> NIOSSLContext {
-        var t = TLSConfiguration.makeClientConfiguration()
-        t.trustRoots = .certificates(try NIOSSLCertificate.fromPEMBytes(Array(credentials.caPEM.utf8)))
-        // The CA is the cloud's private CA, pinned by the join token's hash; the cloud may be
-        // reached by any address, so the chain is verified but not the host name.
-        t.certificateVerification = .noHostnameVerification
-        t.certificateChain = try NIOSSLCertificate.fromPEMBytes(Array(credentials.certificatePEM.utf8)).map { .certificate($0) }
-        t.privateKey = .privateKey(try NIOSSLPrivateKey(bytes: Array(credentials.privateKeyPEM.utf8), format: .pem))
-        t.minimumTLSVersion = .tlsv12
-        return try NIOSSLContext(configuration: t)
+        try NIOSSLContext(configuration: credentials.clientTLSConfiguration())
     }
 
     /// Switches to renewed credentials: the connection is re-established with them.
@@ -170,6 +183,11 @@ public final class EdgeHub: Service {
             defer { currentWriter.withLock { $0 = nil } }
             connected.store(true, ordering: .relaxed)
             logger.notice("connected to the cloud", metadata: ["cloud": "\(host):\(c.cloudPort)", "node": "\(c.nodeName)"])
+            if let inventory {
+                do { for m in InventoryPart.messages(node: c.nodeName, items: try await inventory()) { send(m) } } catch {
+                    logger.error("cannot read the inventory of the edge store", metadata: ["error": "\(error)"])
+                }
+            }
             await onConnection(true)
             let acks = MessageOutbox()
             defer { acks.close() }

@@ -67,12 +67,8 @@ public final class SimulatedNode: Sendable {
     public init(name: String, configuration: EdgeHubConfiguration, logger: Logger) throws {
         self.name = name
         let store = self.store
-        let box = Mutex<EdgeHub?>(nil)
-        hub = try EdgeHub(configuration: configuration, logger: logger, onConnection: { up in
-            // As `swiftedge edge` does: report what it holds on every connect.
-            if up, let hub = box.withLock({ $0 }) { for m in InventoryPart.messages(node: name, items: store.inventory) { hub.send(m) } }
-        }) { try store.apply($0) }
-        box.withLock { $0 = hub }
+        // As `swiftedge edge` does: report what it holds on every connect.
+        hub = try EdgeHub(configuration: configuration, logger: logger, inventory: { store.inventory }) { try store.apply($0) }
     }
 
     public var isConnected: Bool { hub.isConnected }

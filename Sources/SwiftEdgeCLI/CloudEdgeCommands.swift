@@ -10,8 +10,6 @@ import MetaServer
 import MetricsEndpoint
 import NodeStatus
 import ServiceLifecycle
-import Synchronization
-import CloudEdgeProtocol
 
 /// `swiftedge cloud`: CloudCore with the embedded API server and control plane, or against an
 /// existing cluster (`--kubeconfig`), whose own controllers then do the work.
@@ -178,22 +176,12 @@ struct EdgeCommand: AsyncParsableCommand {
         config.cloudPort = cloudhubPort
         config.heartbeat = .seconds(heartbeat)
         let (connections, connectionSink) = AsyncStream<Bool>.makeStream()
-        let nodeName = self.nodeName
-        let hubBox = Mutex<EdgeHub?>(nil)
-        let hub = try EdgeHub(configuration: config, logger: logger, onConnection: { up in
-            connectionSink.yield(up)
-            // What the store holds, so the cloud sends exactly what is missing or stale.
-            if up, let hub = hubBox.withLock({ $0 }) {
-                do { for m in InventoryPart.messages(node: nodeName, items: try await store.inventory()) { hub.send(m) } } catch {
-                    logger.error("cannot read the inventory of the edge store", metadata: ["error": "\(error)"])
-                }
-            }
-        }) { message in
+        let hub = try EdgeHub(configuration: config, logger: logger, onConnection: { connectionSink.yield($0) },
+                              inventory: { try await store.inventory() }) { message in
             try await store.apply(message)
             logger.debug("stored", metadata: ["operation": "\(message.route.operation.rawValue)", "resource": "\(message.route.resource)",
                                                "resourceVersion": "\(message.resourceVersion ?? "")"])
         }
-        hubBox.withLock { $0 = hub }
         print("edge node \(nodeName) joined; connecting to \(cloud):\(cloudhubPort)")
         fflush(nil)
         var nodeLabels: [String: String] = [:]
