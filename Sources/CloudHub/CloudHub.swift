@@ -100,16 +100,7 @@ public final class CloudHub: Service {
             messagesIn = Counter(label: "swiftedge_cloudhub_node_messages_received_total", dimensions: d)
         }
     }
-    let counters = Mutex<[String: NodeCounters]>([:])
-
-    func counters(for node: String) -> NodeCounters {
-        counters.withLock { c in
-            if let x = c[node] { return x }
-            let x = NodeCounters(node: node)
-            c[node] = x
-            return x
-        }
-    }
+    let counters = LazyMap<String, NodeCounters>()
 
     final class Session: Sendable {
         let id: UInt64
@@ -279,7 +270,7 @@ public final class CloudHub: Service {
             case .success(let n): node = n
             }
             let id = Self.sessionIDs.wrappingAdd(1, ordering: .relaxed).newValue
-            let session = Session(id: id, writer: writer, channel: ws.channel, counters: counters(for: node))
+            let session = Session(id: id, writer: writer, channel: ws.channel, counters: counters.value(for: node) { NodeCounters(node: node) })
             let (admitted, replaced) = sessions.withLock { s -> (Bool, Session?) in
                 let old = s[node]
                 if old == nil && s.count >= configuration.nodeLimit { return (false, nil) }

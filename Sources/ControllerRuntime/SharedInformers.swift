@@ -67,23 +67,18 @@ public final class SharedInformer: Sendable {
 public final class InformerFactory: Sendable {
     public let client: KubeClient
     let logger: Logger
-    let informers = Mutex<[String: SharedInformer]>([:])
+    let informers = LazyMap<String, SharedInformer>()
 
     public init(client: KubeClient, logger: Logger) { self.client = client; self.logger = logger }
 
     public func informer(_ type: ResourceType, namespace: String? = nil) -> SharedInformer {
         let key = "\(type.group)/\(type.resource)/\(namespace ?? "")"
-        return informers.withLock { m in
-            if let i = m[key] { return i }
-            let i = SharedInformer(informer: Informer(client: client, type: type, namespace: namespace, logger: logger))
-            m[key] = i
-            return i
-        }
+        return informers.value(for: key) { SharedInformer(informer: Informer(client: client, type: type, namespace: namespace, logger: logger)) }
     }
 
     /// Runs every informer created so far until cancelled.
     public func run() async throws {
-        let all = informers.withLock { Array($0.values) }
+        let all = informers.all
         try await withThrowingTaskGroup(of: Void.self) { group in
             for i in all { group.addTask { try await i.run() } }
             try await group.waitForAll()
@@ -92,7 +87,7 @@ public final class InformerFactory: Sendable {
 
     /// Returns once every informer created so far has synced.
     public func waitForSync() async {
-        for i in informers.withLock({ Array($0.values) }) { await i.waitForSync() }
+        for i in informers.all { await i.waitForSync() }
     }
 }
 

@@ -37,3 +37,24 @@ public final class WakeSignal: Sendable {
         }
     }
 }
+
+/// Values made on first use of their key and kept (per-node metric handles, wake signals,
+/// shared informers): one lock, one place for the get-or-create.
+public final class LazyMap<Key: Hashable & Sendable, Value: Sendable>: Sendable {
+    let values = Mutex<[Key: Value]>([:])
+
+    public init() {}
+
+    /// The value for `key`, made by `make` if there is none yet.
+    public func value(for key: Key, orMake make: () -> Value) -> Value {
+        values.withLock { v in
+            if let x = v[key] { return x }
+            let x = make()
+            v[key] = x
+            return x
+        }
+    }
+
+    /// Every value made so far.
+    public var all: [Value] { values.withLock { Array($0.values) } }
+}

@@ -50,7 +50,7 @@ public final class ReliableSync: Service {
     let options: ReliableSyncOptions
     let logger: Logger
     let nodes = Mutex<[String: NodeDeliveryState]>([:])
-    let signals = Mutex<[String: WakeSignal]>([:])
+    let signals = LazyMap<String, WakeSignal>()
     let starts: AsyncStream<String>
     let startSink: AsyncStream<String>.Continuation
     let workerNodes = Mutex<Set<String>>([])
@@ -68,7 +68,7 @@ public final class ReliableSync: Service {
     let resyncSent = Counter(label: "swiftedge_sync_resync_sent_total")
     let resyncDeleted = Counter(label: "swiftedge_sync_resync_deleted_total")
     let resyncUnchanged = Counter(label: "swiftedge_sync_resync_unchanged_total")
-    let perNode = Mutex<[String: NodeSyncMetrics]>([:])
+    let perNode = LazyMap<String, NodeSyncMetrics>()
 
     /// Per-node delivery metrics (label `node`).
     struct NodeSyncMetrics: Sendable {
@@ -84,14 +84,7 @@ public final class ReliableSync: Service {
         }
     }
 
-    func metrics(_ node: String) -> NodeSyncMetrics {
-        perNode.withLock { m in
-            if let x = m[node] { return x }
-            let x = NodeSyncMetrics(node: node)
-            m[node] = x
-            return x
-        }
-    }
+    func metrics(_ node: String) -> NodeSyncMetrics { perNode.value(for: node) { NodeSyncMetrics(node: node) } }
 
     public init(source: any NodeObjectSource, sender: any AcknowledgedSender, recorder: (any DeliveryRecorder)?,
                 options: ReliableSyncOptions = .init(), logger: Logger)
@@ -162,14 +155,7 @@ public final class ReliableSync: Service {
     /// Objects waiting to be looked at for `node`, or sent and not yet acknowledged.
     public func pending(_ node: String) -> Int { nodes.withLock { ($0[node]?.pendingCount ?? 0) + ($0[node]?.inFlightCount ?? 0) } }
 
-    func signal(for node: String) -> WakeSignal {
-        signals.withLock { s in
-            if let x = s[node] { return x }
-            let x = WakeSignal()
-            s[node] = x
-            return x
-        }
-    }
+    func signal(for node: String) -> WakeSignal { signals.value(for: node) { WakeSignal() } }
 
     func wake(_ node: String) { signal(for: node).signal() }
 
