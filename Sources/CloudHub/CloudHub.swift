@@ -199,7 +199,7 @@ public final class CloudHub: Service {
             }
         } onGracefulShutdown: {
             server.channel.close(promise: nil)
-            for s in self.sessions.withLock({ Array($0.values) }) { s.writer.finish() }
+            for s in self.sessions.withLock({ Array($0.values) }) { s.abort("cloud shutting down") }
         }
     }
 
@@ -307,8 +307,9 @@ public final class CloudHub: Service {
                         group.cancelAll()
                     }
                 } onGracefulShutdown: {
-                    session.closeReason.withLock { $0 = $0 ?? "cloud shutting down" }
-                    writer.finish()
+                    // Finishing the writer alone leaves the inbound side open while the node
+                    // keeps sending keepalives: close the connection.
+                    session.abort("cloud shutting down")
                 }
                 if let r = session.closeReason.withLock({ $0 }) {
                     reason = r
