@@ -36,6 +36,10 @@ public struct NodeUpstream: Sendable {
                 try await register(node: node, m.content)
             case ("nodestatus", .update), ("nodestatus", .patch):
                 try await writeStatus(node: node, m.content["status"])
+            case ("podstatus", .update), ("podstatus", .patch):
+                try await writePodStatus(node: node, namespace: ref.namespace ?? "default", m.content)
+            case ("pod", .delete):
+                try await confirmPodDeletion(node: node, namespace: ref.namespace ?? "default", name: ref.name ?? "", m.content)
             case ("objectsync", .query) where ref.name == node:
                 try await receiveInventory(node: node, m.content)
             default:
@@ -86,6 +90,45 @@ public struct NodeUpstream: Sendable {
         "pod": ("v1", "Pod"), "node": ("v1", "Node"), "configmap": ("v1", "ConfigMap"), "secret": ("v1", "Secret"),
         "service": ("v1", "Service"), "endpoints": ("v1", "Endpoints"),
     ]
+
+    static let pods = ResourceType(group: "", version: "v1", resource: "pods", kind: "Pod", namespaced: true)
+
+    /// A pod status from the node's Edged (KubeEdge's `PodStatusRequest` `{UID, Name, Status}`,
+    /// one or a list): written to the pod's status subresource if the pod is still the one the
+    /// node runs (same UID, bound to this node).
+    func writePodStatus(node: String, namespace: String, _ content: JSON) async throws {
+        for request in content.arrayValue ?? [content] {
+            guard let name = request["Name"].stringValue, let uid = request["UID"].stringValue, !request["Status"].isNull else {
+                throw StatusError.badRequest("pod status without UID, Name or Status")
+            }
+            let pod: JSON
+            do { pod = try await client.get(Self.pods, namespace: namespace, name: name) } catch let e as StatusError where e.code == 404 {
+                continue
+            }
+            guard pod["metadata"]["uid"].stringValue == uid, pod["spec"]["nodeName"].stringValue == node else {
+                logger.debug("pod status for another pod ignored", metadata: ["node": "\(node)", "pod": "\(namespace)/\(name)"])
+                continue
+            }
+            var patch: JSON = ["status": request["Status"]]
+            patch["metadata"] = ["uid": .string(uid)]
+            _ = try await client.patch(Self.pods, namespace: namespace, name: name, patch, subresource: "status",
+                                       fieldManager: "swiftedge-edgecontroller")
+        }
+    }
+
+    /// The node has stopped a terminating pod's containers: the pod is deleted for good (grace
+    /// period 0, the UID the node ran as precondition, so a new pod of the same name is safe).
+    func confirmPodDeletion(node: String, namespace: String, name: String, _ content: JSON) async throws {
+        guard let uid = content["preconditions"]["uid"].stringValue ?? content.stringValue else {
+            throw StatusError.badRequest("pod delete without the pod's UID")
+        }
+        let pod: JSON
+        do { pod = try await client.get(Self.pods, namespace: namespace, name: name) } catch let e as StatusError where e.code == 404 { return }
+        guard pod["metadata"]["uid"].stringValue == uid, pod["spec"]["nodeName"].stringValue == node else { return }
+        do {
+            try await client.delete(Self.pods, namespace: namespace, name: name, options: ["gracePeriodSeconds": 0, "preconditions": ["uid": .string(uid)]])
+        } catch let e as StatusError where e.code == 404 || e.code == 409 {}
+    }
 
     func writeStatus(node: String, _ status: JSON) async throws {
         guard !status.isNull else { return }

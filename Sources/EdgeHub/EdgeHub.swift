@@ -20,9 +20,11 @@ public struct EdgeHubConfiguration: Sendable {
     public var credentials: NodeCredentials
     /// Keepalive period (KubeEdge: 15 s; the cloud drops a node after 30 s of silence).
     public var heartbeat: Duration = .seconds(15)
-    /// Reconnect back-off: from `reconnectBase`, doubling, capped, with ±50 % jitter.
+    /// Reconnect back-off: from `reconnectBase`, doubling, capped, with ±50 % jitter. The cap is
+    /// short (KubeEdge redials every 30 s) so a node is back within seconds of the cloud; a
+    /// refused dial to a cloud that is down costs it nothing.
     public var reconnectBase: Duration = .seconds(1)
-    public var reconnectMax: Duration = .seconds(30)
+    public var reconnectMax: Duration = .seconds(2)
     /// Upstream rate limit (KubeEdge: 30 messages/s, burst 60).
     public var messageQPS = 30.0
     public var messageBurst = 60

@@ -36,6 +36,17 @@ public final class WakeSignal: Sendable {
             signal()
         }
     }
+
+    /// Waits for a signal, but no longer than until `deadline`.
+    public func wait(until deadline: ContinuousClock.Instant) async {
+        guard deadline > .now else { return }
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { await self.wait() }
+            group.addTask { try? await Task.sleep(until: deadline, clock: .continuous) }
+            await group.next()
+            group.cancelAll()
+        }
+    }
 }
 
 /// Values made on first use of their key and kept (per-node metric handles, wake signals,

@@ -14,8 +14,9 @@ public enum KubeProtobuf {
     public static let magic: [UInt8] = [0x6B, 0x38, 0x73, 0x00]
 
     /// Go struct embedding (`json:",inline"`): these fields' members appear in the parent object.
+    /// (Only message-typed fields of these names: RuntimeClass's string `handler` stays.)
     static let inlineFields: Set<String> = ["localObjectReference", "ephemeralContainerCommon", "persistentVolumeSource",
-                                            "volumeSource", "ingressRuleValue"]
+                                            "volumeSource", "ingressRuleValue", "handler"]
 
     /// Decodes a `k8s\0` + `runtime.Unknown` envelope into a JSON object with apiVersion and kind.
     public static func decode(_ bytes: [UInt8]) throws(ProtobufDecodingError) -> JSON {
@@ -166,8 +167,9 @@ public enum KubeProtobuf {
             if type == "k8s.io.apimachinery.pkg.apis.meta.v1.ObjectMeta", out["generation"] == .int(0) {
                 out.removeValue(forKey: "generation")
             }
-            for k in inlineFields where out[k] != nil {
-                if let inner = out.removeValue(forKey: k)?.objectValue {
+            for k in inlineFields {
+                if let inner = out[k]?.objectValue {
+                    out.removeValue(forKey: k)
                     for (ik, iv) in inner { out[ik] = iv }
                 }
             }

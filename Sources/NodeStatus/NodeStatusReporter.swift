@@ -34,6 +34,14 @@ public struct HostFacts: Sendable {
     }
 }
 
+/// The container runtime as the node reports it: its version and whether it answers (a node
+/// whose runtime is down is not Ready, as with kubelet).
+public struct RuntimeHealth: Sendable {
+    public var ready: Bool
+    public var version: String
+    public init(ready: Bool, version: String) { self.ready = ready; self.version = version }
+}
+
 /// What the node reports about itself.
 public struct NodeIdentity: Sendable {
     public var name: String
@@ -58,16 +66,19 @@ public struct NodeStatusReporter: Service {
     let interval: Duration
     let facts: @Sendable () -> HostFacts
     let connections: AsyncStream<Bool>
+    let runtime: (@Sendable () -> RuntimeHealth)?
     let logger: Logger
     /// When this process started reporting (the conditions' lastTransitionTime).
     let since = KubeTime.now()
 
     /// - Parameter connections: EdgeHub's connection changes (true on each connect).
+    /// - Parameter runtime: the container runtime's health, when the node runs pods.
     public init(identity: NodeIdentity, hub: EdgeHub, connections: AsyncStream<Bool>, interval: Duration = .seconds(10),
-                facts: @escaping @Sendable () -> HostFacts = { HostFacts.current() }, logger: Logger)
+                facts: @escaping @Sendable () -> HostFacts = { HostFacts.current() },
+                runtime: (@Sendable () -> RuntimeHealth)? = nil, logger: Logger)
     {
         self.identity = identity; self.hub = hub; self.connections = connections; self.interval = interval
-        self.facts = facts; self.logger = logger
+        self.facts = facts; self.runtime = runtime; self.logger = logger
     }
 
     /// The Node object the node registers with.
@@ -93,10 +104,13 @@ public struct NodeStatusReporter: Service {
             ["type": .string(type), "status": .string(status), "reason": .string(reason), "message": .string(message),
              "lastHeartbeatTime": .string(now.rfc3339), "lastTransitionTime": .string(since.rfc3339)]
         }
+        let health = runtime?()
+        let ready = health.map { $0.ready } ?? true
         return [
             "capacity": resources, "allocatable": resources,
             "conditions": [
-                condition("Ready", "True", "EdgeReady", "edge node is posting ready status"),
+                ready ? condition("Ready", "True", "EdgeReady", "edge node is posting ready status")
+                    : condition("Ready", "False", "ContainerRuntimeNotReady", "container runtime is down"),
                 condition("MemoryPressure", "False", "EdgeHasSufficientMemory", "edge node has sufficient memory available"),
                 condition("DiskPressure", "False", "EdgeHasNoDiskPressure", "edge node has no disk pressure"),
                 condition("PIDPressure", "False", "EdgeHasSufficientPID", "edge node has sufficient PID available"),
@@ -105,7 +119,7 @@ public struct NodeStatusReporter: Service {
                           ["type": "Hostname", "address": .string(f.hostname)]],
             "nodeInfo": ["architecture": .string(f.architecture), "operatingSystem": "linux", "osImage": .string(f.osImage),
                          "kernelVersion": .string(f.kernelVersion), "kubeletVersion": "v1.32.0-swiftedge",
-                         "kubeProxyVersion": "", "containerRuntimeVersion": "", "machineID": "", "systemUUID": "", "bootID": ""],
+                         "kubeProxyVersion": "", "containerRuntimeVersion": .string(health?.version ?? ""), "machineID": "", "systemUUID": "", "bootID": ""],
             "daemonEndpoints": ["kubeletEndpoint": ["Port": 10350]],
         ]
     }
@@ -130,9 +144,18 @@ public struct NodeStatusReporter: Service {
                     }
                 }
                 group.addTask {
+                    // Reports every `interval`, and at once when the runtime's health changes.
+                    let tick = min(interval, .seconds(1))
+                    var last = ContinuousClock.now
+                    var lastHealth = runtime?()
                     while !Task.isCancelled {
-                        do { try await Task.sleep(for: interval) } catch { return }
-                        if hub.isConnected { report() }
+                        do { try await Task.sleep(for: tick) } catch { return }
+                        let health = runtime?()
+                        let changed = health?.ready != lastHealth?.ready || health?.version != lastHealth?.version
+                        guard changed || ContinuousClock.now - last >= interval, hub.isConnected else { continue }
+                        report()
+                        last = .now
+                        lastHealth = health
                     }
                 }
                 await group.waitForAll()

@@ -1,6 +1,8 @@
 import ArgumentParser
 import CloudCore
 import CloudHub
+import ContainerRuntime
+import Edged
 import EdgeHub
 import Foundation
 import KubeClient
@@ -10,6 +12,7 @@ import MetaServer
 import MetricsEndpoint
 import NodeStatus
 import ServiceLifecycle
+import Synchronization
 
 /// `swiftedge cloud`: CloudCore with the embedded API server and control plane, or against an
 /// existing cluster (`--kubeconfig`), whose own controllers then do the work.
@@ -160,6 +163,15 @@ struct EdgeCommand: AsyncParsableCommand {
     @Flag(inversion: .prefixedNo, help: "Renew the node certificate at 70–90 % of its lifetime (KubeEdge's rotateCertificates).")
     var rotateCertificates = true
 
+    @Option(help: "CRI endpoint of the container runtime (containerd, CRI-O); empty: the node runs no pods.")
+    var remoteRuntimeEndpoint: String = "unix:///run/containerd/containerd.sock"
+
+    @Option(help: "Directory for pod volumes (default: <data-dir>/pods).")
+    var podsDir: String?
+
+    @Option(help: "Directory for container logs (kubelet's layout).")
+    var podLogsDir: String = "/var/log/pods"
+
     @OptionGroup var logging: LoggingOptions
 
     func run() async throws {
@@ -176,7 +188,11 @@ struct EdgeCommand: AsyncParsableCommand {
         config.cloudPort = cloudhubPort
         config.heartbeat = .seconds(heartbeat)
         let (connections, connectionSink) = AsyncStream<Bool>.makeStream()
-        let hub = try EdgeHub(configuration: config, logger: logger, onConnection: { connectionSink.yield($0) },
+        let edgedBox = EdgedBox()
+        let hub = try EdgeHub(configuration: config, logger: logger, onConnection: { up in
+            connectionSink.yield(up)
+            edgedBox.edged?.connectionChanged(up)
+        },
                               inventory: { try await store.inventory() }) { message in
             try await store.apply(message)
             logger.debug("stored", metadata: ["operation": "\(message.route.operation.rawValue)", "resource": "\(message.route.resource)",
@@ -190,9 +206,26 @@ struct EdgeCommand: AsyncParsableCommand {
             guard kv.count == 2, !kv[0].isEmpty else { throw ValidationError("label \"\(l)\" is not key=value") }
             nodeLabels[kv[0]] = kv[1]
         }
+        var edged: Edged?
+        var runtime: CRIRuntime?
+        if !remoteRuntimeEndpoint.isEmpty {
+            let cri = try CRIRuntime(endpoint: remoteRuntimeEndpoint, logger: logger)
+            let e = Edged(configuration: EdgedConfiguration(nodeName: nodeName, nodeIP: nodeIP, podsDirectory: podsDir ?? dataDir + "/pods",
+                                                            logDirectory: podLogsDir),
+                          runtime: cri, store: store, upstream: { hub.send($0) }, logger: logger)
+            edgedBox.set(e)
+            edged = e
+            runtime = cri
+        }
+        var health: (@Sendable () -> RuntimeHealth)?
+        if let e = edged { health = { RuntimeHealth(ready: e.runtimeReady, version: e.containerRuntimeVersion) } }
         let reporter = NodeStatusReporter(identity: NodeIdentity(name: nodeName, labels: nodeLabels, internalIP: nodeIP), hub: hub,
-                                          connections: connections, interval: .milliseconds(Int64(nodeStatusInterval * 1000)), logger: logger)
-        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: hub), .init(service: reporter)]
+                                          connections: connections, interval: .milliseconds(Int64(nodeStatusInterval * 1000)),
+                                          runtime: health, logger: logger)
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
+        // Started in this order, stopped in reverse: Edged stops before the runtime client.
+        if let runtime, let edged { services += [.init(service: runtime), .init(service: edged)] }
+        services += [.init(service: hub), .init(service: reporter)]
         if metaserverPort > 0 { services.append(.init(service: MetaServer(store: store, port: metaserverPort, logger: logger))) }
         if rotateCertificates {
             services.append(.init(service: CertificateRotation(bootstrap: bootstrap, credentials: credentials, logger: logger) { renewed in
@@ -202,4 +235,11 @@ struct EdgeCommand: AsyncParsableCommand {
         let group = ServiceGroup(configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
     }
+}
+
+/// Lets the channel's connection callback reach Edged, which is made after the channel.
+final class EdgedBox: Sendable {
+    let value = Mutex<Edged?>(nil)
+    var edged: Edged? { value.withLock { $0 } }
+    func set(_ e: Edged) { value.withLock { $0 = e } }
 }

@@ -1,0 +1,208 @@
+import CRI
+import GRPCCore
+import GRPCNIOTransportHTTP2
+import Logging
+import ServiceLifecycle
+
+/// A failed call to the container runtime, naming the call and what the runtime said.
+public struct RuntimeError: Error, Sendable, CustomStringConvertible {
+    public enum Kind: Sendable { case notFound, unavailable, deadlineExceeded, other }
+    public var operation: String
+    public var kind: Kind
+    public var message: String
+    public init(operation: String, kind: Kind, message: String) {
+        self.operation = operation; self.kind = kind; self.message = message
+    }
+    public var description: String { "container runtime \(operation): \(message)" }
+}
+
+/// The result of running a command in a container to completion (exec probes).
+public struct ExecResult: Sendable {
+    public var exitCode: Int32
+    public var stdout: [UInt8]
+    public var stderr: [UInt8]
+    public init(exitCode: Int32, stdout: [UInt8], stderr: [UInt8]) {
+        self.exitCode = exitCode; self.stdout = stdout; self.stderr = stderr
+    }
+}
+
+/// The calls Edged makes to a CRI runtime (containerd, CRI-O): pod sandboxes, containers and
+/// images. Types are the CRI's own messages.
+public protocol ContainerRuntime: Sendable {
+    func version() async throws -> Runtime_V1_VersionResponse
+    func status() async throws -> Runtime_V1_RuntimeStatus
+    func runPodSandbox(_ config: Runtime_V1_PodSandboxConfig) async throws -> String
+    func stopPodSandbox(_ id: String) async throws
+    func removePodSandbox(_ id: String) async throws
+    func listPodSandboxes(labels: [String: String]) async throws -> [Runtime_V1_PodSandbox]
+    func podSandboxStatus(_ id: String) async throws -> Runtime_V1_PodSandboxStatus
+    func createContainer(sandboxID: String, config: Runtime_V1_ContainerConfig, sandboxConfig: Runtime_V1_PodSandboxConfig) async throws -> String
+    func startContainer(_ id: String) async throws
+    func stopContainer(_ id: String, timeoutSeconds: Int64) async throws
+    func removeContainer(_ id: String) async throws
+    func listContainers(labels: [String: String]) async throws -> [Runtime_V1_Container]
+    func containerStatus(_ id: String) async throws -> Runtime_V1_ContainerStatus
+    func execSync(_ id: String, command: [String], timeoutSeconds: Int64) async throws -> ExecResult
+    /// The image's id if the runtime has it, nil otherwise.
+    func imageID(_ image: String) async throws -> String?
+    func pullImage(_ image: String, sandboxConfig: Runtime_V1_PodSandboxConfig) async throws -> String
+}
+
+/// ``ContainerRuntime`` over the CRI's gRPC API on the runtime's unix socket (containerd's
+/// `/run/containerd/containerd.sock`, CRI-O's `/var/run/crio/crio.sock`). A `Service`: its
+/// connection runs while the service runs; calls made before it starts wait for it.
+public final class CRIRuntime: ContainerRuntime, Service {
+    let client: GRPCClient<HTTP2ClientTransport.Posix>
+    let runtime: Runtime_V1_RuntimeService.Client<HTTP2ClientTransport.Posix>
+    let images: Runtime_V1_ImageService.Client<HTTP2ClientTransport.Posix>
+    public let endpoint: String
+    let logger: Logger
+    /// Most calls; sandbox creation, stops and pulls get their own longer deadlines.
+    let timeout: Duration = .seconds(60)
+
+    /// - Parameter endpoint: `unix:///path` or a plain socket path.
+    public init(endpoint: String, logger: Logger) throws {
+        var path = endpoint
+        if path.hasPrefix("unix://") { path.removeFirst("unix://".count) }
+        self.endpoint = path
+        self.logger = logger
+        var config = HTTP2ClientTransport.Posix.Config.defaults
+        config.http2.maxFrameSize = 1 << 20
+        config.backoff.initial = .milliseconds(100)
+        config.backoff.max = .seconds(2)
+        config.http2.authority = "localhost"
+        let transport = try HTTP2ClientTransport.Posix(target: .unixDomainSocket(path: path), transportSecurity: .plaintext, config: config)
+        client = GRPCClient(transport: transport)
+        runtime = Runtime_V1_RuntimeService.Client(wrapping: client)
+        images = Runtime_V1_ImageService.Client(wrapping: client)
+    }
+
+    public func run() async throws {
+        try await withGracefulShutdownHandler {
+            try await client.runConnections()
+        } onGracefulShutdown: {
+            self.client.beginGracefulShutdown()
+        }
+    }
+
+    func options(_ timeout: Duration? = nil) -> CallOptions {
+        var o = CallOptions.defaults
+        o.timeout = timeout ?? self.timeout
+        o.waitForReady = true
+        return o
+    }
+
+    func call<T: Sendable>(_ operation: String, _ body: () async throws -> T) async throws -> T {
+        do { return try await body() } catch let e as RPCError {
+            let kind: RuntimeError.Kind = switch e.code {
+            case .notFound: .notFound
+            case .unavailable: .unavailable
+            case .deadlineExceeded: .deadlineExceeded
+            default: .other
+            }
+            // containerd reports some missing objects as Unknown with "not found" in the text.
+            let notFound = kind == .other && e.message.contains("not found")
+            throw RuntimeError(operation: operation, kind: notFound ? .notFound : kind, message: e.message)
+        }
+    }
+
+    public func version() async throws -> Runtime_V1_VersionResponse {
+        try await call("Version") { try await runtime.version(.init(), options: options(.seconds(5))) }
+    }
+
+    public func status() async throws -> Runtime_V1_RuntimeStatus {
+        try await call("Status") { try await runtime.status(.init(), options: options(.seconds(5))).status }
+    }
+
+    public func runPodSandbox(_ config: Runtime_V1_PodSandboxConfig) async throws -> String {
+        var r = Runtime_V1_RunPodSandboxRequest()
+        r.config = config
+        return try await call("RunPodSandbox") { try await runtime.runPodSandbox(r, options: options(.seconds(240))).podSandboxID }
+    }
+
+    public func stopPodSandbox(_ id: String) async throws {
+        var r = Runtime_V1_StopPodSandboxRequest()
+        r.podSandboxID = id
+        _ = try await call("StopPodSandbox") { try await runtime.stopPodSandbox(r, options: options(.seconds(120))) }
+    }
+
+    public func removePodSandbox(_ id: String) async throws {
+        var r = Runtime_V1_RemovePodSandboxRequest()
+        r.podSandboxID = id
+        _ = try await call("RemovePodSandbox") { try await runtime.removePodSandbox(r, options: options()) }
+    }
+
+    public func listPodSandboxes(labels: [String: String]) async throws -> [Runtime_V1_PodSandbox] {
+        var r = Runtime_V1_ListPodSandboxRequest()
+        r.filter.labelSelector = labels
+        return try await call("ListPodSandbox") { try await runtime.listPodSandbox(r, options: options()).items }
+    }
+
+    public func podSandboxStatus(_ id: String) async throws -> Runtime_V1_PodSandboxStatus {
+        var r = Runtime_V1_PodSandboxStatusRequest()
+        r.podSandboxID = id
+        return try await call("PodSandboxStatus") { try await runtime.podSandboxStatus(r, options: options()).status }
+    }
+
+    public func createContainer(sandboxID: String, config: Runtime_V1_ContainerConfig, sandboxConfig: Runtime_V1_PodSandboxConfig) async throws -> String {
+        var r = Runtime_V1_CreateContainerRequest()
+        r.podSandboxID = sandboxID
+        r.config = config
+        r.sandboxConfig = sandboxConfig
+        return try await call("CreateContainer") { try await runtime.createContainer(r, options: options(.seconds(240))).containerID }
+    }
+
+    public func startContainer(_ id: String) async throws {
+        var r = Runtime_V1_StartContainerRequest()
+        r.containerID = id
+        _ = try await call("StartContainer") { try await runtime.startContainer(r, options: options(.seconds(240))) }
+    }
+
+    public func stopContainer(_ id: String, timeoutSeconds: Int64) async throws {
+        var r = Runtime_V1_StopContainerRequest()
+        r.containerID = id
+        r.timeout = timeoutSeconds
+        _ = try await call("StopContainer") { try await runtime.stopContainer(r, options: options(.seconds(timeoutSeconds + 60))) }
+    }
+
+    public func removeContainer(_ id: String) async throws {
+        var r = Runtime_V1_RemoveContainerRequest()
+        r.containerID = id
+        _ = try await call("RemoveContainer") { try await runtime.removeContainer(r, options: options()) }
+    }
+
+    public func listContainers(labels: [String: String]) async throws -> [Runtime_V1_Container] {
+        var r = Runtime_V1_ListContainersRequest()
+        r.filter.labelSelector = labels
+        return try await call("ListContainers") { try await runtime.listContainers(r, options: options()).containers }
+    }
+
+    public func containerStatus(_ id: String) async throws -> Runtime_V1_ContainerStatus {
+        var r = Runtime_V1_ContainerStatusRequest()
+        r.containerID = id
+        return try await call("ContainerStatus") { try await runtime.containerStatus(r, options: options()).status }
+    }
+
+    public func execSync(_ id: String, command: [String], timeoutSeconds: Int64) async throws -> ExecResult {
+        var r = Runtime_V1_ExecSyncRequest()
+        r.containerID = id
+        r.cmd = command
+        r.timeout = timeoutSeconds
+        let response = try await call("ExecSync") { try await runtime.execSync(r, options: options(.seconds(timeoutSeconds + 10))) }
+        return ExecResult(exitCode: response.exitCode, stdout: Array(response.stdout), stderr: Array(response.stderr))
+    }
+
+    public func imageID(_ image: String) async throws -> String? {
+        var r = Runtime_V1_ImageStatusRequest()
+        r.image.image = image
+        let response = try await call("ImageStatus") { try await images.imageStatus(r, options: options()) }
+        return response.hasImage ? response.image.id : nil
+    }
+
+    public func pullImage(_ image: String, sandboxConfig: Runtime_V1_PodSandboxConfig) async throws -> String {
+        var r = Runtime_V1_PullImageRequest()
+        r.image.image = image
+        r.sandboxConfig = sandboxConfig
+        return try await call("PullImage") { try await images.pullImage(r, options: options(.seconds(600))).imageRef }
+    }
+}

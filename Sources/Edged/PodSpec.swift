@@ -1,0 +1,156 @@
+import KubeAPI
+
+/// The parts of a Pod that Edged acts on, read from the Pod JSON the node received.
+public struct PodModel: Sendable, Equatable {
+    public var uid: String
+    public var name: String
+    public var namespace: String
+    public var resourceVersion: UInt64
+    public var containers: [ContainerSpec]
+    public var restartPolicy: RestartPolicy
+    public var hostNetwork: Bool
+    public var terminationGracePeriodSeconds: Int64
+    public var deleting: Bool
+    public var volumes: [JSON]
+    /// The whole object (labels, annotations, field references).
+    public var object: JSON
+
+    public enum RestartPolicy: String, Sendable { case always = "Always", onFailure = "OnFailure", never = "Never" }
+
+    public init(_ pod: JSON) throws(PodSpecError) {
+        let meta = pod["metadata"]
+        guard let uid = meta["uid"].stringValue, let name = meta["name"].stringValue else {
+            throw PodSpecError("pod without metadata.uid or metadata.name")
+        }
+        self.uid = uid
+        self.name = name
+        namespace = meta["namespace"].stringValue ?? "default"
+        resourceVersion = meta["resourceVersion"].stringValue.flatMap { UInt64($0) } ?? 0
+        let spec = pod["spec"]
+        var containers: [ContainerSpec] = []
+        for c in spec["containers"].arrayValue ?? [] { containers.append(try ContainerSpec(c)) }
+        guard !containers.isEmpty else { throw PodSpecError("pod \(namespace)/\(name) has no containers") }
+        self.containers = containers
+        let policy = spec["restartPolicy"].stringValue ?? "Always"
+        guard let p = RestartPolicy(rawValue: policy) else { throw PodSpecError("pod \(namespace)/\(name): unknown restartPolicy \(policy)") }
+        restartPolicy = p
+        hostNetwork = spec["hostNetwork"].boolValue ?? false
+        terminationGracePeriodSeconds = spec["terminationGracePeriodSeconds"].intValue ?? 30
+        deleting = !meta["deletionTimestamp"].isNull
+        volumes = spec["volumes"].arrayValue ?? []
+        object = pod
+    }
+
+    /// Whether a spec change needs the pod's containers recreated (Kubernetes allows only image
+    /// changes on a running pod; anything else is ignored as the API server would refuse it).
+    func sameContainers(as other: PodModel) -> Bool {
+        containers.map(\.image) == other.containers.map(\.image)
+    }
+}
+
+/// A pod the node cannot run as written.
+public struct PodSpecError: Error, Sendable, CustomStringConvertible {
+    public var message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}
+
+/// One container of a pod spec.
+public struct ContainerSpec: Sendable, Equatable {
+    public var name: String
+    public var image: String
+    public var command: [String]
+    public var args: [String]
+    public var workingDir: String
+    public var env: [JSON]
+    public var envFrom: [JSON]
+    public var volumeMounts: [JSON]
+    public var ports: [JSON]
+    public var resources: JSON
+    public var imagePullPolicy: String
+    public var liveness: ProbeSpec?
+    public var readiness: ProbeSpec?
+    public var startup: ProbeSpec?
+    public var stdin: Bool
+    public var tty: Bool
+
+    init(_ c: JSON) throws(PodSpecError) {
+        guard let name = c["name"].stringValue, !name.isEmpty else { throw PodSpecError("container without a name") }
+        guard let image = c["image"].stringValue, !image.isEmpty else { throw PodSpecError("container \(name) has no image") }
+        self.name = name
+        self.image = image
+        command = (c["command"].arrayValue ?? []).compactMap(\.stringValue)
+        args = (c["args"].arrayValue ?? []).compactMap(\.stringValue)
+        workingDir = c["workingDir"].stringValue ?? ""
+        env = c["env"].arrayValue ?? []
+        envFrom = c["envFrom"].arrayValue ?? []
+        volumeMounts = c["volumeMounts"].arrayValue ?? []
+        ports = c["ports"].arrayValue ?? []
+        resources = c["resources"]
+        let tag = image.split(separator: "/").last.map { $0.contains(":") ? String($0.split(separator: ":").last!) : "latest" } ?? "latest"
+        imagePullPolicy = c["imagePullPolicy"].stringValue ?? (tag == "latest" ? "Always" : "IfNotPresent")
+        liveness = try ProbeSpec(c["livenessProbe"], container: name)
+        readiness = try ProbeSpec(c["readinessProbe"], container: name)
+        startup = try ProbeSpec(c["startupProbe"], container: name)
+        stdin = c["stdin"].boolValue ?? false
+        tty = c["tty"].boolValue ?? false
+    }
+}
+
+/// A liveness, readiness or startup probe.
+public struct ProbeSpec: Sendable, Equatable {
+    public enum Action: Sendable, Equatable {
+        case exec([String])
+        case http(scheme: String, host: String?, port: PortRef, path: String, headers: [(String, String)])
+        case tcp(host: String?, port: PortRef)
+
+        public static func == (a: Action, b: Action) -> Bool {
+            switch (a, b) {
+            case let (.exec(x), .exec(y)): x == y
+            case let (.http(s1, h1, p1, pa1, hd1), .http(s2, h2, p2, pa2, hd2)):
+                s1 == s2 && h1 == h2 && p1 == p2 && pa1 == pa2 && hd1.map { $0.0 + ":" + $0.1 } == hd2.map { $0.0 + ":" + $0.1 }
+            case let (.tcp(h1, p1), .tcp(h2, p2)): h1 == h2 && p1 == p2
+            default: false
+            }
+        }
+    }
+
+    /// A port by number or by the container port's name.
+    public enum PortRef: Sendable, Equatable { case number(Int), name(String) }
+
+    public var action: Action
+    public var initialDelaySeconds: Int64
+    public var periodSeconds: Int64
+    public var timeoutSeconds: Int64
+    public var successThreshold: Int64
+    public var failureThreshold: Int64
+
+    init?(_ p: JSON, container: String) throws(PodSpecError) {
+        if p.isNull { return nil }
+        func port(_ j: JSON) throws(PodSpecError) -> PortRef {
+            if let n = j.intValue { return .number(Int(n)) }
+            if let s = j.stringValue { return Int(s).map { .number($0) } ?? .name(s) }
+            throw PodSpecError("container \(container): probe without a port")
+        }
+        if let cmd = p["exec"]["command"].arrayValue {
+            action = .exec(cmd.compactMap(\.stringValue))
+        } else if !p["httpGet"].isNull {
+            let h = p["httpGet"]
+            let headers = (h["httpHeaders"].arrayValue ?? []).compactMap { x -> (String, String)? in
+                guard let n = x["name"].stringValue else { return nil }
+                return (n, x["value"].stringValue ?? "")
+            }
+            action = .http(scheme: h["scheme"].stringValue ?? "HTTP", host: h["host"].stringValue, port: try port(h["port"]),
+                           path: h["path"].stringValue ?? "/", headers: headers)
+        } else if !p["tcpSocket"].isNull {
+            action = .tcp(host: p["tcpSocket"]["host"].stringValue, port: try port(p["tcpSocket"]["port"]))
+        } else {
+            throw PodSpecError("container \(container): probe has no exec, httpGet or tcpSocket")
+        }
+        initialDelaySeconds = p["initialDelaySeconds"].intValue ?? 0
+        periodSeconds = max(1, p["periodSeconds"].intValue ?? 10)
+        timeoutSeconds = max(1, p["timeoutSeconds"].intValue ?? 1)
+        successThreshold = max(1, p["successThreshold"].intValue ?? 1)
+        failureThreshold = max(1, p["failureThreshold"].intValue ?? 3)
+    }
+}
