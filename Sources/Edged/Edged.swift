@@ -55,6 +55,8 @@ public final class Edged: Service {
     let connected = Atomic<Bool>(false)
     let runtimeReadyFlag = Atomic<Bool>(false)
     let runtimeVersion = Mutex<String>("")
+    /// Pods from the store not yet synced since start (for the "restored" report).
+    let restoring = Mutex<(pending: Set<String>, since: ContinuousClock.Instant)>(([], .now))
 
     final class PodHandle: Sendable {
         let uid: String
@@ -105,6 +107,8 @@ public final class Edged: Service {
             for uid in orphans {
                 group.addTask { await self.work(uid: uid, builder: builder, runtimeName: runtimeName, orphan: true) }
             }
+            restoring.withLock { $0 = (Set(known.filter { !$0.deleting }.map(\.uid)), .now) }
+            if !known.isEmpty { logger.info("restoring pods from the local store", metadata: ["pods": "\(known.count)"]) }
             for pod in known { self.dispatch(pod, group: &group, builder: builder, runtimeName: runtimeName) }
             for await change in changes.cancelOnGracefulShutdown() where change.record.type == "pod" {
                 if change.kind == .deleted {
@@ -153,6 +157,7 @@ public final class Edged: Service {
                 do {
                     let (status, wake) = try await worker.sync(pod)
                     failures = 0
+                    restored(uid)
                     statuses.update(uid: uid, namespace: pod.namespace, name: pod.name, status: status)
                     if wake > Date() { await handle!.wake.wait(until: .now + .seconds(wake.timeIntervalSinceNow)) }
                 } catch {
@@ -188,6 +193,16 @@ public final class Edged: Service {
             }
             if done { statuses.remove(uid: uid); metrics.pods.record(handles.withLock { $0.count }); return }
             if pod?.deleting == true { await handle.wake.wait() }
+        }
+    }
+
+    func restored(_ uid: String) {
+        let done = restoring.withLock { r -> (Int, Duration)? in
+            guard r.pending.remove(uid) != nil, r.pending.isEmpty else { return nil }
+            return (0, ContinuousClock.now - r.since)
+        }
+        if let (_, elapsed) = done {
+            logger.info("pods restored from the local store", metadata: ["elapsedMs": "\(elapsed.components.seconds * 1000 + elapsed.components.attoseconds / 1_000_000_000_000_000)"])
         }
     }
 

@@ -61,8 +61,9 @@ class Cloud:
 
 
 class Edge:
-    def __init__(self, tmp, cloud, name):
-        self.dir, self.cloud, self.name = tmp / f"edge-{name}", cloud, name
+    def __init__(self, tmp, cloud, name, runtime=None):
+        """runtime: a containerd socket to run pods with (default: the node runs no pods)."""
+        self.dir, self.cloud, self.name, self.runtime = tmp / f"edge-{name}", cloud, name, runtime
         self.log = tmp / f"edge-{name}.log"
         self.proc = None
         self.metaserver_port = free_port()
@@ -70,7 +71,8 @@ class Edge:
     def args(self, token=None, cert_port=None):
         a = [str(BIN), "edge", "--cloud", "127.0.0.1", "--cloudhub-port", str(self.cloud.hub_port),
              "--cert-port", str(cert_port or self.cloud.cert_port), "--node-name", self.name, "--data-dir", str(self.dir), "--heartbeat", "2",
-             "--node-status-interval", "1", "--labels", "site=shop", "--metaserver-port", str(self.metaserver_port)]
+             "--node-status-interval", "1", "--labels", "site=shop", "--metaserver-port", str(self.metaserver_port),
+             "--remote-runtime-endpoint", f"unix://{self.runtime}" if self.runtime else "", "--pod-logs-dir", str(self.dir / "logs")]
         return a + (["--token", token] if token else [])
 
     def start(self, token=None):

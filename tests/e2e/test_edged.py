@@ -1,0 +1,223 @@
+"""Pods on a real containerd, as a user runs them: `swiftedge cloud`, one `swiftedge edge` joined
+with a token and pointed at a private containerd (scripts/containerd.sh: busybox and pause images
+built locally), `kubectl apply` in the cloud. Covers env and files from a ConfigMap, probes and
+restart counts, offline autonomy (cloud stopped, edge restarted: same containers, MetaServer
+still serves the pods), convergence when the cloud returns, and deletion."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from cloudedge import Cloud, Edge
+from conftest import BIN, REPO, Kubectl, kubectl_binaries, wait_for
+
+
+@pytest.fixture(scope="module")
+def containerd(tmp_path_factory):
+    assert shutil.which("containerd") and shutil.which("ctr"), "containerd is not installed (apt-get install containerd runc)"
+    d = tmp_path_factory.mktemp("ctd")
+    sock = subprocess.run(["bash", str(REPO / "scripts" / "containerd.sh"), "start", str(d)], capture_output=True, text=True,
+                          timeout=120)
+    assert sock.returncode == 0, sock.stderr
+    yield Containerd(Path(sock.stdout.strip()))
+    subprocess.run(["bash", str(REPO / "scripts" / "containerd.sh"), "stop", str(d)], timeout=60)
+
+
+class Containerd:
+    def __init__(self, sock):
+        self.sock = sock
+
+    def ctr(self, *args):
+        return subprocess.run(["ctr", "-a", str(self.sock), "-n", "k8s.io", *args], capture_output=True, text=True, check=True,
+                              timeout=30).stdout
+
+    def running(self):
+        """Container ids with a running task."""
+        return {line.split()[0] for line in self.ctr("tasks", "ls").splitlines()[1:] if line.split()[2] == "RUNNING"}
+
+    def containers(self, pod=None, container=None):
+        filters = []
+        if pod:
+            filters.append(f'labels."io.kubernetes.pod.name"=={pod}')
+        if container:
+            filters.append(f'labels."io.kubernetes.container.name"=={container}')
+        return set(self.ctr("containers", "ls", "-q", *([",".join(filters)] if filters else [])).split())
+
+
+@pytest.fixture
+def cloud(tmp_path):
+    c = Cloud(tmp_path).start()
+    yield c
+    c.stop()
+
+
+@pytest.fixture(autouse=True)
+def no_stray_edges():
+    yield
+    subprocess.run(["pkill", "-f", f"{BIN} edge "], check=False)
+
+
+MANIFESTS = """
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: web-config}
+data: {GREETING: hello-from-the-cloud, app.conf: "mode=edge\\n"}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      nodeSelector: {kubernetes.io/hostname: NODE}
+      hostNetwork: true
+      terminationGracePeriodSeconds: 5
+      containers:
+      - name: main
+        image: docker.io/local/busybox:1
+        command: ["sh", "-c"]
+        args:
+        - trap 'exit 0' TERM;
+          echo "$GREETING $(cat /etc/app/app.conf)" > /out/$POD_NAME;
+          while true; do sleep 1; done
+        env:
+        - name: GREETING
+          valueFrom: {configMapKeyRef: {name: web-config, key: GREETING}}
+        - name: POD_NAME
+          valueFrom: {fieldRef: {fieldPath: metadata.name}}
+        volumeMounts:
+        - {name: conf, mountPath: /etc/app}
+        - {name: out, mountPath: /out}
+        readinessProbe:
+          exec: {command: ["test", "-f", "/etc/app/app.conf"]}
+          periodSeconds: 1
+      volumes:
+      - name: conf
+        configMap: {name: web-config}
+      - name: out
+        hostPath: {path: OUT, type: DirectoryOrCreate}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: flaky}
+spec:
+  nodeName: NODE
+  hostNetwork: true
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: docker.io/local/busybox:1
+    command: ["sh", "-c", "trap 'exit 0' TERM; touch /tmp/alive; sleep 2; rm /tmp/alive; while true; do sleep 1; done"]
+    livenessProbe:
+      exec: {command: ["test", "-f", "/tmp/alive"]}
+      periodSeconds: 1
+      failureThreshold: 1
+"""
+
+
+def pods(k, selector="app=web"):
+    return json.loads(k("get", "pods", *(["-l", selector] if selector else []), "-o", "json"))["items"]
+
+
+def ready(pod):
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in pod.get("status", {}).get("conditions", []))
+
+
+def node_heartbeat(k, node):
+    r = k.run("get", "node", node, "-o", "json", check=False)
+    if r.returncode != 0:
+        return None, ""
+    n = json.loads(r.stdout)
+    c = next(c for c in n["status"]["conditions"] if c["type"] == "Ready")
+    return c["status"], c["lastHeartbeatTime"]
+
+
+def test_pods_run_on_containerd_and_survive_offline(cloud, containerd, tmp_path):
+    binaries = kubectl_binaries()
+    k = Kubectl(binaries[max(binaries)], max(binaries), cloud.kubeconfig, tmp_path)
+    edge = Edge(tmp_path, cloud, "shop-1", runtime=containerd.sock).start(cloud.token())
+    wait_for(lambda: node_heartbeat(k, "shop-1")[0] == "True", 30, what="node Ready")
+    wide = k("get", "nodes", "-o", "wide")
+    assert "containerd://" in wide, wide
+
+    out = tmp_path / "out"
+    k("apply", "-f", "-", input=MANIFESTS.replace("NODE", "shop-1").replace("OUT", str(out)))
+    k("wait", "--for=condition=Ready", "pod", "-l", "app=web", "--timeout=90s", timeout=100)
+    table = k("get", "pods", "-o", "wide")
+    web = pods(k)
+    assert len(web) == 2 and all(p["spec"]["nodeName"] == "shop-1" and p["status"]["phase"] == "Running" for p in web), table
+    # The ConfigMap's value arrived in the env, its key as a mounted file (written by the container).
+    for p in web:
+        f = out / p["metadata"]["name"]
+        wait_for(lambda: f.exists() and f.read_text().strip(), 20, what=f"{f} written")
+        assert f.read_text().strip() == "hello-from-the-cloud mode=edge"
+    # A failing liveness probe restarts the container; kubectl shows the count.
+    def flaky_restarts():
+        p = json.loads(k("get", "pod", "flaky", "-o", "json"))
+        return p["status"].get("containerStatuses", [{}])[0].get("restartCount", 0)
+    wait_for(lambda: flaky_restarts() >= 1, 60, what="flaky restarted")
+    assert "flaky" in k("get", "pod", "flaky")
+    assert json.loads(k("get", "pod", "flaky", "-o", "json"))["status"]["containerStatuses"][0]["lastState"]["terminated"]
+
+    web_ids = {p["metadata"]["name"]: p["status"]["containerStatuses"][0]["containerID"].split("://")[1] for p in web}
+    assert set(web_ids.values()) <= containerd.running()
+
+    # The cloud goes away: containers keep running.
+    cloud.stop()
+    assert set(web_ids.values()) <= containerd.running()
+    # The edge restarts while the cloud is down: pods restored from the store, the same
+    # containers adopted (none created), and supervision goes on (flaky keeps restarting).
+    flaky_before = containerd.containers(pod="flaky")
+    edge.stop()
+    restarted_at = time.time()
+    edge.start()
+    wait_for(lambda: "pods restored from the local store" in edge.log.read_text().split("restoring pods from the local store")[-1], 10,
+             what="pods restored")
+    restored_ms = int(edge.log.read_text().split("pods restored from the local store")[0].rsplit("elapsedMs=", 1)[1].split()[0])
+    assert restored_ms < 2000, restored_ms
+    assert set(web_ids.values()) <= containerd.running()
+    for name, cid in web_ids.items():
+        mains = containerd.containers(pod=name, container="main")
+        assert mains == {cid}, f"{name}: containers {mains}, expected only {cid}"
+    wait_for(lambda: containerd.containers(pod="flaky") - flaky_before, 30, what="flaky restarted while offline")
+    # MetaServer serves the pods from the local store, to a real kubectl.
+    local = subprocess.run([k.binary, "--kubeconfig", "/dev/null", "--server", f"http://127.0.0.1:{edge.metaserver_port}", "get", "pods",
+                            "-o", "name"], capture_output=True, text=True, timeout=30, env=k.env())
+    assert local.returncode == 0, local.stderr
+    assert all(f"pod/{n}" in local.stdout for n in web_ids), local.stdout
+
+    # The cloud returns: a change made right away (3 replicas) runs, the node reports within
+    # seconds, and no container was restarted by the reconnect.
+    cloud.start()
+    back = time.time()
+    k("scale", "deployment", "web", "--replicas=3")
+    wait_for(lambda: (lambda s: s[0] == "True" and s[1] >= time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(back)))(node_heartbeat(k, "shop-1")),
+             15, what="fresh node heartbeat")
+    node_ready_s = time.time() - back
+    wait_for(lambda: len([p for p in pods(k) if ready(p)]) == 3, 30, what="3 replicas ready")
+    scaled_s = time.time() - back
+    print(f"\nnode reported Ready {node_ready_s:.1f}s and the new replica Ready {scaled_s:.1f}s after the cloud returned;"
+          f" restored {len(web_ids) + 1} pods in {restored_ms} ms after an offline edge restart")
+    assert node_ready_s < 5, node_ready_s
+    assert scaled_s < 10, scaled_s
+    for p in pods(k):
+        if p["metadata"]["name"] in web_ids:
+            cs = p["status"]["containerStatuses"][0]
+            assert cs["containerID"].endswith(web_ids[p["metadata"]["name"]]) and cs["restartCount"] == 0, cs
+
+    # Deleting the Deployment removes its containers and sandboxes from the node.
+    k("delete", "deployment", "web", "--wait=true", timeout=90)
+    k("delete", "pod", "flaky", "--wait=true", timeout=90)
+    wait_for(lambda: not pods(k, None), 60, what="pods gone")
+    wait_for(lambda: not containerd.containers(), 30, what="containers removed")
+    sandboxes = containerd.ctr("containers", "ls", "-q")
+    assert sandboxes.strip() == "", sandboxes
+    edge.stop()
