@@ -237,6 +237,10 @@ let package = Package(
             "CRI", "DMI",
             .product(name: "SwiftProtobuf", package: "swift-protobuf"),
         ]),
+        .testTarget(name: "EdgedTests", dependencies: [
+            "Edged", "ContainerRuntime", "CRI", "KubeAPI",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         .testTarget(name: "ObjectStoreTests", dependencies: ["ObjectStore", "KubeAPI"]),
         .testTarget(name: "ControlPlaneTests", dependencies: ["ControlPlane", "ControllerRuntime", "KubeAPI"]),
         .testTarget(name: "CloudHubTests", dependencies: [

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds release binaries and runs the API server, control-plane and cloud–edge channel
 # benchmarks (prints figures). BENCH_PODS / BENCH_WATCHERS change the API sizes (defaults 10000 /
-# 500); BENCH_NODES / BENCH_OBJECTS the fleet sizes (defaults "1000,5000" / 20 per node).
+# 500); BENCH_NODES / BENCH_OBJECTS the fleet sizes (defaults "1000,5000" / 20 per node);
+# BENCH_EDGE_PODS the edge benchmark's pod count (50; needs containerd, see scripts/containerd.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 swift build -c release --static-swift-stdlib --product swiftedge
@@ -14,3 +15,5 @@ echo
 .build/release/SchedulerBenchmark
 echo
 .build/release/CloudEdgeBenchmark
+echo
+python3 scripts/edge-bench.py --pods "${BENCH_EDGE_PODS:-50}"

@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # Quick start: installs what is needed, builds SwiftEdge (release) and runs the main job on this
 # machine: the cloud (embedded Kubernetes-compatible API server, control plane, CloudHub :10000,
-# certificate service :10002, metrics :9091) and one edge node, `edge-1`, joined to it with a token.
+# certificate service :10002, metrics :9091) and one edge node, `edge-1`, joined to it with a token,
+# running its pods on a private containerd (data under ./run/containerd; images built locally).
 # Data lives in ./run (override with SWIFTEDGE_DATA=/path); Ctrl-C stops both; running the script
 # again continues where it left off (the node keeps its certificate and its database).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-  echo "== installing system packages (libsqlite3-dev)"
+  echo "== installing system packages (libsqlite3-dev, containerd, runc, CNI plugins, busybox-static)"
   DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends libsqlite3-dev ca-certificates >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends libsqlite3-dev ca-certificates \
+    containerd runc containernetworking-plugins busybox-static >/dev/null
 fi
 echo "== building swiftedge (release; the first build takes several minutes)"
 swift build -c release --static-swift-stdlib --product swiftedge
@@ -18,7 +20,7 @@ DATA="${SWIFTEDGE_DATA:-$PWD/run}"
 mkdir -p "$DATA/cloud" "$DATA/edge-1"
 
 pids=()
-stop() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait; }
+stop() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait; bash scripts/containerd.sh stop "$DATA/containerd"; }
 trap stop INT TERM EXIT
 
 wait_for_line() {  # file, text, seconds
@@ -36,10 +38,14 @@ pids+=($!)
 wait_for_line "$DATA/cloud.log" "CloudHub listening on" 120
 KUBECONFIG_FILE="$DATA/cloud/admin.kubeconfig"
 
+echo "== starting containerd (private: $DATA/containerd)"
+SOCK="$(bash scripts/containerd.sh start "$DATA/containerd")"
+
 echo "== joining edge node edge-1 (log: $DATA/edge-1.log)"
 TOKEN="$("$BIN" gettoken --kubeconfig "$KUBECONFIG_FILE")"
 : > "$DATA/edge-1.log"
-"$BIN" edge --cloud 127.0.0.1 --node-name edge-1 --token "$TOKEN" --data-dir "$DATA/edge-1" >>"$DATA/edge-1.log" 2>&1 &
+"$BIN" edge --cloud 127.0.0.1 --node-name edge-1 --token "$TOKEN" --data-dir "$DATA/edge-1" \
+  --remote-runtime-endpoint "unix://$SOCK" --pod-logs-dir "$DATA/edge-1/logs" >>"$DATA/edge-1.log" 2>&1 &
 pids+=($!)
 wait_for_line "$DATA/edge-1.log" "connected to the cloud" 60
 
@@ -48,9 +54,11 @@ cat <<MSG
 SwiftEdge is running: cloud + edge node edge-1.
 Try:  export KUBECONFIG=$KUBECONFIG_FILE
       kubectl get nodes -o wide
-      kubectl create deployment web --image=nginx --replicas=2
-      kubectl patch deployment web -p '{"spec":{"template":{"spec":{"nodeSelector":{"node-role.kubernetes.io/edge":""}}}}}'
-      kubectl get pods -o wide          # bound to edge-1; the pods reach its store ($DATA/edge-1/edge.db)
+      kubectl create deployment web --image=docker.io/local/busybox:1 --replicas=2 -- sh -c 'while true; do sleep 1; done'
+      kubectl patch deployment web -p '{"spec":{"template":{"spec":{"hostNetwork":true,"terminationGracePeriodSeconds":2,"nodeSelector":{"node-role.kubernetes.io/edge":""}}}}}'
+      kubectl get pods -o wide          # Running on edge-1 (containerd: ctr -a $SOCK -n k8s.io tasks ls)
+Images here are local (no registry): docker.io/local/busybox:1 and docker.io/local/pause:1.
+Pods keep running when the edge agent stops; the next start adopts them.
 Join more nodes:  $BIN gettoken --kubeconfig $KUBECONFIG_FILE
                   $BIN edge --cloud 127.0.0.1 --node-name <name> --token <token> --data-dir <dir>
 Metrics: curl http://127.0.0.1:9091/metrics      Stop: Ctrl-C

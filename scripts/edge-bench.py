@@ -1,0 +1,165 @@
+#!/usr/bin/env python3
+"""Edge node benchmark (prints figures): a release `swiftedge cloud`, one `swiftedge edge` on a
+private containerd (scripts/containerd.sh), pods pinned to the node with a local image.
+
+- pod create → Running reported in the cloud (watch event), p50/p99 over N pods created one
+  after another, and over N pods created at once;
+- the edge process's RSS connected and idle, with 10 pods and with N pods;
+- the edge binary's size (as built, and stripped).
+
+    scripts/edge-bench.py [--pods 50] [--bin .build/release/swiftedge]
+"""
+import argparse
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from kubernetes import client, config, watch
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rss_mb(pid):
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def wait(pred, timeout, what):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if pred():
+            return
+        time.sleep(0.05)
+    sys.exit(f"timed out waiting for {what}")
+
+
+def pct(values, p):
+    s = sorted(values)
+    return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
+
+
+def pod(name, node):
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": {"bench": "edge"}},
+            "spec": {"nodeName": node, "hostNetwork": True, "terminationGracePeriodSeconds": 1,
+                     "containers": [{"name": "main", "image": "docker.io/local/busybox:1",
+                                     "command": ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1; done"]}]}}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--pods", type=int, default=50)
+    ap.add_argument("--bin", default=str(REPO / ".build" / "release" / "swiftedge"))
+    a = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="swiftedge-edge-bench-"))
+    procs = []
+    try:
+        sock = subprocess.run(["bash", str(REPO / "scripts" / "containerd.sh"), "start", str(tmp / "ctd")], check=True,
+                              capture_output=True, text=True).stdout.strip()
+        api, hub, cert, metrics = free_port(), free_port(), free_port(), free_port()
+        cloud_log = open(tmp / "cloud.log", "wb")
+        procs.append(subprocess.Popen([a.bin, "cloud", "--data-dir", str(tmp / "cloud"), "--port", str(api), "--cloudhub-port", str(hub),
+                                       "--cert-port", str(cert), "--metrics-port", str(metrics)], stdout=cloud_log, stderr=subprocess.STDOUT))
+        wait(lambda: "CloudHub listening" in (tmp / "cloud.log").read_text(), 60, "cloud")
+        kubeconfig = tmp / "cloud" / "admin.kubeconfig"
+        token = subprocess.run([a.bin, "gettoken", "--kubeconfig", str(kubeconfig)], check=True, capture_output=True, text=True).stdout.strip()
+        edge_log = open(tmp / "edge.log", "wb")
+        edge = subprocess.Popen([a.bin, "edge", "--cloud", "127.0.0.1", "--cloudhub-port", str(hub), "--cert-port", str(cert),
+                                 "--node-name", "bench-1", "--token", token, "--data-dir", str(tmp / "edge"), "--metaserver-port", str(free_port()),
+                                 "--remote-runtime-endpoint", f"unix://{sock}", "--pod-logs-dir", str(tmp / "logs"), "--log-level", "warning"],
+                                stdout=edge_log, stderr=subprocess.STDOUT)
+        procs.append(edge)
+        config.load_kube_config(config_file=str(kubeconfig))
+        core = client.CoreV1Api()
+
+        def node_ready():
+            try:
+                n = core.read_node("bench-1")
+            except client.ApiException:
+                return False
+            return any(c.type == "Ready" and c.status == "True" for c in n.status.conditions or [])
+        wait(node_ready, 60, "node Ready")
+
+        running = {}
+        seen = threading.Condition()
+
+        def watcher():
+            w = watch.Watch()
+            for ev in w.stream(core.list_namespaced_pod, "default", label_selector="bench=edge", timeout_seconds=0):
+                p = ev["object"]
+                if p.status and p.status.phase == "Running":
+                    with seen:
+                        running.setdefault(p.metadata.name, time.time())
+                        seen.notify_all()
+        threading.Thread(target=watcher, daemon=True).start()
+        time.sleep(5)  # connected and idle
+        idle_rss = rss_mb(edge.pid)
+
+        def run(names):
+            created = {}
+            for n in names:
+                created[n] = time.time()
+                core.create_namespaced_pod("default", pod(n, "bench-1"))
+            with seen:
+                seen.wait_for(lambda: all(n in running for n in names), timeout=300)
+            missing = [n for n in names if n not in running]
+            if missing:
+                sys.exit(f"pods never Running: {missing[:5]}")
+            return [running[n] - created[n] for n in names]
+
+        sequential = []
+        rss10 = 0.0
+        for i in range(a.pods):
+            sequential += run([f"seq-{i}"])
+            if i == 9:
+                time.sleep(2)
+                rss10 = rss_mb(edge.pid)
+        time.sleep(2)
+        rss_n = rss_mb(edge.pid)
+        core.delete_collection_namespaced_pod("default", label_selector="bench=edge")
+        wait(lambda: not core.list_namespaced_pod("default", label_selector="bench=edge").items, 120, "pods deleted")
+        t0 = time.time()
+        burst = run([f"burst-{i}" for i in range(a.pods)])
+        burst_all = time.time() - t0
+        rss_burst = rss_mb(edge.pid)
+        core.delete_collection_namespaced_pod("default", label_selector="bench=edge")
+        wait(lambda: not core.list_namespaced_pod("default", label_selector="bench=edge").items, 120, "pods deleted")
+
+        size = os.path.getsize(a.bin)
+        stripped = tmp / "swiftedge.stripped"
+        shutil.copy(a.bin, stripped)
+        subprocess.run(["strip", str(stripped)], check=False)
+        ms = lambda v: f"{v * 1000:.0f} ms"
+        print(f"Edge benchmark ({a.pods} pods, busybox image local, containerd {subprocess.run(['containerd', '--version'], capture_output=True, text=True).stdout.split()[2]})")
+        print(f"  pod create → Running reported, one at a time: p50 {ms(pct(sequential, 50))}  p99 {ms(pct(sequential, 99))}  max {ms(max(sequential))}")
+        print(f"  pod create → Running reported, {a.pods} at once:  p50 {ms(pct(burst, 50))}  p99 {ms(pct(burst, 99))}  all Running after {burst_all:.1f} s")
+        print(f"  edge RSS: connected and idle {idle_rss:.1f} MB, 10 pods {rss10:.1f} MB, {a.pods} pods {rss_n:.1f} MB (after the burst {rss_burst:.1f} MB)")
+        print(f"  edge binary: {size / 1e6:.1f} MB as built, {os.path.getsize(stripped) / 1e6:.1f} MB stripped ({a.bin})")
+    finally:
+        for p in reversed(procs):
+            p.send_signal(signal.SIGTERM)
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        subprocess.run(["bash", str(REPO / "scripts" / "containerd.sh"), "stop", str(tmp / "ctd")], check=False)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
