@@ -7,6 +7,7 @@ let package = Package(
     products: [
         .executable(name: "swiftedge", targets: ["SwiftEdgeCLI"]),
         .executable(name: "swiftedge-fleet", targets: ["EdgeFleet"]),
+        .executable(name: "swiftedge-edge", targets: ["EdgeCoreCLI"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -180,6 +181,7 @@ let package = Package(
             "CRI",
             .product(name: "GRPCCore", package: "grpc-swift-2"),
             .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
+            .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
@@ -205,9 +207,28 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
+        // Flags and observability set-up shared by the executables.
+        .target(name: "CommandSupport", dependencies: [
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "Metrics", package: "swift-metrics"),
+            .product(name: "Prometheus", package: "swift-prometheus"),
+        ]),
+        // The edge node's composition (`swiftedge edge` / `swiftedge-edge`): channel, store,
+        // MetaServer, node status, Edged on the CRI runtime.
+        .target(name: "EdgeNode", dependencies: [
+            "CommandSupport", "EdgeHub", "MetaStore", "MetaServer", "NodeStatus", "Edged", "ContainerRuntime",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ]),
+        // `swiftedge-edge`: the edge node alone, without the cloud's code (smaller, lighter).
+        .executableTarget(name: "EdgeCoreCLI", dependencies: [
+            "EdgeNode", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
         // The `swiftedge` executable: parses flags and composes services.
         .executableTarget(name: "SwiftEdgeCLI", dependencies: [
-            "APIServer", "ObjectStore", "PKI", "ControlPlane", "KubeClient", "CloudCore", "EdgeHub", "MetaStore", "CloudHub", "MetricsEndpoint", "NodeStatus", "MetaServer", "Edged", "ContainerRuntime",
+            "APIServer", "ObjectStore", "PKI", "ControlPlane", "KubeClient", "CloudCore", "EdgeHub", "MetaStore", "CloudHub", "MetricsEndpoint", "NodeStatus", "MetaServer", "CommandSupport", "EdgeNode",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Metrics", package: "swift-metrics"),

@@ -6,6 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 swift build -c release --static-swift-stdlib --product swiftedge
+swift build -c release --static-swift-stdlib --product swiftedge-edge
 swift build -c release --static-swift-stdlib --product APIBenchmark
 swift build -c release --static-swift-stdlib --product SchedulerBenchmark
 swift build -c release --static-swift-stdlib --product swiftedge-fleet

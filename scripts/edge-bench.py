@@ -5,7 +5,7 @@ private containerd (scripts/containerd.sh), pods pinned to the node with a local
 - pod create → Running reported in the cloud (watch event), p50/p99 over N pods created one
   after another, and over N pods created at once;
 - the edge process's RSS connected and idle, with 10 pods and with N pods;
-- the edge binary's size (as built, and stripped).
+- the edge binary's size (`swiftedge-edge`, as built, and stripped).
 
     scripts/edge-bench.py [--pods 50] [--bin .build/release/swiftedge]
 """
@@ -64,7 +64,9 @@ def pod(name, node):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--pods", type=int, default=50)
-    ap.add_argument("--bin", default=str(REPO / ".build" / "release" / "swiftedge"))
+    ap.add_argument("--keep", action="store_true", help="keep the data directory and logs")
+    ap.add_argument("--bin", default=str(REPO / ".build" / "release" / "swiftedge"), help="cloud binary")
+    ap.add_argument("--edge-bin", default=str(REPO / ".build" / "release" / "swiftedge-edge"), help="edge binary (swiftedge-edge)")
     a = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="swiftedge-edge-bench-"))
     procs = []
@@ -79,9 +81,9 @@ def main():
         kubeconfig = tmp / "cloud" / "admin.kubeconfig"
         token = subprocess.run([a.bin, "gettoken", "--kubeconfig", str(kubeconfig)], check=True, capture_output=True, text=True).stdout.strip()
         edge_log = open(tmp / "edge.log", "wb")
-        edge = subprocess.Popen([a.bin, "edge", "--cloud", "127.0.0.1", "--cloudhub-port", str(hub), "--cert-port", str(cert),
+        edge = subprocess.Popen([a.edge_bin, "--cloud", "127.0.0.1", "--cloudhub-port", str(hub), "--cert-port", str(cert),
                                  "--node-name", "bench-1", "--token", token, "--data-dir", str(tmp / "edge"), "--metaserver-port", str(free_port()),
-                                 "--remote-runtime-endpoint", f"unix://{sock}", "--pod-logs-dir", str(tmp / "logs"), "--log-level", "warning"],
+                                 "--remote-runtime-endpoint", f"unix://{sock}", "--pod-logs-dir", str(tmp / "logs"), "--log-level", os.environ.get("EDGE_LOG_LEVEL", "warning")],
                                 stdout=edge_log, stderr=subprocess.STDOUT)
         procs.append(edge)
         config.load_kube_config(config_file=str(kubeconfig))
@@ -140,16 +142,17 @@ def main():
         core.delete_collection_namespaced_pod("default", label_selector="bench=edge")
         wait(lambda: not core.list_namespaced_pod("default", label_selector="bench=edge").items, 120, "pods deleted")
 
-        size = os.path.getsize(a.bin)
-        stripped = tmp / "swiftedge.stripped"
-        shutil.copy(a.bin, stripped)
+        size = os.path.getsize(a.edge_bin)
+        stripped = tmp / "swiftedge-edge.stripped"
+        shutil.copy(a.edge_bin, stripped)
         subprocess.run(["strip", str(stripped)], check=False)
         ms = lambda v: f"{v * 1000:.0f} ms"
         print(f"Edge benchmark ({a.pods} pods, busybox image local, containerd {subprocess.run(['containerd', '--version'], capture_output=True, text=True).stdout.split()[2]})")
-        print(f"  pod create → Running reported, one at a time: p50 {ms(pct(sequential, 50))}  p99 {ms(pct(sequential, 99))}  max {ms(max(sequential))}")
+        print(f"  pod create → Running reported, one at a time: p50 {ms(pct(sequential, 50))}  p99 {ms(pct(sequential, 99))}  max {ms(max(sequential))}"
+              f" (slowest: {', '.join(f'#{i} {ms(v)}' for i, v in sorted(enumerate(sequential), key=lambda x: -x[1])[:3])})")
         print(f"  pod create → Running reported, {a.pods} at once:  p50 {ms(pct(burst, 50))}  p99 {ms(pct(burst, 99))}  all Running after {burst_all:.1f} s")
         print(f"  edge RSS: connected and idle {idle_rss:.1f} MB, 10 pods {rss10:.1f} MB, {a.pods} pods {rss_n:.1f} MB (after the burst {rss_burst:.1f} MB)")
-        print(f"  edge binary: {size / 1e6:.1f} MB as built, {os.path.getsize(stripped) / 1e6:.1f} MB stripped ({a.bin})")
+        print(f"  edge binary: {size / 1e6:.1f} MB as built, {os.path.getsize(stripped) / 1e6:.1f} MB stripped ({a.edge_bin})")
     finally:
         for p in reversed(procs):
             p.send_signal(signal.SIGTERM)
@@ -158,7 +161,10 @@ def main():
             except subprocess.TimeoutExpired:
                 p.kill()
         subprocess.run(["bash", str(REPO / "scripts" / "containerd.sh"), "stop", str(tmp / "ctd")], check=False)
-        shutil.rmtree(tmp, ignore_errors=True)
+        if a.keep:
+            print(f"  logs and data kept in {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -38,6 +38,10 @@ public struct NodeUpstream: Sendable {
                 try await writeStatus(node: node, m.content["status"])
             case ("podstatus", .update), ("podstatus", .patch):
                 try await writePodStatus(node: node, namespace: ref.namespace ?? "default", m.content)
+            case ("event", .insert), ("event", .update):
+                try await recordEvent(node: node, namespace: ref.namespace ?? "default", m.content)
+            case ("lease", .insert), ("lease", .update):
+                try await renewLease(node: node, m.content)
             case ("pod", .delete):
                 try await confirmPodDeletion(node: node, namespace: ref.namespace ?? "default", name: ref.name ?? "", m.content)
             case ("objectsync", .query) where ref.name == node:
@@ -128,6 +132,42 @@ public struct NodeUpstream: Sendable {
         do {
             try await client.delete(Self.pods, namespace: namespace, name: name, options: ["gracePeriodSeconds": 0, "preconditions": ["uid": .string(uid)]])
         } catch let e as StatusError where e.code == 404 || e.code == 409 {}
+    }
+
+    static let events = ResourceType(group: "", version: "v1", resource: "events", kind: "Event", namespaced: true)
+    static let leases = ResourceType(group: "coordination.k8s.io", version: "v1", resource: "leases", kind: "Lease", namespaced: true)
+
+    /// An event the node recorded about one of its pods or itself.
+    func recordEvent(node: String, namespace: String, _ event: JSON) async throws {
+        let involved = event["involvedObject"]
+        switch involved["kind"].stringValue {
+        case "Pod":
+            guard let name = involved["name"].stringValue else { throw StatusError.badRequest("event without involvedObject.name") }
+            let pod: JSON
+            do { pod = try await client.get(Self.pods, namespace: namespace, name: name) } catch let e as StatusError where e.code == 404 { return }
+            guard pod["spec"]["nodeName"].stringValue == node else { throw StatusError.badRequest("event about a pod not on node \(node)") }
+        case "Node":
+            guard involved["name"].stringValue == node else { throw StatusError.badRequest("event about another node") }
+        default:
+            throw StatusError.badRequest("event about a \(involved["kind"].stringValue ?? "missing kind") is not accepted from a node")
+        }
+        var e = event
+        e["metadata"] = ["name": event["metadata"]["name"], "namespace": .string(namespace)]
+        do { _ = try await client.create(Self.events, namespace: namespace, e, fieldManager: "swiftedge-edgecontroller") } catch let err as StatusError where err.code == 409 {}
+    }
+
+    /// The node's Lease in `kube-node-lease` (kubelet's heartbeat), created on first renewal.
+    func renewLease(node: String, _ lease: JSON) async throws {
+        let spec: JSON = ["holderIdentity": .string(node), "leaseDurationSeconds": lease["spec"]["leaseDurationSeconds"].isNull ? 40 : lease["spec"]["leaseDurationSeconds"],
+                          "renewTime": lease["spec"]["renewTime"].isNull ? .string(KubeTime.now().rfc3339Micro) : lease["spec"]["renewTime"]]
+        do {
+            _ = try await client.patch(Self.leases, namespace: "kube-node-lease", name: node, ["spec": spec], fieldManager: "swiftedge-edgecontroller")
+        } catch let e as StatusError where e.code == 404 {
+            let object: JSON = ["apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                                "metadata": ["name": .string(node), "namespace": "kube-node-lease"], "spec": spec]
+            do { _ = try await client.create(Self.leases, namespace: "kube-node-lease", object, fieldManager: "swiftedge-edgecontroller") }
+            catch let e as StatusError where e.code == 409 {}
+        }
     }
 
     func writeStatus(node: String, _ status: JSON) async throws {

@@ -2,6 +2,7 @@ import CRI
 import GRPCCore
 import GRPCNIOTransportHTTP2
 import Logging
+import NIOCore
 import ServiceLifecycle
 
 /// A failed call to the container runtime, naming the call and what the runtime said.
@@ -67,10 +68,13 @@ public final class CRIRuntime: ContainerRuntime, Service {
         self.endpoint = path
         self.logger = logger
         var config = HTTP2ClientTransport.Posix.Config.defaults
-        config.http2.maxFrameSize = 1 << 20
         config.backoff.initial = .milliseconds(100)
         config.backoff.max = .seconds(2)
         config.http2.authority = "localhost"
+        let connectionLogger = logger
+        config.channelDebuggingCallbacks.onCreateTCPConnection = { channel in
+            channel.pipeline.addHandler(ConnectionWatcher(logger: connectionLogger), position: .first)
+        }
         let transport = try HTTP2ClientTransport.Posix(target: .unixDomainSocket(path: path), transportSecurity: .plaintext, config: config)
         client = GRPCClient(transport: transport)
         runtime = Runtime_V1_RuntimeService.Client(wrapping: client)
@@ -92,8 +96,27 @@ public final class CRIRuntime: ContainerRuntime, Service {
         return o
     }
 
+    /// Calls that change nothing: retried when the runtime's connection closes under them
+    /// (containerd closes connections at times under concurrent load; the client redials).
+    static let idempotent: Set<String> = ["Version", "Status", "ListPodSandbox", "PodSandboxStatus", "ListContainers",
+                                          "ContainerStatus", "ImageStatus", "StopContainer", "StopPodSandbox",
+                                          "RemoveContainer", "RemovePodSandbox"]
+
     func call<T: Sendable>(_ operation: String, _ body: () async throws -> T) async throws -> T {
-        do { return try await body() } catch let e as RPCError {
+        var attempt = 0
+        while true {
+            do { return try await body() } catch let e as RPCError where e.code == .unavailable && Self.idempotent.contains(operation) && attempt < 3 {
+                attempt += 1
+                logger.debug("container runtime call retried", metadata: ["operation": "\(operation)", "error": "\(e.message)"])
+                try await Task.sleep(for: .milliseconds(20 * attempt))
+            } catch {
+                throw Self.runtimeError(operation, error)
+            }
+        }
+    }
+
+    static func runtimeError(_ operation: String, _ error: any Error) -> any Error {
+        do { throw error } catch let e as RPCError {
             let kind: RuntimeError.Kind = switch e.code {
             case .notFound: .notFound
             case .unavailable: .unavailable
@@ -102,7 +125,9 @@ public final class CRIRuntime: ContainerRuntime, Service {
             }
             // containerd reports some missing objects as Unknown with "not found" in the text.
             let notFound = kind == .other && e.message.contains("not found")
-            throw RuntimeError(operation: operation, kind: notFound ? .notFound : kind, message: e.message)
+            return RuntimeError(operation: operation, kind: notFound ? .notFound : kind, message: e.message)
+        } catch {
+            return error
         }
     }
 
@@ -204,5 +229,23 @@ public final class CRIRuntime: ContainerRuntime, Service {
         r.image.image = image
         r.sandboxConfig = sandboxConfig
         return try await call("PullImage") { try await images.pullImage(r, options: options(.seconds(600))).imageRef }
+    }
+}
+
+/// Logs why the runtime connection closed (the runtime restarting, a protocol error, …).
+final class ConnectionWatcher: ChannelDuplexHandler, Sendable {
+    typealias InboundIn = NIOAny
+    typealias OutboundIn = NIOAny
+    let logger: Logger
+    init(logger: Logger) { self.logger = logger }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        logger.warning("container runtime connection error", metadata: ["error": "\(error)"])
+        context.fireErrorCaught(error)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        logger.debug("container runtime connection closed")
+        context.fireChannelInactive()
     }
 }

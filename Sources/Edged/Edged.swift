@@ -149,6 +149,7 @@ public final class Edged: Service {
     /// One pod's loop: sync while it should run, tear down once it should not.
     func work(uid: String, builder: RuntimeConfigBuilder, runtimeName: String, orphan: Bool) async {
         let worker = PodWorker(uid: uid, runtime: runtime, builder: builder, runtimeName: runtimeName, metrics: metrics, logger: logger)
+        worker.events = { [weak self] e in self?.record(e) }
         let handle = handles.withLock { $0[uid] }
         var failures = 0
         while !Task.isCancelled {
@@ -194,6 +195,23 @@ public final class Edged: Service {
             if done { statuses.remove(uid: uid); metrics.pods.record(handles.withLock { $0.count }); return }
             if pod?.deleting == true { await handle.wake.wait() }
         }
+    }
+
+    /// Sends a pod event upstream (`<ns>/event/<name>` insert with a core/v1 Event).
+    func record(_ e: PodEvent) {
+        let now = KubeTime.now()
+        let name = "\(e.name).\(String(UInt64(now.micros) &* 1000 &+ UInt64.random(in: 0..<1000), radix: 16))"
+        var involved: JSON = ["apiVersion": "v1", "kind": "Pod", "namespace": .string(e.namespace), "name": .string(e.name), "uid": .string(e.uid)]
+        if let c = e.container { involved["fieldPath"] = .string("spec.containers{\(c)}") }
+        let event: JSON = [
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": ["name": .string(name), "namespace": .string(e.namespace)],
+            "involvedObject": involved, "reason": .string(e.reason), "message": .string(e.message), "type": .string(e.type.rawValue),
+            "source": ["component": "kubelet", "host": .string(configuration.nodeName)],
+            "firstTimestamp": .string(now.rfc3339), "lastTimestamp": .string(now.rfc3339), "count": 1,
+            "reportingComponent": "kubelet", "reportingInstance": .string(configuration.nodeName),
+        ]
+        upstream(Message(route: Route(source: "edged", group: "resource", operation: .insert, resource: "\(e.namespace)/event/\(name)"), content: event))
     }
 
     func restored(_ uid: String) {

@@ -5,6 +5,24 @@ import KubeAPI
 import Logging
 import Metrics
 
+/// An event about a pod, as kubelet records them.
+struct PodEvent: Sendable {
+    enum Kind: String, Sendable { case normal = "Normal", warning = "Warning" }
+    var namespace: String
+    var name: String
+    var uid: String
+    var container: String?
+    var type: Kind
+    var reason: String
+    var message: String
+    init(pod: PodModel, container: String?, type: Kind, reason: String, message: String) {
+        namespace = pod.namespace; name = pod.name; uid = pod.uid; self.container = container
+        self.type = type; self.reason = reason; self.message = message
+    }
+}
+
+typealias PodEventSink = @Sendable (PodEvent) -> Void
+
 /// Drives one pod towards its spec through the runtime, kubelet-style: each sync observes the
 /// pod's sandboxes and containers in the runtime (so containers that outlived an edge restart
 /// are adopted, never recreated), makes one round of changes, runs due probes and computes the
@@ -17,6 +35,8 @@ final class PodWorker {
     let runtimeName: String
     let logger: Logger
     let metrics: EdgedMetrics
+    /// Reports a pod event (kubelet's Started, Killing, Unhealthy, BackOff, Failed, …).
+    var events: PodEventSink = { _ in }
 
     /// Restart back-off per container name (kubelet: 10 s doubling to 5 min; the first restart is immediate).
     var backoff: [String: Duration] = [:]
@@ -116,6 +136,9 @@ final class PodWorker {
                 if let delay = backoff[spec.name] {
                     let until = finished.addingTimeInterval(Double(delay.components.seconds))
                     if until > Date() {
+                        if waiting[spec.name]?.reason != "CrashLoopBackOff" {
+                            events(PodEvent(pod: pod, container: spec.name, type: .warning, reason: "BackOff", message: "Back-off restarting failed container \(spec.name) in pod \(pod.name)_\(pod.namespace)(\(pod.uid))"))
+                        }
                         waiting[spec.name] = ("CrashLoopBackOff", "back-off \(delay.components.seconds)s restarting failed container=\(spec.name) pod=\(pod.name)_\(pod.namespace)(\(pod.uid))")
                         wake = min(wake, until)
                         continue
@@ -171,6 +194,9 @@ final class PodWorker {
         do {
             try await ensureImage(spec, sandboxConfig)
         } catch {
+            if waiting[spec.name]?.reason.hasPrefix("ErrImage") != true {
+                events(PodEvent(pod: pod, container: spec.name, type: .warning, reason: "Failed", message: "Failed to pull image \"\(spec.image)\": \(error)"))
+            }
             waiting[spec.name] = (error is ConfigError ? "ErrImageNeverPull" : "ErrImagePull", "\(error)")
             return Date().addingTimeInterval(5)
         }
@@ -179,6 +205,7 @@ final class PodWorker {
             config = try await builder.containerConfig(pod, spec, attempt: attempt, podIP: podIP)
         } catch {
             if waiting[spec.name]?.reason != "CreateContainerConfigError" {
+                events(PodEvent(pod: pod, container: spec.name, type: .warning, reason: "Failed", message: "Error: \(error)"))
                 logger.warning("container config", metadata: ["pod": "\(pod.namespace)/\(pod.name)", "container": "\(spec.name)", "error": "\(error)"])
             }
             waiting[spec.name] = ("CreateContainerConfigError", "\(error)")
@@ -196,6 +223,7 @@ final class PodWorker {
             try await runtime.startContainer(id)
             waiting[spec.name] = nil
             metrics.containerStarts.increment()
+            events(PodEvent(pod: pod, container: spec.name, type: .normal, reason: "Started", message: "Started container \(spec.name)"))
             logger.debug("container started", metadata: ["pod": "\(pod.namespace)/\(pod.name)", "container": "\(spec.name)", "id": "\(id.prefix(12))"])
         } catch {
             // The runtime leaves it exited (e.g. the command does not exist): restarted with back-off.
@@ -245,6 +273,7 @@ final class PodWorker {
             case .failure(let why):
                 s.failures += 1; s.successes = 0
                 metrics.probeFailures(kind).increment()
+                events(PodEvent(pod: pod, container: spec.name, type: .warning, reason: "Unhealthy", message: "\(kind.prefix(1).uppercased() + kind.dropFirst()) probe failed: \(why)"))
                 logger.info("probe failed", metadata: ["pod": "\(pod.namespace)/\(pod.name)", "container": "\(spec.name)", "probe": "\(kind)",
                                                        "failures": "\(s.failures)", "reason": "\(why)"])
                 if s.failures >= p.failureThreshold { s.result = false }
@@ -276,6 +305,7 @@ final class PodWorker {
 
     func kill(_ pod: PodModel, _ spec: ContainerSpec, _ c: Runtime_V1_ContainerStatus, reason: String) async {
         logger.info("killing container", metadata: ["pod": "\(pod.namespace)/\(pod.name)", "container": "\(spec.name)", "reason": "\(reason)"])
+        events(PodEvent(pod: pod, container: spec.name, type: .normal, reason: "Killing", message: "Container \(spec.name) failed \(reason.replacingOccurrences(of: " failed", with: "")), will be restarted"))
         do { try await runtime.stopContainer(c.id, timeoutSeconds: pod.terminationGracePeriodSeconds) } catch {
             logger.warning("stop container failed", metadata: ["container": "\(spec.name)", "error": "\(error)"])
         }

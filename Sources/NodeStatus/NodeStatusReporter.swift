@@ -129,6 +129,16 @@ public struct NodeStatusReporter: Service {
                          content: node()))
     }
 
+    /// Renews the node's Lease (`kube-node-lease/lease/<node>`), kubelet's cheap heartbeat.
+    func renewLease() {
+        let lease: JSON = ["apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                           "metadata": ["name": .string(identity.name), "namespace": "kube-node-lease"],
+                           "spec": ["holderIdentity": .string(identity.name), "leaseDurationSeconds": 40,
+                                    "renewTime": .string(KubeTime.now().rfc3339Micro)]]
+        hub.send(Message(route: Route(source: "edged", group: "resource", operation: .update, resource: "kube-node-lease/lease/\(identity.name)"),
+                         content: lease))
+    }
+
     func report() {
         hub.send(Message(route: Route(source: "edged", group: "resource", operation: .update, resource: "default/nodestatus/\(identity.name)"),
                          content: ["status": status(now: .now(), facts: facts())]))
@@ -154,6 +164,7 @@ public struct NodeStatusReporter: Service {
                         let changed = health?.ready != lastHealth?.ready || health?.version != lastHealth?.version
                         guard changed || ContinuousClock.now - last >= interval, hub.isConnected else { continue }
                         report()
+                        renewLease()
                         last = .now
                         lastHealth = health
                     }

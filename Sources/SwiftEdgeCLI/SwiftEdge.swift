@@ -1,6 +1,8 @@
 import APIServer
 import ArgumentParser
+import CommandSupport
 import ControlPlane
+import EdgeNode
 import Foundation
 import KubeClient
 import Logging
@@ -15,17 +17,6 @@ struct SwiftEdge: AsyncParsableCommand {
         commandName: "swiftedge",
         abstract: "SwiftEdge: Kubernetes-native edge computing in Swift.",
         subcommands: [APIServerCommand.self, ControllerManagerCommand.self, CloudCommand.self, GetTokenCommand.self, EdgeCommand.self])
-}
-
-struct LoggingOptions: ParsableArguments {
-    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
-    var logLevel: String = "info"
-
-    func makeLogger(_ label: String) -> Logger {
-        var l = Logger(label: label)
-        l.logLevel = Logger.Level(rawValue: logLevel) ?? .info
-        return l
-    }
 }
 
 /// Flags of the embedded API server (shared by `apiserver` and `cloud`).
@@ -108,13 +99,6 @@ extension EmbeddedServerOptions {
         }
         return OpenedServer(server: server, services: services, makeClient: makeClient)
     }
-}
-
-func bootstrapObservability() -> PrometheusCollectorRegistry {
-    LoggingSystem.bootstrap { label in StreamLogHandler.standardError(label: label) }
-    let registry = PrometheusCollectorRegistry()
-    MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
-    return registry
 }
 
 struct APIServerCommand: AsyncParsableCommand {

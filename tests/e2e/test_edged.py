@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from cloudedge import Cloud, Edge
-from conftest import BIN, REPO, Kubectl, kubectl_binaries, wait_for
+from conftest import BIN, REPO, Kubectl, free_port, kubectl_binaries, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -120,6 +120,25 @@ spec:
       exec: {command: ["test", "-f", "/tmp/alive"]}
       periodSeconds: 1
       failureThreshold: 1
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: httpd}
+spec:
+  nodeName: NODE
+  hostNetwork: true
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: docker.io/local/busybox:1
+    command: ["sh", "-c", "mkdir -p /www && echo ok > /www/index.html && exec httpd -f -p 127.0.0.1:HTTPPORT -h /www"]
+    ports: [{name: http, containerPort: HTTPPORT}]
+    readinessProbe:
+      httpGet: {path: /index.html, port: http, host: 127.0.0.1}
+      periodSeconds: 1
+    livenessProbe:
+      tcpSocket: {port: HTTPPORT, host: 127.0.0.1}
+      periodSeconds: 1
 """
 
 
@@ -149,8 +168,15 @@ def test_pods_run_on_containerd_and_survive_offline(cloud, containerd, tmp_path)
     assert "containerd://" in wide, wide
 
     out = tmp_path / "out"
-    k("apply", "-f", "-", input=MANIFESTS.replace("NODE", "shop-1").replace("OUT", str(out)))
+    http_port = free_port()
+    k("apply", "-f", "-", input=MANIFESTS.replace("NODE", "shop-1").replace("OUT", str(out)).replace("HTTPPORT", str(http_port)))
     k("wait", "--for=condition=Ready", "pod", "-l", "app=web", "--timeout=90s", timeout=100)
+    # HTTP readiness and TCP liveness probes against a server in the pod (host network, loopback).
+    k("wait", "--for=condition=Ready", "pod/httpd", "--timeout=60s", timeout=70)
+    # Events recorded on the node reach the cloud (kubectl describe shows them).
+    assert "httpd" in k("get", "pods")
+    assert k("get", "lease", "-n", "kube-node-lease", "shop-1", "-o", "jsonpath={.spec.holderIdentity}") == "shop-1"
+    wait_for(lambda: "Started container main" in k("get", "events", "--field-selector", "involvedObject.name=httpd"), 20, what="events")
     table = k("get", "pods", "-o", "wide")
     web = pods(k)
     assert len(web) == 2 and all(p["spec"]["nodeName"] == "shop-1" and p["status"]["phase"] == "Running" for p in web), table
@@ -215,7 +241,7 @@ def test_pods_run_on_containerd_and_survive_offline(cloud, containerd, tmp_path)
 
     # Deleting the Deployment removes its containers and sandboxes from the node.
     k("delete", "deployment", "web", "--wait=true", timeout=90)
-    k("delete", "pod", "flaky", "--wait=true", timeout=90)
+    k("delete", "pod", "flaky", "httpd", "--wait=true", timeout=90)
     wait_for(lambda: not pods(k, None), 60, what="pods gone")
     wait_for(lambda: not containerd.containers(), 30, what="containers removed")
     sandboxes = containerd.ctr("containers", "ls", "-q")

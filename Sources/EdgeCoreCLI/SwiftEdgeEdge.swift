@@ -1,0 +1,11 @@
+import ArgumentParser
+import EdgeNode
+
+/// `swiftedge-edge`: the edge node alone (KubeEdge's edgecore), without the cloud's code, for
+/// small machines; the same flags as `swiftedge edge`.
+@main
+struct SwiftEdgeEdge: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "swiftedge-edge", abstract: "Run a SwiftEdge edge node (same flags as `swiftedge edge`).",
+        subcommands: [EdgeCommand.self], defaultSubcommand: EdgeCommand.self)
+}
