@@ -231,7 +231,7 @@ def test_pods_run_on_containerd_and_survive_offline(cloud, containerd, tmp_path)
     wait_for(lambda: len([p for p in pods(k) if ready(p)]) == 3, 30, what="3 replicas ready")
     scaled_s = time.time() - back
     print(f"\nnode reported Ready {node_ready_s:.1f}s and the new replica Ready {scaled_s:.1f}s after the cloud returned;"
-          f" restored {len(web_ids) + 1} pods in {restored_ms} ms after an offline edge restart")
+          f" the node's pods restored in {restored_ms} ms after an offline edge restart")
     assert node_ready_s < 5, node_ready_s
     assert scaled_s < 10, scaled_s
     for p in pods(k):
