@@ -74,7 +74,7 @@ let package = Package(
         ]),
         // CloudHub: the edge nodes' WebSocket server (mTLS), sessions, acks, node authorization.
         .target(name: "CloudHub", dependencies: [
-            "CloudEdgeProtocol", "CloudEdgeTransport", "PKI", "KubeAPI",
+            "CloudEdgeProtocol", "CloudEdgeTransport", "PKI", "KubeAPI", "StreamTunnel",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -89,7 +89,7 @@ let package = Package(
         ]),
         // EdgeHub: the edge end of the channel (join, mTLS WebSocket client, reconnect, acks).
         .target(name: "EdgeHub", dependencies: [
-            "CloudEdgeProtocol", "CloudEdgeTransport", "PKI",
+            "CloudEdgeProtocol", "CloudEdgeTransport", "PKI", "StreamTunnel",
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
@@ -110,7 +110,7 @@ let package = Package(
         ]),
         // The cloud side composed: secrets and tokens, CloudHub + certificate service, reliable delivery.
         .target(name: "CloudCore", dependencies: [
-            "CloudHub", "ReliableSync", "ControllerRuntime", "KubeClient", "KubeAPI", "PKI", "CloudEdgeProtocol",
+            "CloudHub", "ReliableSync", "ControllerRuntime", "KubeClient", "KubeAPI", "PKI", "CloudEdgeProtocol", "StreamTunnel",
             .product(name: "X509", package: "swift-certificates"),
             .product(name: "SwiftASN1", package: "swift-asn1"),
             .product(name: "Metrics", package: "swift-metrics"),
@@ -131,7 +131,7 @@ let package = Package(
         ]),
         // The Kubernetes-compatible HTTP API server.
         .target(name: "APIServer", dependencies: [
-            "KubeAPI", "ObjectStore", "PKI", "KubeProtobuf",
+            "KubeAPI", "ObjectStore", "PKI", "KubeProtobuf", "StreamTunnel",
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "HummingbirdTLS", package: "hummingbird"),
             .product(name: "HummingbirdCore", package: "hummingbird"),
@@ -176,6 +176,13 @@ let package = Package(
             .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
             .product(name: "SwiftProtobuf", package: "swift-protobuf"),
         ]),
+        // The stream tunnel (logs, exec): frames, the cloud end and the edge end.
+        .target(name: "StreamTunnel", dependencies: [
+            "KubeAPI",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOWebSocket", package: "swift-nio"),
+        ]),
         // Edged's view of a CRI runtime (containerd, CRI-O): the calls it makes, over gRPC on a unix socket.
         .target(name: "ContainerRuntime", dependencies: [
             "CRI",
@@ -187,7 +194,7 @@ let package = Package(
         ]),
         // Edged: runs the node's pods through the CRI (lifecycle, probes, volumes, status upstream).
         .target(name: "Edged", dependencies: [
-            "ContainerRuntime", "CRI", "CloudEdgeProtocol", "KubeAPI", "MetaStore",
+            "ContainerRuntime", "CRI", "CloudEdgeProtocol", "KubeAPI", "MetaStore", "StreamTunnel",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Metrics", package: "swift-metrics"),
             .product(name: "NIOCore", package: "swift-nio"),
@@ -228,7 +235,7 @@ let package = Package(
         ]),
         // The `swiftedge` executable: parses flags and composes services.
         .executableTarget(name: "SwiftEdgeCLI", dependencies: [
-            "APIServer", "ObjectStore", "PKI", "ControlPlane", "KubeClient", "CloudCore", "EdgeHub", "MetaStore", "CloudHub", "MetricsEndpoint", "NodeStatus", "MetaServer", "CommandSupport", "EdgeNode",
+            "APIServer", "ObjectStore", "PKI", "ControlPlane", "KubeClient", "CloudCore", "EdgeHub", "MetaStore", "CloudHub", "MetricsEndpoint", "NodeStatus", "MetaServer", "CommandSupport", "EdgeNode", "StreamTunnel",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Metrics", package: "swift-metrics"),

@@ -46,6 +46,12 @@ TOML
   echo "$sock"
   ;;
 stop)
+  # Pods first (tasks killed, containers removed), so no shim or mount outlives the runtime.
+  if [ -S "$sock" ] && ctr -a "$sock" version > /dev/null 2>&1; then
+    for t in $(ctr -a "$sock" -n k8s.io tasks ls -q 2>/dev/null); do ctr -a "$sock" -n k8s.io tasks kill -s SIGKILL "$t" > /dev/null 2>&1 || true; done
+    for t in $(ctr -a "$sock" -n k8s.io tasks ls -q 2>/dev/null); do ctr -a "$sock" -n k8s.io tasks delete -f "$t" > /dev/null 2>&1 || true; done
+    for c in $(ctr -a "$sock" -n k8s.io containers ls -q 2>/dev/null); do ctr -a "$sock" -n k8s.io containers delete "$c" > /dev/null 2>&1 || true; done
+  fi
   if [ -f "$dir/pid" ]; then
     pid=$(cat "$dir/pid")
     kill "$pid" 2>/dev/null || true
@@ -53,6 +59,9 @@ stop)
     kill -9 "$pid" 2>/dev/null || true
     rm -f "$dir/pid"
   fi
+  pkill -f "containerd-shim.* -address $sock" 2>/dev/null || true
+  # Sandbox /dev/shm mounts left by a runtime that was killed.
+  grep -o " $dir/[^ ]*" /proc/mounts | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
   ;;
 *) echo "usage: $0 start|stop DIR" >&2; exit 2 ;;
 esac

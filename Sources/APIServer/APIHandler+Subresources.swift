@@ -1,3 +1,4 @@
+import StreamTunnel
 import KubeAPI
 import ObjectStore
 
@@ -23,6 +24,8 @@ extension APIHandler {
             return try await evict(req, t)
         case (.finalize, "PUT"):
             return try await finalizeNamespace(req, t)
+        case (.log, "GET") where options.podStreams != nil:
+            return try await podLog(req, t, options.podStreams!)
         case (.log, "GET"), (.exec, _), (.attach, _), (.portforward, _), (.proxy, _):
             guard let o = await store.get(key(t)) else { throw notFound(t) }
             let pod = try o.decode()
@@ -183,5 +186,78 @@ extension APIHandler {
         logger.info("custom resource definition removed", metadata: ["crd": "\(name)", "objects": "\(page.items.count)"])
         guard let stored = result.object else { throw StatusError.notFound(crdType.resource, group: crdType.group, name: name) }
         return try objectResponse(200, stored, req, crdType)
+    }
+}
+
+/// Opens streams to the node a pod runs on (the cloud's stream tunnels).
+public protocol PodStreams: Sendable {
+    func open(node: String, _ request: StreamRequest) async throws -> TunnelStream
+}
+
+extension TunnelServer: PodStreams {}
+
+/// The iterator of a log stream, handed from the request to the response body writer (used by
+/// one task at a time).
+final class StreamCursor: @unchecked Sendable {
+    var iterator: AsyncThrowingStream<[UInt8], any Error>.AsyncIterator
+    init(_ s: AsyncThrowingStream<[UInt8], any Error>) { iterator = s.makeAsyncIterator() }
+}
+
+extension APIHandler {
+    /// `GET pods/{name}/log` through the node's stream tunnel, with kubectl's options (container,
+    /// follow, previous, timestamps, tailLines, sinceSeconds/sinceTime, limitBytes).
+    func podLog(_ req: APIRequest, _ t: RequestTarget, _ streams: any PodStreams) async throws -> APIResponse {
+        guard let o = await store.get(key(t)) else { throw notFound(t) }
+        let pod = try o.decode()
+        let name = t.name ?? ""
+        guard let node = pod["spec"]["nodeName"].stringValue, !node.isEmpty else {
+            throw StatusError.badRequest("pod \(name) does not have a host assigned")
+        }
+        let names = ((pod["spec"]["containers"].arrayValue ?? []) + (pod["spec"]["initContainers"].arrayValue ?? [])).compactMap { $0["name"].stringValue }
+        let container: String
+        if let c = req.query["container"], !c.isEmpty {
+            guard names.contains(c) else { throw StatusError.badRequest("container \(c) is not valid for pod \(name)") }
+            container = c
+        } else if names.count == 1 {
+            container = names[0]
+        } else {
+            throw StatusError.badRequest("a container name must be specified for pod \(name), choose one of: [\(names.joined(separator: " "))]")
+        }
+        func bool(_ k: String) -> Bool { req.query[k] == "true" || req.query[k] == "1" }
+        func int(_ k: String) throws -> Int64? {
+            guard let v = req.query[k] else { return nil }
+            guard let n = Int64(v), n >= 0 else { throw StatusError.badRequest("\(k) must be a non-negative integer, got \"\(v)\"") }
+            return n
+        }
+        var options = LogOptions(follow: bool("follow"), previous: bool("previous"), timestamps: bool("timestamps"),
+                                 tailLines: try int("tailLines"), sinceSeconds: try int("sinceSeconds"), limitBytes: try int("limitBytes"))
+        if let since = req.query["sinceTime"] {
+            guard let t = KubeTime.parse(since) else { throw StatusError.badRequest("sinceTime \"\(since)\" is not RFC 3339") }
+            options.sinceSeconds = max(0, KubeTime.now().seconds - t.seconds)
+        }
+        let stream: TunnelStream
+        do {
+            stream = try await streams.open(node: node, StreamRequest(kind: .log, namespace: t.namespace ?? "default", pod: name,
+                                                                      container: container, log: options))
+        } catch {
+            throw StatusError(.serviceUnavailable, "cannot reach node \"\(node)\" for the logs of pod \(name): \(error)")
+        }
+        // The first chunk (or the node's error) decides the status code.
+        let cursor = StreamCursor(stream.data)
+        let first: [UInt8]?
+        do { first = try await cursor.iterator.next() } catch {
+            await stream.close()
+            throw StatusError.badRequest("\(error)")
+        }
+        return .stream(200, contentType: "text/plain", producer: { w in
+            do {
+                if let first { try await w.write(Array(first.dropFirst())) }
+                while let chunk = try await cursor.iterator.next() { try await w.write(Array(chunk.dropFirst())) }
+            } catch {
+                await stream.close()
+                if error is TunnelError { return }
+                throw error
+            }
+        })
     }
 }

@@ -18,6 +18,9 @@ public struct APIHandlerOptions: Sendable {
     public var maxWatchSeconds: Int
     /// The address clients should use (discovery's serverAddressByClientCIDRs).
     public var advertiseAddress: String
+    /// Streams to the nodes pods run on (`pods/log`), when edge nodes are connected to this
+    /// server's cloud side.
+    public var podStreams: (any PodStreams)?
 
     public init(tokens: Set<String>, maxBodyBytes: Int = 3 * 1024 * 1024, bookmarkInterval: Duration = .seconds(60),
                 maxWatchSeconds: Int = 1800, advertiseAddress: String = "127.0.0.1:6443")

@@ -23,6 +23,8 @@ public struct EmbeddedAPIServerConfiguration: Sendable {
     public var extraSANs: [String]
     /// Renders Prometheus metrics for `/metrics`.
     public var metricsExporter: (@Sendable () -> [UInt8])?
+    /// Streams to edge nodes for `pods/log` (the cloud's stream tunnels).
+    public var podStreams: (any PodStreams)?
 
     public init(dataDirectory: String, host: String = "127.0.0.1", port: Int = 6443, insecureHTTP: Bool = false,
                 kubeconfigPath: String, fsyncEveryCommit: Bool = true, historyLimit: Int = 10_000,
@@ -99,6 +101,7 @@ public struct EmbeddedAPIServer: Sendable {
         var options = APIHandlerOptions(tokens: [token], bookmarkInterval: config.bookmarkInterval,
                                         advertiseAddress: "\(host):\(config.port)")
         options.metricsExporter = config.metricsExporter
+        options.podStreams = config.podStreams
         let handler = APIHandler(store: store, registry: registry, options: options, logger: logger)
         try await seed(handler, token: token)
         // The kubeconfig names the port actually bound (port 0 picks a free one).

@@ -1,3 +1,4 @@
+import StreamTunnel
 import CloudEdgeProtocol
 import CloudHub
 import ControllerRuntime
@@ -21,6 +22,8 @@ public struct CloudCoreConfiguration: Sendable {
     public var sync = ReliableSyncOptions()
     /// Lifetime of node certificates issued at join and renewal (KubeEdge: 365 days).
     public var edgeCertificateValidity: Duration = .seconds(365 * 86400)
+    /// Serves the nodes' stream tunnels (`kubectl logs`) when set.
+    public var tunnels: TunnelServer?
     public init() {}
 }
 
@@ -66,7 +69,8 @@ public struct CloudCore: Service {
         }
         let ports = PortPair()
         let hub = try CloudHub(configuration: c.hub, ca: secrets.ca, serverCertificate: secrets.serverCertificate,
-                               authorizer: NodeAuthorizer { ns, name in objects.podNode(namespace: ns, name: name) }, logger: logger,
+                               authorizer: NodeAuthorizer { ns, name in objects.podNode(namespace: ns, name: name) },
+                               tunnels: c.tunnels, logger: logger,
                                onRunning: { await ports.set(hub: $0) }) { event in
             switch event {
             case .connected(let node): await syncBox.sync()?.connected(node)

@@ -11,6 +11,7 @@ import NIOSSL
 import NIOWebSocket
 import PKI
 import ServiceLifecycle
+import StreamTunnel
 import Synchronization
 import X509
 
@@ -78,6 +79,7 @@ public final class CloudHub: Service {
     let tls: NIOSSLContext
     let logger: Logger
     let authorizer: (any UpstreamAuthorizer)?
+    let tunnels: TunnelServer?
     let onEvent: @Sendable (HubEvent) async -> Void
     let onRunning: @Sendable (Int) async -> Void
     let sessions = Mutex<[String: Session]>([:])
@@ -127,11 +129,15 @@ public final class CloudHub: Service {
     /// - Parameters:
     ///   - ca: the CA that signed the nodes' certificates (client certificates are verified against it).
     ///   - serverCertificate: CloudHub's serving certificate and key.
+    /// - Parameter tunnels: serves nodes' stream tunnels (`/<projectID>/<node>/stream`, for logs
+    ///   and exec), authenticated like the message channel.
     public init(configuration: CloudHubConfiguration, ca: CertificateAuthority, serverCertificate: CertificateAndKey,
-                authorizer: (any UpstreamAuthorizer)?, logger: Logger, onRunning: @escaping @Sendable (Int) async -> Void = { _ in },
+                authorizer: (any UpstreamAuthorizer)?, tunnels: TunnelServer? = nil, logger: Logger,
+                onRunning: @escaping @Sendable (Int) async -> Void = { _ in },
                 onEvent: @escaping @Sendable (HubEvent) async -> Void) throws
     {
         self.configuration = configuration; self.logger = logger; self.authorizer = authorizer; self.onEvent = onEvent
+        self.tunnels = tunnels
         self.onRunning = onRunning
         (lifecycle, lifecycleSink) = AsyncStream<HubEvent>.makeStream()
         var t = TLSConfiguration.makeServerConfiguration(
@@ -241,10 +247,10 @@ public final class CloudHub: Service {
     }
 
     /// Checks who connects; returns the node name or why it is refused.
-    func admit(path: String, nodeHeader: String?, certCN: String?) -> Result<String, ConnectionClosed> {
+    func admit(path: String, nodeHeader: String?, certCN: String?, endpoint: String = "events") -> Result<String, ConnectionClosed> {
         let parts = path.split(separator: "?").first.map { $0.split(separator: "/").map(String.init) } ?? []
-        guard parts.count == 3, parts[2] == "events", !parts[1].isEmpty else {
-            return .failure(ConnectionClosed("bad path \(path): expected /<projectID>/<node>/events"))
+        guard parts.count == 3, parts[2] == endpoint, !parts[1].isEmpty else {
+            return .failure(ConnectionClosed("bad path \(path): expected /<projectID>/<node>/events or /stream"))
         }
         let node = parts[1]
         if let h = nodeHeader, h != node { return .failure(ConnectionClosed("node_id header \(h) does not match path node \(node)")) }
@@ -261,6 +267,21 @@ public final class CloudHub: Service {
     func serve(_ ws: NIOAsyncChannel<WebSocketFrame, WebSocketFrame>, path: String, nodeHeader: String?, certCN: String?) async {
         try? await ws.executeThenClose { inbound, outbound in
             let writer = MessageWriter(outbound: outbound, isClient: false)
+            if let tunnels, path.split(separator: "?").first?.hasSuffix("/stream") == true {
+                switch admit(path: path, nodeHeader: nodeHeader, certCN: certCN, endpoint: "stream") {
+                case .failure(let why):
+                    refused.increment()
+                    logger.warning("stream tunnel refused", metadata: ["reason": "\(why)", "cert": "\(certCN ?? "")"])
+                    await writer.close(.policyViolation, reason: why.reason)
+                case .success(let node):
+                    await withGracefulShutdownHandler {
+                        await tunnels.serve(node: node, inbound: inbound, outbound: outbound)
+                    } onGracefulShutdown: {
+                        ws.channel.close(promise: nil)
+                    }
+                }
+                return
+            }
             let node: String
             switch admit(path: path, nodeHeader: nodeHeader, certCN: certCN) {
             case .failure(let why):

@@ -144,7 +144,9 @@ public final class EdgeHub: Service {
         if connected.exchange(false, ordering: .relaxed) { await onConnection(false) }
     }
 
-    func connectOnce() async throws {
+    /// Dials the cloud over mTLS and upgrades to a WebSocket on `uri` (the message channel's
+    /// `/<project>/<node>/events`, or the stream tunnel's `/stream`).
+    func dial(uri: String) async throws -> NIOAsyncChannel<WebSocketFrame, WebSocketFrame> {
         let c = configuration
         let tls = self.tls.withLock { $0 }
         let host = c.cloudHost
@@ -167,7 +169,7 @@ public final class EdgeHub: Service {
                     headers.add(name: "project_id", value: c.projectID)
                     headers.add(name: "ConnectionUse", value: "msg")
                     headers.add(name: "Content-Length", value: "0")
-                    let head = HTTPRequestHead(version: .http1_1, method: .GET, uri: "/\(c.projectID)/\(c.nodeName)/events", headers: headers)
+                    let head = HTTPRequestHead(version: .http1_1, method: .GET, uri: uri, headers: headers)
                     var pipeline = NIOUpgradableHTTPClientPipelineConfiguration<Upgrade>(
                         upgradeConfiguration: .init(upgradeRequestHead: head, upgraders: [upgrader], notUpgradingCompletionHandler: { channel in
                             channel.eventLoop.makeSucceededFuture(Upgrade.refused(.badRequest))
@@ -179,6 +181,13 @@ public final class EdgeHub: Service {
                 }
             }
         guard case .websocket(let ws) = try await upgrade.get() else { throw ConnectionClosed("the cloud refused the WebSocket upgrade") }
+        return ws
+    }
+
+    func connectOnce() async throws {
+        let c = configuration
+        let host = c.cloudHost
+        let ws = try await dial(uri: "/\(c.projectID)/\(c.nodeName)/events")
         try await ws.executeThenClose { inbound, outbound in
             let writer = MessageWriter(outbound: outbound, isClient: true)
             currentWriter.withLock { $0 = writer }

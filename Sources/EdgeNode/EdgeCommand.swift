@@ -118,7 +118,9 @@ public struct EdgeCommand: AsyncParsableCommand {
                                           runtime: health, logger: logger)
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
         // Started in this order, stopped in reverse: Edged stops before the runtime client.
-        if let runtime, let edged { services += [.init(service: runtime), .init(service: edged)] }
+        if let runtime, let edged {
+            services += [.init(service: runtime), .init(service: edged), .init(service: EdgeStreamClient(hub: hub, provider: edged, logger: logger))]
+        }
         services += [.init(service: hub), .init(service: reporter)]
         if metaserverPort > 0 { services.append(.init(service: MetaServer(store: store, port: metaserverPort, logger: logger))) }
         if rotateCertificates {

@@ -1,3 +1,4 @@
+import StreamTunnel
 import ArgumentParser
 import CloudCore
 import CloudHub
@@ -61,13 +62,15 @@ struct CloudCommand: AsyncParsableCommand {
         }
         let makeClient: @Sendable (Logger) async throws -> KubeClient
         var opened: OpenedServer?
+        let tunnels = TunnelServer(logger: logger)
         if let kubeconfig {
             let config = try KubeConfig.load(path: kubeconfig)
             makeClient = { l in try KubeClient(config: config, logger: l) }
             logger.info("using an existing cluster; its own controllers run", metadata: ["server": "\(config.server)"])
         } else {
             let o = try await server.open(logger: logging.makeLogger("swiftedge.apiserver"), control: control,
-                                          controllerLogger: logging.makeLogger("swiftedge.controllers"), registry: registry)
+                                          controllerLogger: logging.makeLogger("swiftedge.controllers"), registry: registry,
+                                          podStreams: tunnels)
             opened = o
             services += o.services
             makeClient = o.makeClient
@@ -80,6 +83,7 @@ struct CloudCommand: AsyncParsableCommand {
         config.advertiseAddresses = advertiseAddress
         config.tokenRefresh = .seconds(tokenRefresh)
         config.edgeCertificateValidity = .seconds(edgeCertValidity)
+        config.tunnels = tunnels
         let cloudLogger = logger
         let host = hubBindAddress
         services.append(CloudCore(configuration: config, logger: cloudLogger, onReady: { hub, cert in

@@ -63,11 +63,13 @@ struct OpenedServer {
 
 extension EmbeddedServerOptions {
     /// Opens the embedded API server (and, unless disabled, the control plane next to it).
-    func open(logger: Logger, control: ControllerOptions, controllerLogger: Logger, registry: PrometheusCollectorRegistry) async throws -> OpenedServer {
+    func open(logger: Logger, control: ControllerOptions, controllerLogger: Logger, registry: PrometheusCollectorRegistry,
+              podStreams: (any PodStreams)? = nil) async throws -> OpenedServer {
         var config = EmbeddedAPIServerConfiguration(
             dataDirectory: dataDir, host: bindAddress, port: port, insecureHTTP: insecureHTTP,
             kubeconfigPath: kubeconfigPath, fsyncEveryCommit: fsync, historyLimit: historyLimit,
             compactionInterval: .seconds(compactionInterval), bookmarkInterval: .seconds(bookmarkInterval))
+        config.podStreams = podStreams
         config.metricsExporter = {
             var out: [UInt8] = []
             registry.emit(into: &out)

@@ -247,3 +247,64 @@ def test_pods_run_on_containerd_and_survive_offline(cloud, containerd, tmp_path)
     sandboxes = containerd.ctr("containers", "ls", "-q")
     assert sandboxes.strip() == "", sandboxes
     edge.stop()
+
+
+LOG_PODS = """
+apiVersion: v1
+kind: Pod
+metadata: {name: talker}
+spec:
+  nodeName: NODE
+  hostNetwork: true
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: docker.io/local/busybox:1
+    command: ["sh", "-c", "trap 'exit 0' TERM; for i in 1 2 3 4 5; do echo line $i; done; echo oops >&2; i=0; while true; do i=$((i+1)); echo tick $i; sleep 0.3; done"]
+  - name: crasher
+    image: docker.io/local/busybox:1
+    command: ["sh", "-c", "echo started at $(date +%s%N); sleep 1; exit 1"]
+"""
+
+
+def test_kubectl_logs_through_the_stream_tunnel(cloud, containerd, tmp_path):
+    binaries = kubectl_binaries()
+    k = Kubectl(binaries[max(binaries)], max(binaries), cloud.kubeconfig, tmp_path)
+    edge = Edge(tmp_path, cloud, "shop-2", runtime=containerd.sock).start(cloud.token())
+    wait_for(lambda: node_heartbeat(k, "shop-2")[0] == "True", 30, what="node Ready")
+    wait_for(lambda: "stream tunnel connected" in edge.log.read_text(), 20, what="stream tunnel")
+    k("apply", "-f", "-", input=LOG_PODS.replace("NODE", "shop-2"))
+
+    def logs(*args, check=True):
+        return k.run("logs", "talker", *args, check=check)
+    wait_for(lambda: "tick 2" in logs("-c", "main", check=False).stdout, 60, what="logs")
+    out = logs("-c", "main").stdout.splitlines()
+    # stdout in order; stderr too (interleaved as the runtime wrote it)
+    assert [l for l in out if l != "oops"][:5] == ["line 1", "line 2", "line 3", "line 4", "line 5"] and "oops" in out, out[:8]
+    assert logs("-c", "main", "--tail=2").stdout.count("\n") == 2
+    stamped = logs("-c", "main", "--timestamps", "--tail=1").stdout
+    assert stamped.split(" ", 1)[0].endswith("Z") and " tick " in stamped, stamped
+    # kubectl picks the first container itself; the API without a container asks to choose.
+    assert "line 1\n" in logs().stdout
+    r = k.run("get", "--raw", "/api/v1/namespaces/default/pods/talker/log", check=False)
+    assert r.returncode != 0 and "a container name must be specified" in r.stderr, r.stderr
+    # --previous after a restart: the earlier run's output.
+    wait_for(lambda: json.loads(k("get", "pod", "talker", "-o", "json"))["status"]["containerStatuses"][0].get("restartCount", 0) >= 1
+             or any(c.get("restartCount", 0) >= 1 for c in json.loads(k("get", "pod", "talker", "-o", "json"))["status"]["containerStatuses"]),
+             60, what="crasher restarted")
+    previous = logs("-c", "crasher", "--previous").stdout
+    current = logs("-c", "crasher", check=False).stdout
+    assert previous.startswith("started at") and previous != current, (previous, current)
+    # -f streams new lines as they are written.
+    p = k.popen("logs", "-f", "talker", "-c", "main", "--tail=1")
+    seen = []
+    deadline = time.time() + 20
+    while time.time() < deadline and len(seen) < 4:
+        seen.append(p.stdout.readline().strip())
+    p.terminate()
+    p.wait(timeout=10)
+    ticks = [int(s.split()[1]) for s in seen if s.startswith("tick ")]
+    assert len(ticks) >= 4 and ticks == sorted(ticks) and ticks[-1] > ticks[0], seen
+    # A pod whose node has no tunnel: a clear error.
+    k("delete", "pod", "talker", "--wait=true", timeout=60)
+    edge.stop()

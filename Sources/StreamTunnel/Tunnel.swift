@@ -1,0 +1,194 @@
+import KubeAPI
+import Logging
+import NIOCore
+import NIOWebSocket
+import Synchronization
+
+/// Writes tunnel frames to one WebSocket peer; safe from many tasks.
+struct FrameWriter: Sendable {
+    let outbound: NIOAsyncChannelOutboundWriter<WebSocketFrame>
+    let isClient: Bool
+
+    func send(_ f: TunnelFrame) async throws {
+        try await outbound.write(WebSocketFrame(fin: true, opcode: .binary, maskKey: isClient ? .random() : nil, data: f.encoded()))
+    }
+
+    func pong(_ data: ByteBuffer) async throws {
+        try await outbound.write(WebSocketFrame(fin: true, opcode: .pong, maskKey: isClient ? .random() : nil, data: data))
+    }
+}
+
+/// Reads frames until the peer closes: data and control frames go to `handle`.
+func readFrames(_ inbound: NIOAsyncChannelInboundStream<WebSocketFrame>, writer: FrameWriter,
+                _ handle: (TunnelFrame) async throws -> Void) async throws
+{
+    for try await frame in inbound {
+        switch frame.opcode {
+        case .binary: try await handle(try TunnelFrame(decoding: frame.unmaskedData))
+        case .ping: try await writer.pong(frame.unmaskedData)
+        case .connectionClose: return
+        case .pong, .continuation: continue
+        default: throw TunnelError("unexpected WebSocket frame \(frame.opcode) on the stream tunnel")
+        }
+    }
+}
+
+/// One stream opened by the cloud: the bytes the node sends (each chunk starts with its channel
+/// byte) until it closes the stream; closing it early tells the node to stop.
+public struct TunnelStream: Sendable {
+    public let id: UInt32
+    public let data: AsyncThrowingStream<[UInt8], any Error>
+    let writer: FrameWriter
+    let forget: @Sendable () -> Void
+
+    /// Sends bytes to the node on a channel (stdin, resize).
+    public func send(channel: UInt8, _ bytes: [UInt8]) async throws {
+        try await writer.send(TunnelFrame(stream: id, kind: .data, payload: [channel] + bytes))
+    }
+
+    /// Ends the stream from the cloud's side (the client went away).
+    public func close() async {
+        forget()
+        try? await writer.send(.close(id, error: nil))
+    }
+}
+
+/// The cloud end of the stream tunnels: one connection per node (dialled by the node), streams
+/// opened on demand for `kubectl logs` and friends.
+public final class TunnelServer: Sendable {
+    final class NodeTunnel: Sendable {
+        let writer: FrameWriter
+        let streams = Mutex<[UInt32: AsyncThrowingStream<[UInt8], any Error>.Continuation]>([:])
+        let nextID = Atomic<UInt32>(0)
+        init(writer: FrameWriter) { self.writer = writer }
+
+        func fail(_ why: String) {
+            for c in streams.withLock({ s in defer { s = [:] }; return Array(s.values) }) { c.finish(throwing: TunnelError(why)) }
+        }
+    }
+
+    let tunnels = Mutex<[String: NodeTunnel]>([:])
+    let logger: Logger
+
+    public init(logger: Logger) { self.logger = logger }
+
+    /// Whether the node's tunnel is up.
+    public func isConnected(_ node: String) -> Bool { tunnels.withLock { $0[node] != nil } }
+
+    /// Serves one node's tunnel connection until it closes (CloudHub hands it over after
+    /// authenticating the node).
+    public func serve(node: String, inbound: NIOAsyncChannelInboundStream<WebSocketFrame>,
+                      outbound: NIOAsyncChannelOutboundWriter<WebSocketFrame>) async
+    {
+        let tunnel = NodeTunnel(writer: FrameWriter(outbound: outbound, isClient: false))
+        let replaced = tunnels.withLock { t in defer { t[node] = tunnel }; return t[node] }
+        replaced?.fail("the node opened a new stream tunnel")
+        logger.info("stream tunnel connected", metadata: ["node": "\(node)"])
+        var reason = "closed by the node"
+        do {
+            try await readFrames(inbound, writer: tunnel.writer) { f in
+                switch f.kind {
+                case .data:
+                    _ = tunnel.streams.withLock { $0[f.stream] }?.yield(f.payload)
+                case .close:
+                    let c = tunnel.streams.withLock { $0.removeValue(forKey: f.stream) }
+                    if let error = (try? JSON.parse(f.payload))?["error"].stringValue { c?.finish(throwing: TunnelError(error)) } else { c?.finish() }
+                case .open:
+                    throw TunnelError("a node may not open streams")
+                }
+            }
+        } catch {
+            reason = "\(error)"
+        }
+        tunnels.withLock { t in if t[node] === tunnel { t[node] = nil } }
+        tunnel.fail("stream tunnel to node \(node) closed: \(reason)")
+        outbound.finish()
+        logger.info("stream tunnel closed", metadata: ["node": "\(node)", "reason": "\(reason)"])
+    }
+
+    /// Opens a stream to a node. Throws if the node has no tunnel.
+    public func open(node: String, _ request: StreamRequest) async throws -> TunnelStream {
+        guard let tunnel = tunnels.withLock({ $0[node] }) else {
+            throw TunnelError("no stream tunnel to node \"\(node)\" (is it connected?)")
+        }
+        let id = tunnel.nextID.wrappingAdd(1, ordering: .relaxed).newValue
+        let (data, sink) = AsyncThrowingStream<[UInt8], any Error>.makeStream(bufferingPolicy: .bufferingNewest(4096))
+        tunnel.streams.withLock { $0[id] = sink }
+        try await tunnel.writer.send(TunnelFrame(stream: id, kind: .open, payload: request.json.serialized()))
+        return TunnelStream(id: id, data: data, writer: tunnel.writer, forget: { _ = tunnel.streams.withLock { $0.removeValue(forKey: id) } })
+    }
+}
+
+/// Serves the streams the cloud opens on a node: writes data chunks (channel byte first) until
+/// done; throwing ends the stream with the error's text.
+public protocol StreamProvider: Sendable {
+    func serve(_ request: StreamRequest, write: @escaping @Sendable ([UInt8]) async throws -> Void) async throws
+}
+
+/// The edge end: serves the streams of one tunnel connection (each in its own child task;
+/// a close from the cloud cancels it). Returns when the connection closes.
+public func serveTunnel(inbound: NIOAsyncChannelInboundStream<WebSocketFrame>, outbound: NIOAsyncChannelOutboundWriter<WebSocketFrame>,
+                        provider: any StreamProvider, logger: Logger) async throws
+{
+    let writer = FrameWriter(outbound: outbound, isClient: true)
+    let running = StreamCancels()
+    let (frames, sink) = AsyncThrowingStream<TunnelFrame, any Error>.makeStream()
+    try await withThrowingDiscardingTaskGroup { group in
+        group.addTask {
+            do {
+                try await readFrames(inbound, writer: writer) { sink.yield($0) }
+                sink.finish()
+            } catch {
+                sink.finish(throwing: error)
+            }
+        }
+        defer { for s in running.all() { s.signal() } }
+        for try await f in frames {
+            switch f.kind {
+            case .open:
+                let request: StreamRequest
+                do { request = try StreamRequest(json: try JSON.parse(f.payload)) } catch {
+                    try await writer.send(.close(f.stream, error: "bad stream request: \(error)"))
+                    continue
+                }
+                let id = f.stream
+                let cancel = WakeSignal()
+                running.set(id, cancel)
+                group.addTask {
+                    await withTaskGroup(of: Void.self) { g in
+                        g.addTask {
+                            var failure: String?
+                            do {
+                                try await provider.serve(request) { bytes in
+                                    try await writer.send(TunnelFrame(stream: id, kind: .data, payload: bytes))
+                                }
+                            } catch is CancellationError {
+                                return
+                            } catch {
+                                failure = "\(error)"
+                            }
+                            try? await writer.send(.close(id, error: failure))
+                        }
+                        g.addTask { await cancel.wait() }
+                        await g.next()
+                        g.cancelAll()
+                    }
+                    _ = running.remove(id)
+                }
+            case .close:
+                running.remove(f.stream)?.signal()
+            case .data:
+                break  // stdin and resize come with exec
+            }
+        }
+        logger.info("stream tunnel closed by the cloud")
+    }
+}
+
+/// The cancel signals of the streams a node is serving.
+final class StreamCancels: Sendable {
+    let m = Mutex<[UInt32: WakeSignal]>([:])
+    func set(_ id: UInt32, _ s: WakeSignal) { m.withLock { $0[id] = s } }
+    func remove(_ id: UInt32) -> WakeSignal? { m.withLock { $0.removeValue(forKey: id) } }
+    func all() -> [WakeSignal] { m.withLock { Array($0.values) } }
+}

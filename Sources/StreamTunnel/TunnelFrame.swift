@@ -1,0 +1,117 @@
+import KubeAPI
+import NIOCore
+
+/// One frame of the stream tunnel (the node's second WebSocket, KubeEdge's CloudStream/
+/// EdgeStream): binary WebSocket messages `[stream id: u32][kind: u8][payload]`, many streams
+/// multiplexed on one connection.
+public struct TunnelFrame: Sendable, Equatable {
+    public enum Kind: UInt8, Sendable {
+        /// Cloud → edge: a new stream; payload is the ``StreamRequest`` JSON.
+        case open = 0
+        /// Either way: stream bytes; the payload's first byte is the channel (Kubernetes
+        /// remotecommand numbering: 0 stdin, 1 stdout, 2 stderr, 3 error, 4 resize).
+        case data = 1
+        /// Either way: the stream ended; payload is `{"error": "..."}` or empty.
+        case close = 2
+    }
+
+    public var stream: UInt32
+    public var kind: Kind
+    public var payload: [UInt8]
+
+    public init(stream: UInt32, kind: Kind, payload: [UInt8] = []) {
+        self.stream = stream; self.kind = kind; self.payload = payload
+    }
+
+    public func encoded() -> ByteBuffer {
+        var b = ByteBuffer()
+        b.reserveCapacity(5 + payload.count)
+        b.writeInteger(stream)
+        b.writeInteger(kind.rawValue)
+        b.writeBytes(payload)
+        return b
+    }
+
+    public init(decoding buffer: ByteBuffer) throws(TunnelError) {
+        var b = buffer
+        guard let stream = b.readInteger(as: UInt32.self), let k = b.readInteger(as: UInt8.self) else {
+            throw TunnelError("tunnel frame shorter than its 5-byte header")
+        }
+        guard let kind = Kind(rawValue: k) else { throw TunnelError("unknown tunnel frame kind \(k)") }
+        self.stream = stream
+        self.kind = kind
+        payload = b.readBytes(length: b.readableBytes) ?? []
+    }
+
+    public static func close(_ stream: UInt32, error: String?) -> TunnelFrame {
+        TunnelFrame(stream: stream, kind: .close, payload: error.map { JSON.object(["error": .string($0)]).serialized() } ?? [])
+    }
+}
+
+/// A tunnel failure with what happened.
+public struct TunnelError: Error, Sendable, CustomStringConvertible {
+    public var message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}
+
+/// What the cloud asks a node to stream.
+public struct StreamRequest: Sendable, Equatable {
+    public enum Kind: String, Sendable { case log }
+    public var kind: Kind
+    public var namespace: String
+    public var pod: String
+    public var container: String
+    public var log: LogOptions
+
+    public init(kind: Kind, namespace: String, pod: String, container: String, log: LogOptions = LogOptions()) {
+        self.kind = kind; self.namespace = namespace; self.pod = pod; self.container = container; self.log = log
+    }
+
+    public var json: JSON {
+        ["kind": .string(kind.rawValue), "namespace": .string(namespace), "pod": .string(pod), "container": .string(container),
+         "log": log.json]
+    }
+
+    public init(json j: JSON) throws(TunnelError) {
+        guard let k = j["kind"].stringValue.flatMap(Kind.init(rawValue:)) else { throw TunnelError("unknown stream kind \(j["kind"])") }
+        guard let ns = j["namespace"].stringValue, let pod = j["pod"].stringValue, let c = j["container"].stringValue else {
+            throw TunnelError("stream request without namespace, pod or container")
+        }
+        self.init(kind: k, namespace: ns, pod: pod, container: c, log: LogOptions(json: j["log"]))
+    }
+}
+
+/// `pods/log` options (kubectl logs flags).
+public struct LogOptions: Sendable, Equatable {
+    public var follow = false
+    public var previous = false
+    public var timestamps = false
+    public var tailLines: Int64?
+    public var sinceSeconds: Int64?
+    public var limitBytes: Int64?
+
+    public init(follow: Bool = false, previous: Bool = false, timestamps: Bool = false, tailLines: Int64? = nil,
+                sinceSeconds: Int64? = nil, limitBytes: Int64? = nil)
+    {
+        self.follow = follow; self.previous = previous; self.timestamps = timestamps
+        self.tailLines = tailLines; self.sinceSeconds = sinceSeconds; self.limitBytes = limitBytes
+    }
+
+    var json: JSON {
+        var o: JSON = ["follow": .bool(follow), "previous": .bool(previous), "timestamps": .bool(timestamps)]
+        if let tailLines { o["tailLines"] = .int(tailLines) }
+        if let sinceSeconds { o["sinceSeconds"] = .int(sinceSeconds) }
+        if let limitBytes { o["limitBytes"] = .int(limitBytes) }
+        return o
+    }
+
+    init(json j: JSON) {
+        follow = j["follow"].boolValue ?? false
+        previous = j["previous"].boolValue ?? false
+        timestamps = j["timestamps"].boolValue ?? false
+        tailLines = j["tailLines"].intValue
+        sinceSeconds = j["sinceSeconds"].intValue
+        limitBytes = j["limitBytes"].intValue
+    }
+}
