@@ -26,6 +26,10 @@ extension APIHandler {
             return try await finalizeNamespace(req, t)
         case (.log, "GET") where options.podStreams != nil:
             return try await podLog(req, t, options.podStreams!)
+        case (.exec, _) where options.podStreams != nil:
+            return try await streamWithoutUpgrade(req, t, .exec)
+        case (.attach, _) where options.podStreams != nil:
+            return try await streamWithoutUpgrade(req, t, .attach)
         case (.log, "GET"), (.exec, _), (.attach, _), (.portforward, _), (.proxy, _):
             guard let o = await store.get(key(t)) else { throw notFound(t) }
             let pod = try o.decode()

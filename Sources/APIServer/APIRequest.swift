@@ -26,7 +26,7 @@ public struct APIRequest: Sendable {
         return out
     }
 
-    static func percentDecode(_ s: Substring) -> String {
+    public static func percentDecode(_ s: Substring) -> String {
         var bytes: [UInt8] = []
         var it = Array(s.utf8)[...]
         while let c = it.popFirst() {

@@ -1,6 +1,7 @@
 import Foundation
 import HTTPTypes
 import Hummingbird
+import HummingbirdWebSocket
 import HummingbirdCore
 import HummingbirdTLS
 import KubeAPI
@@ -33,15 +34,21 @@ public struct APIServerService: Service {
     }
 
     public func run() async throws {
+        let handler = self.handler
+        // `pods/exec` arrives as a WebSocket upgrade; everything else is plain HTTP.
+        let execUpgrade: @Sendable (HTTPRequest, any Channel, Logger) async throws
+            -> ShouldUpgradeResult<WebSocketDataHandler<HTTP1WebSocketUpgradeChannel.Context>> = { request, _, _ in
+                await handler.execUpgrade(request)
+            }
         let server: HTTPServerBuilder
         if let tls = configuration.tls {
             let chain = try NIOSSLCertificate.fromPEMBytes(Array(tls.certificatePEM.utf8)).map { NIOSSLCertificateSource.certificate($0) }
             let key = try NIOSSLPrivateKey(bytes: Array(tls.privateKeyPEM.utf8), format: .pem)
             var tlsConfig = TLSConfiguration.makeServerConfiguration(certificateChain: chain, privateKey: .privateKey(key))
             tlsConfig.applicationProtocols = ["http/1.1"]
-            server = try .tls(.http1(), tlsConfiguration: tlsConfig)
+            server = try .tls(.http1WebSocketUpgrade(shouldUpgrade: execUpgrade), tlsConfiguration: tlsConfig)
         } else {
-            server = .http1()
+            server = .http1WebSocketUpgrade(shouldUpgrade: execUpgrade)
         }
         let onRunning = self.onRunning
         let app = Application(

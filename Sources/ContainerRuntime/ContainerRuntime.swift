@@ -44,6 +44,10 @@ public protocol ContainerRuntime: Sendable {
     func listContainers(labels: [String: String]) async throws -> [Runtime_V1_Container]
     func containerStatus(_ id: String) async throws -> Runtime_V1_ContainerStatus
     func execSync(_ id: String, command: [String], timeoutSeconds: Int64) async throws -> ExecResult
+    /// Prepares a streaming exec; returns the runtime's streaming URL to connect to.
+    func exec(_ id: String, command: [String], stdin: Bool, stdout: Bool, stderr: Bool, tty: Bool) async throws -> String
+    /// Prepares a streaming attach to the container's main process; returns the streaming URL.
+    func attach(_ id: String, stdin: Bool, stdout: Bool, stderr: Bool, tty: Bool) async throws -> String
     /// The image's id if the runtime has it, nil otherwise.
     func imageID(_ image: String) async throws -> String?
     func pullImage(_ image: String, sandboxConfig: Runtime_V1_PodSandboxConfig) async throws -> String
@@ -215,6 +219,27 @@ public final class CRIRuntime: ContainerRuntime, Service {
         r.timeout = timeoutSeconds
         let response = try await call("ExecSync") { try await runtime.execSync(r, options: options(.seconds(timeoutSeconds + 10))) }
         return ExecResult(exitCode: response.exitCode, stdout: Array(response.stdout), stderr: Array(response.stderr))
+    }
+
+    public func exec(_ id: String, command: [String], stdin: Bool, stdout: Bool, stderr: Bool, tty: Bool) async throws -> String {
+        var r = Runtime_V1_ExecRequest()
+        r.containerID = id
+        r.cmd = command
+        r.stdin = stdin
+        r.stdout = stdout
+        r.stderr = stderr && !tty
+        r.tty = tty
+        return try await call("Exec") { try await runtime.exec(r, options: options()).url }
+    }
+
+    public func attach(_ id: String, stdin: Bool, stdout: Bool, stderr: Bool, tty: Bool) async throws -> String {
+        var r = Runtime_V1_AttachRequest()
+        r.containerID = id
+        r.stdin = stdin
+        r.stdout = stdout
+        r.stderr = stderr && !tty
+        r.tty = tty
+        return try await call("Attach") { try await runtime.attach(r, options: options()).url }
     }
 
     public func imageID(_ image: String) async throws -> String? {

@@ -122,7 +122,8 @@ public final class TunnelServer: Sendable {
 /// Serves the streams the cloud opens on a node: writes data chunks (channel byte first) until
 /// done; throwing ends the stream with the error's text.
 public protocol StreamProvider: Sendable {
-    func serve(_ request: StreamRequest, write: @escaping @Sendable ([UInt8]) async throws -> Void) async throws
+    /// - Parameter input: what the cloud sends on the stream (stdin, resize; channel byte first).
+    func serve(_ request: StreamRequest, input: AsyncStream<[UInt8]>, write: @escaping @Sendable ([UInt8]) async throws -> Void) async throws
 }
 
 /// The edge end: serves the streams of one tunnel connection (each in its own child task;
@@ -153,13 +154,14 @@ public func serveTunnel(inbound: NIOAsyncChannelInboundStream<WebSocketFrame>, o
                 }
                 let id = f.stream
                 let cancel = WakeSignal()
-                running.set(id, cancel)
+                let (input, inputSink) = AsyncStream<[UInt8]>.makeStream(bufferingPolicy: .bufferingNewest(1024))
+                running.set(id, cancel, inputSink)
                 group.addTask {
                     await withTaskGroup(of: Void.self) { g in
                         g.addTask {
                             var failure: String?
                             do {
-                                try await provider.serve(request) { bytes in
+                                try await provider.serve(request, input: input) { bytes in
                                     try await writer.send(TunnelFrame(stream: id, kind: .data, payload: bytes))
                                 }
                             } catch is CancellationError {
@@ -173,12 +175,12 @@ public func serveTunnel(inbound: NIOAsyncChannelInboundStream<WebSocketFrame>, o
                         await g.next()
                         g.cancelAll()
                     }
-                    _ = running.remove(id)
+                    running.remove(id)?.input.finish()
                 }
             case .close:
-                running.remove(f.stream)?.signal()
+                running.remove(f.stream)?.cancel.signal()
             case .data:
-                break  // stdin and resize come with exec
+                running.input(f.stream)?.yield(f.payload)
             }
         }
         logger.info("stream tunnel closed by the cloud")
@@ -187,8 +189,11 @@ public func serveTunnel(inbound: NIOAsyncChannelInboundStream<WebSocketFrame>, o
 
 /// The cancel signals of the streams a node is serving.
 final class StreamCancels: Sendable {
-    let m = Mutex<[UInt32: WakeSignal]>([:])
-    func set(_ id: UInt32, _ s: WakeSignal) { m.withLock { $0[id] = s } }
-    func remove(_ id: UInt32) -> WakeSignal? { m.withLock { $0.removeValue(forKey: id) } }
-    func all() -> [WakeSignal] { m.withLock { Array($0.values) } }
+    struct Entry { var cancel: WakeSignal; var input: AsyncStream<[UInt8]>.Continuation }
+    let m = Mutex<[UInt32: Entry]>([:])
+    func set(_ id: UInt32, _ s: WakeSignal, _ input: AsyncStream<[UInt8]>.Continuation) { m.withLock { $0[id] = Entry(cancel: s, input: input) } }
+    @discardableResult
+    func remove(_ id: UInt32) -> Entry? { m.withLock { $0.removeValue(forKey: id) } }
+    func input(_ id: UInt32) -> AsyncStream<[UInt8]>.Continuation? { m.withLock { $0[id]?.input } }
+    func all() -> [WakeSignal] { m.withLock { $0.values.map(\.cancel) } }
 }

@@ -57,20 +57,23 @@ public struct TunnelError: Error, Sendable, CustomStringConvertible {
 
 /// What the cloud asks a node to stream.
 public struct StreamRequest: Sendable, Equatable {
-    public enum Kind: String, Sendable { case log }
+    public enum Kind: String, Sendable { case log, exec, attach }
     public var kind: Kind
     public var namespace: String
     public var pod: String
     public var container: String
     public var log: LogOptions
+    public var exec: ExecOptions
 
-    public init(kind: Kind, namespace: String, pod: String, container: String, log: LogOptions = LogOptions()) {
-        self.kind = kind; self.namespace = namespace; self.pod = pod; self.container = container; self.log = log
+    public init(kind: Kind, namespace: String, pod: String, container: String, log: LogOptions = LogOptions(),
+                exec: ExecOptions = ExecOptions())
+    {
+        self.kind = kind; self.namespace = namespace; self.pod = pod; self.container = container; self.log = log; self.exec = exec
     }
 
     public var json: JSON {
         ["kind": .string(kind.rawValue), "namespace": .string(namespace), "pod": .string(pod), "container": .string(container),
-         "log": log.json]
+         "log": log.json, "exec": exec.json]
     }
 
     public init(json j: JSON) throws(TunnelError) {
@@ -78,7 +81,7 @@ public struct StreamRequest: Sendable, Equatable {
         guard let ns = j["namespace"].stringValue, let pod = j["pod"].stringValue, let c = j["container"].stringValue else {
             throw TunnelError("stream request without namespace, pod or container")
         }
-        self.init(kind: k, namespace: ns, pod: pod, container: c, log: LogOptions(json: j["log"]))
+        self.init(kind: k, namespace: ns, pod: pod, container: c, log: LogOptions(json: j["log"]), exec: ExecOptions(json: j["exec"]))
     }
 }
 
@@ -113,5 +116,30 @@ public struct LogOptions: Sendable, Equatable {
         tailLines = j["tailLines"].intValue
         sinceSeconds = j["sinceSeconds"].intValue
         limitBytes = j["limitBytes"].intValue
+    }
+}
+
+/// `pods/exec` and `pods/attach` options (kubectl exec/attach flags).
+public struct ExecOptions: Sendable, Equatable {
+    public var command: [String] = []
+    public var stdin = false
+    public var stdout = true
+    public var stderr = true
+    public var tty = false
+
+    public init(command: [String] = [], stdin: Bool = false, stdout: Bool = true, stderr: Bool = true, tty: Bool = false) {
+        self.command = command; self.stdin = stdin; self.stdout = stdout; self.stderr = stderr; self.tty = tty
+    }
+
+    var json: JSON {
+        ["command": .array(command.map { .string($0) }), "stdin": .bool(stdin), "stdout": .bool(stdout), "stderr": .bool(stderr), "tty": .bool(tty)]
+    }
+
+    init(json j: JSON) {
+        command = (j["command"].arrayValue ?? []).compactMap(\.stringValue)
+        stdin = j["stdin"].boolValue ?? false
+        stdout = j["stdout"].boolValue ?? true
+        stderr = j["stderr"].boolValue ?? true
+        tty = j["tty"].boolValue ?? false
     }
 }

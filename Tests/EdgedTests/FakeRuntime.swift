@@ -95,6 +95,12 @@ final class FakeRuntime: ContainerRuntime {
     func execSync(_ id: String, command: [String], timeoutSeconds: Int64) async throws -> ExecResult {
         ExecResult(exitCode: state.withLock { $0.execExit }, stdout: [], stderr: [])
     }
+    func exec(_ id: String, command: [String], stdin: Bool, stdout: Bool, stderr: Bool, tty: Bool) async throws -> String {
+        throw RuntimeError(operation: "Exec", kind: .other, message: "not supported by the fake runtime")
+    }
+    func attach(_ id: String, stdin: Bool, stdout: Bool, stderr: Bool, tty: Bool) async throws -> String {
+        throw RuntimeError(operation: "Attach", kind: .other, message: "not supported by the fake runtime")
+    }
     func imageID(_ image: String) async throws -> String? { "sha256:fake" }
     func pullImage(_ image: String, sandboxConfig: Runtime_V1_PodSandboxConfig) async throws -> String { "sha256:fake" }
 

@@ -308,3 +308,91 @@ def test_kubectl_logs_through_the_stream_tunnel(cloud, containerd, tmp_path):
     # A pod whose node has no tunnel: a clear error.
     k("delete", "pod", "talker", "--wait=true", timeout=60)
     edge.stop()
+
+
+SHELL_PODS = """
+apiVersion: v1
+kind: Pod
+metadata: {name: shell}
+spec:
+  hostNetwork: true
+  terminationGracePeriodSeconds: 1
+  nodeName: NODE
+  containers:
+  - name: main
+    image: docker.io/local/busybox:1
+    command: ["sh", "-c", "trap 'exit 0' TERM; i=0; while true; do i=$((i+1)); echo tick $i; sleep 0.3; done"]
+  - name: side
+    image: docker.io/local/busybox:1
+    command: ["sh", "-c", "trap 'exit 0' TERM; echo side > /tmp/who; while true; do sleep 1; done"]
+"""
+
+
+def test_kubectl_exec_and_attach_through_the_stream_tunnel(cloud, containerd, tmp_path):
+    binaries = kubectl_binaries()
+    edge = Edge(tmp_path, cloud, "shop-3", runtime=containerd.sock).start(cloud.token())
+    k = Kubectl(binaries[max(binaries)], max(binaries), cloud.kubeconfig, tmp_path)
+    wait_for(lambda: "stream tunnel connected" in edge.log.read_text(), 30, what="stream tunnel")
+    k("apply", "-f", "-", input=SHELL_PODS.replace("NODE", "shop-3"))
+    k("wait", "--for=condition=Ready", "pod/shell", "--timeout=60s", timeout=70)
+    for version, binary in sorted(binaries.items()):
+        kv = Kubectl(binary, version, cloud.kubeconfig, tmp_path)
+        # Output on both channels, and the exit code through the error channel's Status.
+        r = kv.run("exec", "shell", "-c", "main", "--", "sh", "-c", "echo hi; echo oops >&2; exit 3", check=False)
+        assert r.returncode == 3 and r.stdout == "hi\n" and "oops" in r.stderr, (version, r)
+        # The container named is the one that runs the command.
+        assert kv("exec", "shell", "-c", "side", "--", "cat", "/tmp/who") == "side\n"
+        # stdin reaches the command.
+        r = kv.run("exec", "-i", "shell", "-c", "main", "--", "sh", "-c", "read a; read b; echo got $a $b", input="one\ntwo\n")
+        assert r.stdout == "got one two\n", (version, r)
+        # Clear errors: an unknown container, a command that does not exist.
+        r = kv.run("exec", "shell", "-c", "nope", "--", "true", check=False)
+        assert r.returncode != 0 and "container nope is not valid for pod shell" in r.stderr, (version, r.stderr)
+        r = kv.run("exec", "shell", "-c", "main", "--", "/no/such/binary", check=False)
+        assert r.returncode != 0 and "no such file or directory" in r.stderr, (version, r.stderr)
+
+    # An interactive shell with a terminal, driven through tmux as a person would type.
+    done = tmp_path / "exec-exit"
+    session = f"swiftedge-{os.getpid()}"
+    env = " ".join(f"{key}={value}" for key, value in k.env().items() if key in ("KUBECONFIG", "HOME"))
+    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "100", "-y", "30",
+                    f"env {env} {k.binary} exec -it shell -c main -- sh; echo $? > {done}"], check=True)
+    try:
+        def pane():
+            return subprocess.run(["tmux", "capture-pane", "-p", "-t", session], capture_output=True, text=True).stdout
+        wait_for(lambda: "/ #" in pane(), 30, what="shell prompt")
+        subprocess.run(["tmux", "send-keys", "-t", session, "echo $((6*7)); stty size", "Enter"], check=True)
+        wait_for(lambda: "42" in pane().split("echo $((6*7)); stty size", 1)[-1], 15, what="command output")
+        assert "30 100" in pane(), pane()  # the terminal size reached the container (resize channel)
+        subprocess.run(["tmux", "send-keys", "-t", session, "exit 5", "Enter"], check=True)
+        wait_for(lambda: done.exists() and done.read_text().strip(), 15, what="kubectl exec -it to end")
+        assert done.read_text().strip() == "5"
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], check=False)
+
+    # The Python client's stream() (WebSocket v4) reads the exit code from the error channel.
+    from kubernetes import client, config
+    from kubernetes.stream import stream
+    api = client.CoreV1Api(config.new_client_from_config(config_file=str(cloud.kubeconfig)))
+    resp = stream(api.connect_get_namespaced_pod_exec, "shell", "default", container="main",
+                  command=["sh", "-c", "echo from-python; exit 7"], stderr=True, stdin=False, stdout=True, tty=False,
+                  _preload_content=False)
+    resp.run_forever(timeout=20)
+    assert resp.returncode == 7 and "from-python" in resp.read_stdout(), resp.returncode
+
+    # kubectl attach follows the main process's output.
+    p = k.popen("attach", "shell", "-c", "main")
+    ticks = []
+    deadline = time.time() + 20
+    while time.time() < deadline and len(ticks) < 3:
+        line = p.stdout.readline().strip()
+        if line.startswith("tick "):
+            ticks.append(int(line.split()[1]))
+    p.terminate()
+    p.wait(timeout=10)
+    assert len(ticks) == 3 and ticks == sorted(ticks), ticks
+
+    # A node without its tunnel: the error names the node.
+    edge.stop()
+    r = k.run("exec", "shell", "-c", "main", "--", "true", check=False)
+    assert r.returncode != 0 and 'cannot reach node "shop-3"' in r.stderr, r.stderr
