@@ -228,7 +228,7 @@ let package = Package(
         // The edge node's composition (`swiftedge edge` / `swiftedge-edge`): channel, store,
         // MetaServer, node status, Edged on the CRI runtime.
         .target(name: "EdgeNode", dependencies: [
-            "CommandSupport", "EdgeHub", "MetaStore", "MetaServer", "NodeStatus", "Edged", "ContainerRuntime",
+            "CommandSupport", "EdgeHub", "MetaStore", "MetaServer", "NodeStatus", "Edged", "ContainerRuntime", "MetricsEndpoint",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

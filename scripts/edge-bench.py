@@ -82,7 +82,7 @@ def main():
         token = subprocess.run([a.bin, "gettoken", "--kubeconfig", str(kubeconfig)], check=True, capture_output=True, text=True).stdout.strip()
         edge_log = open(tmp / "edge.log", "wb")
         edge = subprocess.Popen([a.edge_bin, "--cloud", "127.0.0.1", "--cloudhub-port", str(hub), "--cert-port", str(cert),
-                                 "--node-name", "bench-1", "--token", token, "--data-dir", str(tmp / "edge"), "--metaserver-port", str(free_port()),
+                                 "--node-name", "bench-1", "--token", token, "--data-dir", str(tmp / "edge"), "--metaserver-port", str(free_port()), "--metrics-port", str(free_port()),
                                  "--remote-runtime-endpoint", f"unix://{sock}", "--pod-logs-dir", str(tmp / "logs"), "--log-level", os.environ.get("EDGE_LOG_LEVEL", "warning")],
                                 stdout=edge_log, stderr=subprocess.STDOUT)
         procs.append(edge)

@@ -157,6 +157,7 @@ public final class APIHandler: Sendable {
         if let sub = target.subresource {
             return try await subresourceRequest(req, target, sub)
         }
+        if type.group == Self.metricsGroup { return try await metricsRequest(req, target) }
         if type.resource == "selfsubjectaccessreviews" && type.group == "authorization.k8s.io" {
             // Every authenticated user is an administrator until RBAC is enforced.
             guard req.method == "POST", target.name == nil else {

@@ -48,6 +48,8 @@ public protocol ContainerRuntime: Sendable {
     func exec(_ id: String, command: [String], stdin: Bool, stdout: Bool, stderr: Bool, tty: Bool) async throws -> String
     /// Prepares a streaming attach to the container's main process; returns the streaming URL.
     func attach(_ id: String, stdin: Bool, stdout: Bool, stderr: Bool, tty: Bool) async throws -> String
+    /// CPU and memory usage of the containers carrying these labels.
+    func listContainerStats(labels: [String: String]) async throws -> [Runtime_V1_ContainerStats]
     /// The image's id if the runtime has it, nil otherwise.
     func imageID(_ image: String) async throws -> String?
     func pullImage(_ image: String, sandboxConfig: Runtime_V1_PodSandboxConfig) async throws -> String
@@ -204,6 +206,12 @@ public final class CRIRuntime: ContainerRuntime, Service {
         var r = Runtime_V1_ListContainersRequest()
         r.filter.labelSelector = labels
         return try await call("ListContainers") { try await runtime.listContainers(r, options: options()).containers }
+    }
+
+    public func listContainerStats(labels: [String: String]) async throws -> [Runtime_V1_ContainerStats] {
+        var r = Runtime_V1_ListContainerStatsRequest()
+        r.filter.labelSelector = labels
+        return try await call("ListContainerStats") { try await runtime.listContainerStats(r, options: options()).stats }
     }
 
     public func containerStatus(_ id: String) async throws -> Runtime_V1_ContainerStatus {

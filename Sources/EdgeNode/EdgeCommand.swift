@@ -6,6 +6,7 @@ import Edged
 import Foundation
 import Logging
 import MetaServer
+import MetricsEndpoint
 import MetaStore
 import NodeStatus
 import ServiceLifecycle
@@ -64,12 +65,15 @@ public struct EdgeCommand: AsyncParsableCommand {
     @Option(help: "Directory for container logs (kubelet's layout).")
     var podLogsDir: String = "/var/log/pods"
 
+    @Option(help: "Port of the plain-HTTP Prometheus /metrics endpoint on 127.0.0.1 (0: none).")
+    var metricsPort: Int = 10352
+
     @OptionGroup var logging: LoggingOptions
 
     public init() {}
 
     public func run() async throws {
-        _ = bootstrapObservability()
+        let registry = bootstrapObservability()
         let logger = logging.makeLogger("swiftedge.edge")
         try FileManager.default.createDirectory(atPath: dataDir, withIntermediateDirectories: true)
         let bootstrap = NodeBootstrap(certServer: "\(cloud):\(certPort)", nodeName: nodeName, directory: dataDir + "/certs", logger: logger)
@@ -122,6 +126,9 @@ public struct EdgeCommand: AsyncParsableCommand {
             services += [.init(service: runtime), .init(service: edged), .init(service: EdgeStreamClient(hub: hub, provider: edged, logger: logger))]
         }
         services += [.init(service: hub), .init(service: reporter)]
+        if metricsPort > 0 {
+            services.append(.init(service: MetricsEndpoint(registry: registry, host: "127.0.0.1", port: metricsPort, logger: logger)))
+        }
         if metaserverPort > 0 { services.append(.init(service: MetaServer(store: store, port: metaserverPort, logger: logger))) }
         if rotateCertificates {
             services.append(.init(service: CertificateRotation(bootstrap: bootstrap, credentials: credentials, logger: logger) { renewed in

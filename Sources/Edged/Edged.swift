@@ -55,6 +55,8 @@ public final class Edged: Service {
     let connected = Atomic<Bool>(false)
     let runtimeReadyFlag = Atomic<Bool>(false)
     let runtimeVersion = Mutex<String>("")
+    /// CPU/memory samples for `kubectl top`.
+    let usage = Mutex(UsageSampler())
     /// Pods from the store not yet synced since start (for the "restored" report).
     let restoring = Mutex<(pending: Set<String>, since: ContinuousClock.Instant)>(([], .now))
 
@@ -95,6 +97,7 @@ public final class Edged: Service {
         try await withThrowingDiscardingTaskGroup { group in
             group.addTask { await self.relist() }
             group.addTask { await self.sendStatuses() }
+            group.addTask { await self.sampleUsage() }
             var known: [PodModel] = []
             for r in stored {
                 do { known.append(try PodModel(r.value)) } catch { logger.warning("stored pod cannot run", metadata: ["key": "\(r.key)", "error": "\(error)"]) }

@@ -31,6 +31,7 @@ extension Edged: StreamProvider {
         switch request.kind {
         case .log: try await streamLog(request, write: write)
         case .exec, .attach: try await execOrAttach(request, input: input, write: write)
+        case .stats: try await streamStats(write: write)
         }
     }
 

@@ -23,6 +23,13 @@ public enum JSON: Sendable, Hashable {
         default: return nil
         }
     }
+    public var doubleValue: Double? {
+        switch self {
+        case .int(let i): return Double(i)
+        case .double(let d): return d
+        default: return nil
+        }
+    }
     public var isNull: Bool { if case .null = self { return true } else { return false } }
     public var isObject: Bool { objectValue != nil }
 

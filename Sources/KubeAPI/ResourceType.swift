@@ -134,6 +134,11 @@ public enum BuiltinResources {
                      kind: "ClusterRole", namespaced: false),
         ResourceType(group: "rbac.authorization.k8s.io", version: "v1", resource: "clusterrolebindings",
                      singular: "clusterrolebinding", kind: "ClusterRoleBinding", namespaced: false),
+        // metrics.k8s.io/v1beta1 (measured by the nodes when asked, not stored; `kubectl top`)
+        ResourceType(group: "metrics.k8s.io", version: "v1beta1", resource: "nodes", singular: "", kind: "NodeMetrics",
+                     namespaced: false, verbs: ["get", "list"]),
+        ResourceType(group: "metrics.k8s.io", version: "v1beta1", resource: "pods", singular: "", kind: "PodMetrics",
+                     namespaced: true, verbs: ["get", "list"]),
         // authorization.k8s.io/v1 (answered, not stored)
         ResourceType(group: "authorization.k8s.io", version: "v1", resource: "selfsubjectaccessreviews",
                      singular: "selfsubjectaccessreview", kind: "SelfSubjectAccessReview", namespaced: false, verbs: ["create"]),

@@ -57,7 +57,8 @@ public struct TunnelError: Error, Sendable, CustomStringConvertible {
 
 /// What the cloud asks a node to stream.
 public struct StreamRequest: Sendable, Equatable {
-    public enum Kind: String, Sendable { case log, exec, attach }
+    /// `stats`: the node's and its pods' CPU and memory usage (``NodeUsage`` JSON on channel 1).
+    public enum Kind: String, Sendable { case log, exec, attach, stats }
     public var kind: Kind
     public var namespace: String
     public var pod: String

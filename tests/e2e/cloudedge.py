@@ -67,11 +67,13 @@ class Edge:
         self.log = tmp / f"edge-{name}.log"
         self.proc = None
         self.metaserver_port = free_port()
+        self.metrics_port = free_port()
 
     def args(self, token=None, cert_port=None):
         a = [str(BIN), "edge", "--cloud", "127.0.0.1", "--cloudhub-port", str(self.cloud.hub_port),
              "--cert-port", str(cert_port or self.cloud.cert_port), "--node-name", self.name, "--data-dir", str(self.dir), "--heartbeat", "2",
              "--node-status-interval", "1", "--labels", "site=shop", "--metaserver-port", str(self.metaserver_port),
+             "--metrics-port", str(self.metrics_port),
              "--remote-runtime-endpoint", f"unix://{self.runtime}" if self.runtime else "", "--pod-logs-dir", str(self.dir / "logs")]
         return a + (["--token", token] if token else [])
 

@@ -392,6 +392,26 @@ def test_kubectl_exec_and_attach_through_the_stream_tunnel(cloud, containerd, tm
     p.wait(timeout=10)
     assert len(ticks) == 3 and ticks == sorted(ticks), ticks
 
+    # kubectl top: usage measured on the node (CRI stats, /proc), asked for through the tunnel.
+    def top(*args):
+        return [line.split() for line in k("top", *args).splitlines()[1:]]
+    nodes = wait_for(lambda: [r for r in top("nodes") if r[0] == "shop-3"], 20, what="node metrics")
+    assert nodes[0][1].endswith("m") and nodes[0][3].endswith("Mi") and int(nodes[0][3][:-2]) > 0, nodes
+    rows = {(r[0], r[1]): r for r in top("pods", "--containers")}
+    assert ("shell", "main") in rows and ("shell", "side") in rows, rows
+    assert all(r[2].endswith("m") and r[3].endswith("Mi") for r in rows.values()), rows
+    # The ticking container uses CPU; the metrics API answers the Python client too.
+    from kubernetes import client as kclient
+    custom = kclient.CustomObjectsApi(config.new_client_from_config(config_file=str(cloud.kubeconfig)))
+    pm = custom.get_namespaced_custom_object("metrics.k8s.io", "v1beta1", "default", "pods", "shell")
+    usage = {c["name"]: c["usage"] for c in pm["containers"]}
+    assert usage["main"]["cpu"].endswith("n") and int(usage["main"]["cpu"][:-1]) > 0, usage
+    assert int(usage["side"]["memory"][:-2]) > 0, usage
+    # Prometheus metrics from the edge process itself.
+    import urllib.request
+    text = urllib.request.urlopen(f"http://127.0.0.1:{edge.metrics_port}/metrics", timeout=10).read().decode()
+    assert "swiftedge_edged_pods" in text and "swiftedge_edgehub_reconnects_total" in text, text[:500]
+
     # A node without its tunnel: the error names the node.
     edge.stop()
     r = k.run("exec", "shell", "-c", "main", "--", "true", check=False)
