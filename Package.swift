@@ -228,10 +228,17 @@ let package = Package(
         // The edge node's composition (`swiftedge edge` / `swiftedge-edge`): channel, store,
         // MetaServer, node status, Edged on the CRI runtime.
         .target(name: "EdgeNode", dependencies: [
-            "CommandSupport", "EdgeHub", "MetaStore", "MetaServer", "NodeStatus", "Edged", "ContainerRuntime", "MetricsEndpoint",
+            "CommandSupport", "EdgeHub", "MetaStore", "MetaServer", "NodeStatus", "Edged", "ContainerRuntime", "MetricsEndpoint", "Operations",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ]),
+        // Operations: the config files (cloudcore.yaml, edgecore.yaml), systemd units and
+        // background processes that `swiftedge init/join/reset` manage.
+        .target(name: "Operations", dependencies: [
+            .product(name: "Yams", package: "Yams"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
         ]),
         // `swiftedge-edge`: the edge node alone, without the cloud's code (smaller, lighter).
         .executableTarget(name: "EdgeCoreCLI", dependencies: [
@@ -239,8 +246,9 @@ let package = Package(
         ]),
         // The `swiftedge` executable: parses flags and composes services.
         .executableTarget(name: "SwiftEdgeCLI", dependencies: [
-            "APIServer", "ObjectStore", "PKI", "ControlPlane", "KubeClient", "CloudCore", "EdgeHub", "MetaStore", "CloudHub", "MetricsEndpoint", "NodeStatus", "MetaServer", "CommandSupport", "EdgeNode", "StreamTunnel",
+            "APIServer", "ObjectStore", "PKI", "ControlPlane", "KubeClient", "CloudCore", "EdgeHub", "MetaStore", "CloudHub", "MetricsEndpoint", "NodeStatus", "MetaServer", "CommandSupport", "EdgeNode", "StreamTunnel", "Operations", "ContainerRuntime",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Metrics", package: "swift-metrics"),
             .product(name: "Prometheus", package: "swift-prometheus"),
@@ -273,6 +281,7 @@ let package = Package(
             "Edged", "ContainerRuntime", "CRI", "KubeAPI",
             .product(name: "Logging", package: "swift-log"),
         ]),
+        .testTarget(name: "OperationsTests", dependencies: ["Operations"]),
         .testTarget(name: "ObjectStoreTests", dependencies: ["ObjectStore", "KubeAPI"]),
         .testTarget(name: "ControlPlaneTests", dependencies: ["ControlPlane", "ControllerRuntime", "KubeAPI"]),
         .testTarget(name: "CloudHubTests", dependencies: [

@@ -95,6 +95,9 @@ public final class CRIRuntime: ContainerRuntime, Service {
         }
     }
 
+    /// Closes the runtime connection (for a one-off use outside a service group: `run()` returns).
+    public func shutdown() { client.beginGracefulShutdown() }
+
     func options(_ timeout: Duration? = nil) -> CallOptions {
         var o = CallOptions.defaults
         o.timeout = timeout ?? self.timeout

@@ -7,6 +7,7 @@ import Foundation
 import Logging
 import MetaServer
 import MetricsEndpoint
+import Operations
 import MetaStore
 import NodeStatus
 import ServiceLifecycle
@@ -17,74 +18,141 @@ import Synchronization
 public struct EdgeCommand: AsyncParsableCommand {
     public static let configuration = CommandConfiguration(commandName: "edge", abstract: "Run an edge node.")
 
+    @Option(help: "edgecore.yaml (KubeEdge's keys; `--defaultconfig` prints one). Flags given here win over the file.")
+    var config: String?
+
+    @Flag(help: "Print the default edgecore.yaml and exit.")
+    var defaultconfig = false
+
     @Option(help: "Cloud address (host name or IP).")
-    var cloud: String
+    var cloud: String?
 
-    @Option(help: "CloudHub WebSocket port.")
-    var cloudhubPort: Int = 10000
+    @Option(help: "CloudHub WebSocket port (default 10000).")
+    var cloudhubPort: Int?
 
-    @Option(help: "Certificate service port.")
-    var certPort: Int = 10002
+    @Option(help: "Certificate service port (default 10002).")
+    var certPort: Int?
 
     @Option(help: "This node's name.")
-    var nodeName: String
+    var nodeName: String?
 
     @Option(help: "Join token from `swiftedge gettoken` (needed until the node has its certificate).")
     var token: String?
 
-    @Option(help: "Directory for the node's certificates and database.")
-    var dataDir: String = "/var/lib/swiftedge/edge"
+    @Option(help: "Directory for the node's certificates, database and pod volumes (default /var/lib/kubeedge).")
+    var dataDir: String?
 
-    @Option(help: "Seconds between keepalives.")
-    var heartbeat: Double = 15
+    @Option(help: "Seconds between keepalives (default 15).")
+    var heartbeat: Double?
 
     @Flag(inversion: .prefixedNo, help: "If the node's database is corrupt, move it aside and start empty (the cloud then sends everything again) instead of failing.")
     var recoverStore = true
 
-    @Option(help: "MetaServer port on 127.0.0.1 (the node's local read API; 0: none).")
-    var metaserverPort: Int = 10550
+    @Option(help: "MetaServer port on 127.0.0.1 (the node's local read API; 0: none; default 10550).")
+    var metaserverPort: Int?
 
-    @Option(help: "The node's InternalIP address.")
-    var nodeIP: String = "127.0.0.1"
+    @Option(help: "The node's InternalIP address (default 127.0.0.1).")
+    var nodeIP: String?
 
     @Option(parsing: .upToNextOption, help: "Extra node labels, key=value.")
     var labels: [String] = []
 
     @Option(help: "Seconds between node status reports (KubeEdge: 10).")
-    var nodeStatusInterval: Double = 10
+    var nodeStatusInterval: Double?
 
-    @Flag(inversion: .prefixedNo, help: "Renew the node certificate at 70–90 % of its lifetime (KubeEdge's rotateCertificates).")
-    var rotateCertificates = true
+    @Flag(inversion: .prefixedNo, help: "Renew the node certificate at 70–90 % of its lifetime (KubeEdge's rotateCertificates; default on).")
+    var rotateCertificates: Bool?
 
-    @Option(help: "CRI endpoint of the container runtime (containerd, CRI-O); empty: the node runs no pods.")
-    var remoteRuntimeEndpoint: String = "unix:///run/containerd/containerd.sock"
+    @Option(help: "CRI endpoint of the container runtime (containerd, CRI-O); empty: the node runs no pods (default unix:///run/containerd/containerd.sock).")
+    var remoteRuntimeEndpoint: String?
 
     @Option(help: "Directory for pod volumes (default: <data-dir>/pods).")
     var podsDir: String?
 
-    @Option(help: "Directory for container logs (kubelet's layout).")
-    var podLogsDir: String = "/var/log/pods"
+    @Option(help: "Directory for container logs (kubelet's layout; default /var/log/pods).")
+    var podLogsDir: String?
 
-    @Option(help: "Port of the plain-HTTP Prometheus /metrics endpoint on 127.0.0.1 (0: none).")
-    var metricsPort: Int = 10352
+    @Option(help: "Port of the plain-HTTP Prometheus /metrics endpoint on 127.0.0.1 (0: none; default 10352).")
+    var metricsPort: Int?
 
     @OptionGroup var logging: LoggingOptions
 
     public init() {}
 
+    /// The settings in force: flags, then the config file, then the defaults.
+    public struct Settings: Sendable {
+        public var cloud: String
+        public var cloudhubPort: Int
+        public var certPort: Int
+        public var nodeName: String
+        public var token: String?
+        public var dataDir: String
+        public var database: String
+        public var heartbeat: Double
+        public var metaserverPort: Int
+        public var nodeIP: String
+        public var labels: [String: String]
+        public var nodeStatusInterval: Double
+        public var rotateCertificates: Bool
+        public var remoteRuntimeEndpoint: String
+        public var podsDir: String
+        public var podLogsDir: String
+        public var metricsPort: Int
+    }
+
+    public func settings() throws -> Settings {
+        let file = try config.map { try ConfigFile.load(EdgeCoreConfig.self, path: $0) } ?? EdgeCoreConfig()
+        let d = EdgeCoreConfig.defaults
+        let hub = file.modules?.edgeHub, edged = file.modules?.edged, meta = file.modules?.metaManager?.metaServer
+        let ws = hub?.websocket?.server.flatMap(splitHostPort), https = hub?.httpServer.flatMap(splitHostPort)
+        guard let cloud = cloud ?? ws?.host ?? https?.host else {
+            throw ValidationError("no cloud address: give --cloud or modules.edgeHub.websocket.server in the config file")
+        }
+        guard let nodeName = nodeName ?? edged?.tailoredKubeletFlag?.hostnameOverride.flatMap({ $0.isEmpty ? nil : $0 }) else {
+            throw ValidationError("no node name: give --node-name or modules.edged.tailoredKubeletFlag.hostnameOverride in the config file")
+        }
+        var nodeLabels = edged?.tailoredKubeletFlag?.nodeLabels ?? [:]
+        for l in labels {
+            let kv = l.split(separator: "=", maxSplits: 1).map(String.init)
+            guard kv.count == 2, !kv[0].isEmpty else { throw ValidationError("label \"\(l)\" is not key=value") }
+            nodeLabels[kv[0]] = kv[1]
+        }
+        let dataDir = dataDir ?? file.swiftedge?.dataDir ?? d.swiftedge!.dataDir!
+        var metaPort = metaserverPort ?? (meta?.enable == false ? 0 : meta?.server.flatMap(splitHostPort)?.port) ?? 10550
+        if metaPort < 0 { metaPort = 0 }
+        return Settings(
+            cloud: cloud, cloudhubPort: cloudhubPort ?? ws?.port ?? 10000, certPort: certPort ?? https?.port ?? 10002, nodeName: nodeName,
+            token: token ?? hub?.token.flatMap { $0.isEmpty ? nil : $0 }, dataDir: dataDir,
+            database: file.database?.dataSource.flatMap { $0.isEmpty ? nil : $0 } ?? dataDir + "/edge.db",
+            heartbeat: heartbeat ?? hub?.heartbeat.map(Double.init) ?? 15, metaserverPort: metaPort,
+            nodeIP: nodeIP ?? edged?.tailoredKubeletFlag?.nodeIP.flatMap { $0.isEmpty ? nil : $0 } ?? "127.0.0.1", labels: nodeLabels,
+            nodeStatusInterval: nodeStatusInterval ?? file.swiftedge?.nodeStatusInterval.map(Double.init) ?? 10,
+            rotateCertificates: rotateCertificates ?? hub?.rotateCertificates ?? true,
+            remoteRuntimeEndpoint: remoteRuntimeEndpoint ?? edged?.tailoredKubeletConfig?.containerRuntimeEndpoint
+                ?? d.modules!.edged!.tailoredKubeletConfig!.containerRuntimeEndpoint!,
+            podsDir: podsDir ?? dataDir + "/pods", podLogsDir: podLogsDir ?? file.swiftedge?.podLogsDir ?? "/var/log/pods",
+            metricsPort: metricsPort ?? file.swiftedge?.metricsPort ?? 10352)
+    }
+
     public func run() async throws {
+        if defaultconfig {
+            print(try ConfigFile.yaml(EdgeCoreConfig.defaults), terminator: "")
+            return
+        }
+        let s: Settings
+        do { s = try settings() } catch let e as ConfigError { throw ValidationError(e.message) }
         let registry = bootstrapObservability()
         let logger = logging.makeLogger("swiftedge.edge")
-        try FileManager.default.createDirectory(atPath: dataDir, withIntermediateDirectories: true)
-        let bootstrap = NodeBootstrap(certServer: "\(cloud):\(certPort)", nodeName: nodeName, directory: dataDir + "/certs", logger: logger)
+        try FileManager.default.createDirectory(atPath: s.dataDir, withIntermediateDirectories: true)
+        let bootstrap = NodeBootstrap(certServer: "\(s.cloud):\(s.certPort)", nodeName: s.nodeName, directory: s.dataDir + "/certs", logger: logger)
         let credentials: NodeCredentials
-        do { credentials = try await bootstrap.credentials(token: token) } catch {
+        do { credentials = try await bootstrap.credentials(token: s.token) } catch {
             throw ValidationError("\(error)")
         }
-        let store = try SQLiteMetaStore(path: dataDir + "/edge.db", recover: recoverStore, logger: logger)
-        var config = EdgeHubConfiguration(cloudHost: cloud, nodeName: nodeName, credentials: credentials)
-        config.cloudPort = cloudhubPort
-        config.heartbeat = .seconds(heartbeat)
+        let store = try SQLiteMetaStore(path: s.database, recover: recoverStore, logger: logger)
+        var config = EdgeHubConfiguration(cloudHost: s.cloud, nodeName: s.nodeName, credentials: credentials)
+        config.cloudPort = s.cloudhubPort
+        config.heartbeat = .seconds(s.heartbeat)
         let (connections, connectionSink) = AsyncStream<Bool>.makeStream()
         let edgedBox = EdgedBox()
         let hub = try EdgeHub(configuration: config, logger: logger, onConnection: { up in
@@ -96,20 +164,15 @@ public struct EdgeCommand: AsyncParsableCommand {
             logger.debug("stored", metadata: ["operation": "\(message.route.operation.rawValue)", "resource": "\(message.route.resource)",
                                                "resourceVersion": "\(message.resourceVersion ?? "")"])
         }
-        print("edge node \(nodeName) joined; connecting to \(cloud):\(cloudhubPort)")
+        print("edge node \(s.nodeName) joined; connecting to \(s.cloud):\(s.cloudhubPort)")
         fflush(nil)
-        var nodeLabels: [String: String] = [:]
-        for l in labels {
-            let kv = l.split(separator: "=", maxSplits: 1).map(String.init)
-            guard kv.count == 2, !kv[0].isEmpty else { throw ValidationError("label \"\(l)\" is not key=value") }
-            nodeLabels[kv[0]] = kv[1]
-        }
+        let nodeLabels = s.labels
         var edged: Edged?
         var runtime: CRIRuntime?
-        if !remoteRuntimeEndpoint.isEmpty {
-            let cri = try CRIRuntime(endpoint: remoteRuntimeEndpoint, logger: logger)
-            let e = Edged(configuration: EdgedConfiguration(nodeName: nodeName, nodeIP: nodeIP, podsDirectory: podsDir ?? dataDir + "/pods",
-                                                            logDirectory: podLogsDir),
+        if !s.remoteRuntimeEndpoint.isEmpty {
+            let cri = try CRIRuntime(endpoint: s.remoteRuntimeEndpoint, logger: logger)
+            let e = Edged(configuration: EdgedConfiguration(nodeName: s.nodeName, nodeIP: s.nodeIP, podsDirectory: s.podsDir,
+                                                            logDirectory: s.podLogsDir),
                           runtime: cri, store: store, upstream: { hub.send($0) }, logger: logger)
             edgedBox.set(e)
             edged = e
@@ -117,8 +180,8 @@ public struct EdgeCommand: AsyncParsableCommand {
         }
         var health: (@Sendable () -> RuntimeHealth)?
         if let e = edged { health = { RuntimeHealth(ready: e.runtimeReady, version: e.containerRuntimeVersion) } }
-        let reporter = NodeStatusReporter(identity: NodeIdentity(name: nodeName, labels: nodeLabels, internalIP: nodeIP), hub: hub,
-                                          connections: connections, interval: .milliseconds(Int64(nodeStatusInterval * 1000)),
+        let reporter = NodeStatusReporter(identity: NodeIdentity(name: s.nodeName, labels: nodeLabels, internalIP: s.nodeIP), hub: hub,
+                                          connections: connections, interval: .milliseconds(Int64(s.nodeStatusInterval * 1000)),
                                           runtime: health, logger: logger)
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
         // Started in this order, stopped in reverse: Edged stops before the runtime client.
@@ -126,11 +189,11 @@ public struct EdgeCommand: AsyncParsableCommand {
             services += [.init(service: runtime), .init(service: edged), .init(service: EdgeStreamClient(hub: hub, provider: edged, logger: logger))]
         }
         services += [.init(service: hub), .init(service: reporter)]
-        if metricsPort > 0 {
-            services.append(.init(service: MetricsEndpoint(registry: registry, host: "127.0.0.1", port: metricsPort, logger: logger)))
+        if s.metricsPort > 0 {
+            services.append(.init(service: MetricsEndpoint(registry: registry, host: "127.0.0.1", port: s.metricsPort, logger: logger)))
         }
-        if metaserverPort > 0 { services.append(.init(service: MetaServer(store: store, port: metaserverPort, logger: logger))) }
-        if rotateCertificates {
+        if s.metaserverPort > 0 { services.append(.init(service: MetaServer(store: store, port: s.metaserverPort, logger: logger))) }
+        if s.rotateCertificates {
             services.append(.init(service: CertificateRotation(bootstrap: bootstrap, credentials: credentials, logger: logger) { renewed in
                 try await hub.updateCredentials(renewed)
             }))

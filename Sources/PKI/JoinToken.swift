@@ -59,6 +59,16 @@ public struct JoinToken: Sendable, Equatable {
         }
     }
 
+    /// The JWT's `exp` claim, readable without the CA key (the edge checks it before joining).
+    public var expiry: Date? {
+        let parts = jwt.split(separator: ".", omittingEmptySubsequences: false).map(String.init)
+        guard parts.count == 3, let payloadBytes = Self.unbase64URL(parts[1]),
+              let payload = try? JSONSerialization.jsonObject(with: Data(payloadBytes)) as? [String: Any],
+              let exp = (payload["exp"] as? NSNumber)?.doubleValue
+        else { return nil }
+        return Date(timeIntervalSince1970: exp)
+    }
+
     /// Checks that the CA the edge downloaded is the one the token names (the edge side).
     public func verifyCA(derBytes: [UInt8]) throws(JoinError) {
         let hash = SHA256.hash(data: derBytes).map { String(format: "%02x", $0) }.joined()

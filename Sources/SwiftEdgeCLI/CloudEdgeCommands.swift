@@ -1,5 +1,6 @@
 import StreamTunnel
 import ArgumentParser
+import Operations
 import CloudCore
 import CloudHub
 import CommandSupport
@@ -21,39 +22,67 @@ struct CloudCommand: AsyncParsableCommand {
         commandName: "cloud",
         abstract: "Run the cloud side: CloudHub (:10000), the certificate service (:10002) and reliable delivery to edge nodes.")
 
+    @Option(help: "cloudcore.yaml (KubeEdge's keys; `--defaultconfig` prints one). Flags given here win over the file.")
+    var config: String?
+
+    @Flag(help: "Print the default cloudcore.yaml and exit.")
+    var defaultconfig = false
+
     @Option(help: "kubeconfig of an existing cluster (default: run the embedded API server and control plane).")
     var kubeconfig: String?
 
     @OptionGroup var server: EmbeddedServerOptions
 
-    @Option(help: "Address CloudHub and the certificate service listen on.")
-    var hubBindAddress: String = "127.0.0.1"
+    @Option(help: "Address CloudHub and the certificate service listen on (default 127.0.0.1).")
+    var hubBindAddress: String?
 
-    @Option(help: "CloudHub WebSocket port.")
-    var cloudhubPort: Int = 10000
+    @Option(help: "CloudHub WebSocket port (default 10000).")
+    var cloudhubPort: Int?
 
-    @Option(help: "Certificate service port.")
-    var certPort: Int = 10002
+    @Option(help: "Certificate service port (default 10002).")
+    var certPort: Int?
 
     @Option(parsing: .upToNextOption, help: "Addresses edge nodes reach the cloud by (certificate SANs).")
     var advertiseAddress: [String] = []
 
-    @Option(help: "Maximum connected edge nodes.")
-    var nodeLimit: Int = 1000
+    @Option(help: "Maximum connected edge nodes (default 1000).")
+    var nodeLimit: Int?
 
-    @Option(help: "Seconds between join token refreshes (tokens are valid twice as long).")
-    var tokenRefresh: Int = 12 * 3600
+    @Option(help: "Seconds between join token refreshes (tokens are valid twice as long; default 12 h).")
+    var tokenRefresh: Int?
 
     @Option(help: "Lifetime in seconds of node certificates issued at join and renewal (KubeEdge's edgeCertSigningDuration: 365 days).")
-    var edgeCertValidity: Int = 365 * 86400
+    var edgeCertValidity: Int?
 
     @Option(help: "Port of the plain-HTTP Prometheus /metrics endpoint on the hub bind address (KubeEdge: 9091; 0: none).")
-    var metricsPort: Int = 9091
+    var metricsPort: Int?
 
     @OptionGroup var control: ControllerOptions
     @OptionGroup var logging: LoggingOptions
 
     func run() async throws {
+        if defaultconfig {
+            print(try ConfigFile.yaml(CloudCoreConfig.defaults), terminator: "")
+            return
+        }
+        let file: CloudCoreConfig
+        do { file = try config.map { try ConfigFile.load(CloudCoreConfig.self, path: $0) } ?? CloudCoreConfig() } catch let e as ConfigError {
+            throw ValidationError(e.message)
+        }
+        let hubConfig = file.modules?.cloudHub
+        let kubeconfig = kubeconfig ?? file.kubeAPIConfig?.kubeConfig.flatMap { $0.isEmpty ? nil : $0 }
+        var server = self.server
+        server.dataDir = server.dataDir ?? file.swiftedge?.dataDir ?? "/var/lib/kubeedge/cloud"
+        server.port = server.port ?? file.swiftedge?.apiServer?.port
+        server.bindAddress = server.bindAddress ?? file.swiftedge?.apiServer?.address
+        let hubBindAddress = hubBindAddress ?? hubConfig?.websocket?.address ?? "127.0.0.1"
+        let cloudhubPort = cloudhubPort ?? hubConfig?.websocket?.port ?? 10000
+        let certPort = certPort ?? hubConfig?.https?.port ?? 10002
+        let advertiseAddress = advertiseAddress.isEmpty ? hubConfig?.advertiseAddress ?? [] : advertiseAddress
+        let nodeLimit = nodeLimit ?? hubConfig?.nodeLimit ?? 1000
+        let tokenRefresh = tokenRefresh ?? hubConfig?.tokenRefreshDuration.map { $0 * 3600 } ?? 12 * 3600
+        let edgeCertValidity = edgeCertValidity ?? hubConfig?.edgeCertSigningDuration.map { $0 * 86400 } ?? 365 * 86400
+        let metricsPort = metricsPort ?? file.commonConfig?.monitorServer?.bindAddress.flatMap(splitHostPort)?.port ?? 9091
         let registry = bootstrapObservability()
         let logger = logging.makeLogger("swiftedge.cloud")
         var services: [any Service] = []
@@ -86,10 +115,11 @@ struct CloudCommand: AsyncParsableCommand {
         config.tunnels = tunnels
         let cloudLogger = logger
         let host = hubBindAddress
+        let adminKubeconfig = kubeconfig ?? server.kubeconfigPath
         services.append(CloudCore(configuration: config, logger: cloudLogger, onReady: { hub, cert in
             print("""
                 CloudHub listening on \(host):\(hub), certificate service on \(host):\(cert)
-                Join an edge node:  swiftedge gettoken \(kubeconfig.map { "--kubeconfig \($0)" } ?? "--kubeconfig \(server.kubeconfigPath)")
+                Join an edge node:  swiftedge gettoken --kubeconfig \(adminKubeconfig)
                                     swiftedge edge --cloud \(host) --cloudhub-port \(hub) --cert-port \(cert) --node-name <name> --token <token>
                 """)
             fflush(nil)

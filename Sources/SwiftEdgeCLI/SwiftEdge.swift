@@ -16,19 +16,20 @@ struct SwiftEdge: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "swiftedge",
         abstract: "SwiftEdge: Kubernetes-native edge computing in Swift.",
-        subcommands: [APIServerCommand.self, ControllerManagerCommand.self, CloudCommand.self, GetTokenCommand.self, EdgeCommand.self])
+        subcommands: [APIServerCommand.self, ControllerManagerCommand.self, CloudCommand.self, GetTokenCommand.self, EdgeCommand.self,
+                      InitCommand.self, JoinCommand.self, ResetCommand.self])
 }
 
 /// Flags of the embedded API server (shared by `apiserver` and `cloud`).
 struct EmbeddedServerOptions: ParsableArguments {
-    @Option(help: "Directory for the database, certificates and admin token.")
-    var dataDir: String = "/var/lib/swiftedge/apiserver"
+    @Option(help: "Directory for the database, certificates and admin token (default /var/lib/swiftedge/apiserver; `swiftedge cloud`: /var/lib/kubeedge/cloud).")
+    var dataDir: String?
 
-    @Option(help: "Address to listen on.")
-    var bindAddress: String = "127.0.0.1"
+    @Option(help: "Address to listen on (default 127.0.0.1).")
+    var bindAddress: String?
 
-    @Option(help: "Port to listen on.")
-    var port: Int = 6443
+    @Option(help: "Port to listen on (default 6443).")
+    var port: Int?
 
     @Option(name: .customLong("admin-kubeconfig"), help: "Where to write the admin kubeconfig (default: <data-dir>/admin.kubeconfig).")
     var adminKubeconfig: String?
@@ -51,7 +52,8 @@ struct EmbeddedServerOptions: ParsableArguments {
     @Flag(inversion: .prefixedNo, help: "Run the embedded control plane (scheduler and controllers) in this process.")
     var controllers = true
 
-    var kubeconfigPath: String { adminKubeconfig ?? dataDir + "/admin.kubeconfig" }
+    var dataDirectory: String { dataDir ?? "/var/lib/swiftedge/apiserver" }
+    var kubeconfigPath: String { adminKubeconfig ?? dataDirectory + "/admin.kubeconfig" }
 }
 
 /// The embedded server opened, plus a way for in-process clients to reach it once it listens.
@@ -66,7 +68,7 @@ extension EmbeddedServerOptions {
     func open(logger: Logger, control: ControllerOptions, controllerLogger: Logger, registry: PrometheusCollectorRegistry,
               podStreams: (any PodStreams)? = nil) async throws -> OpenedServer {
         var config = EmbeddedAPIServerConfiguration(
-            dataDirectory: dataDir, host: bindAddress, port: port, insecureHTTP: insecureHTTP,
+            dataDirectory: dataDirectory, host: bindAddress ?? "127.0.0.1", port: port ?? 6443, insecureHTTP: insecureHTTP,
             kubeconfigPath: kubeconfigPath, fsyncEveryCommit: fsync, historyLimit: historyLimit,
             compactionInterval: .seconds(compactionInterval), bookmarkInterval: .seconds(bookmarkInterval))
         config.podStreams = podStreams
@@ -76,7 +78,7 @@ extension EmbeddedServerOptions {
             return out
         }
         let scheme = insecureHTTP ? "http" : "https"
-        let host = bindAddress
+        let host = bindAddress ?? "127.0.0.1"
         let listening = AwaitedValue<Int>()
         let path = kubeconfigPath
         let server = try await EmbeddedAPIServer.open(config, logger: logger) { port in
