@@ -48,6 +48,10 @@ TOKEN="$("$BIN" gettoken --kubeconfig "$KUBECONFIG_FILE")"
   --remote-runtime-endpoint "unix://$SOCK" --pod-logs-dir "$DATA/edge-1/logs" >>"$DATA/edge-1.log" 2>&1 &
 pids+=($!)
 wait_for_line "$DATA/edge-1.log" "connected to the cloud" 60
+if command -v kubectl >/dev/null; then
+  KUBECONFIG="$KUBECONFIG_FILE" kubectl wait --for=condition=Ready node/edge-1 --timeout=60s >/dev/null
+  KUBECONFIG="$KUBECONFIG_FILE" kubectl get nodes -o wide
+fi
 
 cat <<MSG
 
@@ -57,10 +61,14 @@ Try:  export KUBECONFIG=$KUBECONFIG_FILE
       kubectl create deployment web --image=docker.io/local/busybox:1 --replicas=2 -- sh -c 'while true; do sleep 1; done'
       kubectl patch deployment web -p '{"spec":{"template":{"spec":{"hostNetwork":true,"terminationGracePeriodSeconds":2,"nodeSelector":{"node-role.kubernetes.io/edge":""}}}}}'
       kubectl get pods -o wide          # Running on edge-1 (containerd: ctr -a $SOCK -n k8s.io tasks ls)
+      kubectl logs -f deploy/web        # logs, exec, attach and top reach edge pods through the stream tunnel
+      kubectl exec -it deploy/web -- sh
+      kubectl top nodes; kubectl top pods
 Images here are local (no registry): docker.io/local/busybox:1 and docker.io/local/pause:1.
 Pods keep running when the edge agent stops; the next start adopts them.
 Join more nodes:  $BIN gettoken --kubeconfig $KUBECONFIG_FILE
-                  $BIN edge --cloud 127.0.0.1 --node-name <name> --token <token> --data-dir <dir>
+                  $BIN edge --cloud 127.0.0.1 --node-name <name> --token <token> --data-dir <dir> --metrics-port 0 --metaserver-port 0
+Installing for real (systemd units, /etc/kubeedge):  swiftedge init   on the cloud,   swiftedge join   on each edge machine
 Metrics: curl http://127.0.0.1:9091/metrics      Stop: Ctrl-C
 MSG
 wait
