@@ -18,3 +18,5 @@ echo
 .build/release/CloudEdgeBenchmark
 echo
 python3 scripts/edge-bench.py --pods "${BENCH_EDGE_PODS:-50}"
+echo
+python3 scripts/stream-bench.py

@@ -103,8 +103,15 @@ extension APIHandler {
                     group.addTask {
                         // The client's frames (stdin, resize, v5's close signal) go to the node as they are.
                         for try await message in inbound.messages(maxSize: 1 << 20) {
-                            guard case .binary(var b) = message, let channel = b.readInteger(as: UInt8.self) else { continue }
-                            try await stream.send(channel: channel, b.readBytes(length: b.readableBytes) ?? [])
+                            // Binary frames from kubectl; the Python client sends text frames for str data.
+                            var bytes: [UInt8]
+                            switch message {
+                            case .binary(let b): bytes = Array(b.readableBytesView)
+                            case .text(let t): bytes = Array(t.utf8)
+                            }
+                            guard !bytes.isEmpty else { continue }
+                            let channel = bytes.removeFirst()
+                            try await stream.send(channel: channel, bytes)
                         }
                         await stream.close()
                     }

@@ -203,8 +203,8 @@ extension TunnelServer: PodStreams {}
 /// The iterator of a log stream, handed from the request to the response body writer (used by
 /// one task at a time).
 final class StreamCursor: @unchecked Sendable {
-    var iterator: AsyncThrowingStream<[UInt8], any Error>.AsyncIterator
-    init(_ s: AsyncThrowingStream<[UInt8], any Error>) { iterator = s.makeAsyncIterator() }
+    var iterator: TunnelStreamData.AsyncIterator
+    init(_ s: TunnelStreamData) { iterator = s.makeAsyncIterator() }
 }
 
 extension APIHandler {

@@ -33,11 +33,37 @@ func readFrames(_ inbound: NIOAsyncChannelInboundStream<WebSocketFrame>, writer:
     }
 }
 
+/// The bytes a node sends on a stream, as the cloud consumes them: every ``TunnelFrame/creditBatch``
+/// bytes taken, credit goes back to the node, which never has more than its window in flight.
+public struct TunnelStreamData: AsyncSequence, Sendable {
+    public typealias Element = [UInt8]
+    let base: AsyncThrowingStream<[UInt8], any Error>
+    let grant: @Sendable (Int) async -> Void
+
+    public struct AsyncIterator: AsyncIteratorProtocol {
+        var base: AsyncThrowingStream<[UInt8], any Error>.AsyncIterator
+        let grant: @Sendable (Int) async -> Void
+        var consumed = 0
+
+        public mutating func next() async throws -> [UInt8]? {
+            guard let chunk = try await base.next() else { return nil }
+            consumed += chunk.count
+            if consumed >= TunnelFrame.creditBatch {
+                await grant(consumed)
+                consumed = 0
+            }
+            return chunk
+        }
+    }
+
+    public func makeAsyncIterator() -> AsyncIterator { AsyncIterator(base: base.makeAsyncIterator(), grant: grant) }
+}
+
 /// One stream opened by the cloud: the bytes the node sends (each chunk starts with its channel
 /// byte) until it closes the stream; closing it early tells the node to stop.
 public struct TunnelStream: Sendable {
     public let id: UInt32
-    public let data: AsyncThrowingStream<[UInt8], any Error>
+    public let data: TunnelStreamData
     let writer: FrameWriter
     let forget: @Sendable () -> Void
 
@@ -93,8 +119,8 @@ public final class TunnelServer: Sendable {
                 case .close:
                     let c = tunnel.streams.withLock { $0.removeValue(forKey: f.stream) }
                     if let error = (try? JSON.parse(f.payload))?["error"].stringValue { c?.finish(throwing: TunnelError(error)) } else { c?.finish() }
-                case .open:
-                    throw TunnelError("a node may not open streams")
+                case .open, .credit:
+                    throw TunnelError("a node may not open streams or grant credit")
                 }
             }
         } catch {
@@ -112,10 +138,13 @@ public final class TunnelServer: Sendable {
             throw TunnelError("no stream tunnel to node \"\(node)\" (is it connected?)")
         }
         let id = tunnel.nextID.wrappingAdd(1, ordering: .relaxed).newValue
-        let (data, sink) = AsyncThrowingStream<[UInt8], any Error>.makeStream(bufferingPolicy: .bufferingNewest(4096))
+        // Unbounded here, bounded by the node's window (flow control), so nothing is ever dropped.
+        let (data, sink) = AsyncThrowingStream<[UInt8], any Error>.makeStream(bufferingPolicy: .unbounded)
         tunnel.streams.withLock { $0[id] = sink }
         try await tunnel.writer.send(TunnelFrame(stream: id, kind: .open, payload: request.json.serialized()))
-        return TunnelStream(id: id, data: data, writer: tunnel.writer, forget: { _ = tunnel.streams.withLock { $0.removeValue(forKey: id) } })
+        let writer = tunnel.writer
+        return TunnelStream(id: id, data: TunnelStreamData(base: data, grant: { try? await writer.send(.credit(id, $0)) }),
+                            writer: tunnel.writer, forget: { _ = tunnel.streams.withLock { $0.removeValue(forKey: id) } })
     }
 }
 
@@ -155,13 +184,15 @@ public func serveTunnel(inbound: NIOAsyncChannelInboundStream<WebSocketFrame>, o
                 let id = f.stream
                 let cancel = WakeSignal()
                 let (input, inputSink) = AsyncStream<[UInt8]>.makeStream(bufferingPolicy: .bufferingNewest(1024))
-                running.set(id, cancel, inputSink)
+                let window = SendWindow(TunnelFrame.initialWindow)
+                running.set(id, StreamCancels.Entry(cancel: cancel, input: inputSink, window: window))
                 group.addTask {
                     await withTaskGroup(of: Void.self) { g in
                         g.addTask {
                             var failure: String?
                             do {
                                 try await provider.serve(request, input: input) { bytes in
+                                    try await window.acquire(bytes.count)
                                     try await writer.send(TunnelFrame(stream: id, kind: .data, payload: bytes))
                                 }
                             } catch is CancellationError {
@@ -181,19 +212,50 @@ public func serveTunnel(inbound: NIOAsyncChannelInboundStream<WebSocketFrame>, o
                 running.remove(f.stream)?.cancel.signal()
             case .data:
                 running.input(f.stream)?.yield(f.payload)
+            case .credit:
+                if let n = f.creditBytes { running.window(f.stream)?.grant(n) }
             }
         }
         logger.info("stream tunnel closed by the cloud")
     }
 }
 
-/// The cancel signals of the streams a node is serving.
+/// The streams a node is serving: how to cancel each, its input, its send window.
 final class StreamCancels: Sendable {
-    struct Entry { var cancel: WakeSignal; var input: AsyncStream<[UInt8]>.Continuation }
+    struct Entry { var cancel: WakeSignal; var input: AsyncStream<[UInt8]>.Continuation; var window: SendWindow }
     let m = Mutex<[UInt32: Entry]>([:])
-    func set(_ id: UInt32, _ s: WakeSignal, _ input: AsyncStream<[UInt8]>.Continuation) { m.withLock { $0[id] = Entry(cancel: s, input: input) } }
+    func set(_ id: UInt32, _ e: Entry) { m.withLock { $0[id] = e } }
     @discardableResult
     func remove(_ id: UInt32) -> Entry? { m.withLock { $0.removeValue(forKey: id) } }
     func input(_ id: UInt32) -> AsyncStream<[UInt8]>.Continuation? { m.withLock { $0[id]?.input } }
+    func window(_ id: UInt32) -> SendWindow? { m.withLock { $0[id]?.window } }
     func all() -> [WakeSignal] { m.withLock { $0.values.map(\.cancel) } }
+}
+
+/// The bytes a node may still send on one stream before the cloud has consumed them. A chunk may
+/// go out while any credit is left (so a chunk larger than the window cannot deadlock); then the
+/// sender waits for the cloud's next credit.
+final class SendWindow: Sendable {
+    let credit: Mutex<Int>
+    let more = WakeSignal()
+
+    init(_ initial: Int) { credit = Mutex(initial) }
+
+    func grant(_ n: Int) {
+        credit.withLock { $0 += n }
+        more.signal()
+    }
+
+    /// Waits until the chunk may be sent; one sender per stream.
+    func acquire(_ n: Int) async throws {
+        while true {
+            try Task.checkCancellation()
+            if credit.withLock({ c in
+                guard c > 0 else { return false }
+                c -= n
+                return true
+            }) { return }
+            await more.wait()
+        }
+    }
 }

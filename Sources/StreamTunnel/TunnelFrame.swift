@@ -13,6 +13,28 @@ public struct TunnelFrame: Sendable, Equatable {
         case data = 1
         /// Either way: the stream ended; payload is `{"error": "..."}` or empty.
         case close = 2
+        /// Cloud → edge: the cloud consumed this many more bytes of the stream (u32 payload); the
+        /// node may send that much more (flow control: a slow reader holds the node back instead
+        /// of buffering without bound or losing data).
+        case credit = 3
+    }
+
+    /// Bytes a node may send on a stream before the cloud's first credit.
+    public static let initialWindow = 256 * 1024
+    /// The cloud returns credit once it has consumed this much.
+    public static let creditBatch = 64 * 1024
+
+    public static func credit(_ stream: UInt32, _ bytes: Int) -> TunnelFrame {
+        var b: [UInt8] = []
+        let n = UInt32(clamping: bytes)
+        b.append(contentsOf: [UInt8(n >> 24), UInt8((n >> 16) & 0xff), UInt8((n >> 8) & 0xff), UInt8(n & 0xff)])
+        return TunnelFrame(stream: stream, kind: .credit, payload: b)
+    }
+
+    /// The byte count of a credit frame.
+    public var creditBytes: Int? {
+        guard kind == .credit, payload.count == 4 else { return nil }
+        return payload.reduce(0) { $0 << 8 | Int($1) }
     }
 
     public var stream: UInt32

@@ -325,6 +325,9 @@ spec:
   - name: side
     image: docker.io/local/busybox:1
     command: ["sh", "-c", "trap 'exit 0' TERM; echo side > /tmp/who; while true; do sleep 1; done"]
+  - name: bulk
+    image: docker.io/local/busybox:1
+    command: ["sh", "-c", "yes 0123456789012345678901234567890123456789012345678901234567890123456789 | head -n 60000; echo done; trap 'exit 0' TERM; while true; do sleep 1; done"]
 """
 
 
@@ -392,13 +395,18 @@ def test_kubectl_exec_and_attach_through_the_stream_tunnel(cloud, containerd, tm
     p.wait(timeout=10)
     assert len(ticks) == 3 and ticks == sorted(ticks), ticks
 
+    # A large log arrives whole (the tunnel's flow control holds the node back, nothing is dropped).
+    wait_for(lambda: k("logs", "shell", "-c", "bulk", "--tail=1") == "done\n", 60, what="bulk log written")
+    bulk = k("logs", "shell", "-c", "bulk")
+    assert bulk.count("\n") == 60001 and bulk.endswith("done\n") and len(bulk) == 60000 * 71 + 5, (bulk.count("\n"), len(bulk))
+
     # kubectl top: usage measured on the node (CRI stats, /proc), asked for through the tunnel.
     def top(*args):
         return [line.split() for line in k("top", *args).splitlines()[1:]]
     nodes = wait_for(lambda: [r for r in top("nodes") if r[0] == "shop-3"], 20, what="node metrics")
     assert nodes[0][1].endswith("m") and nodes[0][3].endswith("Mi") and int(nodes[0][3][:-2]) > 0, nodes
     rows = {(r[0], r[1]): r for r in top("pods", "--containers")}
-    assert ("shell", "main") in rows and ("shell", "side") in rows, rows
+    assert ("shell", "main") in rows and ("shell", "side") in rows and ("shell", "bulk") in rows, rows
     assert all(r[2].endswith("m") and r[3].endswith("Mi") for r in rows.values()), rows
     # The ticking container uses CPU; the metrics API answers the Python client too.
     from kubernetes import client as kclient
