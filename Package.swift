@@ -132,7 +132,7 @@ let package = Package(
         ]),
         // The Kubernetes-compatible HTTP API server.
         .target(name: "APIServer", dependencies: [
-            "KubeAPI", "ObjectStore", "PKI", "KubeProtobuf", "StreamTunnel",
+            "KubeAPI", "ObjectStore", "PKI", "KubeProtobuf", "StreamTunnel", "SPDY",
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
             .product(name: "HummingbirdTLS", package: "hummingbird"),
@@ -233,6 +233,10 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
+        // zlib (SPDY header compression).
+        .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
+        // SPDY/3.1 framing and header compression (kubectl port-forward).
+        .target(name: "SPDY", dependencies: ["CZlib"]),
         // Operations: the config files (cloudcore.yaml, edgecore.yaml), systemd units and
         // background processes that `swiftedge init/join/reset` manage.
         .target(name: "Operations", dependencies: [
@@ -282,6 +286,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .testTarget(name: "OperationsTests", dependencies: ["Operations"]),
+        .testTarget(name: "SPDYTests", dependencies: ["SPDY"]),
         .testTarget(name: "ObjectStoreTests", dependencies: ["ObjectStore", "KubeAPI"]),
         .testTarget(name: "ControlPlaneTests", dependencies: ["ControlPlane", "ControllerRuntime", "KubeAPI"]),
         .testTarget(name: "CloudHubTests", dependencies: [

@@ -61,12 +61,15 @@ extension APIHandler {
         let pathAndQuery = target.split(separator: "?", maxSplits: 1)
         let parts = pathAndQuery[0].split(separator: "/").map(String.init)
         guard parts.count == 7, parts[0] == "api", parts[1] == "v1", parts[2] == "namespaces", parts[4] == "pods",
-              let kind = StreamRequest.Kind(rawValue: parts[6]), kind == .exec || kind == .attach
+              let kind = StreamRequest.Kind(rawValue: parts[6]), kind == .exec || kind == .attach || kind == .portforward
         else { return .dontUpgrade }
         var headers: [String: String] = [:]
         for f in request.headerFields { headers[f.name.canonicalName] = f.value }
         do { try authenticate(APIRequest(method: "GET", path: String(pathAndQuery[0]), headers: headers)) } catch { return .dontUpgrade }
         let offered = (headers["sec-websocket-protocol"] ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+        if kind == .portforward {
+            return await portForwardUpgrade(namespace: parts[3], name: parts[5], offered: offered, streams: streams)
+        }
         guard let chosen = Self.execProtocols.first(where: offered.contains) else { return .dontUpgrade }
         var command: [String] = []
         for item in pathAndQuery.count > 1 ? pathAndQuery[1].split(separator: "&") : [] where item.hasPrefix("command=") {
@@ -122,6 +125,29 @@ extension APIHandler {
                 }
             } catch {
                 try? await Self.sendStatus(outbound, failure: "\(error)")
+            }
+            try? await outbound.close(.normalClosure, reason: nil)
+        }
+    }
+
+    /// `pods/portforward` as kubectl ≥ 1.31 asks for it (SPDY tunnelled in a WebSocket).
+    func portForwardUpgrade(namespace: String, name: String, offered: [String], streams: any PodStreams) async
+        -> ShouldUpgradeResult<WebSocketDataHandler<HTTP1WebSocketUpgradeChannel.Context>>
+    {
+        guard offered.contains(PortForwardSession.webSocketProtocol) else { return .dontUpgrade }
+        guard let o = await store.get(Self.podType.storageKey(namespace: namespace, name: name)), let pod = try? o.decode(),
+              let node = pod["spec"]["nodeName"].stringValue, !node.isEmpty
+        else { return .dontUpgrade }
+        let logger = self.logger
+        var fields = HTTPFields()
+        fields[HTTPField.Name("Sec-WebSocket-Protocol")!] = PortForwardSession.webSocketProtocol
+        return .upgrade(fields) { inbound, outbound, _ in
+            logger.info("pod stream", metadata: ["kind": "portforward", "pod": "\(namespace)/\(name)", "node": "\(node)"])
+            do {
+                try await PortForwardSession.serve(inbound: inbound, outbound: outbound, node: node, namespace: namespace, pod: name,
+                                                   streams: streams, logger: logger)
+            } catch {
+                logger.info("port-forward session ended", metadata: ["pod": "\(namespace)/\(name)", "error": "\(error)"])
             }
             try? await outbound.close(.normalClosure, reason: nil)
         }

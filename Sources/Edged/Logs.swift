@@ -32,6 +32,7 @@ extension Edged: StreamProvider {
         case .log: try await streamLog(request, write: write)
         case .exec, .attach: try await execOrAttach(request, input: input, write: write)
         case .stats: try await streamStats(write: write)
+        case .portforward: try await portForward(request, input: input, write: write)
         }
     }
 

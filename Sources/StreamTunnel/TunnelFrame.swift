@@ -80,23 +80,27 @@ public struct TunnelError: Error, Sendable, CustomStringConvertible {
 /// What the cloud asks a node to stream.
 public struct StreamRequest: Sendable, Equatable {
     /// `stats`: the node's and its pods' CPU and memory usage (``NodeUsage`` JSON on channel 1).
-    public enum Kind: String, Sendable { case log, exec, attach, stats }
+    /// `portforward`: a TCP connection to ``port`` in the pod; bytes to it on channel 0, from it
+    /// on channel 1, `[255, 0]` from the cloud when the client stopped sending.
+    public enum Kind: String, Sendable { case log, exec, attach, stats, portforward }
     public var kind: Kind
     public var namespace: String
     public var pod: String
     public var container: String
     public var log: LogOptions
     public var exec: ExecOptions
+    public var port: Int?
 
     public init(kind: Kind, namespace: String, pod: String, container: String, log: LogOptions = LogOptions(),
-                exec: ExecOptions = ExecOptions())
+                exec: ExecOptions = ExecOptions(), port: Int? = nil)
     {
         self.kind = kind; self.namespace = namespace; self.pod = pod; self.container = container; self.log = log; self.exec = exec
+        self.port = port
     }
 
     public var json: JSON {
         ["kind": .string(kind.rawValue), "namespace": .string(namespace), "pod": .string(pod), "container": .string(container),
-         "log": log.json, "exec": exec.json]
+         "log": log.json, "exec": exec.json, "port": port.map { .int(Int64($0)) } ?? .null]
     }
 
     public init(json j: JSON) throws(TunnelError) {
@@ -104,7 +108,8 @@ public struct StreamRequest: Sendable, Equatable {
         guard let ns = j["namespace"].stringValue, let pod = j["pod"].stringValue, let c = j["container"].stringValue else {
             throw TunnelError("stream request without namespace, pod or container")
         }
-        self.init(kind: k, namespace: ns, pod: pod, container: c, log: LogOptions(json: j["log"]), exec: ExecOptions(json: j["exec"]))
+        self.init(kind: k, namespace: ns, pod: pod, container: c, log: LogOptions(json: j["log"]), exec: ExecOptions(json: j["exec"]),
+                  port: j["port"].intValue.map { Int($0) })
     }
 }
 

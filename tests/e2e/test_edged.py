@@ -325,6 +325,9 @@ spec:
   - name: side
     image: docker.io/local/busybox:1
     command: ["sh", "-c", "trap 'exit 0' TERM; echo side > /tmp/who; while true; do sleep 1; done"]
+  - name: web
+    image: docker.io/local/busybox:1
+    command: ["sh", "-c", "mkdir -p /www && echo hello-from-the-pod > /www/index.html && head -c 3000000 /dev/urandom > /www/big && exec httpd -f -p 127.0.0.1:WEBPORT -h /www"]
   - name: bulk
     image: docker.io/local/busybox:1
     command: ["sh", "-c", "yes 0123456789012345678901234567890123456789012345678901234567890123456789 | head -n 60000; echo done; trap 'exit 0' TERM; while true; do sleep 1; done"]
@@ -336,7 +339,8 @@ def test_kubectl_exec_and_attach_through_the_stream_tunnel(cloud, containerd, tm
     edge = Edge(tmp_path, cloud, "shop-3", runtime=containerd.sock).start(cloud.token())
     k = Kubectl(binaries[max(binaries)], max(binaries), cloud.kubeconfig, tmp_path)
     wait_for(lambda: "stream tunnel connected" in edge.log.read_text(), 30, what="stream tunnel")
-    k("apply", "-f", "-", input=SHELL_PODS.replace("NODE", "shop-3"))
+    web_port = free_port()
+    k("apply", "-f", "-", input=SHELL_PODS.replace("NODE", "shop-3").replace("WEBPORT", str(web_port)))
     k("wait", "--for=condition=Ready", "pod/shell", "--timeout=60s", timeout=70)
     for version, binary in sorted(binaries.items()):
         kv = Kubectl(binary, version, cloud.kubeconfig, tmp_path)
@@ -406,7 +410,7 @@ def test_kubectl_exec_and_attach_through_the_stream_tunnel(cloud, containerd, tm
     nodes = wait_for(lambda: [r for r in top("nodes") if r[0] == "shop-3"], 20, what="node metrics")
     assert nodes[0][1].endswith("m") and nodes[0][3].endswith("Mi") and int(nodes[0][3][:-2]) > 0, nodes
     rows = {(r[0], r[1]): r for r in top("pods", "--containers")}
-    assert ("shell", "main") in rows and ("shell", "side") in rows and ("shell", "bulk") in rows, rows
+    assert {("shell", c) for c in ("main", "side", "bulk", "web")} <= rows.keys(), rows
     assert all(r[2].endswith("m") and r[3].endswith("Mi") for r in rows.values()), rows
     # The ticking container uses CPU; the metrics API answers the Python client too.
     from kubernetes import client as kclient
@@ -419,6 +423,36 @@ def test_kubectl_exec_and_attach_through_the_stream_tunnel(cloud, containerd, tm
     import urllib.request
     text = urllib.request.urlopen(f"http://127.0.0.1:{edge.metrics_port}/metrics", timeout=10).read().decode()
     assert "swiftedge_edged_pods" in text and "swiftedge_edgehub_reconnects_total" in text, text[:500]
+
+    # kubectl port-forward (SPDY tunnelled in a WebSocket), with both kubectl versions: several
+    # connections, a 3 MB body intact, and a port nothing listens on reported as such.
+    import hashlib
+    import urllib.request
+    pod_sum = k("exec", "shell", "-c", "web", "--", "sha256sum", "/www/big").split()[0]
+    for version, binary in sorted(binaries.items()):
+        kv = Kubectl(binary, version, cloud.kubeconfig, tmp_path)
+        local = free_port()
+        pf = kv.popen("port-forward", "pod/shell", f"{local}:{web_port}")
+        try:
+            wait_for(lambda: "Forwarding from 127.0.0.1" in (pf.stdout.readline() or ""), 20, what="port-forward listening")
+            for _ in range(3):
+                assert urllib.request.urlopen(f"http://127.0.0.1:{local}/index.html", timeout=10).read() == b"hello-from-the-pod\n"
+            body = urllib.request.urlopen(f"http://127.0.0.1:{local}/big", timeout=30).read()
+            assert len(body) == 3000000 and hashlib.sha256(body).hexdigest() == pod_sum, (version, len(body))
+        finally:
+            pf.terminate()
+            pf.wait(timeout=10)
+    closed, local = free_port(), free_port()
+    pf = k.popen("port-forward", "pod/shell", f"{local}:{closed}")
+    try:
+        wait_for(lambda: "Forwarding from 127.0.0.1" in (pf.stdout.readline() or ""), 20, what="port-forward listening")
+        with pytest.raises(Exception):
+            urllib.request.urlopen(f"http://127.0.0.1:{local}/", timeout=10).read()
+        out, _ = pf.communicate(timeout=20)  # kubectl gives up on the pod after the error
+        assert f"error forwarding port {closed} to pod shell" in out and "connection refused" in out, out
+    finally:
+        if pf.poll() is None:
+            pf.kill()
 
     # A node without its tunnel: the error names the node.
     edge.stop()
