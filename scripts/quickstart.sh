@@ -11,7 +11,7 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   echo "== installing system packages (libsqlite3-dev, containerd, runc, CNI plugins, busybox-static)"
   DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends libsqlite3-dev ca-certificates \
-    containerd runc containernetworking-plugins busybox-static >/dev/null
+    containerd runc containernetworking-plugins busybox-static zlib1g-dev pkg-config >/dev/null
 fi
 echo "== building swiftedge (release; the first build takes several minutes)"
 swift build -c release --static-swift-stdlib --product swiftedge
