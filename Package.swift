@@ -196,7 +196,7 @@ let package = Package(
         ]),
         // Edged: runs the node's pods through the CRI (lifecycle, probes, volumes, status upstream).
         .target(name: "Edged", dependencies: [
-            "ContainerRuntime", "CRI", "CloudEdgeProtocol", "KubeAPI", "MetaStore", "StreamTunnel",
+            "ContainerRuntime", "CRI", "CloudEdgeProtocol", "KubeAPI", "MetaStore", "StreamTunnel", "SPDY",
             .product(name: "NIOHTTP1", package: "swift-nio"),
             .product(name: "NIOWebSocket", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),

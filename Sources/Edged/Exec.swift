@@ -10,8 +10,9 @@ import StreamTunnel
 extension Edged {
     /// Runs a command in a container (`kubectl exec`) or attaches to its main process (`kubectl
     /// attach`): the CRI `Exec`/`Attach` call gives the runtime's streaming URL, which is dialled
-    /// as a WebSocket (`v4.channel.k8s.io`); frames (channel byte first: stdin, stdout, stderr, the
-    /// exit Status on channel 3, resize) are relayed both ways until the runtime closes the stream.
+    /// with SPDY (``RuntimeSPDY``), or as a WebSocket (`v4.channel.k8s.io`) if the runtime refuses
+    /// SPDY; stdin, stdout, stderr, the exit Status (channel 3) and resize are relayed both ways
+    /// until the runtime ends the session.
     func execOrAttach(_ request: StreamRequest, input: AsyncStream<[UInt8]>, write: @escaping @Sendable ([UInt8]) async throws -> Void) async throws {
         guard let record = try await store.get("\(request.namespace)/pod/\(request.pod)") else {
             throw TunnelError("pod \(request.pod) is not on node \(configuration.nodeName)")
@@ -23,17 +24,27 @@ extension Edged {
             throw TunnelError("unable to upgrade connection: container not found (\"\(request.container)\")")
         }
         let o = request.exec
-        let url: String
-        if request.kind == .attach {
-            url = try await runtime.attach(c.id, stdin: o.stdin, stdout: o.stdout, stderr: o.stderr, tty: o.tty)
-        } else {
-            guard !o.command.isEmpty else { throw TunnelError("you must specify at least one command for the container") }
-            url = try await runtime.exec(c.id, command: o.command, stdin: o.stdin, stdout: o.stdout, stderr: o.stderr, tty: o.tty)
+        if request.kind == .exec, o.command.isEmpty { throw TunnelError("you must specify at least one command for the container") }
+        // A streaming URL is good for one request, so each attempt asks the runtime for its own.
+        func streamingURL() async throws -> (host: String, port: Int, path: String) {
+            let url = request.kind == .attach
+                ? try await runtime.attach(c.id, stdin: o.stdin, stdout: o.stdout, stderr: o.stderr, tty: o.tty)
+                : try await runtime.exec(c.id, command: o.command, stdin: o.stdin, stdout: o.stdout, stderr: o.stderr, tty: o.tty)
+            guard let u = URLComponents(string: url), let host = u.host, let port = u.port else {
+                throw TunnelError("the runtime returned an unusable streaming URL \(url)")
+            }
+            return (host, port, u.percentEncodedPath + (u.percentEncodedQuery.map { "?" + $0 } ?? ""))
         }
-        guard let u = URLComponents(string: url), let host = u.host, let port = u.port else {
-            throw TunnelError("the runtime returned an unusable streaming URL \(url)")
+        // SPDY first (it can end stdin); a runtime that refuses it gets the WebSocket protocol.
+        let first = try await streamingURL()
+        do {
+            try await RuntimeSPDY.relay(host: first.host, port: first.port, path: first.path, options: o, input: input, write: write)
+            return
+        } catch let refused as RuntimeSPDY.Refused {
+            logger.debug("falling back to the WebSocket streaming protocol", metadata: ["reason": "\(refused)"])
         }
-        let ws = try await Self.dialStream(host: host, port: port, path: u.percentEncodedPath + (u.percentEncodedQuery.map { "?" + $0 } ?? ""))
+        let target = try await streamingURL()
+        let ws = try await Self.dialStream(host: target.host, port: target.port, path: target.path)
         try await ws.executeThenClose { inbound, outbound in
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask {

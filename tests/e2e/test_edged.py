@@ -352,6 +352,9 @@ def test_kubectl_exec_and_attach_through_the_stream_tunnel(cloud, containerd, tm
         # stdin reaches the command.
         r = kv.run("exec", "-i", "shell", "-c", "main", "--", "sh", "-c", "read a; read b; echo got $a $b", input="one\ntwo\n")
         assert r.stdout == "got one two\n", (version, r)
+        # The end of stdin reaches the command (commands that read to EOF finish).
+        r = kv.run("exec", "-i", "shell", "-c", "main", "--", "sort", "-r", input="apple\ncherry\nbanana\n", timeout=30)
+        assert r.returncode == 0 and r.stdout == "cherry\nbanana\napple\n", (version, r)
         # Clear errors: an unknown container, a command that does not exist.
         r = kv.run("exec", "shell", "-c", "nope", "--", "true", check=False)
         assert r.returncode != 0 and "container nope is not valid for pod shell" in r.stderr, (version, r.stderr)

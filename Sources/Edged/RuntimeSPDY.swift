@@ -1,0 +1,108 @@
+import NIOCore
+import NIOPosix
+import SPDY
+import StreamTunnel
+
+/// The runtime's streaming server spoken over SPDY/3.1 (what kubelet's clients use): unlike its
+/// WebSocket `v4` protocol, SPDY can end stdin on its own (a FIN on the stdin stream), so
+/// `echo x | kubectl exec -i pod -- cat` ends. Streams as in `remotecommand` v4: `error` (the exit
+/// Status), `stdin`, `stdout`, `stderr`, `resize`.
+enum RuntimeSPDY {
+    /// The runtime answered the upgrade with something other than 101.
+    struct Refused: Error, CustomStringConvertible {
+        var status: String
+        var description: String { "the runtime's streaming server refused SPDY: \(status)" }
+    }
+
+    /// Dials `host:port`, upgrades `path` to SPDY and relays until the runtime ends the session:
+    /// input chunks (channel byte first: 0 stdin, 4 resize, `[255, 0]` end of stdin) go to the
+    /// runtime, its streams come back as chunks on channels 1, 2 and 3.
+    static func relay(host: String, port: Int, path: String, options: ExecOptions, input: AsyncStream<[UInt8]>,
+                      write: @escaping @Sendable ([UInt8]) async throws -> Void) async throws
+    {
+        let channel = try await ClientBootstrap(group: .singletonMultiThreadedEventLoopGroup)
+            .connectTimeout(.seconds(10))
+            .connect(host: host, port: port) { ch in
+                ch.eventLoop.makeCompletedFuture { try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: ch) }
+            }
+        try await channel.executeThenClose { inbound, outbound in
+            let request = "POST \(path) HTTP/1.1\r\nHost: \(host):\(port)\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n"
+                + "X-Stream-Protocol-Version: v4.channel.k8s.io\r\nContent-Length: 0\r\n\r\n"
+            try await outbound.write(ByteBuffer(string: request))
+            var iterator = inbound.makeAsyncIterator()
+            // The HTTP answer, then SPDY on the same bytes.
+            var head: [UInt8] = []
+            var reader = SPDYFrameReader()
+            while true {
+                guard let b = try await iterator.next() else { throw Refused(status: "connection closed before an answer") }
+                head += b.readableBytesView
+                if let end = head.firstRange(of: Array("\r\n\r\n".utf8)) {
+                    let statusLine = String(decoding: head[..<(head.firstIndex(of: 13) ?? end.lowerBound)], as: UTF8.self)
+                    guard statusLine.split(separator: " ").dropFirst().first == "101" else { throw Refused(status: statusLine) }
+                    reader.append(head[end.upperBound...])
+                    break
+                }
+                guard head.count < 16 * 1024 else { throw Refused(status: "oversized HTTP answer") }
+            }
+            let compressor = try HeaderCompressor(), decompressor = try HeaderDecompressor()
+            let send: @Sendable (SPDYFrame) async throws -> Void = { try await outbound.write(ByteBuffer(bytes: $0.encoded())) }
+            // Client streams have odd ids; kubelet's server waits for all the streams the request named.
+            var ids: [String: UInt32] = [:]
+            var next: UInt32 = 1
+            var kinds = ["error"]
+            if options.stdin { kinds.append("stdin") }
+            if options.stdout { kinds.append("stdout") }
+            if options.stderr && !options.tty { kinds.append("stderr") }
+            if options.tty { kinds.append("resize") }
+            for k in kinds {
+                ids[k] = next
+                try await send(.synStream(stream: next, associated: 0, fin: false, headerBlock: try compressor.compress([("streamType", k)])))
+                next += 2
+            }
+            var channelOf: [UInt32: UInt8] = [:]  // the runtime's streams → tunnel channels
+            for (kind, c) in [("stdout", UInt8(1)), ("stderr", 2), ("error", 3)] { if let id = ids[kind] { channelOf[id] = c } }
+            var open = Set(channelOf.keys)
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                let stdinID = ids["stdin"], resizeID = ids["resize"]
+                group.addTask {
+                    for await chunk in input {
+                        guard let c = chunk.first else { continue }
+                        if c == 0, let s = stdinID { try await send(.data(stream: s, fin: false, payload: Array(chunk.dropFirst()))) }
+                        if c == 4, let r = resizeID { try await send(.data(stream: r, fin: false, payload: Array(chunk.dropFirst()))) }
+                        if c == 255, chunk.dropFirst().first == 0, let s = stdinID {
+                            try await send(.data(stream: s, fin: true, payload: []))  // end of stdin
+                        }
+                    }
+                }
+                frames: while !open.isEmpty {
+                    while let frame = try reader.next() {
+                        switch frame {
+                        case .data(let id, let fin, let payload):
+                            if let c = channelOf[id] {
+                                if !payload.isEmpty { try await write([c] + payload) }
+                                if fin { open.remove(id) }
+                            }
+                        case .synReply(_, _, let block), .headers(_, _, let block):
+                            _ = try decompressor.decompress(block)  // keeps the zlib context in step
+                        case .synStream(let id, _, _, let block):
+                            _ = try decompressor.decompress(block)
+                            try await send(.rstStream(stream: id, status: SPDYFrame.refusedStream))
+                        case .rstStream(let id, _):
+                            open.remove(id)
+                        case .ping(let id):
+                            try await send(.ping(id: id))
+                        case .goAway:
+                            break frames
+                        case .settings, .windowUpdate, .other:
+                            continue
+                        }
+                    }
+                    if open.isEmpty { break }
+                    guard let b = try await iterator.next() else { break }
+                    reader.append(b.readableBytesView)
+                }
+                group.cancelAll()
+            }
+        }
+    }
+}
