@@ -237,6 +237,8 @@ let package = Package(
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
         // SPDY/3.1 framing and header compression (kubectl port-forward).
         .target(name: "SPDY", dependencies: ["CZlib"]),
+        // MQTT 3.1.1 codec and topic matching (EventBus groundwork; see docs/architecture.md).
+        .target(name: "MQTT"),
         // Operations: the config files (cloudcore.yaml, edgecore.yaml), systemd units and
         // background processes that `swiftedge init/join/reset` manage.
         .target(name: "Operations", dependencies: [
@@ -287,8 +289,11 @@ let package = Package(
         ]),
         .testTarget(name: "OperationsTests", dependencies: ["Operations"]),
         .testTarget(name: "SPDYTests", dependencies: ["SPDY"]),
+        .testTarget(name: "MQTTTests", dependencies: ["MQTT"]),
         .testTarget(name: "ObjectStoreTests", dependencies: ["ObjectStore", "KubeAPI"]),
-        .testTarget(name: "ControlPlaneTests", dependencies: ["ControlPlane", "ControllerRuntime", "KubeAPI"]),
+        .testTarget(name: "ControlPlaneTests", dependencies: [
+            "ControlPlane", "ControllerRuntime", "KubeAPI", "KubeClient", .product(name: "Logging", package: "swift-log"),
+        ]),
         .testTarget(name: "CloudHubTests", dependencies: [
             "CloudHub", "EdgeHub", "CloudEdgeProtocol", "PKI", "KubeAPI",
             .product(name: "Logging", package: "swift-log"),

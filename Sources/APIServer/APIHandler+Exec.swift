@@ -12,6 +12,18 @@ extension APIHandler {
     static let execProtocols = ["v5.channel.k8s.io", "v4.channel.k8s.io"]
     static let podType = BuiltinResources.all.first { $0.resource == "pods" }!
 
+    /// The container a request names, or the pod's only one; kube-apiserver's errors otherwise.
+    static func chooseContainer(pod name: String, names: [String], requested: String?) throws(StatusError) -> String {
+        if let c = requested, !c.isEmpty {
+            guard names.contains(c) else { throw StatusError.badRequest("container \(c) is not valid for pod \(name)") }
+            return c
+        }
+        guard names.count == 1 else {
+            throw StatusError.badRequest("a container name must be specified for pod \(name), choose one of: [\(names.joined(separator: " "))]")
+        }
+        return names[0]
+    }
+
     /// What a `pods/exec` or `pods/attach` request asks for, checked as kube-apiserver checks it.
     /// `command` holds every `command=` value (the query repeats it).
     func streamTarget(kind: StreamRequest.Kind, namespace: String, name: String, query: [String: String],
@@ -23,16 +35,8 @@ extension APIHandler {
         guard let node = pod["spec"]["nodeName"].stringValue, !node.isEmpty else {
             throw StatusError.badRequest("pod \(name) does not have a host assigned")
         }
-        let names = (pod["spec"]["containers"].arrayValue ?? []).compactMap { $0["name"].stringValue }
-        let container: String
-        if let c = query["container"], !c.isEmpty {
-            guard names.contains(c) else { throw StatusError.badRequest("container \(c) is not valid for pod \(name)") }
-            container = c
-        } else if names.count == 1 {
-            container = names[0]
-        } else {
-            throw StatusError.badRequest("a container name must be specified for pod \(name), choose one of: [\(names.joined(separator: " "))]")
-        }
+        let container = try Self.chooseContainer(pod: name, names: (pod["spec"]["containers"].arrayValue ?? []).compactMap { $0["name"].stringValue },
+                                                 requested: query["container"])
         if pod["status"]["phase"].stringValue == "Succeeded" || pod["status"]["phase"].stringValue == "Failed" {
             throw StatusError.badRequest("cannot exec into a container in a completed pod; current phase is \(pod["status"]["phase"].stringValue ?? "")")
         }

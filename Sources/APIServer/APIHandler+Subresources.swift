@@ -218,15 +218,7 @@ extension APIHandler {
             throw StatusError.badRequest("pod \(name) does not have a host assigned")
         }
         let names = ((pod["spec"]["containers"].arrayValue ?? []) + (pod["spec"]["initContainers"].arrayValue ?? [])).compactMap { $0["name"].stringValue }
-        let container: String
-        if let c = req.query["container"], !c.isEmpty {
-            guard names.contains(c) else { throw StatusError.badRequest("container \(c) is not valid for pod \(name)") }
-            container = c
-        } else if names.count == 1 {
-            container = names[0]
-        } else {
-            throw StatusError.badRequest("a container name must be specified for pod \(name), choose one of: [\(names.joined(separator: " "))]")
-        }
+        let container = try Self.chooseContainer(pod: name, names: names, requested: req.query["container"])
         func bool(_ k: String) -> Bool { req.query[k] == "true" || req.query[k] == "1" }
         func int(_ k: String) throws -> Int64? {
             guard let v = req.query[k] else { return nil }

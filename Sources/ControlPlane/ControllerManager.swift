@@ -97,6 +97,7 @@ public struct ControllerManager: Service {
             for r in [schedulerEvents, controllerEvents, nodeEvents] { group.addTask { await r.run() } }
             group.addTask {
                 await informers.waitForSync()
+                guard !Task.isCancelled else { return }  // stopped before the caches synced
                 logger.info("caches synced; reconciling")
                 try await withThrowingTaskGroup(of: Void.self) { inner in
                     for l in allLoops { inner.addTask { await l.run() } }

@@ -9,7 +9,7 @@ public final class SharedInformer: Sendable {
     public typealias Handler = @Sendable (InformerEvent) async -> Void
     public let informer: Informer
     let handlers = Mutex<[Handler]>([])
-    let syncState = Mutex<(synced: Bool, waiters: [CheckedContinuation<Void, Never>])>((false, []))
+    let syncState = Mutex<(synced: Bool, waiters: [Int: CheckedContinuation<Void, Never>], next: Int)>((false, [:], 0))
 
     init(informer: Informer) { self.informer = informer }
 
@@ -34,15 +34,21 @@ public final class SharedInformer: Sendable {
     /// Whether the first complete list has been delivered.
     public var hasSynced: Bool { syncState.withLock { $0.synced } }
 
-    /// Returns once the first complete list has been delivered to every handler.
+    /// Returns once the first complete list has been delivered to every handler, or when the
+    /// waiting task is cancelled (a shutdown before the first list must not hang).
     public func waitForSync() async {
-        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
-            let ready = syncState.withLock { s -> Bool in
-                if s.synced { return true }
-                s.waiters.append(c)
-                return false
+        let id = syncState.withLock { s in defer { s.next += 1 }; return s.next }
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+                let ready = syncState.withLock { s -> Bool in
+                    if s.synced || Task.isCancelled { return true }
+                    s.waiters[id] = c
+                    return false
+                }
+                if ready { c.resume() }
             }
-            if ready { c.resume() }
+        } onCancel: {
+            syncState.withLock { $0.waiters.removeValue(forKey: id) }?.resume()
         }
     }
 
@@ -53,8 +59,8 @@ public final class SharedInformer: Sendable {
             if case .synced = ev {
                 let waiters = syncState.withLock { s -> [CheckedContinuation<Void, Never>] in
                     s.synced = true
-                    let w = s.waiters
-                    s.waiters = []
+                    let w = Array(s.waiters.values)
+                    s.waiters = [:]
                     return w
                 }
                 for w in waiters { w.resume() }

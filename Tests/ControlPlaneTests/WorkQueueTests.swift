@@ -1,5 +1,8 @@
 import Testing
 @testable import ControllerRuntime
+import KubeAPI
+import KubeClient
+import Logging
 
 /// The work queue's guarantees, which every controller relies on.
 @Suite struct WorkQueueTests {
@@ -61,5 +64,21 @@ import Testing
         let t = Task { await q.get() }
         t.cancel()
         #expect(await t.value == nil)
+    }
+}
+
+/// A shutdown before the first list must not leave a task waiting for a sync that never comes
+/// (seen as a cloud that ignored SIGTERM when it arrived just as it became leader).
+@Suite struct SharedInformerTests {
+    @Test func waitForSyncReturnsWhenCancelled() async throws {
+        let client = try KubeClient(config: KubeConfig(server: "https://127.0.0.1:1", token: "t"), logger: Logger(label: "test"))
+        let shared = SharedInformer(informer: Informer(client: client, type: BuiltinResources.all.first { $0.resource == "pods" }!,
+                                                       logger: Logger(label: "test")))
+        let waiter = Task { await shared.waitForSync(); return Task.isCancelled }
+        try await Task.sleep(for: .milliseconds(50))  // let it park (the test asserts it returns, not when)
+        waiter.cancel()
+        #expect(await waiter.value == true)
+        #expect(!shared.hasSynced)
+        try await client.shutdown()
     }
 }
