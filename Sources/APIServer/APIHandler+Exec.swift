@@ -108,17 +108,20 @@ extension APIHandler {
             do {
                 try await withThrowingTaskGroup(of: Void.self) { group in
                     group.addTask {
-                        // The client's frames (stdin, resize, v5's close signal) go to the node as they are.
-                        for try await message in inbound.messages(maxSize: 1 << 20) {
-                            // Binary frames from kubectl; the Python client sends text frames for str data.
-                            var bytes: [UInt8]
-                            switch message {
-                            case .binary(let b): bytes = Array(b.readableBytesView)
-                            case .text(let t): bytes = Array(t.utf8)
+                        // The client's data (stdin, resize, v5's close signal) goes to the node frame
+                        // by frame, so a large stdin write (kubectl sends it as one fragmented
+                        // message) is streamed, never assembled. The channel byte starts a message;
+                        // its continuation frames belong to the same channel. kubectl sends binary
+                        // frames, the Python client text frames for str data.
+                        var channel: UInt8?
+                        for try await frame in inbound {
+                            var bytes = Array(frame.data.readableBytesView)
+                            if frame.opcode != .continuation {
+                                channel = bytes.isEmpty ? nil : bytes.removeFirst()
                             }
-                            guard !bytes.isEmpty else { continue }
-                            let channel = bytes.removeFirst()
-                            try await stream.send(channel: channel, bytes)
+                            if let channel, !bytes.isEmpty || frame.opcode != .continuation {
+                                try await stream.send(channel: channel, bytes)
+                            }
                         }
                         await stream.close()
                     }

@@ -84,8 +84,10 @@ enum PortForwardSession {
                         }
                     case .data(let id, let fin, let payload):
                         guard let f = forwards.withLock({ $0[id] }) else { continue }
-                        if !payload.isEmpty { try await f.tunnel.send(channel: 0, payload) }
-                        if fin { try await f.tunnel.send(channel: 255, [0]) }
+                        // Waits while the node's window for this connection is full; a
+                        // connection whose tunnel stream already ended drops what still arrives.
+                        if !payload.isEmpty { try? await f.tunnel.send(channel: 0, payload) }
+                        if fin { try? await f.tunnel.send(channel: 255, [0]) }
                     case .rstStream(let id, _):
                         if let f = forwards.withLock({ $0.removeValue(forKey: id) }) { await f.tunnel.close() }
                     case .ping(let id):

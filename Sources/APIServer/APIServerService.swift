@@ -40,15 +40,18 @@ public struct APIServerService: Service {
             -> ShouldUpgradeResult<WebSocketDataHandler<HTTP1WebSocketUpgradeChannel.Context>> = { request, _, _ in
                 await handler.execUpgrade(request)
             }
+        // kubectl writes large stdin (and port-forward uploads) in frames well above the library's
+        // 16 KiB default; 1 MiB per frame, as per message before.
+        let webSocket = HTTP1WebSocketUpgradeChannel.Configuration(ws: WebSocketServerConfiguration(maxFrameSize: 1 << 20))
         let server: HTTPServerBuilder
         if let tls = configuration.tls {
             let chain = try NIOSSLCertificate.fromPEMBytes(Array(tls.certificatePEM.utf8)).map { NIOSSLCertificateSource.certificate($0) }
             let key = try NIOSSLPrivateKey(bytes: Array(tls.privateKeyPEM.utf8), format: .pem)
             var tlsConfig = TLSConfiguration.makeServerConfiguration(certificateChain: chain, privateKey: .privateKey(key))
             tlsConfig.applicationProtocols = ["http/1.1"]
-            server = try .tls(.http1WebSocketUpgrade(shouldUpgrade: execUpgrade), tlsConfiguration: tlsConfig)
+            server = try .tls(.http1WebSocketUpgrade(configuration: webSocket, shouldUpgrade: execUpgrade), tlsConfiguration: tlsConfig)
         } else {
-            server = .http1WebSocketUpgrade(shouldUpgrade: execUpgrade)
+            server = .http1WebSocketUpgrade(configuration: webSocket, shouldUpgrade: execUpgrade)
         }
         let onRunning = self.onRunning
         let app = Application(

@@ -13,7 +13,7 @@ extension Edged {
     /// with SPDY (``RuntimeSPDY``), or as a WebSocket (`v4.channel.k8s.io`) if the runtime refuses
     /// SPDY; stdin, stdout, stderr, the exit Status (channel 3) and resize are relayed both ways
     /// until the runtime ends the session.
-    func execOrAttach(_ request: StreamRequest, input: AsyncStream<[UInt8]>, write: @escaping @Sendable ([UInt8]) async throws -> Void) async throws {
+    func execOrAttach(_ request: StreamRequest, input: TunnelStreamData, write: @escaping @Sendable ([UInt8]) async throws -> Void) async throws {
         guard let record = try await store.get("\(request.namespace)/pod/\(request.pod)") else {
             throw TunnelError("pod \(request.pod) is not on node \(configuration.nodeName)")
         }
@@ -48,7 +48,7 @@ extension Edged {
         try await ws.executeThenClose { inbound, outbound in
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask {
-                    for await chunk in input where chunk.first != 255 {  // v5's close signal has no v4 equivalent
+                    for try await chunk in input where chunk.first != 255 {  // v5's close signal has no v4 equivalent
                         try await outbound.write(WebSocketFrame(fin: true, opcode: .binary, maskKey: .random(), data: ByteBuffer(bytes: chunk)))
                     }
                 }

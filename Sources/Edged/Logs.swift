@@ -27,7 +27,7 @@ struct CRILogLine: Equatable {
 
 extension Edged: StreamProvider {
     /// Serves a stream the cloud opened on this node (`kubectl logs`).
-    public func serve(_ request: StreamRequest, input: AsyncStream<[UInt8]>, write: @escaping @Sendable ([UInt8]) async throws -> Void) async throws {
+    public func serve(_ request: StreamRequest, input: TunnelStreamData, write: @escaping @Sendable ([UInt8]) async throws -> Void) async throws {
         switch request.kind {
         case .log: try await streamLog(request, write: write)
         case .exec, .attach: try await execOrAttach(request, input: input, write: write)

@@ -8,7 +8,7 @@ extension Edged {
     /// `kubectl port-forward`: one TCP connection to a port of a host-network pod, dialled from the
     /// node (the pod shares the node's network namespace); bytes relayed both ways, the client's
     /// end of sending passed on as a half-close.
-    func portForward(_ request: StreamRequest, input: AsyncStream<[UInt8]>, write: @escaping @Sendable ([UInt8]) async throws -> Void) async throws {
+    func portForward(_ request: StreamRequest, input: TunnelStreamData, write: @escaping @Sendable ([UInt8]) async throws -> Void) async throws {
         guard let record = try await store.get("\(request.namespace)/pod/\(request.pod)") else {
             throw TunnelError("pod \(request.pod) is not on node \(configuration.nodeName)")
         }
@@ -33,7 +33,7 @@ extension Edged {
         try await channel.executeThenClose { inbound, outbound in
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask {
-                    for await chunk in input {
+                    for try await chunk in input {
                         guard let channel = chunk.first else { continue }
                         if channel == 0 {
                             try await outbound.write(ByteBuffer(bytes: chunk.dropFirst()))

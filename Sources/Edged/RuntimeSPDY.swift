@@ -17,7 +17,7 @@ enum RuntimeSPDY {
     /// Dials `host:port`, upgrades `path` to SPDY and relays until the runtime ends the session:
     /// input chunks (channel byte first: 0 stdin, 4 resize, `[255, 0]` end of stdin) go to the
     /// runtime, its streams come back as chunks on channels 1, 2 and 3.
-    static func relay(host: String, port: Int, path: String, options: ExecOptions, input: AsyncStream<[UInt8]>,
+    static func relay(host: String, port: Int, path: String, options: ExecOptions, input: TunnelStreamData,
                       write: @escaping @Sendable ([UInt8]) async throws -> Void) async throws
     {
         let channel = try await ClientBootstrap(group: .singletonMultiThreadedEventLoopGroup)
@@ -65,7 +65,7 @@ enum RuntimeSPDY {
             try await withThrowingTaskGroup(of: Void.self) { group in
                 let stdinID = ids["stdin"], resizeID = ids["resize"]
                 group.addTask {
-                    for await chunk in input {
+                    for try await chunk in input {
                         guard let c = chunk.first else { continue }
                         if c == 0, let s = stdinID { try await send(.data(stream: s, fin: false, payload: Array(chunk.dropFirst()))) }
                         if c == 4, let r = resizeID { try await send(.data(stream: r, fin: false, payload: Array(chunk.dropFirst()))) }

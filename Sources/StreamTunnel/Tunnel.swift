@@ -33,8 +33,9 @@ func readFrames(_ inbound: NIOAsyncChannelInboundStream<WebSocketFrame>, writer:
     }
 }
 
-/// The bytes a node sends on a stream, as the cloud consumes them: every ``TunnelFrame/creditBatch``
-/// bytes taken, credit goes back to the node, which never has more than its window in flight.
+/// The bytes one end of a stream receives, as it consumes them: every ``TunnelFrame/creditBatch``
+/// bytes taken, credit goes back to the sender, which never has more than its window in flight.
+/// The same flow control serves both directions (node → cloud output, cloud → node input).
 public struct TunnelStreamData: AsyncSequence, Sendable {
     public typealias Element = [UInt8]
     let base: AsyncThrowingStream<[UInt8], any Error>
@@ -57,6 +58,13 @@ public struct TunnelStreamData: AsyncSequence, Sendable {
     }
 
     public func makeAsyncIterator() -> AsyncIterator { AsyncIterator(base: base.makeAsyncIterator(), grant: grant) }
+
+    /// A receive buffer (unbounded: the sender's window bounds it) and the data read from it;
+    /// consuming it grants credit to stream `id` through `writer`.
+    static func make(id: UInt32, writer: FrameWriter) -> (TunnelStreamData, AsyncThrowingStream<[UInt8], any Error>.Continuation) {
+        let (base, sink) = AsyncThrowingStream<[UInt8], any Error>.makeStream(bufferingPolicy: .unbounded)
+        return (TunnelStreamData(base: base, grant: { try? await writer.send(.credit(id, $0)) }), sink)
+    }
 }
 
 /// One stream opened by the cloud: the bytes the node sends (each chunk starts with its channel
@@ -65,10 +73,14 @@ public struct TunnelStream: Sendable {
     public let id: UInt32
     public let data: TunnelStreamData
     let writer: FrameWriter
+    /// What the node still accepts on this stream before it has consumed more.
+    let window: SendWindow
     let forget: @Sendable () -> Void
 
-    /// Sends bytes to the node on a channel (stdin, resize).
+    /// Sends bytes to the node on a channel (stdin, resize, port-forward data); waits while the
+    /// node's window is full. Throws once the stream has ended.
     public func send(channel: UInt8, _ bytes: [UInt8]) async throws {
+        try await window.acquire(bytes.count + 1)
         try await writer.send(TunnelFrame(stream: id, kind: .data, payload: [channel] + bytes))
     }
 
@@ -84,12 +96,16 @@ public struct TunnelStream: Sendable {
 public final class TunnelServer: Sendable {
     final class NodeTunnel: Sendable {
         let writer: FrameWriter
-        let streams = Mutex<[UInt32: AsyncThrowingStream<[UInt8], any Error>.Continuation]>([:])
+        struct Entry { var sink: AsyncThrowingStream<[UInt8], any Error>.Continuation; var window: SendWindow }
+        let streams = Mutex<[UInt32: Entry]>([:])
         let nextID = Atomic<UInt32>(0)
         init(writer: FrameWriter) { self.writer = writer }
 
         func fail(_ why: String) {
-            for c in streams.withLock({ s in defer { s = [:] }; return Array(s.values) }) { c.finish(throwing: TunnelError(why)) }
+            for e in streams.withLock({ s in defer { s = [:] }; return Array(s.values) }) {
+                e.sink.finish(throwing: TunnelError(why))
+                e.window.close()
+            }
         }
     }
 
@@ -115,12 +131,15 @@ public final class TunnelServer: Sendable {
             try await readFrames(inbound, writer: tunnel.writer) { f in
                 switch f.kind {
                 case .data:
-                    _ = tunnel.streams.withLock { $0[f.stream] }?.yield(f.payload)
+                    _ = tunnel.streams.withLock { $0[f.stream] }?.sink.yield(f.payload)
                 case .close:
-                    let c = tunnel.streams.withLock { $0.removeValue(forKey: f.stream) }
-                    if let error = (try? JSON.parse(f.payload))?["error"].stringValue { c?.finish(throwing: TunnelError(error)) } else { c?.finish() }
-                case .open, .credit:
-                    throw TunnelError("a node may not open streams or grant credit")
+                    guard let e = tunnel.streams.withLock({ $0.removeValue(forKey: f.stream) }) else { break }
+                    e.window.close()
+                    if let error = (try? JSON.parse(f.payload))?["error"].stringValue { e.sink.finish(throwing: TunnelError(error)) } else { e.sink.finish() }
+                case .credit:
+                    if let n = f.creditBytes { tunnel.streams.withLock { $0[f.stream] }?.window.grant(n) }
+                case .open:
+                    throw TunnelError("a node may not open streams")
                 }
             }
         } catch {
@@ -138,21 +157,22 @@ public final class TunnelServer: Sendable {
             throw TunnelError("no stream tunnel to node \"\(node)\" (is it connected?)")
         }
         let id = tunnel.nextID.wrappingAdd(1, ordering: .relaxed).newValue
-        // Unbounded here, bounded by the node's window (flow control), so nothing is ever dropped.
-        let (data, sink) = AsyncThrowingStream<[UInt8], any Error>.makeStream(bufferingPolicy: .unbounded)
-        tunnel.streams.withLock { $0[id] = sink }
+        let (data, sink) = TunnelStreamData.make(id: id, writer: tunnel.writer)
+        let window = SendWindow(TunnelFrame.initialWindow)
+        tunnel.streams.withLock { $0[id] = NodeTunnel.Entry(sink: sink, window: window) }
         try await tunnel.writer.send(TunnelFrame(stream: id, kind: .open, payload: request.json.serialized()))
-        let writer = tunnel.writer
-        return TunnelStream(id: id, data: TunnelStreamData(base: data, grant: { try? await writer.send(.credit(id, $0)) }),
-                            writer: tunnel.writer, forget: { _ = tunnel.streams.withLock { $0.removeValue(forKey: id) } })
+        return TunnelStream(id: id, data: data, writer: tunnel.writer, window: window, forget: {
+            tunnel.streams.withLock { $0.removeValue(forKey: id) }?.window.close()
+        })
     }
 }
 
 /// Serves the streams the cloud opens on a node: writes data chunks (channel byte first) until
 /// done; throwing ends the stream with the error's text.
 public protocol StreamProvider: Sendable {
-    /// - Parameter input: what the cloud sends on the stream (stdin, resize; channel byte first).
-    func serve(_ request: StreamRequest, input: AsyncStream<[UInt8]>, write: @escaping @Sendable ([UInt8]) async throws -> Void) async throws
+    /// - Parameter input: what the cloud sends on the stream (stdin, resize; channel byte first);
+    ///   consuming it lets the cloud send more.
+    func serve(_ request: StreamRequest, input: TunnelStreamData, write: @escaping @Sendable ([UInt8]) async throws -> Void) async throws
 }
 
 /// The edge end: serves the streams of one tunnel connection (each in its own child task;
@@ -183,7 +203,7 @@ public func serveTunnel(inbound: NIOAsyncChannelInboundStream<WebSocketFrame>, o
                 }
                 let id = f.stream
                 let cancel = WakeSignal()
-                let (input, inputSink) = AsyncStream<[UInt8]>.makeStream(bufferingPolicy: .bufferingNewest(1024))
+                let (input, inputSink) = TunnelStreamData.make(id: id, writer: writer)
                 let window = SendWindow(TunnelFrame.initialWindow)
                 running.set(id, StreamCancels.Entry(cancel: cancel, input: inputSink, window: window))
                 group.addTask {
@@ -222,12 +242,12 @@ public func serveTunnel(inbound: NIOAsyncChannelInboundStream<WebSocketFrame>, o
 
 /// The streams a node is serving: how to cancel each, its input, its send window.
 final class StreamCancels: Sendable {
-    struct Entry { var cancel: WakeSignal; var input: AsyncStream<[UInt8]>.Continuation; var window: SendWindow }
+    struct Entry { var cancel: WakeSignal; var input: AsyncThrowingStream<[UInt8], any Error>.Continuation; var window: SendWindow }
     let m = Mutex<[UInt32: Entry]>([:])
     func set(_ id: UInt32, _ e: Entry) { m.withLock { $0[id] = e } }
     @discardableResult
     func remove(_ id: UInt32) -> Entry? { m.withLock { $0.removeValue(forKey: id) } }
-    func input(_ id: UInt32) -> AsyncStream<[UInt8]>.Continuation? { m.withLock { $0[id]?.input } }
+    func input(_ id: UInt32) -> AsyncThrowingStream<[UInt8], any Error>.Continuation? { m.withLock { $0[id]?.input } }
     func window(_ id: UInt32) -> SendWindow? { m.withLock { $0[id]?.window } }
     func all() -> [WakeSignal] { m.withLock { $0.values.map(\.cancel) } }
 }
@@ -236,13 +256,20 @@ final class StreamCancels: Sendable {
 /// go out while any credit is left (so a chunk larger than the window cannot deadlock); then the
 /// sender waits for the cloud's next credit.
 final class SendWindow: Sendable {
-    let credit: Mutex<Int>
+    /// Credit left; nil once the stream ended.
+    let credit: Mutex<Int?>
     let more = WakeSignal()
 
     init(_ initial: Int) { credit = Mutex(initial) }
 
     func grant(_ n: Int) {
-        credit.withLock { $0 += n }
+        credit.withLock { c in c = c.map { $0 + n } }
+        more.signal()
+    }
+
+    /// The stream ended: a waiting sender (and any later one) fails instead of waiting forever.
+    func close() {
+        credit.withLock { $0 = nil }
         more.signal()
     }
 
@@ -250,11 +277,13 @@ final class SendWindow: Sendable {
     func acquire(_ n: Int) async throws {
         while true {
             try Task.checkCancellation()
-            if credit.withLock({ c in
-                guard c > 0 else { return false }
-                c -= n
+            let granted = try credit.withLock { c -> Bool in
+                guard let left = c else { throw TunnelError("the stream has ended") }
+                guard left > 0 else { return false }
+                c = left - n
                 return true
-            }) { return }
+            }
+            if granted { return }
             await more.wait()
         }
     }

@@ -352,6 +352,11 @@ def test_kubectl_exec_and_attach_through_the_stream_tunnel(cloud, containerd, tm
         # stdin reaches the command.
         r = kv.run("exec", "-i", "shell", "-c", "main", "--", "sh", "-c", "read a; read b; echo got $a $b", input="one\ntwo\n")
         assert r.stdout == "got one two\n", (version, r)
+        # A large stdin arrives whole (the cloud waits for the node's window; nothing is dropped).
+        big = "".join(f"{i:07d} stdin line for the flow control check\n" for i in range(60000))
+        r = kv.run("exec", "-i", "shell", "-c", "main", "--", "sh", "-c", "cat > /tmp/in; wc -c < /tmp/in; tail -n 1 /tmp/in",
+                   input=big, timeout=60)
+        assert r.stdout.split("\n")[:2] == [str(len(big)), "0059999 stdin line for the flow control check"], (version, r.stdout[:200])
         # The end of stdin reaches the command (commands that read to EOF finish).
         r = kv.run("exec", "-i", "shell", "-c", "main", "--", "sort", "-r", input="apple\ncherry\nbanana\n", timeout=30)
         assert r.returncode == 0 and r.stdout == "cherry\nbanana\napple\n", (version, r)
