@@ -177,8 +177,7 @@ public final class APIHandler: Sendable {
             guard let pod = body["metadata"]["name"].stringValue, !pod.isEmpty else {
                 throw StatusError.invalid(kind: "Binding", name: "", causes: [Admission.required("metadata.name")])
             }
-            let podType = BuiltinResources.all.first { $0.resource == "pods" }!
-            return try await bind(req, RequestTarget(type: podType, namespace: target.namespace, name: pod, subresource: .binding))
+            return try await bind(req, RequestTarget(type: Self.podType, namespace: target.namespace, name: pod, subresource: .binding))
         }
         switch (req.method, target.name) {
         case ("GET", nil):
