@@ -229,6 +229,7 @@ let package = Package(
         // MetaServer, node status, Edged on the CRI runtime.
         .target(name: "EdgeNode", dependencies: [
             "CommandSupport", "EdgeHub", "MetaStore", "MetaServer", "NodeStatus", "Edged", "ContainerRuntime", "MetricsEndpoint", "Operations",
+            "DeviceTwin", "MQTT",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -237,8 +238,37 @@ let package = Package(
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
         // SPDY/3.1 framing and header compression (kubectl port-forward).
         .target(name: "SPDY", dependencies: ["CZlib"]),
-        // MQTT 3.1.1 codec and topic matching (EventBus groundwork; see docs/architecture.md).
-        .target(name: "MQTT"),
+        // MQTT 3.1.1: codec, topic matching and a reconnecting client on NIO (see docs/architecture.md).
+        .target(name: "MQTT", dependencies: [
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "Metrics", package: "swift-metrics"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ]),
+        // The edge's devices: twins, the EventBus (MQTT topics), the DMI server and mapper calls.
+        .target(name: "DeviceTwin", dependencies: [
+            "MQTT", "DMI", "MetaStore", "KubeAPI", "CloudEdgeProtocol",
+            .product(name: "GRPCCore", package: "grpc-swift-2"),
+            .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "Metrics", package: "swift-metrics"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ]),
+        // Modbus TCP: requests and answers as values, and a client (the Modbus mapper's device side).
+        .target(name: "Modbus", dependencies: [
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+        ]),
+        // The Modbus TCP mapper (`swiftedge mapper modbus`): DMI registration, polling, twins, desired writes.
+        .target(name: "ModbusMapper", dependencies: [
+            "Modbus", "DMI",
+            .product(name: "GRPCCore", package: "grpc-swift-2"),
+            .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "Metrics", package: "swift-metrics"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ]),
         // Operations: the config files (cloudcore.yaml, edgecore.yaml), systemd units and
         // background processes that `swiftedge init/join/reset` manage.
         .target(name: "Operations", dependencies: [
@@ -252,7 +282,7 @@ let package = Package(
         ]),
         // The `swiftedge` executable: parses flags and composes services.
         .executableTarget(name: "SwiftEdgeCLI", dependencies: [
-            "APIServer", "ObjectStore", "PKI", "ControlPlane", "KubeClient", "CloudCore", "EdgeHub", "MetaStore", "CloudHub", "MetricsEndpoint", "NodeStatus", "MetaServer", "CommandSupport", "EdgeNode", "StreamTunnel", "Operations", "ContainerRuntime",
+            "APIServer", "ObjectStore", "PKI", "ControlPlane", "KubeClient", "CloudCore", "EdgeHub", "MetaStore", "CloudHub", "MetricsEndpoint", "NodeStatus", "MetaServer", "CommandSupport", "EdgeNode", "StreamTunnel", "Operations", "ContainerRuntime", "ModbusMapper",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "Logging", package: "swift-log"),

@@ -64,7 +64,7 @@ public struct CloudCore: Service {
         let informers = InformerFactory(client: client, logger: logger)
         let objects = EdgeObjects(informers: informers)
         let syncBox = SyncBox()
-        let upstream = NodeUpstream(client: client, logger: logger) { node, session, part, parts, records in
+        let upstream = NodeUpstream(client: client, logger: logger, deviceNode: { objects.deviceNode(namespace: $0, name: $1) }) { node, session, part, parts, records in
             await syncBox.sync()?.inventory(node, session: session, part: part, parts: parts, records: records)
         }
         let ports = PortPair()

@@ -9,9 +9,12 @@ import Synchronization
 /// Secrets those pods reference (volumes, projected volumes, env, envFrom, image pull secrets —
 /// and nothing else, as KubeEdge's location cache), its own Node, and — to nodes labelled
 /// `node-role.kubernetes.io/edge` — every Service and Endpoints (service discovery at the edge).
+/// KubeEdge devices (`devices.kubeedge.io/v1beta1`): each Device goes to the node in its
+/// `spec.nodeName`, with the DeviceModel it references (a model goes to every node that has one of
+/// its devices; desired twin values travel inside the Device).
 /// Every change is reported to ``ReliableSync`` as "look at this object for that node".
 public final class EdgeObjects: NodeObjectSource {
-    enum Kind: Sendable { case pod, node, configMap, secret, service, endpoints }
+    enum Kind: Sendable { case pod, node, configMap, secret, service, endpoints, device, deviceModel }
 
     let pods: SharedInformer
     let nodes: SharedInformer
@@ -19,6 +22,18 @@ public final class EdgeObjects: NodeObjectSource {
     let secrets: SharedInformer
     let services: SharedInformer
     let endpoints: SharedInformer
+    let devices: SharedInformer
+    let deviceModels: SharedInformer
+    /// Devices by `spec.nodeName`.
+    let devicesByNode = InformerIndex { o in
+        let n = o["spec"]["nodeName"].stringValue ?? ""
+        return n.isEmpty ? [] : [n]
+    }
+    /// Devices by the model they use (`<ns>/<model>`).
+    let devicesByModel = InformerIndex { o in EdgeObjects.modelKey(of: o).map { [$0] } ?? [] }
+    public static let deviceType = ResourceType(group: "devices.kubeedge.io", version: "v1beta1", resource: "devices", kind: "Device", namespaced: true)
+    public static let deviceModelType = ResourceType(group: "devices.kubeedge.io", version: "v1beta1", resource: "devicemodels",
+                                                     kind: "DeviceModel", namespaced: true)
     let byNode = InformerIndex { o in
         let n = o["spec"]["nodeName"].stringValue ?? ""
         return n.isEmpty ? [] : [n]
@@ -36,6 +51,32 @@ public final class EdgeObjects: NodeObjectSource {
         secrets = informers.informer(ResourceType(group: "", version: "v1", resource: "secrets", kind: "Secret", namespaced: true))
         services = informers.informer(ResourceType(group: "", version: "v1", resource: "services", kind: "Service", namespaced: true))
         endpoints = informers.informer(ResourceType(group: "", version: "v1", resource: "endpoints", kind: "Endpoints", namespaced: true))
+        devices = informers.informer(Self.deviceType)
+        deviceModels = informers.informer(Self.deviceModelType)
+        devices.addHandler { [self] ev in
+            devicesByNode.handle(ev)
+            devicesByModel.handle(ev)
+            switch ev {
+            case .added(let d):
+                track(d, .device); notify(d, node: nodeName(d)); notifyModel(of: d, node: nodeName(d))
+            case .updated(let old, let d):
+                track(d, .device); notify(d, node: nodeName(d)); notifyModel(of: d, node: nodeName(d))
+                if nodeName(old) != nodeName(d) || Self.modelKey(of: old) != Self.modelKey(of: d) {
+                    notify(d, node: nodeName(old)); notifyModel(of: old, node: nodeName(old))
+                }
+            case .deleted(let d):
+                notify(d, node: nodeName(d)); untrack(d); notifyModel(of: d, node: nodeName(d))
+            case .synced: break
+            }
+        }
+        deviceModels.addHandler { [self] ev in
+            switch ev {
+            case .added(let m), .updated(_, let m):
+                track(m, .deviceModel); notifyNodesUsing(m)
+            case .deleted(let m): notifyNodesUsing(m); untrack(m)
+            case .synced: break
+            }
+        }
         pods.addHandler { [self] ev in
             byNode.handle(ev)
             byReference.handle(ev)
@@ -86,6 +127,28 @@ public final class EdgeObjects: NodeObjectSource {
                 }
             }
         }
+    }
+
+    /// `<ns>/<model>` of a Device.
+    static func modelKey(of device: JSON) -> String? {
+        guard let m = device["spec"]["deviceModelRef"]["name"].stringValue, !m.isEmpty else { return nil }
+        return "\(device["metadata"]["namespace"].stringValue ?? "default")/\(m)"
+    }
+
+    func notifyModel(of device: JSON, node: String?) {
+        guard let key = Self.modelKey(of: device), let m = deviceModels.cache.get(key) else { return }
+        notify(m, node: node)
+    }
+
+    func notifyNodesUsing(_ model: JSON) {
+        var nodes = Set<String>()
+        for d in devicesByModel.objects(InformerCache.key(model), in: devices.cache) { if let n = nodeName(d) { nodes.insert(n) } }
+        for n in nodes { notify(model, node: n) }
+    }
+
+    /// The node a device is bound to (for node authorization and twin reports).
+    public func deviceNode(namespace: String, name: String) -> String? {
+        devices.cache.get("\(namespace)/\(name)")?["spec"]["nodeName"].stringValue
     }
 
     /// Connects the change notifications to the delivery engine.
@@ -189,6 +252,12 @@ public final class EdgeObjects: NodeObjectSource {
             if let (informer, key) = lookup(ref), let uid = informer.cache.get(key)?["metadata"]["uid"].stringValue { out.append(uid) }
         }
         if let n = nodes.cache.get(node), let uid = n["metadata"]["uid"].stringValue { out.append(uid) }
+        var models = Set<String>()
+        for d in devicesByNode.objects(node, in: devices.cache) {
+            if let uid = d["metadata"]["uid"].stringValue { out.append(uid) }
+            if let key = Self.modelKey(of: d) { models.insert(key) }
+        }
+        for key in models { if let uid = deviceModels.cache.get(key)?["metadata"]["uid"].stringValue { out.append(uid) } }
         if isEdgeNode(node) {
             for o in services.cache.list() + endpoints.cache.list() { if let uid = o["metadata"]["uid"].stringValue { out.append(uid) } }
         }
@@ -208,6 +277,13 @@ public final class EdgeObjects: NodeObjectSource {
             let informer = entry.kind == .service ? services : endpoints
             guard isEdgeNode(node), let o = informer.cache.get(entry.key), o["metadata"]["uid"].stringValue == uid else { return nil }
             return SyncedObject(o, edgeType: entry.kind == .service ? "service" : "endpoints")
+        case .device:
+            guard let d = devices.cache.get(entry.key), d["metadata"]["uid"].stringValue == uid, nodeName(d) == node else { return nil }
+            return SyncedObject(d, edgeType: "device")
+        case .deviceModel:
+            guard let m = deviceModels.cache.get(entry.key), m["metadata"]["uid"].stringValue == uid else { return nil }
+            let needed = devicesByModel.objects(entry.key, in: devices.cache).contains { nodeName($0) == node }
+            return needed ? SyncedObject(m, edgeType: "devicemodel") : nil
         case .configMap, .secret:
             let (informer, prefix, edgeType) = entry.kind == .configMap ? (configMaps, "configmap", "configmap") : (secrets, "secret", "secret")
             guard let o = informer.cache.get(entry.key), o["metadata"]["uid"].stringValue == uid else { return nil }

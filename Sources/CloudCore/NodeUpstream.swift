@@ -20,10 +20,13 @@ public struct NodeUpstream: Sendable {
     /// Receives the inventory a node sends when it connects (what its store holds).
     let inventory: @Sendable (_ node: String, _ session: String, _ part: Int, _ parts: Int, [DeliveredRecord]) async -> Void
 
-    public init(client: KubeClient, logger: Logger,
+    /// The node a Device is bound to, from the cloud's cache (nil: no such device).
+    let deviceNode: @Sendable (_ namespace: String, _ name: String) -> String?
+
+    public init(client: KubeClient, logger: Logger, deviceNode: @escaping @Sendable (String, String) -> String? = { _, _ in nil },
                 inventory: @escaping @Sendable (String, String, Int, Int, [DeliveredRecord]) async -> Void)
     {
-        self.client = client; self.logger = logger; self.inventory = inventory
+        self.client = client; self.logger = logger; self.inventory = inventory; self.deviceNode = deviceNode
     }
 
     /// Handles one upstream message; unknown kinds are logged and ignored (nothing is lost: the
@@ -44,6 +47,8 @@ public struct NodeUpstream: Sendable {
                 try await renewLease(node: node, m.content)
             case ("pod", .delete):
                 try await confirmPodDeletion(node: node, namespace: ref.namespace ?? "default", name: ref.name ?? "", m.content)
+            case ("devicestatus", .update):
+                try await writeDeviceStatuses(node: node, m.content)
             case ("objectsync", .query) where ref.name == node:
                 try await receiveInventory(node: node, m.content)
             default:
@@ -93,6 +98,7 @@ public struct NodeUpstream: Sendable {
     static let kinds: [String: (String, String)] = [
         "pod": ("v1", "Pod"), "node": ("v1", "Node"), "configmap": ("v1", "ConfigMap"), "secret": ("v1", "Secret"),
         "service": ("v1", "Service"), "endpoints": ("v1", "Endpoints"),
+        "device": ("devices.kubeedge.io/v1beta1", "Device"), "devicemodel": ("devices.kubeedge.io/v1beta1", "DeviceModel"),
     ]
 
     static let pods = ResourceType(group: "", version: "v1", resource: "pods", kind: "Pod", namespaced: true)

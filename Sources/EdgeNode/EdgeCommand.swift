@@ -1,6 +1,8 @@
 import ArgumentParser
 import CommandSupport
 import ContainerRuntime
+import DeviceTwin
+import MQTT
 import EdgeHub
 import Edged
 import Foundation
@@ -75,6 +77,12 @@ public struct EdgeCommand: AsyncParsableCommand {
     @Option(help: "Port of the plain-HTTP Prometheus /metrics endpoint on 127.0.0.1 (0: none; default 10352).")
     var metricsPort: Int?
 
+    @Option(help: "MQTT broker of the EventBus, tcp://host:port (empty: no EventBus; default tcp://127.0.0.1:1883).")
+    var mqttServer: String?
+
+    @Option(help: "DMI socket mappers register on (empty: no DMI; default <data-dir>/dmi.sock).")
+    var dmiSock: String?
+
     @OptionGroup var logging: LoggingOptions
 
     public init() {}
@@ -98,6 +106,8 @@ public struct EdgeCommand: AsyncParsableCommand {
         public var podsDir: String
         public var podLogsDir: String
         public var metricsPort: Int
+        public var mqttServer: String
+        public var dmiSocket: String
     }
 
     public func settings() throws -> Settings {
@@ -131,7 +141,9 @@ public struct EdgeCommand: AsyncParsableCommand {
             remoteRuntimeEndpoint: remoteRuntimeEndpoint ?? edged?.tailoredKubeletConfig?.containerRuntimeEndpoint
                 ?? d.modules!.edged!.tailoredKubeletConfig!.containerRuntimeEndpoint!,
             podsDir: podsDir ?? dataDir + "/pods", podLogsDir: podLogsDir ?? file.swiftedge?.podLogsDir ?? "/var/log/pods",
-            metricsPort: metricsPort ?? file.swiftedge?.metricsPort ?? 10352)
+            metricsPort: metricsPort ?? file.swiftedge?.metricsPort ?? 10352,
+            mqttServer: mqttServer ?? (file.modules?.eventBus?.enable == false ? "" : file.modules?.eventBus?.mqttServerExternal) ?? "tcp://127.0.0.1:1883",
+            dmiSocket: dmiSock ?? file.modules?.deviceTwin?.dmiSockPath ?? dataDir + "/dmi.sock")
     }
 
     public func run() async throws {
@@ -155,9 +167,11 @@ public struct EdgeCommand: AsyncParsableCommand {
         config.heartbeat = .seconds(s.heartbeat)
         let (connections, connectionSink) = AsyncStream<Bool>.makeStream()
         let edgedBox = EdgedBox()
+        let twinBox = TwinBox()
         let hub = try EdgeHub(configuration: config, logger: logger, onConnection: { up in
             connectionSink.yield(up)
             edgedBox.edged?.connectionChanged(up)
+            twinBox.twin?.connectionChanged(up)
         },
                               inventory: { try await store.inventory() }) { message in
             try await store.apply(message)
@@ -188,7 +202,16 @@ public struct EdgeCommand: AsyncParsableCommand {
         if let runtime, let edged {
             services += [.init(service: runtime), .init(service: edged), .init(service: EdgeStreamClient(hub: hub, provider: edged, logger: logger))]
         }
-        services += [.init(service: hub), .init(service: reporter)]
+        var twinConfig = DeviceTwinConfiguration(nodeName: s.nodeName)
+        if !s.mqttServer.isEmpty {
+            do { twinConfig.mqtt = try MQTTClientConfiguration(url: s.mqttServer, clientID: "swiftedge-\(s.nodeName)") } catch {
+                throw ValidationError("\(error)")
+            }
+        }
+        twinConfig.dmiSocket = s.dmiSocket.isEmpty ? nil : s.dmiSocket
+        let twin = DeviceTwin(configuration: twinConfig, store: store, upstream: { hub.send($0) }, isConnected: { hub.isConnected }, logger: logger)
+        twinBox.set(twin)
+        services += [.init(service: hub), .init(service: reporter), .init(service: twin)]
         if s.metricsPort > 0 {
             services.append(.init(service: MetricsEndpoint(registry: registry, host: "127.0.0.1", port: s.metricsPort, logger: logger)))
         }
@@ -201,6 +224,13 @@ public struct EdgeCommand: AsyncParsableCommand {
         let group = ServiceGroup(configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
     }
+}
+
+/// Lets the channel's connection callback reach DeviceTwin, which is made after the channel.
+final class TwinBox: Sendable {
+    let value = Mutex<DeviceTwin?>(nil)
+    var twin: DeviceTwin? { value.withLock { $0 } }
+    func set(_ t: DeviceTwin) { value.withLock { $0 = t } }
 }
 
 /// Lets the channel's connection callback reach Edged, which is made after the channel.

@@ -41,6 +41,15 @@ public protocol MetaStorage: Sendable {
     func changes() -> AsyncStream<MetaChange>
 }
 
+/// State the node itself keeps beside what it received (device twins, registered mappers): not
+/// part of the inventory, never overwritten by the cloud.
+public protocol LocalStateStorage: Sendable {
+    /// Every entry of `kind`: key → value.
+    func localState(kind: String) async throws -> [String: [UInt8]]
+    /// Writes entries of `kind` in one transaction; a nil value deletes the entry.
+    func saveLocalState(kind: String, _ entries: [String: [UInt8]?]) async throws
+}
+
 /// Fans committed changes out to subscribers.
 public final class MetaChangeFeed: Sendable {
     public static let buffer = 10_000
@@ -64,7 +73,7 @@ public final class MetaChangeFeed: Sendable {
 
 /// SQLite-backed ``MetaStorage`` (GRDB, WAL, fsync on commit). A version older than the stored
 /// one is ignored, so duplicates and out-of-order resends are harmless.
-public final class SQLiteMetaStore: MetaStorage {
+public final class SQLiteMetaStore: MetaStorage, LocalStateStorage {
     let db: DatabaseQueue
     let logger: Logger
     let feed = MetaChangeFeed()
@@ -106,6 +115,8 @@ public final class SQLiteMetaStore: MetaStorage {
                     CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, type TEXT NOT NULL, uid TEXT NOT NULL,
                                                      rv INTEGER NOT NULL, value BLOB NOT NULL);
                     CREATE INDEX IF NOT EXISTS meta_type ON meta(type);
+                    CREATE TABLE IF NOT EXISTS local_state (kind TEXT NOT NULL, key TEXT NOT NULL, value BLOB NOT NULL,
+                                                            PRIMARY KEY (kind, key));
                     """)
             }
             return db
@@ -152,6 +163,30 @@ public final class SQLiteMetaStore: MetaStorage {
             }
         }
         if let change { feed.publish(change) }
+    }
+
+    public func localState(kind: String) async throws -> [String: [UInt8]] {
+        try await db.read { db in
+            var out: [String: [UInt8]] = [:]
+            for row in try Row.fetchAll(db, sql: "SELECT key, value FROM local_state WHERE kind = ?", arguments: [kind]) {
+                let data: Data = row["value"]
+                out[row["key"]] = Array(data)
+            }
+            return out
+        }
+    }
+
+    public func saveLocalState(kind: String, _ entries: [String: [UInt8]?]) async throws {
+        guard !entries.isEmpty else { return }
+        try await db.write { db in
+            for (key, value) in entries {
+                if let value {
+                    try db.execute(sql: "INSERT OR REPLACE INTO local_state(kind, key, value) VALUES (?, ?, ?)", arguments: [kind, key, Data(value)])
+                } else {
+                    try db.execute(sql: "DELETE FROM local_state WHERE kind = ? AND key = ?", arguments: [kind, key])
+                }
+            }
+        }
     }
 
     public func get(_ key: String) async throws -> MetaRecord? {

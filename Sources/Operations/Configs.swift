@@ -130,11 +130,28 @@ public struct EdgeCoreConfig: Codable, Sendable, Equatable {
         public var metaServer: MetaServer?
         public init(metaServer: MetaServer? = nil) { self.metaServer = metaServer }
     }
+    public struct EventBus: Codable, Sendable, Equatable {
+        public var enable: Bool?
+        /// The MQTT broker, `tcp://host:port` (KubeEdge's external mode; the only mode here).
+        public var mqttServerExternal: String?
+        public init(enable: Bool? = nil, mqttServerExternal: String? = nil) { self.enable = enable; self.mqttServerExternal = mqttServerExternal }
+    }
+    public struct DeviceTwin: Codable, Sendable, Equatable {
+        /// The DMI socket mappers register on.
+        public var dmiSockPath: String?
+        public init(dmiSockPath: String? = nil) { self.dmiSockPath = dmiSockPath }
+    }
     public struct Modules: Codable, Sendable, Equatable {
         public var edgeHub: EdgeHub?
         public var edged: Edged?
         public var metaManager: MetaManager?
-        public init(edgeHub: EdgeHub? = nil, edged: Edged? = nil, metaManager: MetaManager? = nil) { self.edgeHub = edgeHub; self.edged = edged; self.metaManager = metaManager }
+        public var eventBus: EventBus?
+        public var deviceTwin: DeviceTwin?
+        public init(edgeHub: EdgeHub? = nil, edged: Edged? = nil, metaManager: MetaManager? = nil, eventBus: EventBus? = nil,
+                    deviceTwin: DeviceTwin? = nil)
+        {
+            self.edgeHub = edgeHub; self.edged = edged; self.metaManager = metaManager; self.eventBus = eventBus; self.deviceTwin = deviceTwin
+        }
     }
     /// SwiftEdge's settings that KubeEdge has no key for.
     public struct SwiftEdge: Codable, Sendable, Equatable {
@@ -164,7 +181,9 @@ public struct EdgeCoreConfig: Codable, Sendable, Equatable {
                              rotateCertificates: true),
             edged: Edged(tailoredKubeletConfig: KubeletConfig(containerRuntimeEndpoint: "unix:///run/containerd/containerd.sock"),
                          tailoredKubeletFlag: KubeletFlag(hostnameOverride: "", nodeIP: "127.0.0.1", nodeLabels: [:])),
-            metaManager: MetaManager(metaServer: MetaServer(enable: true, server: "127.0.0.1:10550")))
+            metaManager: MetaManager(metaServer: MetaServer(enable: true, server: "127.0.0.1:10550")),
+            eventBus: EventBus(enable: true, mqttServerExternal: "tcp://127.0.0.1:1883"),
+            deviceTwin: DeviceTwin(dmiSockPath: "/var/lib/kubeedge/dmi.sock"))
         c.swiftedge = SwiftEdge(dataDir: "/var/lib/kubeedge", podLogsDir: "/var/log/pods", nodeStatusInterval: 10, metricsPort: 10352)
         return c
     }

@@ -17,7 +17,7 @@ struct SwiftEdge: AsyncParsableCommand {
         commandName: "swiftedge",
         abstract: "SwiftEdge: Kubernetes-native edge computing in Swift.",
         subcommands: [APIServerCommand.self, ControllerManagerCommand.self, CloudCommand.self, GetTokenCommand.self, EdgeCommand.self,
-                      InitCommand.self, JoinCommand.self, ResetCommand.self])
+                      InitCommand.self, JoinCommand.self, ResetCommand.self, MapperCommand.self])
 }
 
 /// Flags of the embedded API server (shared by `apiserver` and `cloud`).

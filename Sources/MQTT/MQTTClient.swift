@@ -1,0 +1,118 @@
+import Logging
+import Metrics
+import ServiceLifecycle
+import Synchronization
+
+/// Where and how ``MQTTClient`` connects.
+public struct MQTTClientConfiguration: Sendable {
+    public var host: String
+    public var port: Int
+    public var clientID: String
+    public var username: String?
+    public var password: String?
+    public var keepAliveSeconds: UInt16 = 30
+    /// Filters subscribed on every (re)connect.
+    public var subscriptions: [(String, MQTTPacket.QoS)] = []
+    public var reconnectBase: Duration = .milliseconds(200)
+    public var reconnectMax: Duration = .seconds(5)
+    public init(host: String, port: Int, clientID: String) { self.host = host; self.port = port; self.clientID = clientID }
+
+    /// Parses KubeEdge's `mqttServerExternal` form, `tcp://host:port` (also `mqtt://`, or `host:port`).
+    public init(url: String, clientID: String) throws {
+        var rest = Substring(url)
+        for scheme in ["tcp://", "mqtt://"] where rest.hasPrefix(scheme) { rest = rest.dropFirst(scheme.count) }
+        guard !rest.contains("://") else { throw MQTTConnection.Failure("MQTT server \"\(url)\": only tcp:// is supported") }
+        guard let colon = rest.lastIndex(of: ":"), let port = Int(rest[rest.index(after: colon)...]), (1...65535).contains(port),
+              colon > rest.startIndex
+        else { throw MQTTConnection.Failure("MQTT server \"\(url)\" is not tcp://host:port") }
+        self.init(host: String(rest[..<colon]), port: port, clientID: clientID)
+    }
+}
+
+/// A long-lived MQTT client (the EventBus's link to the broker): connects, subscribes, hands every
+/// incoming publish to `onMessage` in order, and reconnects with jittered exponential back-off
+/// (subscribing again) whenever the session breaks. ``publish(_:_:qos:retain:)`` fails at once
+/// while disconnected (``NotConnected``) instead of queueing: twin results and documents are
+/// answers to requests, and a stale one delivered after a reconnect would mislead.
+public final class MQTTClient: Service {
+    /// Publishing while no session is up.
+    public struct NotConnected: Error, CustomStringConvertible, Sendable {
+        public var description: String { "not connected to the MQTT broker" }
+    }
+
+    let configuration: MQTTClientConfiguration
+    let logger: Logger
+    let onMessage: @Sendable (MQTTPacket.Publish) async -> Void
+    let onConnect: @Sendable () async -> Void
+    let current = Mutex<MQTTConnection?>(nil)
+    let received = Counter(label: "swiftedge_eventbus_messages_received_total")
+    let sent = Counter(label: "swiftedge_eventbus_messages_published_total")
+    let reconnects = Counter(label: "swiftedge_eventbus_connects_total")
+
+    public init(configuration: MQTTClientConfiguration, logger: Logger, onConnect: @escaping @Sendable () async -> Void = {},
+                onMessage: @escaping @Sendable (MQTTPacket.Publish) async -> Void)
+    {
+        self.configuration = configuration; self.logger = logger; self.onMessage = onMessage; self.onConnect = onConnect
+    }
+
+    public var isConnected: Bool { current.withLock { $0 != nil } }
+
+    public func publish(_ topic: String, _ payload: [UInt8], qos: MQTTPacket.QoS = .atMostOnce, retain: Bool = false) async throws {
+        guard let c = current.withLock({ $0 }) else { throw NotConnected() }
+        try await c.publish(topic, payload, qos: qos, retain: retain)
+        sent.increment()
+    }
+
+    public func run() async throws {
+        let c = configuration
+        var delay = c.reconnectBase
+        var failures = 0
+        while !Task.isShuttingDownGracefully && !Task.isCancelled {
+            let connected = SessionFlag()
+            do {
+                try await cancelWhenGracefulShutdown {
+                    try await MQTTConnection.run(host: c.host, port: c.port,
+                                                 connect: .init(clientID: c.clientID, keepAliveSeconds: c.keepAliveSeconds, cleanSession: true,
+                                                                username: c.username, password: c.password.map { Array($0.utf8) })) { conn in
+                        if !c.subscriptions.isEmpty {
+                            let granted = try await conn.subscribe(c.subscriptions)
+                            for (i, g) in granted.enumerated() where g == 0x80 {
+                                self.logger.error("the broker refused a subscription", metadata: ["filter": "\(c.subscriptions[i].0)"])
+                            }
+                        }
+                        self.current.withLock { $0 = conn }
+                        defer { self.current.withLock { $0 = nil } }
+                        self.reconnects.increment()
+                        self.logger.info("connected to the MQTT broker", metadata: ["broker": "\(c.host):\(c.port)", "clientID": "\(c.clientID)"])
+                        connected.set()
+                        await self.onConnect()
+                        for await m in conn.messages {
+                            self.received.increment()
+                            await self.onMessage(m)
+                        }
+                    }
+                }
+            } catch {
+                if Task.isShuttingDownGracefully || Task.isCancelled { break }
+                failures += 1
+                // One line per outage, then quiet until it is back.
+                if failures == 1 {
+                    logger.warning("MQTT broker unreachable; retrying", metadata: ["broker": "\(c.host):\(c.port)", "error": "\(error)"])
+                }
+            }
+            current.withLock { $0 = nil }
+            if connected.isSet { failures = 0; delay = c.reconnectBase }
+            if Task.isShuttingDownGracefully || Task.isCancelled { break }
+            let jittered = delay * Double.random(in: 0.5...1.0)
+            try? await cancelWhenGracefulShutdown { try await Task.sleep(for: jittered) }
+            delay = min(delay * 2, c.reconnectMax)
+        }
+    }
+}
+
+/// Set once a session of one connection attempt got as far as its subscriptions.
+final class SessionFlag: Sendable {
+    let value = Atomic(false)
+    func set() { value.store(true, ordering: .relaxed) }
+    var isSet: Bool { value.load(ordering: .relaxed) }
+}

@@ -1,0 +1,266 @@
+"""Devices as a KubeEdge user runs them: `swiftedge cloud` (KubeEdge's v1beta1 device CRDs
+installed), `swiftedge edge` with the real mosquitto as its MQTT broker and a DMI socket,
+`swiftedge mapper modbus` registered over DMI, and a Modbus TCP device (modbus_sim.py).
+A DeviceModel and a Device applied with kubectl: the device's values reach its DeviceStatus;
+a desired value set in the cloud is written to the device; the twin is read and updated over
+MQTT with KubeEdge's $hw topics and messages (a malformed one refused); the device going away
+shows as offline, and back as online; with the cloud away the edge still answers from its twin
+and the cloud catches up when it returns; deleting the Device stops the polling."""
+import json
+import os
+
+import pytest
+
+from cloudedge import Cloud, Edge
+from conftest import Kubectl, free_port, kubectl_binaries, wait_for
+from devices_support import MOSQUITTO, MQTT, Mapper, ModbusSim, Mosquitto, Twin, unix_socket_path
+
+pytestmark = pytest.mark.skipif(not os.path.exists(MOSQUITTO),
+                                reason=f"{MOSQUITTO} is not installed (apt-get install mosquitto mosquitto-clients)")
+
+NODE, NAMESPACE, DEVICE = "shop-1", "default", "thermo-1"
+# collectCycle/reportCycle/stateReport.reportCycle, read by SwiftEdge as milliseconds.
+CYCLE_MS = 500
+
+MANIFESTS = """
+apiVersion: devices.kubeedge.io/v1beta1
+kind: DeviceModel
+metadata: {name: thermostat, namespace: default}
+spec:
+  protocol: modbus
+  properties:
+  - {name: temperature, description: room temperature, type: INT, accessMode: ReadOnly}
+  - {name: setpoint, description: target temperature, type: INT, accessMode: ReadWrite}
+  - {name: label, description: set over MQTT only; the mapper has no visitor for it, type: STRING, accessMode: ReadWrite}
+---
+apiVersion: devices.kubeedge.io/v1beta1
+kind: Device
+metadata: {name: thermo-1, namespace: default}
+spec:
+  deviceModelRef: {name: thermostat}
+  nodeName: NODE
+  protocol:
+    protocolName: modbus
+    configData: {communicateMode: TCP, ip: 127.0.0.1, port: SIMPORT, slaveID: 1}
+  stateReport: {reportCycle: CYCLE, reportToCloud: true}
+  properties:
+  - name: temperature
+    collectCycle: CYCLE
+    reportCycle: CYCLE
+    reportToCloud: true
+    visitors:
+      protocolName: modbus
+      configData: {dataType: int, register: InputRegister, offset: 0, limit: 1, scale: 1}
+  - name: setpoint
+    desired: {value: "20"}
+    collectCycle: CYCLE
+    reportCycle: CYCLE
+    reportToCloud: true
+    visitors:
+      protocolName: modbus
+      configData: {dataType: int, register: HoldingRegister, offset: 1, limit: 1, scale: 1}
+  - name: label
+    reportToCloud: true
+"""
+
+
+def manifests(sim_port):
+    return MANIFESTS.replace("NODE", NODE).replace("SIMPORT", str(sim_port)).replace("CYCLE", str(CYCLE_MS))
+
+
+class DeviceEdge(Edge):
+    """An edge node with an MQTT broker (the EventBus) and a DMI socket for mappers."""
+
+    def __init__(self, tmp, cloud, name, mqtt_url):
+        super().__init__(tmp, cloud, name)
+        self.mqtt_url = mqtt_url
+        self.dmi_sock = unix_socket_path(self.dir / "dmi.sock")
+
+    def args(self, token=None, cert_port=None):
+        return super().args(token, cert_port) + ["--mqtt-server", self.mqtt_url, "--dmi-sock", str(self.dmi_sock)]
+
+
+@pytest.fixture
+def cloud(tmp_path):
+    c = Cloud(tmp_path).start()
+    yield c
+    c.stop()
+
+
+@pytest.fixture
+def mosquitto(tmp_path):
+    m = Mosquitto(tmp_path / "mosquitto", free_port()).start()
+    yield m
+    m.stop()
+
+
+@pytest.fixture
+def sim(tmp_path):
+    s = ModbusSim(tmp_path).start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def edge(tmp_path, cloud, mosquitto):
+    e = DeviceEdge(tmp_path, cloud, NODE, mosquitto.url).start(cloud.token())
+    yield e
+    e.stop()
+
+
+@pytest.fixture
+def mapper(tmp_path, edge):
+    wait_for(lambda: edge.dmi_sock.exists() or edge.proc.poll() is not None, 30, what="the edge's DMI socket")
+    assert edge.proc.poll() is None, "edge exited:\n" + edge.log.read_text()[-3000:]
+    m = Mapper(tmp_path, edge.dmi_sock).start()
+    yield m
+    m.stop()
+
+
+@pytest.fixture
+def mqtt(mosquitto):
+    c = MQTT(mosquitto.port)
+    yield c
+    c.close()
+
+
+class Scene:
+    """The processes of one test, and what it reads from them; a timeout shows the last state
+    seen and the tails of the logs."""
+
+    def __init__(self, k, edge, mapper, sim, twin):
+        self.k, self.edge, self.mapper, self.sim, self.twin = k, edge, mapper, sim, twin
+        self.last = None
+
+    def status(self):
+        """The DeviceStatus as {"state": ..., "twins": {property: reported value}}, or None."""
+        r = self.k.run("get", "devicestatus", DEVICE, "-n", NAMESPACE, "-o", "json", check=False)
+        if r.returncode != 0:
+            self.last = r.stderr.strip()
+            return None
+        st = json.loads(r.stdout).get("status") or {}
+        self.last = {"state": st.get("state"),
+                     "twins": {t.get("propertyName"): (t.get("reported") or {}).get("value") for t in st.get("twins") or []}}
+        return self.last
+
+    def logs(self):
+        tail = lambda p: p.read_text()[-2500:] if p.exists() else "(no log)"  # noqa: E731
+        return (f"\n--- edge log\n{tail(self.edge.log)}\n--- mapper log (alive={self.mapper.alive()})\n{tail(self.mapper.log)}"
+                f"\n--- simulator log\n{tail(self.sim.log)}")
+
+    def wait(self, pred, timeout, what):
+        try:
+            return wait_for(pred, timeout, 0.2, what)
+        except AssertionError as e:
+            raise AssertionError(f"{e}; last DeviceStatus seen: {self.last}{self.logs()}") from None
+
+    def wait_status(self, pred, timeout, what):
+        return self.wait(lambda: (lambda s: s if s and pred(s) else None)(self.status()), timeout, what)
+
+    def wait_reported(self, values, timeout, what=None):
+        """Waits until every property in `values` is reported with that value (a string)."""
+        return self.wait_status(lambda s: all(s["twins"].get(p) == v for p, v in values.items()), timeout,
+                                what or f"DeviceStatus reporting {values}")
+
+    def wait_twin(self, pred, timeout, what):
+        """Asks twin/get over MQTT until the get/result satisfies pred."""
+        def ask():
+            self.last = self.twin.get()
+            return self.last if pred(self.last) else None
+        return self.wait(ask, timeout, what)
+
+
+def test_modbus_device_through_mapper_twin_and_mqtt(tmp_path, cloud, mosquitto, sim, edge, mapper, mqtt):
+    binaries = kubectl_binaries()
+    k = Kubectl(binaries[max(binaries)], max(binaries), cloud.kubeconfig, tmp_path)
+    twin = Twin(mqtt, NAMESPACE, DEVICE)
+    mqtt.subscribe(twin.topic("update/document"), twin.topic("update/delta"), twin.topic("update/result"),
+                   twin.topic("get/result"))
+    scene = Scene(k, edge, mapper, sim, twin)
+    wait_for(lambda: edge.proc.poll() is not None or "connected to the cloud" in edge.log.read_text(), 30, what="edge connected")
+    assert edge.proc.poll() is None, "edge exited:\n" + edge.log.read_text()[-3000:]
+    # The cloud installs KubeEdge's device CRDs itself.
+    wait_for(lambda: k.run("get", "devicemodels", "-n", NAMESPACE, check=False).returncode == 0, 30, what="device CRDs served")
+
+    k("apply", "-f", "-", input=manifests(sim.port))
+    stored = json.loads(k("get", "device", DEVICE, "-n", NAMESPACE, "-o", "json"))
+    # configData is schemaless (x-kubernetes-preserve-unknown-fields): kept as given, not pruned.
+    assert stored["spec"]["protocol"]["configData"] == {"communicateMode": "TCP", "ip": "127.0.0.1", "port": sim.port, "slaveID": 1}
+    assert stored["spec"]["properties"][1]["visitors"]["configData"]["register"] == "HoldingRegister"
+
+    # a. The mapper polls the device; its values and state reach the DeviceStatus (as strings).
+    scene.wait_status(lambda s: s["twins"].get("temperature") == "215" and s["twins"].get("setpoint") == "20"
+                      and s["state"] == "online", 30, "temperature 215, setpoint 20, online")
+
+    # b. The device's value changes: the DeviceStatus follows.
+    sim.set("input", 0, 230)
+    scene.wait_reported({"temperature": "230"}, 10)
+
+    # c. A desired value set in the cloud is written to the device (Modbus function 6), and then
+    # reported back; the edge announces the new expected value on twin/update/delta.
+    mark = mqtt.mark()
+    props = [p["name"] for p in json.loads(k("get", "device", DEVICE, "-n", NAMESPACE, "-o", "json"))["spec"]["properties"]]
+    k("patch", "device", DEVICE, "-n", NAMESPACE, "--type=json", "-p",
+      json.dumps([{"op": "replace", "path": f"/spec/properties/{props.index('setpoint')}/desired/value", "value": "42"}]))
+    scene.wait(lambda: sim.get("holding", 1) == 42, 10, "holding register 1 written with 42")
+    scene.wait_reported({"setpoint": "42"}, 10)
+
+    def delta_has_42(m):
+        d = m.json() or {}
+        return (d.get("delta") or {}).get("setpoint") == "42" or Twin.expected(d, "setpoint") == "42"
+    mqtt.wait(twin.topic("update/delta"), delta_has_42, since=mark, timeout=10, what="a delta with setpoint 42")
+
+    # d. MQTT: twin/get answers with the twin, KubeEdge's format: twin.<property>.actual/expected.
+    got = scene.wait_twin(lambda r: Twin.actual(r, "temperature") == "230" and Twin.actual(r, "setpoint") == "42", 10,
+                          "get/result with temperature 230 and setpoint 42")
+    assert Twin.expected(got, "setpoint") == "42", got
+    # A twin update from a device app (to a property no mapper polls): result, document, cloud.
+    # (Its result is told from any other on the topic by the echoed event_id or the twin it names.)
+    mark = mqtt.mark()
+    twin.update({"label": {"actual": {"value": "from-mqtt"}}}, event_id="e2e-label-1")
+    result = mqtt.wait(twin.topic("update/result"),
+                       lambda m: (lambda d: isinstance(d, dict) and (d.get("event_id") == "e2e-label-1"
+                                                                     or "label" in (d.get("twin") or {})))(m.json()),
+                       since=mark, what="update/result for label").json()
+    assert not Twin.is_error(result), result
+    document = mqtt.wait(twin.topic("update/document"), lambda m: "label" in ((m.json() or {}).get("twin") or {}),
+                         since=mark, what="update/document for label").json()
+    assert "from-mqtt" in json.dumps(document["twin"]["label"]), document
+    scene.wait_reported({"label": "from-mqtt"}, 10)
+    assert Twin.actual(twin.get(), "label") == "from-mqtt"
+    # A malformed update is refused with an error result; the twin is unchanged.
+    mark = mqtt.mark()
+    mqtt.publish(twin.topic("update"), "not json")
+    refused = mqtt.wait(twin.topic("update/result"), lambda m: Twin.is_error(m.json()), since=mark,
+                        what="an error update/result for a malformed update").json()
+    after = twin.get()
+    assert Twin.actual(after, "label") == "from-mqtt" and Twin.actual(after, "temperature") == "230", after
+    assert scene.status()["twins"]["label"] == "from-mqtt"
+
+    # e. The device goes away: offline; it returns on the same port: online again.
+    sim.stop()
+    scene.wait_status(lambda s: s["state"] == "offline", 15, "state offline")
+    sim.start()
+    scene.wait_status(lambda s: s["state"] == "online", 15, "state online again")
+
+    # f. Without the cloud the edge keeps polling and answers over MQTT from its twin.
+    cloud.stop()
+    sim.set("input", 0, 250)
+    got = scene.wait_twin(lambda r: Twin.actual(r, "temperature") == "250", 10, "get/result with temperature 250, cloud away")
+    assert Twin.expected(got, "setpoint") == "42" and Twin.actual(got, "label") == "from-mqtt", got
+    # The cloud returns: the DeviceStatus catches up.
+    cloud.start()
+    scene.wait_reported({"temperature": "250", "label": "from-mqtt"}, 30)
+
+    # g. The Device is deleted: the mapper stops polling it (no Modbus request for 3 s, i.e. six
+    # cycles), stays up, and the edge no longer answers with its twin.
+    k("delete", "device", DEVICE, "-n", NAMESPACE)
+    scene.wait(lambda: sim.stats()["idle_seconds"] >= 3, 30, "no more Modbus requests")
+    assert mapper.alive(), "the mapper exited:\n" + mapper.log.read_text()[-3000:]
+    mark = mqtt.mark()
+    mqtt.publish(twin.topic("get"), {"event_id": "", "timestamp": Twin.now_ms()})
+    try:
+        answer = mqtt.wait(twin.topic("get/result"), since=mark, timeout=5).json()
+    except AssertionError:
+        answer = None  # not answering for a device it no longer has is fine too
+    assert answer is None or Twin.is_error(answer) or Twin.actual(answer, "temperature") is None, answer
