@@ -73,11 +73,21 @@ extension DeviceTwin {
         unlink(path)
         let transport = HTTP2ServerTransport.Posix(address: .unixDomainSocket(path: path), transportSecurity: .plaintext)
         let server = GRPCServer(transport: transport, services: [DeviceManagerService(twin: self)])
-        logger.info("DMI listening", metadata: ["socket": "\(path)"])
-        try await withGracefulShutdownHandler {
-            try await server.serve()
-        } onGracefulShutdown: {
-            server.beginGracefulShutdown()
+        do {
+            try await withGracefulShutdownHandler {
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    group.addTask { try await server.serve() }
+                    _ = try await transport.listeningAddress
+                    logger.info("DMI listening", metadata: ["socket": "\(path)"])
+                    try await group.waitForAll()
+                }
+            } onGracefulShutdown: {
+                server.beginGracefulShutdown()
+            }
+        } catch {
+            // The node runs on without DMI (pods, MQTT twins); mappers cannot register.
+            logger.error("DMI server failed; mappers cannot register", metadata: ["socket": "\(path)", "error": "\(error)"])
+            try? await gracefulShutdown()
         }
         unlink(path)
     }

@@ -53,13 +53,17 @@ public final class ModbusMapper: Service {
                                                                          transportSecurity: .plaintext))
         let dmi = V1beta1_DeviceManagerService.Client(wrapping: edge)
         unlink(configuration.socket)
-        let server = GRPCServer(transport: HTTP2ServerTransport.Posix(address: .unixDomainSocket(path: configuration.socket), transportSecurity: .plaintext),
-                                services: [DeviceMapperService(mapper: self)])
+        let transport = HTTP2ServerTransport.Posix(address: .unixDomainSocket(path: configuration.socket), transportSecurity: .plaintext)
+        let server = GRPCServer(transport: transport, services: [DeviceMapperService(mapper: self)])
         try await withGracefulShutdownHandler {
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask { try await edge.runConnections() }
                 group.addTask { try await server.serve() }
-                group.addTask { await self.register(dmi) }
+                group.addTask {
+                    // The edge calls this mapper's socket as soon as it knows it: listen first.
+                    _ = try await transport.listeningAddress
+                    await self.register(dmi)
+                }
                 group.addTask {
                     await withTaskGroup(of: Void.self) { runners in
                         for await key in self.starts {
@@ -68,8 +72,7 @@ public final class ModbusMapper: Service {
                         runners.cancelAll()
                     }
                 }
-                try await group.next()
-                group.cancelAll()
+                try await group.waitForAll()
             }
         } onGracefulShutdown: {
             self.start.finish()
