@@ -320,6 +320,8 @@ let package = Package(
         .testTarget(name: "OperationsTests", dependencies: ["Operations"]),
         .testTarget(name: "SPDYTests", dependencies: ["SPDY"]),
         .testTarget(name: "MQTTTests", dependencies: ["MQTT"]),
+        .testTarget(name: "DeviceTwinTests", dependencies: ["DeviceTwin", "KubeAPI"]),
+        .testTarget(name: "ModbusTests", dependencies: ["Modbus", "ModbusMapper", "DMI"]),
         .testTarget(name: "ObjectStoreTests", dependencies: ["ObjectStore", "KubeAPI"]),
         .testTarget(name: "ControlPlaneTests", dependencies: [
             "ControlPlane", "ControllerRuntime", "KubeAPI", "KubeClient", .product(name: "Logging", package: "swift-log"),

@@ -7,6 +7,8 @@ public struct ModbusEndpoint: Sendable, Equatable {
     public var port: Int
     public var slaveID: UInt8
 
+    public init(host: String, port: Int, slaveID: UInt8) { self.host = host; self.port = port; self.slaveID = slaveID }
+
     /// Reads `{communicateMode: TCP, ip, port, slaveID}` (also the older `tcp: {ip, port}` form).
     public init(_ config: [String: DMIValue]) throws(ModbusError) {
         let mode = config["communicateMode"]?.description.uppercased() ?? "TCP"
