@@ -154,6 +154,10 @@ public struct NodeUpstream: Sendable {
             guard pod["spec"]["nodeName"].stringValue == node else { throw StatusError.badRequest("event about a pod not on node \(node)") }
         case "Node":
             guard involved["name"].stringValue == node else { throw StatusError.badRequest("event about another node") }
+        case "Device":
+            guard let name = involved["name"].stringValue, deviceNode(namespace, name) == node else {
+                throw StatusError.badRequest("event about a device not on node \(node)")
+            }
         default:
             throw StatusError.badRequest("event about a \(involved["kind"].stringValue ?? "missing kind") is not accepted from a node")
         }

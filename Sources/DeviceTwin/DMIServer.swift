@@ -173,7 +173,10 @@ enum DMIConvert {
         for p in spec["properties"].arrayValue ?? [] {
             var dp = V1beta1_DeviceProperty()
             dp.name = p["name"].stringValue ?? ""
-            if let v = p["desired"]["value"].stringValue { dp.desired.value = v }
+            // Only a desired value the twin accepts reaches the mapper.
+            if let v = p["desired"]["value"].stringValue, let t = record.properties[dp.name], t.writable, TwinBook.fits(v, type: t.type) {
+                dp.desired.value = v
+            }
             for (k, v) in p["desired"]["metadata"].objectValue ?? [:] { if let s = v.stringValue { dp.desired.metadata[k] = s } }
             dp.visitors.protocolName = p["visitors"]["protocolName"].stringValue ?? record.protocolName
             dp.visitors.configData = customized(p["visitors"]["configData"])

@@ -50,6 +50,8 @@ public final class DeviceTwin: Service {
     /// Devices whose reported side is not saved yet (nil value: removed).
     let unsaved = Mutex<Set<String>>([])
     let mappers = Mutex<[String: MapperInfo]>([:])
+    /// When an event was last sent, by device and reason (repeats within a minute are dropped).
+    let lastEvents = Mutex<[String: Int64]>([:])
     let (wakeups, wake) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
     let (calls, call) = AsyncStream<MapperCall>.makeStream()
     let mqtt: MQTTClient?
@@ -154,6 +156,13 @@ public final class DeviceTwin: Service {
                 }
                 call.yield(kind == .added ? .registerDevice(m, DMIConvert.device(value, record)) : .updateDevice(m, DMIConvert.device(value, record)))
             }
+            if !changed.isEmpty {
+                let invalid = book.withLock { $0.invalidDesired(key) }
+                for (prop, why) in invalid.sorted(by: { $0.key < $1.key }) where changed.contains(prop) {
+                    logger.warning("desired value refused", metadata: ["device": "\(key)", "reason": "\(why)"])
+                    event(record, type: "Warning", reason: "InvalidDesiredValue", message: why)
+                }
+            }
             if !changed.isEmpty, let delta = TwinPayload.delta(record, eventID: Self.eventID(), now: Self.nowMillis()) {
                 await publish(EventBusTopic.device(ns, name, "twin/update/delta"), delta)
             }
@@ -180,6 +189,9 @@ public final class DeviceTwin: Service {
         case .success(let r): (record, before) = r
         case .failure(let e):
             refused.increment()
+            if let d = book.withLock({ $0.devices["\(namespace)/\(name)"] }) {
+                event(d, type: "Warning", reason: "TwinReportRefused", message: e.reason)
+            }
             throw e
         }
         reports.increment()
@@ -199,6 +211,11 @@ public final class DeviceTwin: Service {
         }
         guard try outcome.get() else { return }
         logger.info("device state", metadata: ["device": "\(namespace)/\(name)", "state": "\(state)"])
+        if let d = book.withLock({ $0.devices["\(namespace)/\(name)"] }) {
+            let online = ["online", "ok"].contains(state.lowercased())
+            event(d, type: online ? "Normal" : "Warning", reason: online ? "DeviceOnline" : "DeviceOffline",
+                  message: "the mapper reports the device \(state.lowercased())", limit: 0)
+        }
         unsaved.withLock { _ = $0.insert("\(namespace)/\(name)") }
         unsent.withLock { _ = $0.insert("\(namespace)/\(name)") }
         wake.yield()
@@ -315,6 +332,32 @@ public final class DeviceTwin: Service {
             logger.error("saving device twins failed", metadata: ["error": "\(error)"])
             unsaved.withLock { $0.formUnion(keys) }
         }
+    }
+
+    /// Sends a core/v1 Event about a device upstream (`<ns>/event/<name>`), at most once a
+    /// minute per device and reason unless `limit` says otherwise (milliseconds).
+    func event(_ d: DeviceRecord, type: String, reason: String, message: String, limit: Int64 = 60_000) {
+        let now = Self.nowMillis()
+        let k = "\(d.key)|\(reason)"
+        let allowed = lastEvents.withLock { last in
+            if let t = last[k], now - t < limit { return false }
+            last[k] = now
+            return true
+        }
+        guard allowed, isConnected() else { return }
+        let time = KubeTime.now()
+        let name = "\(d.name).\(String(UInt64(time.micros) &* 1000 &+ UInt64.random(in: 0..<1000), radix: 16))"
+        let e: JSON = [
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": ["name": .string(name), "namespace": .string(d.namespace)],
+            "involvedObject": ["apiVersion": "devices.kubeedge.io/v1beta1", "kind": "Device", "namespace": .string(d.namespace),
+                               "name": .string(d.name), "uid": .string(d.uid)],
+            "reason": .string(reason), "message": .string(message), "type": .string(type),
+            "source": ["component": "devicetwin", "host": .string(configuration.nodeName)],
+            "firstTimestamp": .string(time.rfc3339), "lastTimestamp": .string(time.rfc3339), "count": 1,
+            "reportingComponent": "devicetwin", "reportingInstance": .string(configuration.nodeName),
+        ]
+        upstream(Message(route: Route(source: "twin", group: "resource", operation: .insert, resource: "\(d.namespace)/event/\(name)"), content: e))
     }
 
     static func nowMillis() -> Int64 {

@@ -9,6 +9,7 @@ public struct DeviceRecord: Sendable, Equatable {
     public var model: String
     public var protocolName: String
     public var properties: [String: PropertyTwin]
+    public var uid = ""
     /// `online`, `offline`, `unknown`, … as the mapper last reported.
     public var state: String = "unknown"
     public var lastOnlineTime: String?
@@ -87,6 +88,7 @@ public struct TwinBook: Sendable, Equatable {
         let modelProps = models["\(ns)/\(model)"] ?? [:]
         var record = devices[key] ?? DeviceRecord(namespace: ns, name: name, model: model, protocolName: "", properties: [:])
         record.model = model
+        record.uid = device["metadata"]["uid"].stringValue ?? record.uid
         record.protocolName = device["spec"]["protocol"]["protocolName"].stringValue ?? ""
         var properties: [String: PropertyTwin] = [:]
         var changed: [String] = []
@@ -181,6 +183,18 @@ public struct TwinBook: Sendable, Equatable {
         if s == "online" || s == "ok" { d.lastOnlineTime = now }
         devices[key] = d
         return changed
+    }
+
+    /// Desired values that cannot be applied: not of the property's type, or on a read-only
+    /// property (property → why). They are not passed to the mapper.
+    public func invalidDesired(_ key: String) -> [String: String] {
+        var out: [String: String] = [:]
+        for (n, t) in devices[key]?.properties ?? [:] {
+            guard let want = t.desired else { continue }
+            if !t.writable { out[n] = "property \"\(n)\" is read-only; its desired value \"\(want)\" is ignored" }
+            else if !Self.fits(want, type: t.type) { out[n] = "desired value \"\(want)\" of property \"\(n)\" is not of type \(t.type); it is not written to the device" }
+        }
+        return out
     }
 
     /// Whether `value` can be a value of a property of `type`.

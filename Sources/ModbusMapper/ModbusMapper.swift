@@ -212,6 +212,9 @@ public final class ModbusMapper: Service {
             if let online {
                 let s = online ? "online" : "offline"
                 if s != state {
+                    // A device that was away may have restarted and lost what was written:
+                    // desired values are written again.
+                    if state == "offline" && online { applied = [:] }
                     state = s
                     logger.info("device state", metadata: ["device": "\(key)", "state": "\(s)"])
                     await reportState(dmi, d, s)

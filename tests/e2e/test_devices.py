@@ -32,6 +32,7 @@ spec:
   - {name: temperature, description: room temperature, type: INT, accessMode: ReadOnly}
   - {name: setpoint, description: target temperature, type: INT, accessMode: ReadWrite}
   - {name: label, description: set over MQTT only; the mapper has no visitor for it, type: STRING, accessMode: ReadWrite}
+  - {name: broken, description: a register the device does not have (it answers with an exception), type: INT, accessMode: ReadOnly}
 ---
 apiVersion: devices.kubeedge.io/v1beta1
 kind: Device
@@ -61,7 +62,19 @@ spec:
       configData: {dataType: int, register: HoldingRegister, offset: 1, limit: 1, scale: 1}
   - name: label
     reportToCloud: true
+  - name: broken
+    collectCycle: CYCLE
+    reportCycle: CYCLE
+    visitors:
+      protocolName: modbus
+      configData: {dataType: int, register: HoldingRegister, offset: 5000, limit: 1}
 """
+
+
+def device_events(k):
+    """Reasons of the Events about the device."""
+    out = k.run("get", "events", "-n", NAMESPACE, "--field-selector", f"involvedObject.name={DEVICE}", "-o", "json", check=False)
+    return [e.get("reason") for e in json.loads(out.stdout or '{"items": []}').get("items", [])] if out.returncode == 0 else []
 
 
 def manifests(sim_port):
@@ -191,6 +204,9 @@ def test_modbus_device_through_mapper_twin_and_mqtt(tmp_path, cloud, mosquitto, 
     # a. The mapper polls the device; its values and state reach the DeviceStatus (as strings).
     scene.wait_status(lambda s: s["twins"].get("temperature") == "215" and s["twins"].get("setpoint") == "20"
                       and s["state"] == "online", 30, "temperature 215, setpoint 20, online")
+    # The register the device does not have is answered with a Modbus exception: no value for
+    # that property, the others unaffected, the device still online.
+    assert scene.status()["twins"].get("broken") is None
 
     # b. The device's value changes: the DeviceStatus follows.
     sim.set("input", 0, 230)
@@ -240,8 +256,11 @@ def test_modbus_device_through_mapper_twin_and_mqtt(tmp_path, cloud, mosquitto, 
     # e. The device goes away: offline; it returns on the same port: online again.
     sim.stop()
     scene.wait_status(lambda s: s["state"] == "offline", 15, "state offline")
+    scene.wait(lambda: "DeviceOffline" in device_events(k), 10, "a DeviceOffline event")
     sim.start()
     scene.wait_status(lambda s: s["state"] == "online", 15, "state online again")
+    # The restarted device lost its registers: the mapper writes the desired value again.
+    scene.wait(lambda: sim.get("holding", 1) == 42, 10, "holding register 1 written again after the device returned")
 
     # f. Without the cloud the edge keeps polling and answers over MQTT from its twin.
     cloud.stop()
@@ -251,6 +270,14 @@ def test_modbus_device_through_mapper_twin_and_mqtt(tmp_path, cloud, mosquitto, 
     # The cloud returns: the DeviceStatus catches up.
     cloud.start()
     scene.wait_reported({"temperature": "250", "label": "from-mqtt"}, 30)
+
+    # A desired value of the wrong type is refused at the edge with an Event in the cloud and
+    # never written to the device.
+    k("patch", "device", DEVICE, "-n", NAMESPACE, "--type=json", "-p",
+      json.dumps([{"op": "replace", "path": f"/spec/properties/{props.index('setpoint')}/desired/value", "value": "warm"}]))
+    scene.wait(lambda: "InvalidDesiredValue" in device_events(k), 15, "an InvalidDesiredValue event")
+    assert sim.get("holding", 1) == 42
+    assert scene.status()["twins"]["setpoint"] == "42"
 
     # g. The Device is deleted: the mapper stops polling it (no Modbus request for 3 s, i.e. six
     # cycles), stays up, and the edge no longer answers with its twin.
