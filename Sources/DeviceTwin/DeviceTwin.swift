@@ -85,26 +85,26 @@ public final class DeviceTwin: Service {
     public func run() async throws {
         let feed = store.changes()
         try await load()
+        // Every child ends on graceful shutdown; none ends the others early.
         try await withThrowingTaskGroup(of: Void.self) { group in
             if let mqtt { group.addTask { try await mqtt.run() } }
             if let path = configuration.dmiSocket {
                 group.addTask { try await self.serveDMI(path) }
             }
-            group.addTask { await self.sendUpstream() }
+            group.addTask { try? await cancelWhenGracefulShutdown { await self.sendUpstream() } }
             group.addTask { await self.persistLoop() }
-            group.addTask { await self.callMappers() }
+            group.addTask { try? await cancelWhenGracefulShutdown { await self.callMappers() } }
             group.addTask {
-                try await cancelWhenGracefulShutdown {
+                try? await cancelWhenGracefulShutdown {
                     for await change in feed where change.record.type == "device" || change.record.type == "devicemodel" {
                         await self.apply(change)
                     }
                 }
             }
-            try await group.next()
-            group.cancelAll()
-            // Whatever is still unsaved is written before the node stops.
-            await self.persist()
+            try await group.waitForAll()
         }
+        // Whatever is still unsaved is written before the node stops.
+        await persist()
     }
 
     // MARK: state from the store
