@@ -2,7 +2,8 @@
 # Builds release binaries and runs the API server, control-plane and cloud–edge channel
 # benchmarks (prints figures). BENCH_PODS / BENCH_WATCHERS change the API sizes (defaults 10000 /
 # 500); BENCH_NODES / BENCH_OBJECTS the fleet sizes (defaults "1000,5000" / 20 per node);
-# BENCH_EDGE_PODS the edge benchmark's pod count (50; needs containerd, see scripts/containerd.sh).
+# BENCH_EDGE_PODS the edge benchmark's pod count (50; needs containerd, see scripts/containerd.sh);
+# BENCH_DEVICES the device benchmark's device count (1000; needs mosquitto).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 swift build -c release --static-swift-stdlib --product swiftedge
@@ -20,3 +21,5 @@ echo
 python3 scripts/edge-bench.py --pods "${BENCH_EDGE_PODS:-50}"
 echo
 python3 scripts/stream-bench.py
+echo
+python3 scripts/device-bench.py --devices "${BENCH_DEVICES:-1000}"

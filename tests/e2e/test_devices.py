@@ -285,6 +285,15 @@ def test_modbus_device_through_mapper_twin_and_mqtt(tmp_path, cloud, mosquitto, 
     cloud.start()
     scene.wait_reported({"temperature": "260", "label": "from-mqtt"}, 30)
 
+    # The broker restarts: the edge connects again and subscribes again (a new test client too).
+    mosquitto.stop()
+    mosquitto.start()
+    mqtt = MQTT(mosquitto.port)
+    twin = Twin(mqtt, NAMESPACE, DEVICE)
+    mqtt.subscribe(twin.topic("get/result"))
+    scene.twin = twin
+    scene.wait_twin(lambda r: Twin.actual(r, "temperature") == "260", 30, "twin/get answered after the broker restarted")
+
     # A desired value of the wrong type is refused at the edge with an Event in the cloud and
     # never written to the device.
     k("patch", "device", DEVICE, "-n", NAMESPACE, "--type=json", "-p",
