@@ -20,6 +20,8 @@ public struct DeviceTwinConfiguration: Sendable {
     public var dmiSocket: String?
     /// Device statuses per upstream message.
     public var uploadBatch = 100
+    /// Least time between two device status messages (the first after a quiet spell goes at once).
+    public var uploadInterval: Duration = .milliseconds(50)
     /// How often reported values are written to the local database (one transaction).
     public var persistInterval: Duration = .milliseconds(500)
     public init(nodeName: String) { self.nodeName = nodeName }
@@ -312,6 +314,9 @@ public final class DeviceTwin: Service {
                 upstream(Message(route: Route(source: "twin", group: "resource", operation: .update, resource: "null/devicestatus"),
                                  content: ["items": .array(items)]))
                 statusesSent.increment(by: items.count)
+                // The channel carries a few dozen messages a second (EdgeHub's rate limit, shared
+                // with pods and the node): reports that arrive meanwhile go in the next batch.
+                try? await Task.sleep(for: configuration.uploadInterval)
             }
         }
     }
