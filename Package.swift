@@ -230,6 +230,7 @@ let package = Package(
         .target(name: "EdgeNode", dependencies: [
             "CommandSupport", "EdgeHub", "MetaStore", "MetaServer", "NodeStatus", "Edged", "ContainerRuntime", "MetricsEndpoint", "Operations",
             "DeviceTwin", "MQTT",
+            .product(name: "NIOSSL", package: "swift-nio-ssl"),
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -241,6 +242,7 @@ let package = Package(
         // MQTT 3.1.1: codec, topic matching and a reconnecting client on NIO (see docs/architecture.md).
         .target(name: "MQTT", dependencies: [
             .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOSSL", package: "swift-nio-ssl"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Metrics", package: "swift-metrics"),

@@ -3,6 +3,7 @@ import CommandSupport
 import ContainerRuntime
 import DeviceTwin
 import MQTT
+import NIOSSL
 import EdgeHub
 import Edged
 import Foundation
@@ -80,6 +81,21 @@ public struct EdgeCommand: AsyncParsableCommand {
     @Option(help: "MQTT broker of the EventBus, tcp://host:port (empty: no EventBus; default tcp://127.0.0.1:1883).")
     var mqttServer: String?
 
+    @Option(help: "CA file for a TLS broker (ssl://…; default: the system's trust roots).")
+    var mqttCaFile: String?
+
+    @Option(help: "Client certificate (PEM) for a TLS broker that asks for one.")
+    var mqttCertFile: String?
+
+    @Option(help: "Private key (PEM) of --mqtt-cert-file.")
+    var mqttKeyFile: String?
+
+    @Option(help: "MQTT user name.")
+    var mqttUsername: String?
+
+    @Option(help: "File holding the MQTT password (not on the command line, where `ps` shows it).")
+    var mqttPasswordFile: String?
+
     @Option(help: "DMI socket mappers register on (empty: no DMI; default <data-dir>/dmi.sock).")
     var dmiSock: String?
 
@@ -107,6 +123,9 @@ public struct EdgeCommand: AsyncParsableCommand {
         public var podLogsDir: String
         public var metricsPort: Int
         public var mqttServer: String
+        public var mqttTLS: EdgeCoreConfig.EventBusTLS?
+        public var mqttUsername: String?
+        public var mqttPassword: String?
         public var dmiSocket: String
     }
 
@@ -143,6 +162,14 @@ public struct EdgeCommand: AsyncParsableCommand {
             podsDir: podsDir ?? dataDir + "/pods", podLogsDir: podLogsDir ?? file.swiftedge?.podLogsDir ?? "/var/log/pods",
             metricsPort: metricsPort ?? file.swiftedge?.metricsPort ?? 10352,
             mqttServer: mqttServer ?? (file.modules?.eventBus?.enable == false ? "" : file.modules?.eventBus?.mqttServerExternal) ?? "tcp://127.0.0.1:1883",
+            mqttTLS: mqttCaFile != nil || mqttCertFile != nil
+                ? EdgeCoreConfig.EventBusTLS(enable: true, tlsMqttCAFile: mqttCaFile, tlsMqttCertFile: mqttCertFile, tlsMqttPrivateKeyFile: mqttKeyFile)
+                : file.modules?.eventBus?.eventBusTLS.flatMap { $0.enable == true ? $0 : nil },
+            mqttUsername: mqttUsername ?? file.modules?.eventBus?.mqttUsername,
+            mqttPassword: try mqttPasswordFile.map { path in
+                guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { throw ValidationError("cannot read --mqtt-password-file \(path)") }
+                return text.trimmingCharacters(in: .newlines)
+            } ?? file.modules?.eventBus?.mqttPassword,
             dmiSocket: dmiSock ?? file.modules?.deviceTwin?.dmiSockPath ?? dataDir + "/dmi.sock")
     }
 
@@ -204,8 +231,23 @@ public struct EdgeCommand: AsyncParsableCommand {
         }
         var twinConfig = DeviceTwinConfiguration(nodeName: s.nodeName)
         if !s.mqttServer.isEmpty {
-            do { twinConfig.mqtt = try MQTTClientConfiguration(url: s.mqttServer, clientID: "swiftedge-\(s.nodeName)") } catch {
-                throw ValidationError("\(error)")
+            do {
+                var m = try MQTTClientConfiguration(url: s.mqttServer, clientID: "swiftedge-\(s.nodeName)")
+                m.username = s.mqttUsername
+                m.password = s.mqttPassword
+                if let t = s.mqttTLS {
+                    var tls = m.tls ?? TLSConfiguration.makeClientConfiguration()
+                    if let ca = t.tlsMqttCAFile { tls.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(ca)) }
+                    if let cert = t.tlsMqttCertFile {
+                        tls.certificateChain = try NIOSSLCertificate.fromPEMFile(cert).map { .certificate($0) }
+                        guard let key = t.tlsMqttPrivateKeyFile else { throw ValidationError("--mqtt-cert-file needs --mqtt-key-file") }
+                        tls.privateKey = .privateKey(try NIOSSLPrivateKey(file: key, format: .pem))
+                    }
+                    m.tls = tls
+                }
+                twinConfig.mqtt = m
+            } catch let e as ValidationError { throw e } catch {
+                throw ValidationError("EventBus: \(error)")
             }
         }
         twinConfig.dmiSocket = s.dmiSocket.isEmpty ? nil : s.dmiSocket

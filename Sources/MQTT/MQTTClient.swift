@@ -1,4 +1,5 @@
 import Logging
+import NIOSSL
 import Metrics
 import ServiceLifecycle
 import Synchronization
@@ -11,21 +12,35 @@ public struct MQTTClientConfiguration: Sendable {
     public var username: String?
     public var password: String?
     public var keepAliveSeconds: UInt16 = 30
+    /// TLS to the broker (`ssl://`, `tls://`, `mqtts://` URLs); nil: plain TCP.
+    public var tls: TLSConfiguration?
     /// Filters subscribed on every (re)connect.
     public var subscriptions: [(String, MQTTPacket.QoS)] = []
     public var reconnectBase: Duration = .milliseconds(200)
     public var reconnectMax: Duration = .seconds(5)
     public init(host: String, port: Int, clientID: String) { self.host = host; self.port = port; self.clientID = clientID }
 
-    /// Parses KubeEdge's `mqttServerExternal` form, `tcp://host:port` (also `mqtt://`, or `host:port`).
+    /// Parses KubeEdge's `mqttServerExternal` form: `tcp://host:port` (also `mqtt://`, or
+    /// `host:port`), or `ssl://host:port` (also `tls://`, `mqtts://`; port 8883 if omitted) for TLS
+    /// with the system's trust roots (``tls`` can be refined afterwards).
     public init(url: String, clientID: String) throws {
         var rest = Substring(url)
+        var secure = false
         for scheme in ["tcp://", "mqtt://"] where rest.hasPrefix(scheme) { rest = rest.dropFirst(scheme.count) }
-        guard !rest.contains("://") else { throw MQTTConnection.Failure("MQTT server \"\(url)\": only tcp:// is supported") }
-        guard let colon = rest.lastIndex(of: ":"), let port = Int(rest[rest.index(after: colon)...]), (1...65535).contains(port),
-              colon > rest.startIndex
-        else { throw MQTTConnection.Failure("MQTT server \"\(url)\" is not tcp://host:port") }
-        self.init(host: String(rest[..<colon]), port: port, clientID: clientID)
+        for scheme in ["ssl://", "tls://", "mqtts://"] where rest.hasPrefix(scheme) { rest = rest.dropFirst(scheme.count); secure = true }
+        guard !rest.contains("://") else { throw MQTTConnection.Failure("MQTT server \"\(url)\": use tcp://host:port or ssl://host:port") }
+        let host: Substring, port: Int
+        if let colon = rest.lastIndex(of: ":") {
+            guard let p = Int(rest[rest.index(after: colon)...]), (1...65535).contains(p), colon > rest.startIndex else {
+                throw MQTTConnection.Failure("MQTT server \"\(url)\" is not tcp://host:port")
+            }
+            host = rest[..<colon]; port = p
+        } else {
+            guard !rest.isEmpty else { throw MQTTConnection.Failure("MQTT server \"\(url)\" has no host") }
+            host = rest; port = secure ? 8883 : 1883
+        }
+        self.init(host: String(host), port: port, clientID: clientID)
+        if secure { tls = TLSConfiguration.makeClientConfiguration() }
     }
 }
 
@@ -55,6 +70,8 @@ public final class MQTTClient: Service {
         self.configuration = configuration; self.logger = logger; self.onMessage = onMessage; self.onConnect = onConnect
     }
 
+    static func isIPAddress(_ h: String) -> Bool { h.contains(":") || h.split(separator: ".").count == 4 && h.allSatisfy { $0.isNumber || $0 == "." } }
+
     public var isConnected: Bool { current.withLock { $0 != nil } }
 
     public func publish(_ topic: String, _ payload: [UInt8], qos: MQTTPacket.QoS = .atMostOnce, retain: Bool = false) async throws {
@@ -65,13 +82,14 @@ public final class MQTTClient: Service {
 
     public func run() async throws {
         let c = configuration
+        let tls = try c.tls.map { try NIOSSLContext(configuration: $0) }
         var delay = c.reconnectBase
         var failures = 0
         while !Task.isShuttingDownGracefully && !Task.isCancelled {
             let connected = SessionFlag()
             do {
                 try await cancelWhenGracefulShutdown {
-                    try await MQTTConnection.run(host: c.host, port: c.port,
+                    try await MQTTConnection.run(host: c.host, port: c.port, tls: tls, serverHostname: tls == nil || Self.isIPAddress(c.host) ? nil : c.host,
                                                  connect: .init(clientID: c.clientID, keepAliveSeconds: c.keepAliveSeconds, cleanSession: true,
                                                                 username: c.username, password: c.password.map { Array($0.utf8) })) { conn in
                         if !c.subscriptions.isEmpty {

@@ -1,5 +1,6 @@
 import NIOCore
 import NIOPosix
+import NIOSSL
 import Synchronization
 
 /// One MQTT 3.1.1 session to a broker over TCP: CONNECT, subscriptions, QoS 0/1 publishes,
@@ -24,13 +25,20 @@ public final class MQTTConnection: Sendable {
 
     /// Connects, runs `body` with the session, and closes the session when `body` returns or the
     /// connection breaks (then `body`'s ``messages`` loop ends and the session's error is thrown).
-    public static func run<T: Sendable>(host: String, port: Int, connect: MQTTPacket.Connect,
+    /// - Parameter tls: TLS to the broker (`serverHostname` is checked against its certificate).
+    public static func run<T: Sendable>(host: String, port: Int, tls: NIOSSLContext? = nil, serverHostname: String? = nil,
+                                        connect: MQTTPacket.Connect,
                                         _ body: @escaping @Sendable (MQTTConnection) async throws -> T) async throws -> T
     {
         let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .connectTimeout(.seconds(5))
             .connect(host: host, port: port) { ch in
-                ch.eventLoop.makeCompletedFuture { try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: ch) }
+                ch.eventLoop.makeCompletedFuture {
+                    if let tls {
+                        try ch.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: tls, serverHostname: serverHostname))
+                    }
+                    return try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: ch)
+                }
             }
         return try await channel.executeThenClose { inbound, outbound in
             let pending = PendingAcks()
@@ -106,7 +114,7 @@ public final class MQTTConnection: Sendable {
         case 2: return "the broker refused the connection: client identifier rejected"
         case 3: return "the broker refused the connection: server unavailable"
         case 4: return "the broker refused the connection: bad user name or password"
-        case 5: return "the broker refused the connection: not authorized"
+        case 5: return "the broker refused the connection: not authorized (check the user name and password)"
         default: return "the broker refused the connection (code \(code))"
         }
     }

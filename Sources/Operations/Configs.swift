@@ -130,11 +130,28 @@ public struct EdgeCoreConfig: Codable, Sendable, Equatable {
         public var metaServer: MetaServer?
         public init(metaServer: MetaServer? = nil) { self.metaServer = metaServer }
     }
+    public struct EventBusTLS: Codable, Sendable, Equatable {
+        public var enable: Bool?
+        public var tlsMqttCAFile: String?
+        public var tlsMqttCertFile: String?
+        public var tlsMqttPrivateKeyFile: String?
+        public init(enable: Bool? = nil, tlsMqttCAFile: String? = nil, tlsMqttCertFile: String? = nil, tlsMqttPrivateKeyFile: String? = nil) {
+            self.enable = enable; self.tlsMqttCAFile = tlsMqttCAFile; self.tlsMqttCertFile = tlsMqttCertFile; self.tlsMqttPrivateKeyFile = tlsMqttPrivateKeyFile
+        }
+    }
     public struct EventBus: Codable, Sendable, Equatable {
         public var enable: Bool?
-        /// The MQTT broker, `tcp://host:port` (KubeEdge's external mode; the only mode here).
+        /// The MQTT broker, `tcp://host:port` or `ssl://host:port` (KubeEdge's external mode; the only mode here).
         public var mqttServerExternal: String?
-        public init(enable: Bool? = nil, mqttServerExternal: String? = nil) { self.enable = enable; self.mqttServerExternal = mqttServerExternal }
+        public var mqttUsername: String?
+        public var mqttPassword: String?
+        public var eventBusTLS: EventBusTLS?
+        public init(enable: Bool? = nil, mqttServerExternal: String? = nil, mqttUsername: String? = nil, mqttPassword: String? = nil,
+                    eventBusTLS: EventBusTLS? = nil)
+        {
+            self.enable = enable; self.mqttServerExternal = mqttServerExternal; self.mqttUsername = mqttUsername; self.mqttPassword = mqttPassword
+            self.eventBusTLS = eventBusTLS
+        }
     }
     public struct DeviceTwin: Codable, Sendable, Equatable {
         /// The DMI socket mappers register on.

@@ -8,12 +8,13 @@ shows as offline, and back as online; with the cloud away the edge still answers
 and the cloud catches up when it returns; deleting the Device stops the polling."""
 import json
 import os
+import subprocess
 
 import pytest
 
 from cloudedge import Cloud, Edge
 from conftest import Kubectl, free_port, kubectl_binaries, wait_for
-from devices_support import MOSQUITTO, MQTT, Mapper, ModbusSim, Mosquitto, Twin, unix_socket_path
+from devices_support import MOSQUITTO, MQTT, Mapper, ModbusSim, Mosquitto, Twin, listening, stop_process, unix_socket_path
 
 pytestmark = pytest.mark.skipif(not os.path.exists(MOSQUITTO),
                                 reason=f"{MOSQUITTO} is not installed (apt-get install mosquitto mosquitto-clients)")
@@ -84,13 +85,13 @@ def manifests(sim_port):
 class DeviceEdge(Edge):
     """An edge node with an MQTT broker (the EventBus) and a DMI socket for mappers."""
 
-    def __init__(self, tmp, cloud, name, mqtt_url):
+    def __init__(self, tmp, cloud, name, mqtt_url, mqtt_args=()):
         super().__init__(tmp, cloud, name)
-        self.mqtt_url = mqtt_url
+        self.mqtt_url, self.mqtt_args = mqtt_url, list(mqtt_args)
         self.dmi_sock = unix_socket_path(self.dir / "dmi.sock")
 
     def args(self, token=None, cert_port=None):
-        return super().args(token, cert_port) + ["--mqtt-server", self.mqtt_url, "--dmi-sock", str(self.dmi_sock)]
+        return super().args(token, cert_port) + ["--mqtt-server", self.mqtt_url, "--dmi-sock", str(self.dmi_sock), *self.mqtt_args]
 
 
 @pytest.fixture
@@ -314,3 +315,58 @@ def test_modbus_device_through_mapper_twin_and_mqtt(tmp_path, cloud, mosquitto, 
     except AssertionError:
         answer = None  # not answering for a device it no longer has is fine too
     assert answer is None or Twin.is_error(answer) or Twin.actual(answer, "temperature") is None, answer
+
+
+def test_eventbus_over_tls_with_a_password(tmp_path, cloud):
+    """The EventBus reaches a broker that requires TLS and a user name/password (mosquitto with
+    a private CA): the node answers membership requests through it; a wrong password is
+    refused with a message that says so."""
+    d = tmp_path / "tls"
+    d.mkdir()
+    def openssl(*args):
+        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True)
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=test-ca")
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1")
+    (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-out", "server.crt",
+            "-days", "2", "-extfile", "san.ext")
+    subprocess.run(["mosquitto_passwd", "-b", "-c", str(d / "passwd"), "edge", "s3cret"], check=True, capture_output=True)
+    port = free_port()
+    conf = d / "mosquitto.conf"
+    # user root: mosquitto started as root would switch to its own user, which cannot read the
+    # test's private folder.
+    conf.write_text(f"user root\nlistener {port} 127.0.0.1\nallow_anonymous false\npassword_file {d / 'passwd'}\npersistence false\n"
+                    f"cafile {d / 'ca.crt'}\ncertfile {d / 'server.crt'}\nkeyfile {d / 'server.key'}\nlog_dest stderr\n")
+    log = open(d / "mosquitto.log", "wb")
+    broker = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: broker.poll() is not None or listening(port), 20, 0.05, "mosquitto (TLS) listening")
+        assert broker.poll() is None, (d / "mosquitto.log").read_text()
+        (d / "password").write_text("wrong\n")
+        edge = DeviceEdge(tmp_path, cloud, NODE, f"ssl://127.0.0.1:{port}",
+                          ["--mqtt-ca-file", str(d / "ca.crt"), "--mqtt-username", "edge", "--mqtt-password-file", str(d / "password")])
+        edge.start(cloud.token())
+        try:
+            wait_for(lambda: "not authorized (check the user name and password)" in edge.log.read_text(), 30, what="the broker's refusal in the edge log")
+        finally:
+            edge.stop()
+        (d / "password").write_text("s3cret\n")
+        edge.start()
+        try:
+            wait_for(lambda: "connected to the MQTT broker" in edge.log.read_text(), 30, what="the edge connected over TLS")
+            # A client of the same broker asks for the node's devices and gets the answer.
+            sub = subprocess.Popen(["mosquitto_sub", "-h", "127.0.0.1", "-p", str(port), "--cafile", str(d / "ca.crt"), "-u", "edge",
+                                    "-P", "s3cret", "-t", f"$hw/events/node/{NODE}/membership/get/result", "-C", "1", "-W", "20"],
+                                   stdout=subprocess.PIPE, text=True)
+            def ask():
+                subprocess.run(["mosquitto_pub", "-h", "127.0.0.1", "-p", str(port), "--cafile", str(d / "ca.crt"), "-u", "edge", "-P", "s3cret",
+                                "-t", f"$hw/events/node/{NODE}/membership/get", "-m", '{"event_id":"tls-1"}'], check=True)
+                return sub.poll() is not None
+            wait_for(ask, 20, 0.5, "a membership answer over TLS")
+            answer = json.loads(sub.stdout.read())
+            assert answer["event_id"] == "tls-1" and answer["devices"] == [], answer
+        finally:
+            edge.stop()
+    finally:
+        stop_process(broker)
+        log.close()
