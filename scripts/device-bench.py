@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -29,34 +28,12 @@ import paho.mqtt.client as mqtt
 from kubernetes import client, config, watch
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "scripts"))
+from importlib import import_module  # noqa: E402
+
+bench = import_module("edge-bench")
+free_port, rss_mb, wait, pct = bench.free_port, bench.rss_mb, bench.wait, bench.pct
 GROUP, VERSION = "devices.kubeedge.io", "v1beta1"
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def rss_mb(pid):
-    for line in open(f"/proc/{pid}/status"):
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def wait(pred, timeout, what):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if pred():
-            return
-        time.sleep(0.1)
-    sys.exit(f"timed out waiting for {what}")
-
-
-def pct(values, p):
-    s = sorted(values)
-    return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))] if s else float("nan")
 
 
 def main():
@@ -207,12 +184,7 @@ def main():
         print(f"  edge RSS with {a.devices} devices: connected and idle {idle_rss:.1f} MB, under load (peak sample) {peak_rss:.1f} MB")
         c.loop_stop()
     finally:
-        for p in reversed(procs):
-            p.send_signal(signal.SIGTERM)
-            try:
-                p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        bench.stop_all(procs)
         if a.keep:
             print(f"  logs and data kept in {tmp}")
         else:

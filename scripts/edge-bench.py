@@ -54,6 +54,16 @@ def pct(values, p):
     return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
 
 
+def stop_all(procs):
+    """SIGTERM, newest first; killed if not gone within 30 s."""
+    for p in reversed(procs):
+        p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
 def pod(name, node):
     return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": {"bench": "edge"}},
             "spec": {"nodeName": node, "hostNetwork": True, "terminationGracePeriodSeconds": 1,
@@ -154,12 +164,7 @@ def main():
         print(f"  edge RSS: connected and idle {idle_rss:.1f} MB, 10 pods {rss10:.1f} MB, {a.pods} pods {rss_n:.1f} MB (after the burst {rss_burst:.1f} MB)")
         print(f"  edge binary: {size / 1e6:.1f} MB as built, {os.path.getsize(stripped) / 1e6:.1f} MB stripped ({a.edge_bin})")
     finally:
-        for p in reversed(procs):
-            p.send_signal(signal.SIGTERM)
-            try:
-                p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_all(procs)
         subprocess.run(["bash", str(REPO / "scripts" / "containerd.sh"), "stop", str(tmp / "ctd")], check=False)
         if a.keep:
             print(f"  logs and data kept in {tmp}")

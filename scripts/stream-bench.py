@@ -13,7 +13,6 @@ a private containerd (scripts/containerd.sh), a pod that wrote a large log and o
 import argparse
 import faulthandler
 import shutil
-import signal
 import ssl
 import statistics
 import subprocess
@@ -138,12 +137,7 @@ def main():
         print(f"  log streaming: {total / 1e6:.1f} MB ({lines + 1} lines; CRI log file {log_file.stat().st_size / 1e6:.1f} MB) "
               f"in {raw:.2f} s = {total / 1e6 / raw:.1f} MB/s (HTTP client), kubectl logs {total / 1e6 / kubectl_s:.1f} MB/s, nothing lost")
     finally:
-        for p in reversed(procs):
-            p.send_signal(signal.SIGTERM)
-            try:
-                p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        bench.stop_all(procs)
         subprocess.run(["bash", str(REPO / "scripts" / "containerd.sh"), "stop", str(tmp / "ctd")], check=False)
         shutil.rmtree(tmp, ignore_errors=True)
 
