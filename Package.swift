@@ -111,7 +111,8 @@ let package = Package(
         ]),
         // The cloud side composed: secrets and tokens, CloudHub + certificate service, reliable delivery.
         .target(name: "CloudCore", dependencies: [
-            "CloudHub", "ReliableSync", "ControllerRuntime", "KubeClient", "KubeAPI", "PKI", "CloudEdgeProtocol", "StreamTunnel",
+            "CloudHub", "ReliableSync", "ControllerRuntime", "KubeClient", "KubeAPI", "PKI", "CloudEdgeProtocol", "StreamTunnel", "CloudStream",
+            .product(name: "NIOSSL", package: "swift-nio-ssl"),
             .product(name: "X509", package: "swift-certificates"),
             .product(name: "SwiftASN1", package: "swift-asn1"),
             .product(name: "Metrics", package: "swift-metrics"),
@@ -132,7 +133,7 @@ let package = Package(
         ]),
         // The Kubernetes-compatible HTTP API server.
         .target(name: "APIServer", dependencies: [
-            "KubeAPI", "ObjectStore", "PKI", "KubeProtobuf", "StreamTunnel", "SPDY",
+            "KubeAPI", "ObjectStore", "PKI", "KubeProtobuf", "StreamTunnel", "SPDY", "CloudStream",
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
             .product(name: "HummingbirdTLS", package: "hummingbird"),
@@ -239,6 +240,18 @@ let package = Package(
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
         // SPDY/3.1 framing and header compression (kubectl port-forward).
         .target(name: "SPDY", dependencies: ["CZlib"]),
+        // Pod streams as kubelet serves them (SPDY exec/attach/port-forward, container logs):
+        // the cloud stream server an external kube-apiserver reaches through the node's kubelet port.
+        .target(name: "CloudStream", dependencies: [
+            "StreamTunnel", "SPDY", "KubeAPI",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+            .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "Metrics", package: "swift-metrics"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ]),
         // MQTT 3.1.1: codec, topic matching and a reconnecting client on NIO (see docs/architecture.md).
         .target(name: "MQTT", dependencies: [
             .product(name: "NIOCore", package: "swift-nio"),

@@ -1,6 +1,8 @@
 import StreamTunnel
 import CloudEdgeProtocol
 import CloudHub
+import CloudStream
+import NIOSSL
 import ControllerRuntime
 import Foundation
 import KubeAPI
@@ -24,6 +26,11 @@ public struct CloudCoreConfiguration: Sendable {
     public var edgeCertificateValidity: Duration = .seconds(365 * 86400)
     /// Serves the nodes' stream tunnels (`kubectl logs`) when set.
     public var tunnels: TunnelServer?
+    /// The kubelet-style stream server for an external kube-apiserver (KubeEdge's CloudStream
+    /// :10003): its port, and the CA whose client certificates it accepts (PEM). Off when nil;
+    /// needs ``tunnels``.
+    public var streamServer: (port: Int, clientCAPEM: String)?
+    public var onStreamServerListening: @Sendable (Int) async -> Void = { _ in }
     public init() {}
 }
 
@@ -104,6 +111,23 @@ public struct CloudCore: Service {
                 try await hub.run()
             }
             group.addTask { try await certs.run() }
+            if let (port, clientCA) = c.streamServer, let tunnels = c.tunnels {
+                let chain = try NIOSSLCertificate.fromPEMBytes(Array(secrets.serverCertificate.certificatePEM.utf8)).map { NIOSSLCertificateSource.certificate($0) }
+                let key = try NIOSSLPrivateKey(bytes: Array(secrets.serverCertificate.privateKeyPEM.utf8), format: .pem)
+                var tls = TLSConfiguration.makeServerConfiguration(certificateChain: chain, privateKey: .privateKey(key))
+                tls.trustRoots = .certificates(try NIOSSLCertificate.fromPEMBytes(Array(clientCA.utf8)))
+                tls.certificateVerification = .noHostnameVerification  // a client certificate is required
+                var sc = KubeletStreamServerConfiguration(tls: tls)
+                sc.host = c.hub.host
+                sc.port = port
+                let stream = KubeletStreamServer(configuration: sc, tunnels: tunnels, logger: logger, onListening: c.onStreamServerListening) { address in
+                    objects.node(forAddress: address)
+                }
+                group.addTask {
+                    await informers.waitForSync()
+                    try await stream.run()
+                }
+            }
             group.addTask {
                 let (h, ce) = await ports.both()
                 await onReady(h, ce)

@@ -146,6 +146,16 @@ public final class EdgeObjects: NodeObjectSource {
         for n in nodes { notify(model, node: n) }
     }
 
+    /// The node with this InternalIP (what kube-apiserver dials for its kubelet), or this name.
+    public func node(forAddress address: String) -> String? {
+        for n in nodes.cache.list() {
+            for a in n["status"]["addresses"].arrayValue ?? [] where a["type"].stringValue == "InternalIP" && a["address"].stringValue == address {
+                return n["metadata"]["name"].stringValue
+            }
+        }
+        return nodes.cache.get(address).flatMap { $0["metadata"]["name"].stringValue }
+    }
+
     /// The node a device is bound to (for node authorization and twin reports).
     public func deviceNode(namespace: String, name: String) -> String? {
         devices.cache.get("\(namespace)/\(name)")?["spec"]["nodeName"].stringValue

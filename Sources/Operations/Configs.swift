@@ -35,9 +35,20 @@ public struct CloudCoreConfig: Codable, Sendable, Equatable {
         public var https: Listener?
         public init(advertiseAddress: [String]? = nil, nodeLimit: Int? = nil, tokenRefreshDuration: Int? = nil, edgeCertSigningDuration: Int? = nil, websocket: Listener? = nil, https: Listener? = nil) { self.advertiseAddress = advertiseAddress; self.nodeLimit = nodeLimit; self.tokenRefreshDuration = tokenRefreshDuration; self.edgeCertSigningDuration = edgeCertSigningDuration; self.websocket = websocket; self.https = https }
     }
+    public struct CloudStream: Codable, Sendable, Equatable {
+        public var enable: Bool?
+        /// The kubelet-style stream server's port (10003).
+        public var streamPort: Int?
+        /// CA of the client certificates it accepts (kube-apiserver's kubelet client certificate).
+        public var tlsStreamCAFile: String?
+        public init(enable: Bool? = nil, streamPort: Int? = nil, tlsStreamCAFile: String? = nil) {
+            self.enable = enable; self.streamPort = streamPort; self.tlsStreamCAFile = tlsStreamCAFile
+        }
+    }
     public struct Modules: Codable, Sendable, Equatable {
         public var cloudHub: CloudHub?
-        public init(cloudHub: CloudHub? = nil) { self.cloudHub = cloudHub }
+        public var cloudStream: CloudStream?
+        public init(cloudHub: CloudHub? = nil, cloudStream: CloudStream? = nil) { self.cloudHub = cloudHub; self.cloudStream = cloudStream }
     }
     public struct MonitorServer: Codable, Sendable, Equatable {
         /// `host:port` of the Prometheus endpoint.

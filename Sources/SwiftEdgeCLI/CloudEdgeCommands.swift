@@ -57,6 +57,12 @@ struct CloudCommand: AsyncParsableCommand {
     @Option(help: "Port of the plain-HTTP Prometheus /metrics endpoint on the hub bind address (KubeEdge: 9091; 0: none).")
     var metricsPort: Int?
 
+    @Option(help: "Port of the kubelet-style stream server for an external kube-apiserver (KubeEdge's cloudStream.streamPort, 10003; 0: off; default: 10003 with --kubeconfig, off with the embedded server, which needs none).")
+    var streamPort: Int?
+
+    @Option(help: "CA (PEM) of the client certificates the stream server accepts (kube-apiserver's kubelet client certificate; default: the CA of the kubeconfig's cluster).")
+    var streamClientCa: String?
+
     @OptionGroup var control: ControllerOptions
     @OptionGroup var logging: LoggingOptions
 
@@ -113,6 +119,26 @@ struct CloudCommand: AsyncParsableCommand {
         config.tokenRefresh = .seconds(tokenRefresh)
         config.edgeCertificateValidity = .seconds(edgeCertValidity)
         config.tunnels = tunnels
+        let streamPort = streamPort ?? file.modules?.cloudStream?.streamPort.flatMap { file.modules?.cloudStream?.enable == false ? 0 : $0 }
+            ?? (kubeconfig != nil ? 10003 : 0)
+        if streamPort > 0 {
+            let clientCA: String
+            if let path = streamClientCa ?? file.modules?.cloudStream?.tlsStreamCAFile {
+                guard let pem = try? String(contentsOfFile: path, encoding: .utf8) else { throw ValidationError("cannot read the stream client CA \(path)") }
+                clientCA = pem
+            } else {
+                guard let pem = try KubeConfig.load(path: kubeconfig ?? server.kubeconfigPath).caPEM else {
+                    throw ValidationError("the stream server needs the CA of kube-apiserver's kubelet client certificate: give --stream-client-ca")
+                }
+                clientCA = pem
+            }
+            config.streamServer = (streamPort, clientCA)
+            let host = hubBindAddress
+            config.onStreamServerListening = { port in
+                print("cloud stream server (kubelet API for kube-apiserver) on \(host):\(port)")
+                fflush(nil)
+            }
+        }
         let cloudLogger = logger
         let host = hubBindAddress
         let adminKubeconfig = kubeconfig ?? server.kubeconfigPath
