@@ -11,7 +11,7 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   echo "== installing system packages (libsqlite3-dev, containerd, runc, CNI plugins, busybox-static)"
   DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends libsqlite3-dev ca-certificates \
-    containerd runc containernetworking-plugins busybox-static zlib1g-dev pkg-config >/dev/null
+    containerd runc containernetworking-plugins busybox-static zlib1g-dev pkg-config mosquitto mosquitto-clients >/dev/null
 fi
 echo "== building swiftedge (release; the first build takes several minutes)"
 swift build -c release --static-swift-stdlib --product swiftedge
@@ -38,6 +38,15 @@ pids+=($!)
 wait_for_line "$DATA/cloud.log" "CloudHub listening on" 120
 KUBECONFIG_FILE="$DATA/cloud/admin.kubeconfig"
 
+MQTT_ARGS=(--mqtt-server "")
+if command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ]; then
+  echo "== starting an MQTT broker for the node's EventBus (mosquitto on 127.0.0.1:1884; log: $DATA/mosquitto.log)"
+  printf 'listener 1884 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest stderr\n' > "$DATA/mosquitto.conf"
+  "$(command -v mosquitto || echo /usr/sbin/mosquitto)" -c "$DATA/mosquitto.conf" >"$DATA/mosquitto.log" 2>&1 &
+  pids+=($!)
+  MQTT_ARGS=(--mqtt-server tcp://127.0.0.1:1884)
+fi
+
 echo "== starting containerd (private: $DATA/containerd)"
 SOCK="$(bash scripts/containerd.sh start "$DATA/containerd")"
 
@@ -45,9 +54,14 @@ echo "== joining edge node edge-1 (log: $DATA/edge-1.log)"
 TOKEN="$("$BIN" gettoken --kubeconfig "$KUBECONFIG_FILE")"
 : > "$DATA/edge-1.log"
 "$BIN" edge --cloud 127.0.0.1 --node-name edge-1 --token "$TOKEN" --data-dir "$DATA/edge-1" \
-  --remote-runtime-endpoint "unix://$SOCK" --pod-logs-dir "$DATA/edge-1/logs" >>"$DATA/edge-1.log" 2>&1 &
+  --remote-runtime-endpoint "unix://$SOCK" --pod-logs-dir "$DATA/edge-1/logs" "${MQTT_ARGS[@]}" \
+  --dmi-sock "$DATA/edge-1/dmi.sock" >>"$DATA/edge-1.log" 2>&1 &
 pids+=($!)
 wait_for_line "$DATA/edge-1.log" "connected to the cloud" 60
+
+echo "== starting the Modbus mapper (log: $DATA/mapper-modbus.log)"
+"$BIN" mapper modbus --dmi-sock "$DATA/edge-1/dmi.sock" --socket "$DATA/edge-1/modbus.sock" >"$DATA/mapper-modbus.log" 2>&1 &
+pids+=($!)
 if command -v kubectl >/dev/null; then
   KUBECONFIG="$KUBECONFIG_FILE" kubectl wait --for=condition=Ready node/edge-1 --timeout=60s >/dev/null
   KUBECONFIG="$KUBECONFIG_FILE" kubectl get nodes -o wide
@@ -65,6 +79,9 @@ Try:  export KUBECONFIG=$KUBECONFIG_FILE
       kubectl exec -it deploy/web -- sh
       kubectl top nodes; kubectl top pods
 Images here are local (no registry): docker.io/local/busybox:1 and docker.io/local/pause:1.
+Devices (MQTT on 127.0.0.1:1884, a Modbus mapper registered over DMI): see examples/devices/thermostat.yaml
+      python3 tests/e2e/modbus_sim.py --port 5020 &  then  kubectl apply -f examples/devices/thermostat.yaml
+      kubectl get devicestatus thermo-1 -o yaml
 Pods keep running when the edge agent stops; the next start adopts them.
 Join more nodes:  $BIN gettoken --kubeconfig $KUBECONFIG_FILE
                   $BIN edge --cloud 127.0.0.1 --node-name <name> --token <token> --data-dir <dir> --metrics-port 0 --metaserver-port 0

@@ -195,9 +195,9 @@ public final class KubeletStreamServer: Service {
     }
 
     func respond(_ head: HTTPRequestHead, _ out: NIOAsyncChannelOutboundWriter<HTTPServerResponsePart>) async throws {
-        func plain(_ status: HTTPResponseStatus, _ text: String) async throws {
+        func plain(_ status: HTTPResponseStatus, _ text: String, contentType: String = "text/plain; charset=utf-8") async throws {
             var headers = HTTPHeaders()
-            headers.add(name: "Content-Type", value: "text/plain; charset=utf-8")
+            headers.add(name: "Content-Type", value: contentType)
             headers.add(name: "Content-Length", value: String(text.utf8.count))
             headers.add(name: "Connection", value: "close")
             try await out.write(.head(HTTPResponseHead(version: head.version, status: status, headers: headers)))
@@ -250,6 +250,20 @@ public final class KubeletStreamServer: Service {
             if !started { try await out.write(.head(HTTPResponseHead(version: head.version, status: .ok, headers: headers))) }
             try await out.write(.end(nil))
             await stream.close()
+        case (.GET, "metrics") where path == ["metrics", "resource"]:
+            guard let node = node(for: head) else {
+                try await plain(.notFound, "no edge node has the address \(head.headers["host"].first ?? "(no Host header)")\n")
+                return
+            }
+            do {
+                let stream = try await tunnels.open(node: node, StreamRequest(kind: .stats, namespace: "", pod: "", container: ""))
+                var bytes: [UInt8] = []
+                for try await chunk in stream.data where chunk.first == 1 { bytes += chunk.dropFirst() }
+                let usage = try NodeUsage(json: try JSON.parse(bytes))
+                try await plain(.ok, ResourceMetrics.text(usage), contentType: "text/plain; version=0.0.4")
+            } catch {
+                try await plain(.serviceUnavailable, "no usage from node \(node): \(error)\n")
+            }
         case (_, "exec"), (_, "attach"), (_, "portForward"):
             try await plain(.badRequest, "Upgrade request required: SPDY/3.1\n")
         default:

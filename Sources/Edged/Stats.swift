@@ -11,6 +11,8 @@ struct UsageSample: Sendable {
         var namespace: String, pod: String, podUID: String, name: String
         var cpuNanoSeconds: UInt64
         var memoryBytes: UInt64
+        /// Creation time, nanoseconds since the epoch (CRI `created_at`).
+        var createdAt: Int64 = 0
     }
     var time: ContinuousClock.Instant
     var wallTime: KubeTime
@@ -40,11 +42,13 @@ struct UsageSampler: Sendable {
             // the window only if it started after the previous sample; then this is exact).
             let cpu = rate(c.cpuNanoSeconds, p.containers[id]?.cpuNanoSeconds ?? 0)
             pods[c.podUID, default: NodeUsage.Pod(namespace: c.namespace, name: c.pod, uid: c.podUID, containers: [])]
-                .containers.append(NodeUsage.Container(name: c.name, cpuNanoCores: cpu, memoryBytes: c.memoryBytes))
+                .containers.append(NodeUsage.Container(name: c.name, cpuNanoCores: cpu, memoryBytes: c.memoryBytes, cpuTotalNanoSeconds: c.cpuNanoSeconds,
+                                                      startTimeSeconds: c.createdAt > 0 ? Double(c.createdAt) / 1e9 : nil))
         }
         latest = NodeUsage(timestamp: s.wallTime.rfc3339, windowSeconds: seconds,
                            cpuNanoCores: rate(s.nodeCPUNanoSeconds, p.nodeCPUNanoSeconds), memoryBytes: s.nodeMemoryBytes,
-                           pods: pods.values.sorted { ($0.namespace, $0.name) < ($1.namespace, $1.name) })
+                           pods: pods.values.sorted { ($0.namespace, $0.name) < ($1.namespace, $1.name) },
+                           cpuTotalNanoSeconds: s.nodeCPUNanoSeconds)
         previous = s
     }
 }
@@ -83,14 +87,16 @@ extension Edged {
         let procStat = (try? String(contentsOfFile: "/proc/stat", encoding: .utf8)) ?? ""
         let meminfo = (try? String(contentsOfFile: "/proc/meminfo", encoding: .utf8)) ?? ""
         let labels = [RuntimeLabels.node: configuration.nodeName]
-        let running = Set(try await runtime.listContainers(labels: labels).filter { $0.state == .containerRunning }.map(\.id))
+        var running: [String: Int64] = [:]  // id → created at
+        for c in try await runtime.listContainers(labels: labels) where c.state == .containerRunning { running[c.id] = c.createdAt }
         var containers: [String: UsageSample.Container] = [:]
-        for s in try await runtime.listContainerStats(labels: labels) where running.contains(s.attributes.id) {
+        for s in try await runtime.listContainerStats(labels: labels) where running[s.attributes.id] != nil {
             let l = s.attributes.labels
             containers[s.attributes.id] = UsageSample.Container(
                 namespace: l[RuntimeLabels.podNamespace] ?? "", pod: l[RuntimeLabels.podName] ?? "", podUID: l[RuntimeLabels.podUID] ?? "",
                 name: l[RuntimeLabels.containerName] ?? s.attributes.metadata.name,
-                cpuNanoSeconds: s.cpu.usageCoreNanoSeconds.value, memoryBytes: s.memory.workingSetBytes.value)
+                cpuNanoSeconds: s.cpu.usageCoreNanoSeconds.value, memoryBytes: s.memory.workingSetBytes.value,
+                createdAt: running[s.attributes.id] ?? 0)
         }
         return UsageSample(time: .now, wallTime: .now(), nodeCPUNanoSeconds: ProcStats.cpuNanoSeconds(procStat: procStat) ?? 0,
                            nodeMemoryBytes: ProcStats.memoryInUse(meminfo: meminfo) ?? 0, containers: containers)

@@ -6,6 +6,7 @@ be had here, so this test plays its part with its own clients: HTTPS with a kube
 certificate signed by the cluster CA, `Host: <node IP>:10350`, SPDY/3.1 upgrades
 (tests/e2e/spdy_client.py) for exec and port-forward, plain GET for container logs."""
 import json
+import re
 import subprocess
 
 import pytest
@@ -76,6 +77,23 @@ def test_kubelet_api_through_the_cloud_stream_server(tmp_path, containerd):
             pass
         except requests.exceptions.ConnectionError:
             pass
+
+        # /metrics/resource (what metrics-server scrapes for kubectl top): cumulative counters.
+        def scrape():
+            r = requests.get(f"{base}/metrics/resource", headers={"Host": host}, cert=cert, verify=False, timeout=20)
+            assert r.status_code == 200 and "# TYPE node_cpu_usage_seconds_total counter" in r.text, (r.status_code, r.text[:500])
+            samples = {}
+            for line in r.text.splitlines():
+                if line and not line.startswith("#"):
+                    m = re.match(r"^(\S+) (\S+)(?: \d+)?$", line)  # name{labels} value [timestamp ms]
+                    assert m, line
+                    samples[m.group(1)] = float(m.group(2))
+            return samples
+        first = scrape()
+        key = 'container_memory_working_set_bytes{container="main",namespace="default",pod="shell"}'
+        assert first[key] > 0 and 'container_start_time_seconds{container="web",namespace="default",pod="shell"}' in first, first
+        assert first['pod_memory_working_set_bytes{namespace="default",pod="shell"}'] >= first[key]
+        wait_for(lambda: scrape()["node_cpu_usage_seconds_total"] > first["node_cpu_usage_seconds_total"], 20, 0.5, what="node CPU counter rising")
 
         # exec over SPDY (remotecommand v4): output on stdout/stderr, the exit code in the Status.
         out, err, status = exec_(stream_port, host, "/exec/default/shell/main?command=sh&command=-c&command=echo+hi%3B+echo+oops+%3E%262%3B+exit+3"
