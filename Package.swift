@@ -334,6 +334,7 @@ let package = Package(
         ]),
         .testTarget(name: "OperationsTests", dependencies: ["Operations"]),
         .testTarget(name: "SPDYTests", dependencies: ["SPDY"]),
+        .testTarget(name: "CloudStreamTests", dependencies: ["CloudStream", "StreamTunnel"]),
         .testTarget(name: "MQTTTests", dependencies: ["MQTT"]),
         .testTarget(name: "DeviceTwinTests", dependencies: ["DeviceTwin", "KubeAPI"]),
         .testTarget(name: "ModbusTests", dependencies: ["Modbus", "ModbusMapper", "DMI"]),
