@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # A private containerd for tests, benchmarks and the quick start: everything under DIR, socket
-# DIR/containerd.sock, host-network pods only (loopback CNI), the local busybox and pause images
-# imported. Nothing touches system paths.
+# DIR/containerd.sock, the local busybox and pause images imported. Nothing touches system paths
+# or the host's network: pods that are not on the host network get their own network namespace
+# with loopback and an `eth0` whose other end stays inside the pod (a veth pair, both ends in the
+# pod's namespace; CNI plugin `swiftedge-podnet` written below, addresses 10.99.0.0/16 counted
+# under DIR) — reachable through the runtime (exec, port-forward), not from the host.
 #   scripts/containerd.sh start DIR    # prints the socket path once containerd answers
 #   scripts/containerd.sh stop DIR
 set -euo pipefail
@@ -10,7 +13,25 @@ here=$(cd "$(dirname "$0")" && pwd)
 sock="$dir/containerd.sock"
 case "$cmd" in
 start)
-  mkdir -p "$dir/cni" "$dir/root" "$dir/state" "$dir/images"
+  mkdir -p "$dir/cni" "$dir/cni-bin" "$dir/root" "$dir/state" "$dir/images"
+  for plugin in /usr/lib/cni/*; do ln -sf "$plugin" "$dir/cni-bin/"; done
+  cat > "$dir/cni-bin/swiftedge-podnet" <<PLUGIN
+#!/bin/sh
+# CNI plugin (spec 0.4.0): an eth0 that lives entirely inside the pod's network namespace.
+case "\$CNI_COMMAND" in
+ADD)
+  cat > /dev/null
+  n=\$(flock "$dir/podnet.lock" sh -c 'n=\$(cat "$dir/podnet.next" 2>/dev/null || echo 0); echo \$((n + 1)) > "$dir/podnet.next"; echo \$n')
+  ip="10.99.\$((n / 250 % 250)).\$((n % 250 + 2))"
+  nsenter --net="\$CNI_NETNS" sh -c "ip link add \$CNI_IFNAME type veth peer name \${CNI_IFNAME}-peer && ip addr add \$ip/16 dev \$CNI_IFNAME && ip link set \$CNI_IFNAME up && ip link set \${CNI_IFNAME}-peer up" >&2 || {
+    echo '{"cniVersion": "0.4.0", "code": 999, "msg": "cannot create the pod interface"}'; exit 1; }
+  printf '{"cniVersion": "0.4.0", "interfaces": [{"name": "%s", "sandbox": "%s"}], "ips": [{"version": "4", "address": "%s/16", "interface": 0}]}\n' "\$CNI_IFNAME" "\$CNI_NETNS" "\$ip"
+  ;;
+DEL|CHECK) cat > /dev/null ;;
+VERSION) echo '{"cniVersion": "0.4.0", "supportedVersions": ["0.3.0", "0.3.1", "0.4.0"]}' ;;
+esac
+PLUGIN
+  chmod +x "$dir/cni-bin/swiftedge-podnet"
   cat > "$dir/config.toml" <<TOML
 version = 2
 root = "$dir/root"
@@ -25,10 +46,11 @@ state = "$dir/state"
   sandbox_image = "docker.io/local/pause:1"
   restrict_oom_score_adj = true
   [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "/usr/lib/cni"
+    bin_dir = "$dir/cni-bin"
     conf_dir = "$dir/cni"
 TOML
-  echo '{"cniVersion": "0.4.0", "name": "hostonly", "plugins": [{"type": "loopback"}]}' > "$dir/cni/10-hostonly.conflist"
+  rm -f "$dir/cni/10-hostonly.conflist"
+  echo '{"cniVersion": "0.4.0", "name": "podnet", "plugins": [{"type": "swiftedge-podnet"}]}' > "$dir/cni/10-podnet.conflist"
   if [ -f "$dir/pid" ] && kill -0 "$(cat "$dir/pid")" 2>/dev/null; then echo "$sock"; exit 0; fi
   containerd --config "$dir/config.toml" > "$dir/containerd.log" 2>&1 &
   echo $! > "$dir/pid"

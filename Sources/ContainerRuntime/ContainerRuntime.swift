@@ -48,6 +48,8 @@ public protocol ContainerRuntime: Sendable {
     func exec(_ id: String, command: [String], stdin: Bool, stdout: Bool, stderr: Bool, tty: Bool) async throws -> String
     /// Prepares a streaming attach to the container's main process; returns the streaming URL.
     func attach(_ id: String, stdin: Bool, stdout: Bool, stderr: Bool, tty: Bool) async throws -> String
+    /// The streaming URL for forwarding `port` of a pod sandbox (CRI `PortForward`).
+    func portForward(sandbox: String, port: Int32) async throws -> String
     /// CPU and memory usage of the containers carrying these labels.
     func listContainerStats(labels: [String: String]) async throws -> [Runtime_V1_ContainerStats]
     /// The image's id if the runtime has it, nil otherwise.
@@ -251,6 +253,13 @@ public final class CRIRuntime: ContainerRuntime, Service {
         r.stderr = stderr && !tty
         r.tty = tty
         return try await call("Attach") { try await runtime.attach(r, options: options()).url }
+    }
+
+    public func portForward(sandbox: String, port: Int32) async throws -> String {
+        var r = Runtime_V1_PortForwardRequest()
+        r.podSandboxID = sandbox
+        r.port = [port]
+        return try await call("PortForward") { try await runtime.portForward(r, options: options()).url }
     }
 
     public func imageID(_ image: String) async throws -> String? {

@@ -1,3 +1,4 @@
+import ContainerRuntime
 import Foundation
 import KubeAPI
 import NIOCore
@@ -5,16 +6,28 @@ import NIOPosix
 import StreamTunnel
 
 extension Edged {
-    /// `kubectl port-forward`: one TCP connection to a port of a host-network pod, dialled from the
-    /// node (the pod shares the node's network namespace); bytes relayed both ways, the client's
-    /// end of sending passed on as a half-close.
+    /// `kubectl port-forward`: one TCP connection to a port of the pod, bytes relayed both ways,
+    /// the client's end of sending passed on as a half-close. A host-network pod's port is dialled
+    /// from the node (same network namespace); any other pod's goes through the runtime (CRI
+    /// `PortForward` on its sandbox, SPDY to the runtime's streaming server), which enters the
+    /// pod's network namespace.
     func portForward(_ request: StreamRequest, input: TunnelStreamData, write: @escaping @Sendable ([UInt8]) async throws -> Void) async throws {
         guard let record = try await store.get("\(request.namespace)/pod/\(request.pod)") else {
             throw TunnelError("pod \(request.pod) is not on node \(configuration.nodeName)")
         }
         guard let port = request.port, (1...65535).contains(port) else { throw TunnelError("port-forward needs a port between 1 and 65535") }
         guard record.value["spec"]["hostNetwork"].boolValue == true else {
-            throw TunnelError("port-forward reaches host-network pods only on this node (pod \(request.pod) has its own network namespace)")
+            let sandboxes = try await runtime.listPodSandboxes(labels: [RuntimeLabels.podUID: record.uid, RuntimeLabels.node: configuration.nodeName])
+            guard let sandbox = sandboxes.first(where: { $0.state == .sandboxReady }) else {
+                throw TunnelError("error forwarding port \(port) to pod \(request.pod): the pod has no ready sandbox")
+            }
+            let url = try await runtime.portForward(sandbox: sandbox.id, port: Int32(port))
+            guard let u = URLComponents(string: url), let host = u.host, let streamPort = u.port else {
+                throw TunnelError("the runtime returned an unusable streaming URL \(url)")
+            }
+            try await RuntimeSPDY.forward(host: host, port: streamPort, path: u.percentEncodedPath + (u.percentEncodedQuery.map { "?" + $0 } ?? ""),
+                                          podPort: port, input: input, write: write)
+            return
         }
         let channel: NIOAsyncChannel<ByteBuffer, ByteBuffer>
         do {

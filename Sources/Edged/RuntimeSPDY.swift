@@ -17,8 +17,11 @@ enum RuntimeSPDY {
     /// Dials `host:port`, upgrades `path` to SPDY and relays until the runtime ends the session:
     /// input chunks (channel byte first: 0 stdin, 4 resize, `[255, 0]` end of stdin) go to the
     /// runtime, its streams come back as chunks on channels 1, 2 and 3.
-    static func relay(host: String, port: Int, path: String, options: ExecOptions, input: TunnelStreamData,
-                      write: @escaping @Sendable ([UInt8]) async throws -> Void) async throws
+    /// Dials `host:port` and upgrades `path` to SPDY with `protocolVersion`; `body` gets the
+    /// connection's remaining bytes (iterator and frame reader) and a frame sender.
+    static func session(host: String, port: Int, path: String, protocolVersion: String,
+                        _ body: (inout NIOAsyncChannelInboundStream<ByteBuffer>.AsyncIterator, inout SPDYFrameReader,
+                                 @escaping @Sendable (SPDYFrame) async throws -> Void) async throws -> Void) async throws
     {
         let channel = try await ClientBootstrap(group: .singletonMultiThreadedEventLoopGroup)
             .connectTimeout(.seconds(10))
@@ -27,7 +30,7 @@ enum RuntimeSPDY {
             }
         try await channel.executeThenClose { inbound, outbound in
             let request = "POST \(path) HTTP/1.1\r\nHost: \(host):\(port)\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n"
-                + "X-Stream-Protocol-Version: v4.channel.k8s.io\r\nContent-Length: 0\r\n\r\n"
+                + "X-Stream-Protocol-Version: \(protocolVersion)\r\nContent-Length: 0\r\n\r\n"
             try await outbound.write(ByteBuffer(string: request))
             var iterator = inbound.makeAsyncIterator()
             // The HTTP answer, then SPDY on the same bytes.
@@ -44,8 +47,18 @@ enum RuntimeSPDY {
                 }
                 guard head.count < 16 * 1024 else { throw Refused(status: "oversized HTTP answer") }
             }
+            try await body(&iterator, &reader, { try await outbound.write(ByteBuffer(bytes: $0.encoded())) })
+        }
+    }
+
+    /// Dials `host:port`, upgrades `path` to SPDY and relays until the runtime ends the session:
+    /// input chunks (channel byte first: 0 stdin, 4 resize, `[255, 0]` end of stdin) go to the
+    /// runtime, its streams come back as chunks on channels 1, 2 and 3.
+    static func relay(host: String, port: Int, path: String, options: ExecOptions, input: TunnelStreamData,
+                      write: @escaping @Sendable ([UInt8]) async throws -> Void) async throws
+    {
+        try await session(host: host, port: port, path: path, protocolVersion: "v4.channel.k8s.io") { iterator, reader, send in
             let compressor = try HeaderCompressor(), decompressor = try HeaderDecompressor()
-            let send: @Sendable (SPDYFrame) async throws -> Void = { try await outbound.write(ByteBuffer(bytes: $0.encoded())) }
             // Client streams have odd ids; kubelet's server waits for all the streams the request named.
             var ids: [String: UInt32] = [:]
             var next: UInt32 = 1
@@ -103,6 +116,68 @@ enum RuntimeSPDY {
                 }
                 group.cancelAll()
             }
+        }
+    }
+
+    /// One forwarded connection through the runtime's streaming server (`portforward.k8s.io`: an
+    /// `error` and a `data` stream with `port` and `requestID` headers): input chunks on channel 0
+    /// go to the pod's port, `[255, 0]` half-closes; what the pod sends comes back on channel 1;
+    /// the runtime's error (e.g. nothing listens) is thrown.
+    static func forward(host: String, port: Int, path: String, podPort: Int, input: TunnelStreamData,
+                        write: @escaping @Sendable ([UInt8]) async throws -> Void) async throws
+    {
+        try await session(host: host, port: port, path: path, protocolVersion: "portforward.k8s.io") { iterator, reader, send in
+            let compressor = try HeaderCompressor(), decompressor = try HeaderDecompressor()
+            let errorID: UInt32 = 1, dataID: UInt32 = 3
+            for (id, kind) in [(errorID, "error"), (dataID, "data")] {
+                try await send(.synStream(stream: id, associated: 0, fin: false, headerBlock: try compressor.compress(
+                    [("streamType", kind), ("port", String(podPort)), ("requestID", "0")])))
+            }
+            var failure: [UInt8] = []
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask {
+                    for try await chunk in input {
+                        guard let c = chunk.first else { continue }
+                        if c == 0 { try await send(.data(stream: dataID, fin: false, payload: Array(chunk.dropFirst()))) }
+                        if c == 255 { try await send(.data(stream: dataID, fin: true, payload: [])); return }
+                    }
+                }
+                var dataOpen = true
+                frames: while dataOpen {
+                    while let frame = try reader.next() {
+                        switch frame {
+                        case .data(let id, let fin, let payload):
+                            if id == dataID {
+                                if !payload.isEmpty { try await write([1] + payload) }
+                                if fin { dataOpen = false }
+                            } else if id == errorID {
+                                // Anything on the error stream ends this connection (the runtime
+                                // may leave both streams open after reporting).
+                                failure += payload
+                                if !failure.isEmpty || fin { dataOpen = false }
+                            }
+                        case .synReply(_, _, let block), .headers(_, _, let block):
+                            _ = try decompressor.decompress(block)
+                        case .synStream(let id, _, _, let block):
+                            _ = try decompressor.decompress(block)
+                            try await send(.rstStream(stream: id, status: SPDYFrame.refusedStream))
+                        case .rstStream(let id, _) where id == dataID:
+                            dataOpen = false
+                        case .ping(let id):
+                            try await send(.ping(id: id))
+                        case .goAway:
+                            break frames
+                        default:
+                            continue
+                        }
+                    }
+                    if !dataOpen { break }
+                    guard let b = try await iterator.next() else { break }
+                    reader.append(b.readableBytesView)
+                }
+                group.cancelAll()
+            }
+            if !failure.isEmpty { throw TunnelError(String(decoding: failure, as: UTF8.self)) }
         }
     }
 }

@@ -101,6 +101,8 @@ final class FakeRuntime: ContainerRuntime {
     func attach(_ id: String, stdin: Bool, stdout: Bool, stderr: Bool, tty: Bool) async throws -> String {
         throw RuntimeError(operation: "Attach", kind: .other, message: "not supported by the fake runtime")
     }
+
+    func portForward(sandbox: String, port: Int32) async throws -> String { throw RuntimeError(operation: "PortForward", kind: .other, message: "not supported by the fake runtime") }
     func listContainerStats(labels: [String: String]) async throws -> [Runtime_V1_ContainerStats] { [] }
     func imageID(_ image: String) async throws -> String? { "sha256:fake" }
     func pullImage(_ image: String, sandboxConfig: Runtime_V1_PodSandboxConfig) async throws -> String { "sha256:fake" }

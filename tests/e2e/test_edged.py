@@ -466,3 +466,50 @@ def test_kubectl_exec_and_attach_through_the_stream_tunnel(cloud, containerd, tm
     edge.stop()
     r = k.run("exec", "shell", "-c", "main", "--", "true", check=False)
     assert r.returncode != 0 and 'cannot reach node "shop-3"' in r.stderr, r.stderr
+
+
+def test_port_forward_to_a_pod_with_its_own_network_namespace(cloud, containerd, tmp_path):
+    """A pod that is not on the host network: its 127.0.0.1 is its own, so the node cannot dial it;
+    port-forward goes through the runtime (CRI PortForward, SPDY to containerd's streaming server)."""
+    binaries = kubectl_binaries()
+    k = Kubectl(binaries[max(binaries)], max(binaries), cloud.kubeconfig, tmp_path)
+    edge = Edge(tmp_path, cloud, "shop-5", runtime=containerd.sock).start(cloud.token())
+    wait_for(lambda: "stream tunnel connected" in edge.log.read_text(), 30, what="stream tunnel")
+    k("apply", "-f", "-", input="""
+apiVersion: v1
+kind: Pod
+metadata: {name: isolated}
+spec:
+  nodeName: shop-5
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: web
+    image: docker.io/local/busybox:1
+    command: ["sh", "-c", "mkdir -p /www && echo hello-from-its-own-netns > /www/index.html && exec httpd -f -p 127.0.0.1:8080 -h /www"]
+""")
+    k("wait", "--for=condition=Ready", "pod/isolated", "--timeout=60s", timeout=70)
+    # Nothing answers on the node's own 127.0.0.1:8080 (unless by chance): the pod's port is elsewhere.
+    local = free_port()
+    pf = k.popen("port-forward", "pod/isolated", f"{local}:8080")
+    try:
+        wait_for(lambda: "Forwarding from 127.0.0.1" in (pf.stdout.readline() or ""), 20, what="port-forward listening")
+        import urllib.request
+        for _ in range(3):
+            assert urllib.request.urlopen(f"http://127.0.0.1:{local}/index.html", timeout=10).read() == b"hello-from-its-own-netns\n"
+    finally:
+        pf.terminate()
+        pf.wait(timeout=10)
+    # A port nothing listens on in the pod: the runtime's error reaches kubectl.
+    local = free_port()
+    pf = k.popen("port-forward", "pod/isolated", f"{local}:8081")
+    try:
+        wait_for(lambda: "Forwarding from 127.0.0.1" in (pf.stdout.readline() or ""), 20, what="port-forward listening")
+        with pytest.raises(Exception):
+            urllib.request.urlopen(f"http://127.0.0.1:{local}/", timeout=10).read()
+        out, _ = pf.communicate(timeout=20)
+        assert "error forwarding port 8081" in out or "8081" in out, out
+    finally:
+        if pf.poll() is None:
+            pf.kill()
+    k("delete", "pod", "isolated", "--wait=false")
+    edge.stop()
