@@ -73,7 +73,7 @@ SwiftEdge is running: cloud + edge node edge-1.
 Try:  export KUBECONFIG=$KUBECONFIG_FILE
       kubectl get nodes -o wide
       kubectl create deployment web --image=docker.io/local/busybox:1 --replicas=2 -- sh -c 'while true; do sleep 1; done'
-      kubectl patch deployment web -p '{"spec":{"template":{"spec":{"hostNetwork":true,"terminationGracePeriodSeconds":2,"nodeSelector":{"node-role.kubernetes.io/edge":""}}}}}'
+      kubectl patch deployment web -p '{"spec":{"template":{"spec":{"terminationGracePeriodSeconds":2,"nodeSelector":{"node-role.kubernetes.io/edge":""}}}}}'
       kubectl get pods -o wide          # Running on edge-1 (containerd: ctr -a $SOCK -n k8s.io tasks ls)
       kubectl logs -f deploy/web        # logs, exec, attach and top reach edge pods through the stream tunnel
       kubectl exec -it deploy/web -- sh
