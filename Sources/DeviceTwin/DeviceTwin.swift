@@ -93,11 +93,11 @@ public final class DeviceTwin: Service {
             if let path = configuration.dmiSocket {
                 group.addTask { try await self.serveDMI(path) }
             }
-            group.addTask { try? await cancelWhenGracefulShutdown { await self.sendUpstream() } }
+            group.addTask { await cancelWhenGracefulShutdown { await self.sendUpstream() } }
             group.addTask { await self.persistLoop() }
-            group.addTask { try? await cancelWhenGracefulShutdown { await self.callMappers() } }
+            group.addTask { await cancelWhenGracefulShutdown { await self.callMappers() } }
             group.addTask {
-                try? await cancelWhenGracefulShutdown {
+                await cancelWhenGracefulShutdown {
                     for await change in feed where change.record.type == "device" || change.record.type == "devicemodel" {
                         await self.apply(change)
                     }

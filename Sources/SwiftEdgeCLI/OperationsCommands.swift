@@ -97,7 +97,7 @@ func primaryIPv4() -> String? {
         guard let sa = p.pointee.ifa_addr, sa.pointee.sa_family == UInt16(AF_INET), (p.pointee.ifa_flags & UInt32(IFF_LOOPBACK)) == 0 else { continue }
         var host = [CChar](repeating: 0, count: Int(NI_MAXHOST))
         if getnameinfo(sa, socklen_t(MemoryLayout<sockaddr_in>.size), &host, socklen_t(host.count), nil, 0, NI_NUMERICHOST) == 0 {
-            return String(cString: host)
+            return String(decoding: host.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
         }
     }
     return nil
@@ -344,7 +344,7 @@ func localAddress(towards host: String, port: Int) -> String? {
     guard ok == 0 else { return nil }
     var buf = [CChar](repeating: 0, count: Int(INET_ADDRSTRLEN))
     guard inet_ntop(AF_INET, &local.sin_addr, &buf, socklen_t(buf.count)) != nil else { return nil }
-    return String(cString: buf)
+    return String(decoding: buf.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
 }
 
 /// `swiftedge reset`: undoes `init` and/or `join` on this machine: stops and removes the unit or
