@@ -162,7 +162,6 @@ public final class ModbusMapper: Service {
         logger.info("device started", metadata: ["device": "\(key)", "endpoint": "\(endpoint.host):\(endpoint.port)", "slave": "\(endpoint.slaveID)",
                                                  "properties": "\(props.map(\.name))"])
         let client = ModbusTCPClient(host: endpoint.host, port: endpoint.port, unit: endpoint.slaveID, timeout: configuration.requestTimeout)
-        defer { Task { await client.close() } }
         let clock = ContinuousClock()
         var nextCollect = [ContinuousClock.Instant](repeating: clock.now, count: props.count)
         var nextReport = clock.now
@@ -248,6 +247,7 @@ public final class ModbusMapper: Service {
             let wake = (nextCollect + [nextReport]).min() ?? clock.now + .seconds(1)
             try? await Task.sleep(until: max(wake, clock.now + .milliseconds(5)), clock: clock)
         }
+        await client.close()
     }
 
     func reportState(_ dmi: V1beta1_DeviceManagerService.Client<HTTP2ClientTransport.Posix>, _ d: V1beta1_Device, _ state: String) async {
