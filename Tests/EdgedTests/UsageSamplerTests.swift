@@ -25,7 +25,10 @@ import Testing
         let u = try! #require(s.latest)
         #expect(u.cpuNanoCores == 500_000_000)
         #expect(u.memoryBytes == 1 << 30)
-        #expect(u.pods.count == 1 && u.pods[0].containers == [.init(name: "c", cpuNanoCores: 100_000_000, memoryBytes: 4096)])
+        // Rates for kubectl top; the cumulative counters too (kubelet's /metrics/resource).
+        #expect(u.pods.count == 1 && u.pods[0].containers == [.init(name: "c", cpuNanoCores: 100_000_000, memoryBytes: 4096,
+                                                                    cpuTotalNanoSeconds: 1_200_000_000)])
+        #expect(u.cpuTotalNanoSeconds == 11_000_000_000)
         #expect(abs(u.windowSeconds - 2) < 0.001)
     }
 
