@@ -42,6 +42,7 @@ state = "$dir/state"
   address = "$dir/containerd.sock.ttrpc"
 [debug]
   address = "$dir/debug.sock"
+  level = "${CONTAINERD_LOG_LEVEL:-info}"
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "docker.io/local/pause:1"
   restrict_oom_score_adj = true

@@ -219,17 +219,37 @@ final class PodWorker {
             waiting[spec.name] = ("CreateContainerError", "\(error)")
             return Date().addingTimeInterval(2)
         }
+        var started = false
         do {
             try await runtime.startContainer(id)
-            waiting[spec.name] = nil
-            metrics.containerStarts.increment()
-            events(PodEvent(pod: pod, container: spec.name, type: .normal, reason: "Started", message: "Started container \(spec.name)"))
-            logger.debug("container started", metadata: ["pod": "\(pod.namespace)/\(pod.name)", "container": "\(spec.name)", "id": "\(id.prefix(12))"])
+            started = true
+        } catch let e as RuntimeError where e.kind == .unavailable || e.message.contains("already in starting state") {
+            // The connection dropped under the call (containerd closes connections at times under
+            // load) or a start is already under way: the runtime may well be starting it. Wait for
+            // its state instead of starting it again.
+            started = await startedAnyway(id)
+            if !started { logger.warning("start container failed", metadata: ["pod": "\(pod.namespace)/\(pod.name)", "container": "\(spec.name)", "error": "\(e)"]) }
         } catch {
             // The runtime leaves it exited (e.g. the command does not exist): restarted with back-off.
             logger.warning("start container failed", metadata: ["pod": "\(pod.namespace)/\(pod.name)", "container": "\(spec.name)", "error": "\(error)"])
         }
+        if started {
+            waiting[spec.name] = nil
+            metrics.containerStarts.increment()
+            events(PodEvent(pod: pod, container: spec.name, type: .normal, reason: "Started", message: "Started container \(spec.name)"))
+            logger.debug("container started", metadata: ["pod": "\(pod.namespace)/\(pod.name)", "container": "\(spec.name)", "id": "\(id.prefix(12))"])
+        }
         return nil
+    }
+
+    /// Whether a container whose start call failed in transit left the `created` state (polled
+    /// for up to 5 s): running or exited means the runtime did start it.
+    func startedAnyway(_ id: String) async -> Bool {
+        for _ in 0..<50 {
+            if let s = try? await runtime.containerStatus(id), s.state != .containerCreated { return true }
+            try? await Task.sleep(for: .milliseconds(100))
+        }
+        return false
     }
 
     func ensureImage(_ spec: ContainerSpec, _ sandboxConfig: Runtime_V1_PodSandboxConfig) async throws {
