@@ -45,6 +45,7 @@ state = "$dir/state"
   level = "${CONTAINERD_LOG_LEVEL:-info}"
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "docker.io/local/pause:1"
+  netns_mounts_under_state_dir = true
   restrict_oom_score_adj = true
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "$dir/cni-bin"

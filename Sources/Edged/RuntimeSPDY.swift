@@ -142,27 +142,29 @@ enum RuntimeSPDY {
                         if c == 255 { try await send(.data(stream: dataID, fin: true, payload: [])); return }
                     }
                 }
-                var dataOpen = true
-                frames: while dataOpen {
+                // The pair is over once the runtime closed both streams: kubelet's server writes
+                // a failure on the error stream before it closes the pair, and the data stream's
+                // FIN may arrive first.
+                var dataDone = false, errorDone = false
+                frames: while !(dataDone && errorDone) {
                     while let frame = try reader.next() {
                         switch frame {
                         case .data(let id, let fin, let payload):
                             if id == dataID {
                                 if !payload.isEmpty { try await write([1] + payload) }
-                                if fin { dataOpen = false }
+                                if fin { dataDone = true }
                             } else if id == errorID {
-                                // Anything on the error stream ends this connection (the runtime
-                                // may leave both streams open after reporting).
                                 failure += payload
-                                if !failure.isEmpty || fin { dataOpen = false }
+                                if fin { errorDone = true }
                             }
                         case .synReply(_, _, let block), .headers(_, _, let block):
                             _ = try decompressor.decompress(block)
                         case .synStream(let id, _, _, let block):
                             _ = try decompressor.decompress(block)
                             try await send(.rstStream(stream: id, status: SPDYFrame.refusedStream))
-                        case .rstStream(let id, _) where id == dataID:
-                            dataOpen = false
+                        case .rstStream(let id, _):
+                            if id == dataID { dataDone = true }
+                            if id == errorID { errorDone = true }
                         case .ping(let id):
                             try await send(.ping(id: id))
                         case .goAway:
@@ -171,7 +173,7 @@ enum RuntimeSPDY {
                             continue
                         }
                     }
-                    if !dataOpen { break }
+                    if dataDone && errorDone { break }
                     guard let b = try await iterator.next() else { break }
                     reader.append(b.readableBytesView)
                 }
