@@ -54,6 +54,11 @@ public final class Edged: Service {
     let statuses = StatusBoard()
     let connected = Atomic<Bool>(false)
     let runtimeReadyFlag = Atomic<Bool>(false)
+    /// Set when the node stops: workers finish the round they are in (a runtime call cancelled
+    /// halfway can leave containerd with a task it no longer tracks) and start no other.
+    let stopping = Atomic<Bool>(false)
+    /// Pod syncs under way.
+    let syncsInFlight = Atomic<Int>(0)
     let runtimeVersion = Mutex<String>("")
     /// CPU/memory samples for `kubectl top`.
     let usage = Mutex(UsageSampler())
@@ -124,7 +129,14 @@ public final class Edged: Service {
                     logger.warning("pod cannot run", metadata: ["key": "\(change.record.key)", "error": "\(error)"])
                 }
             }
-            // Shutting down: workers stop; containers keep running.
+            // Shutting down: workers finish the round they are in (up to 10 s), then stop;
+            // containers keep running.
+            stopping.store(true, ordering: .relaxed)
+            for h in handles.withLock({ Array($0.values) }) { h.wake.signal() }
+            let deadline = ContinuousClock.now + .seconds(10)
+            while syncsInFlight.load(ordering: .relaxed) > 0 && ContinuousClock.now < deadline {
+                try? await Task.sleep(for: .milliseconds(20))
+            }
             group.cancelAll()
         }
     }
@@ -155,15 +167,23 @@ public final class Edged: Service {
         worker.events = { [weak self] e in self?.record(e) }
         let handle = handles.withLock { $0[uid] }
         var failures = 0
-        while !Task.isCancelled {
+        while !Task.isCancelled && !stopping.load(ordering: .relaxed) {
             let pod = handle?.desired.withLock { $0 }
             if let pod, !pod.deleting {
                 do {
-                    let (status, wake) = try await worker.sync(pod)
+                    syncsInFlight.add(1, ordering: .relaxed)
+                    let status: JSON, wake: Date
+                    do {
+                        (status, wake) = try await worker.sync(pod)
+                        syncsInFlight.subtract(1, ordering: .relaxed)
+                    } catch {
+                        syncsInFlight.subtract(1, ordering: .relaxed)
+                        throw error
+                    }
                     failures = 0
                     restored(uid)
                     statuses.update(uid: uid, namespace: pod.namespace, name: pod.name, status: status)
-                    if wake > Date() { await handle!.wake.wait(until: .now + .seconds(wake.timeIntervalSinceNow)) }
+                    if wake > Date(), !stopping.load(ordering: .relaxed) { await handle!.wake.wait(until: .now + .seconds(wake.timeIntervalSinceNow)) }
                 } catch {
                     if Task.isCancelled { return }
                     failures += 1
