@@ -286,7 +286,7 @@ let package = Package(
         ]),
         // The Modbus TCP mapper (`swiftedge mapper modbus`): DMI registration, polling, twins, desired writes.
         .target(name: "ModbusMapper", dependencies: [
-            "Modbus", "DMI",
+            "Modbus", "DMI", "KubeAPI",
             .product(name: "GRPCCore", package: "grpc-swift-2"),
             .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
             .product(name: "Logging", package: "swift-log"),

@@ -75,11 +75,10 @@ extension APIHandler {
             return await portForwardUpgrade(namespace: parts[3], name: parts[5], offered: offered, streams: streams)
         }
         guard let chosen = Self.execProtocols.first(where: offered.contains) else { return .dontUpgrade }
-        var command: [String] = []
-        for item in pathAndQuery.count > 1 ? pathAndQuery[1].split(separator: "&") : [] where item.hasPrefix("command=") {
-            command.append(APIRequest.percentDecode(item.dropFirst("command=".count)))
-        }
-        let query = pathAndQuery.count > 1 ? APIRequest.parseQuery(pathAndQuery[1]) : [:]
+        let pairs = pathAndQuery.count > 1 ? URLQuery.pairs(pathAndQuery[1]) : []
+        let command = pairs.filter { $0.key == "command" }.map(\.value)  // repeated, in order
+        var query: [String: String] = [:]
+        for (k, v) in pairs { query[k] = v }
         let namespace = parts[3], name = parts[5]
         let logger = self.logger
         var fields = HTTPFields()

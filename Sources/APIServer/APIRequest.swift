@@ -17,28 +17,8 @@ public struct APIRequest: Sendable {
     /// Splits `a=1&b=%2F` into decoded pairs (last value wins).
     public static func parseQuery(_ q: Substring) -> [String: String] {
         var out: [String: String] = [:]
-        for pair in q.split(separator: "&") {
-            let kv = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
-            let k = percentDecode(kv[0])
-            let v = kv.count > 1 ? percentDecode(kv[1]) : ""
-            out[k] = v
-        }
+        for (k, v) in URLQuery.pairs(q) { out[k] = v }
         return out
-    }
-
-    public static func percentDecode(_ s: Substring) -> String {
-        var bytes: [UInt8] = []
-        var it = Array(s.utf8)[...]
-        while let c = it.popFirst() {
-            if c == UInt8(ascii: "+") { bytes.append(0x20); continue }
-            if c == UInt8(ascii: "%"), it.count >= 2, let h = UInt8(String(decoding: it.prefix(2), as: UTF8.self), radix: 16) {
-                bytes.append(h)
-                it = it.dropFirst(2)
-                continue
-            }
-            bytes.append(c)
-        }
-        return String(decoding: bytes, as: UTF8.self)
     }
 
     var wantsTable: Bool {

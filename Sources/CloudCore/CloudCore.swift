@@ -112,10 +112,7 @@ public struct CloudCore: Service {
             }
             group.addTask { try await certs.run() }
             if let (port, clientCA) = c.streamServer, let tunnels = c.tunnels {
-                let chain = try NIOSSLCertificate.fromPEMBytes(Array(secrets.serverCertificate.certificatePEM.utf8)).map { NIOSSLCertificateSource.certificate($0) }
-                let key = try NIOSSLPrivateKey(bytes: Array(secrets.serverCertificate.privateKeyPEM.utf8), format: .pem)
-                var tls = TLSConfiguration.makeServerConfiguration(certificateChain: chain, privateKey: .privateKey(key))
-                tls.trustRoots = .certificates(try NIOSSLCertificate.fromPEMBytes(Array(clientCA.utf8)))
+                var tls = try secrets.serverCertificate.serverTLSConfiguration(trusting: clientCA)
                 tls.certificateVerification = .noHostnameVerification  // a client certificate is required
                 var sc = KubeletStreamServerConfiguration(tls: tls)
                 sc.host = c.hub.host

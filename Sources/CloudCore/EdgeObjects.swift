@@ -25,16 +25,16 @@ public final class EdgeObjects: NodeObjectSource {
     let devices: SharedInformer
     let deviceModels: SharedInformer
     /// Devices by `spec.nodeName`.
-    let devicesByNode = InformerIndex { o in
-        let n = o["spec"]["nodeName"].stringValue ?? ""
-        return n.isEmpty ? [] : [n]
-    }
+    let devicesByNode = InformerIndex(EdgeObjects.boundNode)
     /// Devices by the model they use (`<ns>/<model>`).
     let devicesByModel = InformerIndex { o in EdgeObjects.modelKey(of: o).map { [$0] } ?? [] }
     public static let deviceType = ResourceType(group: "devices.kubeedge.io", version: "v1beta1", resource: "devices", kind: "Device", namespaced: true)
     public static let deviceModelType = ResourceType(group: "devices.kubeedge.io", version: "v1beta1", resource: "devicemodels",
                                                      kind: "DeviceModel", namespaced: true)
-    let byNode = InformerIndex { o in
+    /// Pods by `spec.nodeName`.
+    let byNode = InformerIndex(EdgeObjects.boundNode)
+    /// The node a pod or device is bound to (`spec.nodeName`), as index keys.
+    static func boundNode(_ o: JSON) -> [String] {
         let n = o["spec"]["nodeName"].stringValue ?? ""
         return n.isEmpty ? [] : [n]
     }

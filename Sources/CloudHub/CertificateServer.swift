@@ -77,12 +77,9 @@ public struct CertificateServer: Service {
                 return refuse(.badRequest, "\(error)")
             }
         }
-        let chain = try NIOSSLCertificate.fromPEMBytes(Array(serverCertificate.certificatePEM.utf8)).map { NIOSSLCertificateSource.certificate($0) }
-        let key = try NIOSSLPrivateKey(bytes: Array(serverCertificate.privateKeyPEM.utf8), format: .pem)
-        var tls = TLSConfiguration.makeServerConfiguration(certificateChain: chain, privateKey: .privateKey(key))
+        var tls = try serverCertificate.serverTLSConfiguration(trusting: ca.certificatePEM)
         tls.applicationProtocols = ["http/1.1"]
         // Joining nodes have no certificate yet; renewing nodes present theirs.
-        tls.trustRoots = .certificates(try NIOSSLCertificate.fromPEMBytes(Array(ca.certificatePEM.utf8)))
         tls.certificateVerification = .optionalVerification
         let onRunning = self.onRunning
         let app = Application(router: router, server: try .tls(.http1(), tlsConfiguration: tls),

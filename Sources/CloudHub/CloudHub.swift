@@ -140,10 +140,7 @@ public final class CloudHub: Service {
         self.tunnels = tunnels
         self.onRunning = onRunning
         (lifecycle, lifecycleSink) = AsyncStream<HubEvent>.makeStream()
-        var t = TLSConfiguration.makeServerConfiguration(
-            certificateChain: try NIOSSLCertificate.fromPEMBytes(Array(serverCertificate.certificatePEM.utf8)).map { .certificate($0) },
-            privateKey: .privateKey(try NIOSSLPrivateKey(bytes: Array(serverCertificate.privateKeyPEM.utf8), format: .pem)))
-        t.trustRoots = .certificates(try NIOSSLCertificate.fromPEMBytes(Array(ca.certificatePEM.utf8)))
+        var t = try serverCertificate.serverTLSConfiguration(trusting: ca.certificatePEM)
         t.certificateVerification = .noHostnameVerification
         t.minimumTLSVersion = .tlsv12
         tls = try NIOSSLContext(configuration: t)

@@ -93,33 +93,11 @@ public final class KubeletStreamServer: Service {
         }
     }
 
-    /// The request's path segments and query.
+    /// The request's path segments and query (repeated keys kept: `command` repeats).
     static func parse(_ uri: String) -> (path: [String], query: [(String, String)]) {
         let parts = uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false)
-        let path = parts[0].split(separator: "/").map { percentDecode($0) }
-        var query: [(String, String)] = []
-        if parts.count > 1 {
-            for item in parts[1].split(separator: "&") {
-                let kv = item.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
-                query.append((percentDecode(kv[0]), kv.count > 1 ? percentDecode(kv[1]) : ""))
-            }
-        }
-        return (path, query)
-    }
-
-    static func percentDecode(_ s: Substring) -> String {
-        var out: [UInt8] = []
-        var bytes = Array(s.utf8)[...]
-        while let b = bytes.popFirst() {
-            if b == UInt8(ascii: "%"), bytes.count >= 2, let v = UInt8(String(decoding: bytes.prefix(2), as: UTF8.self), radix: 16) {
-                out.append(v); bytes = bytes.dropFirst(2)
-            } else if b == UInt8(ascii: "+") {
-                out.append(UInt8(ascii: " "))
-            } else {
-                out.append(b)
-            }
-        }
-        return String(decoding: out, as: UTF8.self)
+        let path = parts[0].split(separator: "/").map { URLQuery.percentDecode($0) }
+        return (path, parts.count > 1 ? URLQuery.pairs(parts[1]).map { ($0.key, $0.value) } : [])
     }
 
     /// The node a request is for: the address it was sent to (`Host`, the node's kubelet address).
@@ -131,6 +109,11 @@ public final class KubeletStreamServer: Service {
             host = String(host[..<colon])
         }
         return nodeForAddress(host)
+    }
+
+    /// Why a request cannot be served: its address is no edge node's.
+    static func unknownAddress(_ head: HTTPRequestHead) -> String {
+        "no edge node has the address \(head.headers["host"].first ?? "(no Host header)")"
     }
 
     /// What a kubelet exec/attach URL asks for (`input`, `output`, `error`, `tty`, `command`).
@@ -151,7 +134,7 @@ public final class KubeletStreamServer: Service {
             let input = inbound.map { Array($0.readableBytesView) }
             let send: @Sendable (SPDYFrame) async throws -> Void = { try await outbound.write(ByteBuffer(bytes: $0.encoded())) }
             let open: @Sendable (StreamRequest) async throws -> TunnelStream = { r in
-                guard let node else { throw TunnelError("no edge node has the address \(head.headers["host"].first ?? "(no Host header)")") }
+                guard let node else { throw TunnelError(Self.unknownAddress(head)) }
                 return try await self.tunnels.open(node: node, r)
             }
             switch path.first {
@@ -161,7 +144,7 @@ public final class KubeletStreamServer: Service {
                 var refusal: String?
                 if request == nil { refusal = "expected /\(kind.rawValue)/{namespace}/{pod}/{container}" }
                 else if kind == .exec, request!.exec.command.isEmpty { refusal = "you must specify at least one command for the container" }
-                else if node == nil { refusal = "no edge node has the address \(head.headers["host"].first ?? "(no Host header)")" }
+                else if node == nil { refusal = Self.unknownAddress(head) }
                 logger.info("pod stream", metadata: ["kind": "\(kind.rawValue)", "pod": "\(path.dropFirst().prefix(2).joined(separator: "/"))",
                                                      "node": "\(node ?? "-")", "via": "cloud stream server"])
                 try await SPDYExec.serve(input: input, send: send, request: request, refusal: refusal, open: open,
@@ -210,7 +193,7 @@ public final class KubeletStreamServer: Service {
             try await plain(.ok, "ok")
         case (.GET, "containerLogs") where path.count == 4:
             guard let node = node(for: head) else {
-                try await plain(.notFound, "no edge node has the address \(head.headers["host"].first ?? "(no Host header)")\n")
+                try await plain(.notFound, Self.unknownAddress(head) + "\n")
                 return
             }
             func int(_ k: String) -> Int64? { query.last { $0.0 == k }.flatMap { Int64($0.1) } }
@@ -252,7 +235,7 @@ public final class KubeletStreamServer: Service {
             await stream.close()
         case (.GET, "metrics") where path == ["metrics", "resource"]:
             guard let node = node(for: head) else {
-                try await plain(.notFound, "no edge node has the address \(head.headers["host"].first ?? "(no Host header)")\n")
+                try await plain(.notFound, Self.unknownAddress(head) + "\n")
                 return
             }
             do {

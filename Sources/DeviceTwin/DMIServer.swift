@@ -148,11 +148,10 @@ enum DMIConvert {
             switch v {
             case .string(let s): out[k] = .string(s)
             case .bool(let b): out[k] = .bool(b)
+            case .int(let i): out[k] = .int(i)
+            case .double(let d): out[k] = .double(d)
+            case .object, .array: out[k] = .string(v.serializedString())  // as KubeEdge: nested values travel as JSON text
             case .null: continue
-            default:
-                if let i = v.intValue, case .int = v { out[k] = .int(i) }
-                else if let d = v.doubleValue, v.objectValue == nil, v.arrayValue == nil { out[k] = .double(d) }
-                else { out[k] = .string(v.serializedString()) }
             }
         }
         return out

@@ -2,7 +2,6 @@ import CloudEdgeProtocol
 import DMI
 import GRPCCore
 import GRPCNIOTransportHTTP2
-import Glibc
 import KubeAPI
 import Logging
 import MQTT
@@ -127,7 +126,8 @@ public final class DeviceTwin: Service {
                 m[p] = MapperInfo(name: j["name"].stringValue ?? p, protocolName: p, socket: s)
             }
         }
-        unsent.withLock { $0.formUnion(devices.map { "\($0.value["metadata"]["namespace"].stringValue ?? "default")/\($0.value["metadata"]["name"].stringValue ?? "")" }) }
+        let keys = book.withLock { Set($0.devices.keys) }
+        unsent.withLock { $0.formUnion(keys) }
         logger.info("device twins loaded", metadata: ["devices": "\(devices.count)", "models": "\(models.count)", "mappers": "\(savedMappers.count)"])
     }
 
@@ -165,7 +165,7 @@ public final class DeviceTwin: Service {
                     event(record, type: "Warning", reason: "InvalidDesiredValue", message: why)
                 }
             }
-            if !changed.isEmpty, let delta = TwinPayload.delta(record, eventID: Self.eventID(), now: Self.nowMillis()) {
+            if !changed.isEmpty, let delta = TwinPayload.delta(record, eventID: Self.eventID(), now: KubeTime.now().milliseconds) {
                 await publish(EventBusTopic.device(ns, name, "twin/update/delta"), delta)
             }
             unsent.withLock { _ = $0.insert(key) }
@@ -179,7 +179,7 @@ public final class DeviceTwin: Service {
 
     /// Applies a report; publishes the document of what changed. Throws what was wrong with it.
     func report(namespace: String, name: String, _ values: [TwinBook.Report]) async throws(TwinError) {
-        let now = Self.nowMillis()
+        let now = KubeTime.now().milliseconds
         let outcome = book.withLock { b -> Result<(DeviceRecord?, [String: PropertyTwin]), TwinError> in
             do throws(TwinError) {
                 let before = try b.report(namespace: namespace, name: name, values, at: now)
@@ -229,7 +229,7 @@ public final class DeviceTwin: Service {
         guard let topic = EventBusTopic(p.topic) else { return }
         let payload = try? JSON.parse(p.payload)
         let eventID = payload?["event_id"].stringValue ?? ""
-        let now = Self.nowMillis()
+        let now = KubeTime.now().milliseconds
         switch topic {
         case .twinUpdate(let ns, let name):
             let resultTopic = EventBusTopic.device(ns, name, "twin/update/result")
@@ -342,7 +342,8 @@ public final class DeviceTwin: Service {
     /// Sends a core/v1 Event about a device upstream (`<ns>/event/<name>`), at most once a
     /// minute per device and reason unless `limit` says otherwise (milliseconds).
     func event(_ d: DeviceRecord, type: String, reason: String, message: String, limit: Int64 = 60_000) {
-        let now = Self.nowMillis()
+        let time = KubeTime.now()
+        let now = time.milliseconds
         let k = "\(d.key)|\(reason)"
         let allowed = lastEvents.withLock { last in
             if let t = last[k], now - t < limit { return false }
@@ -350,7 +351,6 @@ public final class DeviceTwin: Service {
             return true
         }
         guard allowed, isConnected() else { return }
-        let time = KubeTime.now()
         let name = "\(d.name).\(String(UInt64(time.micros) &* 1000 &+ UInt64.random(in: 0..<1000), radix: 16))"
         let e: JSON = [
             "apiVersion": "v1", "kind": "Event",
@@ -363,12 +363,6 @@ public final class DeviceTwin: Service {
             "reportingComponent": "devicetwin", "reportingInstance": .string(configuration.nodeName),
         ]
         upstream(Message(route: Route(source: "twin", group: "resource", operation: .insert, resource: "\(d.namespace)/event/\(name)"), content: e))
-    }
-
-    static func nowMillis() -> Int64 {
-        var ts = timespec()
-        clock_gettime(CLOCK_REALTIME, &ts)
-        return Int64(ts.tv_sec) * 1000 + Int64(ts.tv_nsec) / 1_000_000
     }
 
     static func eventID() -> String {

@@ -30,10 +30,7 @@ extension Edged {
             let url = request.kind == .attach
                 ? try await runtime.attach(c.id, stdin: o.stdin, stdout: o.stdout, stderr: o.stderr, tty: o.tty)
                 : try await runtime.exec(c.id, command: o.command, stdin: o.stdin, stdout: o.stdout, stderr: o.stderr, tty: o.tty)
-            guard let u = URLComponents(string: url), let host = u.host, let port = u.port else {
-                throw TunnelError("the runtime returned an unusable streaming URL \(url)")
-            }
-            return (host, port, u.percentEncodedPath + (u.percentEncodedQuery.map { "?" + $0 } ?? ""))
+            return try RuntimeSPDY.target(url)
         }
         // SPDY first (it can end stdin); a runtime that refuses it gets the WebSocket protocol.
         let first = try await streamingURL()

@@ -22,11 +22,8 @@ extension Edged {
                 throw TunnelError("error forwarding port \(port) to pod \(request.pod): the pod has no ready sandbox")
             }
             let url = try await runtime.portForward(sandbox: sandbox.id, port: Int32(port))
-            guard let u = URLComponents(string: url), let host = u.host, let streamPort = u.port else {
-                throw TunnelError("the runtime returned an unusable streaming URL \(url)")
-            }
-            try await RuntimeSPDY.forward(host: host, port: streamPort, path: u.percentEncodedPath + (u.percentEncodedQuery.map { "?" + $0 } ?? ""),
-                                          podPort: port, input: input, write: write)
+            let target = try RuntimeSPDY.target(url)
+            try await RuntimeSPDY.forward(host: target.host, port: target.port, path: target.path, podPort: port, input: input, write: write)
             return
         }
         let channel: NIOAsyncChannel<ByteBuffer, ByteBuffer>

@@ -1,3 +1,4 @@
+import Foundation
 import NIOCore
 import NIOPosix
 import SPDY
@@ -17,6 +18,14 @@ enum RuntimeSPDY {
     /// Dials `host:port`, upgrades `path` to SPDY and relays until the runtime ends the session:
     /// input chunks (channel byte first: 0 stdin, 4 resize, `[255, 0]` end of stdin) go to the
     /// runtime, its streams come back as chunks on channels 1, 2 and 3.
+    /// Where a CRI streaming URL (from `Exec`, `Attach`, `PortForward`) points.
+    static func target(_ url: String) throws(TunnelError) -> (host: String, port: Int, path: String) {
+        guard let u = URLComponents(string: url), let host = u.host, let port = u.port else {
+            throw TunnelError("the runtime returned an unusable streaming URL \(url)")
+        }
+        return (host, port, u.percentEncodedPath + (u.percentEncodedQuery.map { "?" + $0 } ?? ""))
+    }
+
     /// Dials `host:port` and upgrades `path` to SPDY with `protocolVersion`; `body` gets the
     /// connection's remaining bytes (iterator and frame reader) and a frame sender.
     static func session(host: String, port: Int, path: String, protocolVersion: String,
@@ -74,7 +83,6 @@ enum RuntimeSPDY {
             }
             var channelOf: [UInt32: UInt8] = [:]  // the runtime's streams → tunnel channels
             for (kind, c) in [("stdout", UInt8(1)), ("stderr", 2), ("error", 3)] { if let id = ids[kind] { channelOf[id] = c } }
-            var open = Set(channelOf.keys)
             try await withThrowingTaskGroup(of: Void.self) { group in
                 let stdinID = ids["stdin"], resizeID = ids["resize"]
                 group.addTask {
@@ -87,35 +95,47 @@ enum RuntimeSPDY {
                         }
                     }
                 }
-                frames: while !open.isEmpty {
-                    while let frame = try reader.next() {
-                        switch frame {
-                        case .data(let id, let fin, let payload):
-                            if let c = channelOf[id] {
-                                if !payload.isEmpty { try await write([c] + payload) }
-                                if fin { open.remove(id) }
-                            }
-                        case .synReply(_, _, let block), .headers(_, _, let block):
-                            _ = try decompressor.decompress(block)  // keeps the zlib context in step
-                        case .synStream(let id, _, _, let block):
-                            _ = try decompressor.decompress(block)
-                            try await send(.rstStream(stream: id, status: SPDYFrame.refusedStream))
-                        case .rstStream(let id, _):
-                            open.remove(id)
-                        case .ping(let id):
-                            try await send(.ping(id: id))
-                        case .goAway:
-                            break frames
-                        case .settings, .windowUpdate, .other:
-                            continue
-                        }
-                    }
-                    if open.isEmpty { break }
-                    guard let b = try await iterator.next() else { break }
-                    reader.append(b.readableBytesView)
+                try await receive(&iterator, &reader, awaiting: Set(channelOf.keys), decompressor: decompressor, send: send) { id, payload in
+                    if let c = channelOf[id], !payload.isEmpty { try await write([c] + payload) }
                 }
                 group.cancelAll()
             }
+        }
+    }
+
+    /// Reads the runtime's frames until every stream in `awaiting` has ended (FIN or RST_STREAM)
+    /// or the runtime goes away: DATA payloads go to `onData`; header blocks keep the zlib
+    /// context in step, streams the runtime opens are refused and pings answered.
+    static func receive(_ iterator: inout NIOAsyncChannelInboundStream<ByteBuffer>.AsyncIterator, _ reader: inout SPDYFrameReader,
+                        awaiting: Set<UInt32>, decompressor: HeaderDecompressor,
+                        send: @Sendable (SPDYFrame) async throws -> Void,
+                        onData: (_ stream: UInt32, _ payload: [UInt8]) async throws -> Void) async throws
+    {
+        var open = awaiting
+        while !open.isEmpty {
+            while let frame = try reader.next() {
+                switch frame {
+                case .data(let id, let fin, let payload):
+                    if open.contains(id) { try await onData(id, payload) }
+                    if fin { open.remove(id) }
+                case .synReply(_, _, let block), .headers(_, _, let block):
+                    _ = try decompressor.decompress(block)
+                case .synStream(let id, _, _, let block):
+                    _ = try decompressor.decompress(block)
+                    try await send(.rstStream(stream: id, status: SPDYFrame.refusedStream))
+                case .rstStream(let id, _):
+                    open.remove(id)
+                case .ping(let id):
+                    try await send(.ping(id: id))
+                case .goAway:
+                    return
+                case .settings, .windowUpdate, .other:
+                    continue
+                }
+            }
+            if open.isEmpty { return }
+            guard let b = try await iterator.next() else { return }
+            reader.append(b.readableBytesView)
         }
     }
 
@@ -145,37 +165,9 @@ enum RuntimeSPDY {
                 // The pair is over once the runtime closed both streams: kubelet's server writes
                 // a failure on the error stream before it closes the pair, and the data stream's
                 // FIN may arrive first.
-                var dataDone = false, errorDone = false
-                frames: while !(dataDone && errorDone) {
-                    while let frame = try reader.next() {
-                        switch frame {
-                        case .data(let id, let fin, let payload):
-                            if id == dataID {
-                                if !payload.isEmpty { try await write([1] + payload) }
-                                if fin { dataDone = true }
-                            } else if id == errorID {
-                                failure += payload
-                                if fin { errorDone = true }
-                            }
-                        case .synReply(_, _, let block), .headers(_, _, let block):
-                            _ = try decompressor.decompress(block)
-                        case .synStream(let id, _, _, let block):
-                            _ = try decompressor.decompress(block)
-                            try await send(.rstStream(stream: id, status: SPDYFrame.refusedStream))
-                        case .rstStream(let id, _):
-                            if id == dataID { dataDone = true }
-                            if id == errorID { errorDone = true }
-                        case .ping(let id):
-                            try await send(.ping(id: id))
-                        case .goAway:
-                            break frames
-                        default:
-                            continue
-                        }
-                    }
-                    if dataDone && errorDone { break }
-                    guard let b = try await iterator.next() else { break }
-                    reader.append(b.readableBytesView)
+                try await receive(&iterator, &reader, awaiting: [dataID, errorID], decompressor: decompressor, send: send) { id, payload in
+                    if id == dataID, !payload.isEmpty { try await write([1] + payload) }
+                    if id == errorID { failure += payload }
                 }
                 group.cancelAll()
             }

@@ -21,6 +21,9 @@ public struct KubeTime: Sendable, Hashable, Comparable {
         return KubeTime(micros: Int64(ts.tv_sec) * 1_000_000 + Int64(ts.tv_nsec) / 1000)
     }
 
+    /// Milliseconds since the epoch (what MQTT and DMI payloads carry).
+    public var milliseconds: Int64 { micros >= 0 ? micros / 1000 : (micros - 999) / 1000 }
+
     public var seconds: Int64 { micros >= 0 ? micros / 1_000_000 : (micros - 999_999) / 1_000_000 }
 
     public static func < (a: KubeTime, b: KubeTime) -> Bool { a.micros < b.micros }

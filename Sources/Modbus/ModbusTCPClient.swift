@@ -26,7 +26,7 @@ public actor ModbusTCPClient {
         let promise = ch.eventLoop.makePromise(of: [UInt8].self)
         let t = transaction
         let timeout = self.timeout
-        let timer = ch.eventLoop.scheduleTask(in: .nanoseconds(Int64(timeout.components.seconds) * 1_000_000_000 + timeout.components.attoseconds / 1_000_000_000)) {
+        let timer = ch.eventLoop.scheduleTask(in: TimeAmount(timeout)) {
             promise.fail(ModbusError("no answer from \(self.host):\(self.port) within \(timeout)"))
         }
         ch.writeAndFlush(ModbusCall(transaction: t, frame: ModbusCodec.frame(transaction: t, unit: unit, pdu: pdu), promise: promise), promise: nil)

@@ -2,6 +2,7 @@ import DMI
 import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2
+import KubeAPI
 import Glibc
 import Logging
 import Metrics
@@ -230,7 +231,7 @@ public final class ModbusMapper: Service {
                     var t = V1beta1_Twin()
                     t.propertyName = p.name
                     t.reported.value = v
-                    t.reported.metadata = ["type": p.visitor.dataType, "timestamp": String(Self.nowMillis())]
+                    t.reported.metadata = ["type": p.visitor.dataType, "timestamp": String(KubeTime.now().milliseconds)]
                     if let a = applied[p.name] { t.observedDesired.value = a }
                     request.reportedDevice.twins.append(t)
                 }
@@ -262,11 +263,6 @@ public final class ModbusMapper: Service {
         }
     }
 
-    static func nowMillis() -> Int64 {
-        var ts = timespec()
-        clock_gettime(CLOCK_REALTIME, &ts)
-        return Int64(ts.tv_sec) * 1000 + Int64(ts.tv_nsec) / 1_000_000
-    }
 }
 
 /// The DMI `DeviceMapperService` the edge calls when devices or models change.
