@@ -340,6 +340,7 @@ let package = Package(
         .testTarget(name: "EdgedTests", dependencies: [
             "Edged", "ContainerRuntime", "CRI", "KubeAPI",
             .product(name: "Logging", package: "swift-log"),
+            .product(name: "NIOEmbedded", package: "swift-nio"),
         ]),
         .testTarget(name: "OperationsTests", dependencies: ["Operations"]),
         .testTarget(name: "SPDYTests", dependencies: ["SPDY"]),

@@ -6,12 +6,12 @@
 # BENCH_DEVICES the device benchmark's device count (1000; needs mosquitto).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-swift build -c release --static-swift-stdlib --product swiftedge
-swift build -c release --static-swift-stdlib --product swiftedge-edge
-swift build -c release --static-swift-stdlib --product APIBenchmark
-swift build -c release --static-swift-stdlib --product SchedulerBenchmark
-swift build -c release --static-swift-stdlib --product swiftedge-fleet
-swift build -c release --static-swift-stdlib --product CloudEdgeBenchmark
+swift build -c release --static-swift-stdlib --product swiftedge $(bash scripts/release-flags.sh)
+swift build -c release --static-swift-stdlib --product swiftedge-edge $(bash scripts/release-flags.sh)
+swift build -c release --static-swift-stdlib --product APIBenchmark $(bash scripts/release-flags.sh)
+swift build -c release --static-swift-stdlib --product SchedulerBenchmark $(bash scripts/release-flags.sh)
+swift build -c release --static-swift-stdlib --product swiftedge-fleet $(bash scripts/release-flags.sh)
+swift build -c release --static-swift-stdlib --product CloudEdgeBenchmark $(bash scripts/release-flags.sh)
 .build/release/APIBenchmark
 echo
 .build/release/SchedulerBenchmark

@@ -40,6 +40,21 @@ def rss_mb(pid):
     return 0.0
 
 
+def ran_pages(pid, binary):
+    """Link-time addresses of the executable's code pages a process under textprofile.so ran: those
+    made executable again (r-xp) in the code range it protected."""
+    binary = os.path.realpath(binary)
+    mine = [line.split() for line in open(f"/proc/{pid}/maps")]
+    mine = [m for m in mine if len(m) >= 6 and m[5] == binary]
+    base = min(int(m[0].split("-")[0], 16) - int(m[2], 16) for m in mine)
+    pages = []
+    for m in mine:
+        if m[1].startswith("r-x"):
+            lo, hi = (int(x, 16) for x in m[0].split("-"))
+            pages += range(lo - base, hi - base, 4096)
+    return pages
+
+
 def wait(pred, timeout, what):
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -77,6 +92,9 @@ def main():
     ap.add_argument("--keep", action="store_true", help="keep the data directory and logs")
     ap.add_argument("--bin", default=str(REPO / ".build" / "release" / "swiftedge"), help="cloud binary")
     ap.add_argument("--edge-bin", default=str(REPO / ".build" / "release" / "swiftedge-edge"), help="edge binary (swiftedge-edge)")
+    ap.add_argument("--text-profile", metavar="FILE",
+                    help="run the edge under scripts/symbol-order/textprofile.so (LD_PRELOAD, built by gen-symbol-order.py) "
+                         "and write the addresses of the code pages it ran to FILE (figures are then not representative)")
     a = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="swiftedge-edge-bench-"))
     procs = []
@@ -91,10 +109,13 @@ def main():
         kubeconfig = tmp / "cloud" / "admin.kubeconfig"
         token = subprocess.run([a.bin, "gettoken", "--kubeconfig", str(kubeconfig)], check=True, capture_output=True, text=True).stdout.strip()
         edge_log = open(tmp / "edge.log", "wb")
+        edge_env = dict(os.environ)
+        if a.text_profile:
+            edge_env.update(LD_PRELOAD=os.environ["TEXTPROFILE_SO"], SWIFT_BACKTRACE="enable=no")
         edge = subprocess.Popen([a.edge_bin, "--cloud", "127.0.0.1", "--cloudhub-port", str(hub), "--cert-port", str(cert),
                                  "--node-name", "bench-1", "--token", token, "--data-dir", str(tmp / "edge"), "--metaserver-port", str(free_port()), "--metrics-port", str(free_port()),
                                  "--remote-runtime-endpoint", f"unix://{sock}", "--pod-logs-dir", str(tmp / "logs"), "--log-level", os.environ.get("EDGE_LOG_LEVEL", "warning")],
-                                stdout=edge_log, stderr=subprocess.STDOUT)
+                                stdout=edge_log, stderr=subprocess.STDOUT, env=edge_env)
         procs.append(edge)
         config.load_kube_config(config_file=str(kubeconfig))
         core = client.CoreV1Api()
@@ -152,6 +173,8 @@ def main():
         core.delete_collection_namespaced_pod("default", label_selector="bench=edge")
         wait(lambda: not core.list_namespaced_pod("default", label_selector="bench=edge").items, 120, "pods deleted")
 
+        if a.text_profile:
+            Path(a.text_profile).write_text("".join(f"{page:x}\n" for page in ran_pages(edge.pid, a.edge_bin)))
         size = os.path.getsize(a.edge_bin)
         stripped = tmp / "swiftedge-edge.stripped"
         shutil.copy(a.edge_bin, stripped)

@@ -14,7 +14,7 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     containerd runc containernetworking-plugins busybox-static zlib1g-dev pkg-config mosquitto mosquitto-clients >/dev/null
 fi
 echo "== building swiftedge (release; the first build takes several minutes)"
-swift build -c release --static-swift-stdlib --product swiftedge
+swift build -c release --static-swift-stdlib --product swiftedge $(bash scripts/release-flags.sh)
 BIN="$PWD/.build/release/swiftedge"
 DATA="${SWIFTEDGE_DATA:-$PWD/run}"
 mkdir -p "$DATA/cloud" "$DATA/edge-1"

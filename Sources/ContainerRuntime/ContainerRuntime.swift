@@ -81,7 +81,11 @@ public final class CRIRuntime: ContainerRuntime, Service {
         config.http2.authority = "localhost"
         let connectionLogger = logger
         config.channelDebuggingCallbacks.onCreateTCPConnection = { channel in
-            channel.pipeline.addHandler(ConnectionWatcher(logger: connectionLogger), position: .first)
+            channel.eventLoop.makeCompletedFuture {
+                // Nearest the socket: the PING answers (see HTTP2PingFilter), then the watcher.
+                try channel.pipeline.syncOperations.addHandler(ConnectionWatcher(logger: connectionLogger), position: .first)
+                try channel.pipeline.syncOperations.addHandler(HTTP2PingResponder(logger: connectionLogger), position: .first)
+            }
         }
         let transport = try HTTP2ClientTransport.Posix(target: .unixDomainSocket(path: path), transportSecurity: .plaintext, config: config)
         client = GRPCClient(transport: transport)
@@ -107,8 +111,8 @@ public final class CRIRuntime: ContainerRuntime, Service {
         return o
     }
 
-    /// Calls that change nothing: retried when the runtime's connection closes under them
-    /// (containerd closes connections at times under concurrent load; the client redials).
+    /// Calls that change nothing: retried when the runtime's connection closes under them (the
+    /// runtime restarted, or the connection dropped; the client redials).
     static let idempotent: Set<String> = ["Version", "Status", "ListPodSandbox", "PodSandboxStatus", "ListContainers",
                                           "ContainerStatus", "ImageStatus", "StopContainer", "StopPodSandbox",
                                           "RemoveContainer", "RemovePodSandbox"]

@@ -224,8 +224,8 @@ final class PodWorker {
             try await runtime.startContainer(id)
             started = true
         } catch let e as RuntimeError where e.kind == .unavailable || e.message.contains("already in starting state") {
-            // The connection dropped under the call (containerd closes connections at times under
-            // load) or a start is already under way: the runtime may well be starting it. Wait for
+            // The connection dropped under the call (the runtime restarted, say) or a start is
+            // already under way: the runtime may well be starting it. Wait for
             // its state instead of starting it again.
             started = await startedAnyway(id)
             if !started { logger.warning("start container failed", metadata: ["pod": "\(pod.namespace)/\(pod.name)", "container": "\(spec.name)", "error": "\(e)"]) }
