@@ -20,6 +20,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 from kubernetes import client, config, watch
@@ -92,6 +93,9 @@ def main():
     ap.add_argument("--keep", action="store_true", help="keep the data directory and logs")
     ap.add_argument("--bin", default=str(REPO / ".build" / "release" / "swiftedge"), help="cloud binary")
     ap.add_argument("--edge-bin", default=str(REPO / ".build" / "release" / "swiftedge-edge"), help="edge binary (swiftedge-edge)")
+    ap.add_argument("--profiling", action="store_true",
+                    help="also run what a typical node does beyond the benchmark (ConfigMap, probes, MetaServer, metrics), "
+                         "for profiles (scripts/symbol-order)")
     ap.add_argument("--text-profile", metavar="FILE",
                     help="run the edge under scripts/symbol-order/textprofile.so (LD_PRELOAD, built by gen-symbol-order.py) "
                          "and write the addresses of the code pages it ran to FILE (figures are then not representative)")
@@ -109,11 +113,12 @@ def main():
         kubeconfig = tmp / "cloud" / "admin.kubeconfig"
         token = subprocess.run([a.bin, "gettoken", "--kubeconfig", str(kubeconfig)], check=True, capture_output=True, text=True).stdout.strip()
         edge_log = open(tmp / "edge.log", "wb")
+        metaserver, edge_metrics = free_port(), free_port()
         edge_env = dict(os.environ)
         if a.text_profile:
             edge_env.update(LD_PRELOAD=os.environ["TEXTPROFILE_SO"], SWIFT_BACKTRACE="enable=no")
         edge = subprocess.Popen([a.edge_bin, "--cloud", "127.0.0.1", "--cloudhub-port", str(hub), "--cert-port", str(cert),
-                                 "--node-name", "bench-1", "--token", token, "--data-dir", str(tmp / "edge"), "--metaserver-port", str(free_port()), "--metrics-port", str(free_port()),
+                                 "--node-name", "bench-1", "--token", token, "--data-dir", str(tmp / "edge"), "--metaserver-port", str(metaserver), "--metrics-port", str(edge_metrics),
                                  "--remote-runtime-endpoint", f"unix://{sock}", "--pod-logs-dir", str(tmp / "logs"), "--log-level", os.environ.get("EDGE_LOG_LEVEL", "warning")],
                                 stdout=edge_log, stderr=subprocess.STDOUT, env=edge_env)
         procs.append(edge)
@@ -173,6 +178,30 @@ def main():
         core.delete_collection_namespaced_pod("default", label_selector="bench=edge")
         wait(lambda: not core.list_namespaced_pod("default", label_selector="bench=edge").items, 120, "pods deleted")
 
+        if a.profiling or a.text_profile:
+            # Beyond the benchmark: what a typical node also does (config from a ConfigMap, probes of
+            # each kind, a local MetaServer list, a metrics scrape), so its code is profiled too.
+            core.create_namespaced_config_map("default", {"metadata": {"name": "bench-config"}, "data": {"greeting": "hello"}})
+            spec = pod("probed", "bench-1")
+            main_container = spec["spec"]["containers"][0]
+            main_container["command"] = ["sh", "-c", "trap 'exit 0' TERM; httpd -p 127.0.0.1:18181 -h /config; while true; do sleep 1; done"]
+            main_container["env"] = [{"name": "GREETING", "valueFrom": {"configMapKeyRef": {"name": "bench-config", "key": "greeting"}}}]
+            main_container["volumeMounts"] = [{"name": "config", "mountPath": "/config"}]
+            main_container["livenessProbe"] = {"exec": {"command": ["cat", "/config/greeting"]}, "periodSeconds": 1}
+            main_container["readinessProbe"] = {"httpGet": {"path": "/greeting", "port": 18181, "host": "127.0.0.1"}, "periodSeconds": 1}
+            main_container["startupProbe"] = {"tcpSocket": {"port": 18181, "host": "127.0.0.1"}, "periodSeconds": 1}
+            spec["spec"]["volumes"] = [{"name": "config", "configMap": {"name": "bench-config"}}]
+            core.create_namespaced_pod("default", spec)
+
+            def ready():
+                p = core.read_namespaced_pod("probed", "default")
+                return any(c.type == "Ready" and c.status == "True" for c in (p.status.conditions or []))
+            wait(ready, 60, "probed pod Ready")
+            time.sleep(3)
+            for url in (f"http://127.0.0.1:{metaserver}/api/v1/pods", f"http://127.0.0.1:{edge_metrics}/metrics"):
+                urllib.request.urlopen(url, timeout=10).read()
+            core.delete_namespaced_pod("probed", "default")
+            wait(lambda: not core.list_namespaced_pod("default", field_selector="metadata.name=probed").items, 60, "probed pod deleted")
         if a.text_profile:
             Path(a.text_profile).write_text("".join(f"{page:x}\n" for page in ran_pages(edge.pid, a.edge_bin)))
         size = os.path.getsize(a.edge_bin)

@@ -12,6 +12,10 @@ import ServiceLifecycle
 
 /// `swiftedge`: one binary, one subcommand per role.
 @main
+enum SwiftEdgeMain {
+    static func main() { SwiftEdge.mainParkingMainThread() }
+}
+
 struct SwiftEdge: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "swiftedge",

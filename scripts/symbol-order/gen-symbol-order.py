@@ -1,22 +1,33 @@
 #!/usr/bin/env python3
 """Writes the linker's symbol ordering file for the edge (scripts/symbol-order/edge.order).
 
-Why: the kernel maps an executable's code into memory in 64 KB blocks around each page fault
-(fault-around, and large page-cache folios), so code run scattered across ~35 MB of text costs
-far more resident memory than the code itself. Linking the functions the edge really runs next
-to each other (lld `--symbol-ordering-file`, see `smallExecutable` in Package.swift) makes that
-code a dense block.
+Why: the kernel maps an executable's code in 64 KB blocks around each page fault (fault-around,
+and large page-cache folios), so code run scattered across ~37 MB of text costs several times its
+own size in resident memory. Linking the functions the edge really runs next to each other (lld
+`--symbol-ordering-file`, see `smallExecutable` in Package.swift) makes that code one dense block.
 
-How: `scripts/edge-bench.py --text-profile` runs a release edge under textprofile.so, which
-records exactly which 4 KB code pages run (join, connect, pods started, probed, deleted, idle).
-The functions overlapping those pages, in their current address order, are the ordering file.
-Re-run after large changes (functions not in the file are simply placed after the listed ones):
+How: `scripts/edge-bench.py --profiling --text-profile` runs a release edge under textprofile.so,
+which records exactly which 4 KB code pages ran, over a typical workload: join, connect, pods
+started one by one and at once, a pod with a ConfigMap and probes of each kind, a MetaServer list,
+a metrics scrape, deletions, idle.
+1. On the linker's own layout: the functions on the pages that ran are the candidates. Every
+   function that ran is among them, with its page neighbours (a page holds ~30 functions and
+   about a third of them run, so neither shuffled layouts nor an instrumented build's counters
+   separated them usefully: dropping the functions `-profile-generate` saw idle cost more in
+   faults outside the block than it saved).
+2. On a layout with the candidates first: functions that still ran outside that block (the
+   workload varies a little between runs) are added.
+The functions are written in their address order and the edge is linked again with the new file.
+Re-run after large changes (functions missing from the file are placed after the listed ones, so
+a stale file costs memory, not correctness):
 
-    swift build -c release --static-swift-stdlib --product swiftedge-edge $(scripts/release-flags.sh)
-    python3 scripts/symbol-order/gen-symbol-order.py [--runs 2] [--pods 20]
+    python3 scripts/symbol-order/gen-symbol-order.py [--pods 20]
+
+Needs containerd (scripts/containerd.sh) and gcc; takes a few minutes.
 """
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -26,9 +37,18 @@ REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 
 
+def link(order):
+    """Links the release edge with SWIFTEDGE_SYMBOL_ORDER=`order` (a file, or "off")."""
+    flags = subprocess.run(["bash", str(REPO / "scripts" / "release-flags.sh")], check=True, capture_output=True, text=True).stdout.split()
+    env = dict(os.environ, SWIFTEDGE_SYMBOL_ORDER=order) if order else dict(os.environ)
+    subprocess.run(["swift", "build", "-c", "release", "--static-swift-stdlib", "--product", "swiftedge-edge", *flags],
+                   cwd=REPO, check=True, env=env)
+    return REPO / ".build" / "release" / "swiftedge-edge"
+
+
 def text_symbols(binary):
-    """(address, size, name) of the functions in the binary, by address."""
-    out = subprocess.run(["nm", "-S", "-n", "--defined-only", binary], check=True, capture_output=True, text=True).stdout
+    """(address, size, name) of the binary's functions."""
+    out = subprocess.run(["nm", "-S", "--defined-only", str(binary)], check=True, capture_output=True, text=True).stdout
     symbols = []
     for line in out.splitlines():
         parts = line.split(" ", 3)
@@ -39,40 +59,66 @@ def text_symbols(binary):
     return symbols
 
 
+def ran(symbols, pages, outside=None):
+    """Names of the functions overlapping a page that ran (optionally only those outside the
+    address range `outside`)."""
+    names = set()
+    for address, size, name in symbols:
+        if outside and outside[0] <= address < outside[1]:
+            continue
+        if any(p in pages for p in range(address // 4096 * 4096, address + size, 4096)):
+            names.add(name)
+    return names
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--edge-bin", default=str(REPO / ".build" / "release" / "swiftedge-edge"))
-    ap.add_argument("--bin", default=str(REPO / ".build" / "release" / "swiftedge"), help="cloud binary")
     ap.add_argument("--pods", type=int, default=20)
-    ap.add_argument("--runs", type=int, default=1, help="profiling runs (their pages are joined)")
+    ap.add_argument("--bin", default=str(REPO / ".build" / "release" / "swiftedge"), help="cloud binary for the runs")
     ap.add_argument("--out", default=str(HERE / "edge.order"))
     a = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="swiftedge-symbol-order-") as tmp:
-        so = Path(tmp) / "textprofile.so"
+        tmp = Path(tmp)
+        so = tmp / "textprofile.so"
         subprocess.run(["gcc", "-O2", "-shared", "-fPIC", "-o", str(so), str(HERE / "textprofile.c")], check=True)
-        pages = set()
-        for run in range(a.runs):
-            out = Path(tmp) / f"pages-{run}.txt"
-            print(f"profiling run {run + 1}/{a.runs} ({a.pods} pods)", flush=True)
+
+        def profile(step, order):
+            binary = tmp / f"edge-{step}"
+            shutil.copy(link(order), binary)
+            out = tmp / f"pages-{step}.txt"
             subprocess.run([sys.executable, str(REPO / "scripts" / "edge-bench.py"), "--pods", str(a.pods), "--bin", a.bin,
-                            "--edge-bin", a.edge_bin, "--text-profile", str(out)],
+                            "--profiling", "--edge-bin", str(binary), "--text-profile", str(out)],
                            check=True, env=dict(os.environ, TEXTPROFILE_SO=str(so)))
-            pages |= {int(line, 16) for line in out.read_text().split()}
-    symbols = text_symbols(a.edge_bin)
-    hot = []
-    for address, size, name in symbols:
-        first, last = address // 4096 * 4096, (address + size - 1) // 4096 * 4096
-        if any(p in pages for p in range(first, last + 1, 4096)):
-            hot.append((address, size, name))
-    names, seen = [], set()
-    for _, _, name in hot:
-        if name not in seen:
-            seen.add(name)
-            names.append(name)
-    Path(a.out).write_text("".join(n + "\n" for n in names))
-    total = sum(s for _, s, _ in hot)
-    print(f"{len(pages)} code pages ran ({len(pages) * 4096 / 1e6:.1f} MB); {len(names)} functions on them, "
-          f"{total / 1e6:.1f} MB → {a.out}")
+            return text_symbols(binary), {int(line, 16) for line in out.read_text().split()}
+
+        def write(path, names, symbols):
+            order, seen = [], set()
+            for _, _, name in sorted(s for s in symbols if s[2] in names):
+                if name not in seen:
+                    seen.add(name)
+                    order.append(name)
+            Path(path).write_text("".join(n + "\n" for n in order))
+            return order
+
+        print("== 1/2: code pages the release edge runs, in the linker's own layout", flush=True)
+        reference, pages = profile(1, "off")
+        size = lambda names: sum(s for _, s, n in reference if n in names) / 1e6
+        found = ran(reference, pages)
+        print(f"   {len(pages)} code pages ran ({len(pages) * 4096 / 1e6:.1f} MB); {len(found)} functions on them, {size(found):.2f} MB", flush=True)
+
+        print("== 2/2: with those first: what still runs outside them", flush=True)
+        write(tmp / "order-1.txt", found, reference)
+        symbols, pages = profile(2, str(tmp / "order-1.txt"))
+        listed = [(a_, a_ + s_) for a_, s_, n in symbols if n in found]
+        block = (min(lo for lo, _ in listed), max(hi for _, hi in listed))
+        more = ran(symbols, pages, outside=block)
+        inside = sum(1 for p in pages if block[0] <= p < block[1])
+        print(f"   block {(block[1] - block[0]) / 1e6:.1f} MB, {inside * 4096 / 1e6:.1f} MB of it ran; "
+              f"{len(pages) - inside} pages ran outside it: {len(more)} functions added, {size(more):.2f} MB", flush=True)
+        order = write(a.out, found | more, reference)
+        print(f"{len(order)} functions → {a.out}")
+    print("== linking the edge with it")
+    link(None)
 
 
 if __name__ == "__main__":
