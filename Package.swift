@@ -208,7 +208,7 @@ let package = Package(
         ]),
         // Edged's view of a CRI runtime (containerd, CRI-O): the calls it makes, over gRPC on a unix socket.
         .target(name: "ContainerRuntime", dependencies: [
-            "CRI",
+            "CRI", "KubeAPI",
             .product(name: "GRPCCore", package: "grpc-swift-2"),
             .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
             .product(name: "NIOCore", package: "swift-nio"),
