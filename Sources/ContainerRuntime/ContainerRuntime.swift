@@ -108,7 +108,7 @@ public final class CRIRuntime: ContainerRuntime, Service {
     /// No gRPC deadline: grpc-swift implements one as a `Task.sleep` raced against the call, and a
     /// cancelled sleep stays allocated until its deadline (with 60–240 s deadlines, thousands of
     /// them on a node with 50 pods: ~3 MB, measured with heaptrack). ``call(_:timeout:_:)`` keeps
-    /// the deadline with a timer it frees when the call ends.
+    /// the deadline with ``within(_:_:_:)``, whose timer is freed when the call ends.
     let callOptions: CallOptions = {
         var o = CallOptions.defaults
         o.waitForReady = true
@@ -128,28 +128,16 @@ public final class CRIRuntime: ContainerRuntime, Service {
                 attempt += 1
                 logger.debug("container runtime call retried", metadata: ["operation": "\(operation)", "error": "\(e.message)"])
                 try await Task.sleep(for: .milliseconds(20 * attempt))
-            } catch let e as RuntimeError {
-                throw e
             } catch {
                 throw Self.runtimeError(operation, error)
             }
         }
     }
 
-    /// Runs `body`, cancelled if it has not finished within `timeout`. The deadline is a
-    /// ``WakeSignal`` timed wait (a dispatch timer, freed as soon as the call ends).
+    /// Runs `body`, failing with `deadlineExceeded` if it has not finished within `timeout`
+    /// (``withTimeLimit``: its timer is freed when the call ends).
     static func within<T: Sendable>(_ timeout: Duration, _ operation: String, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
-        try await withThrowingTaskGroup(of: T?.self) { group in
-            group.addTask { try await body() }
-            group.addTask {
-                await WakeSignal().wait(until: .now + timeout)
-                return nil
-            }
-            defer { group.cancelAll() }
-            if let first = try await group.next(), let value = first { return value }
-            try Task.checkCancellation()
-            throw RuntimeError(operation: operation, kind: .deadlineExceeded, message: "no answer within \(timeout)")
-        }
+        try await withTimeLimit(timeout, expired: RuntimeError(operation: operation, kind: .deadlineExceeded, message: "no answer within \(timeout)"), body)
     }
 
     static func runtimeError(_ operation: String, _ error: any Error) -> any Error {

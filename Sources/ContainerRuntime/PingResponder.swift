@@ -127,8 +127,6 @@ final class HTTP2PingResponder: ChannelDuplexHandler {
 
     init(logger: Logger) { self.logger = logger }
 
-    var answered: Int { filter.answered }
-
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let (passed, pings) = filter.receive(unwrapInboundIn(data))
         if !pings.isEmpty {

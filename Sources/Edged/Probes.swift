@@ -53,15 +53,7 @@ struct ProbeRunner: Sendable {
     }
 
     func withTimeout<T: Sendable>(_ seconds: Int64, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
-        try await withThrowingTaskGroup(of: T?.self) { group in
-            group.addTask { try await body() }
-            group.addTask { try await Task.sleep(for: .seconds(seconds)); return nil }
-            defer { group.cancelAll() }
-            guard let first = try await group.next(), let value = first else {
-                throw ProbeError(message: "timed out after \(seconds)s")
-            }
-            return value
-        }
+        try await withTimeLimit(.seconds(seconds), expired: ProbeError(message: "timed out after \(seconds)s"), body)
     }
 
     static func connect<T: Sendable>(host: String, port: Int,

@@ -46,7 +46,9 @@ public final class WakeSignal: Sendable {
         }
         let timer = DispatchSource.makeTimerSource(queue: .global())
         let (seconds, attoseconds) = remaining.components
-        timer.schedule(deadline: .now() + .nanoseconds(Int(seconds) * 1_000_000_000 + Int(attoseconds / 1_000_000_000)))
+        // Nanoseconds overflow Int past ~292 years: such a deadline is never.
+        timer.schedule(deadline: seconds >= Int64.max / 1_000_000_000 - 1 ? .distantFuture
+                           : .now() + .nanoseconds(Int(seconds) * 1_000_000_000 + Int(attoseconds / 1_000_000_000)))
         timer.setEventHandler { [weak self] in self?.expire(token) }
         timer.resume()
         await park(token: token)
@@ -79,6 +81,25 @@ public final class WakeSignal: Sendable {
         } onCancel: {
             signal()
         }
+    }
+}
+
+/// Runs `body`, cancelled once `limit` has passed, in which case `expired()` is thrown (or
+/// `CancellationError` if the caller was cancelled). The limit is a ``WakeSignal`` timed wait, whose
+/// timer is freed as soon as `body` ends; racing a `Task.sleep` instead keeps each sleep allocated
+/// until its deadline however early the work finished.
+public func withTimeLimit<T: Sendable>(_ limit: Duration, expired: @autoclosure () -> any Error,
+                                       _ body: @escaping @Sendable () async throws -> T) async throws -> T {
+    try await withThrowingTaskGroup(of: T?.self) { group in
+        group.addTask { try await body() }
+        group.addTask {
+            await WakeSignal().wait(until: .now + limit)
+            return nil
+        }
+        defer { group.cancelAll() }
+        if let first = try await group.next(), let value = first { return value }
+        try Task.checkCancellation()
+        throw expired()
     }
 }
 

@@ -49,4 +49,14 @@ import Testing
         }
         #expect(took < .seconds(5))
     }
+
+    @Test func aDeadlineCenturiesAwayIsNeverAndASignalStillEndsIt() async {
+        let wake = WakeSignal()
+        let took = await elapsed {
+            async let waited: Void = wake.wait(until: .now + .seconds(Int64.max / 4))
+            wake.signal()
+            await waited
+        }
+        #expect(took < .seconds(5))
+    }
 }
