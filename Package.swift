@@ -14,7 +14,8 @@ import PackageDescription
 let symbolOrderFile = Context.environment["SWIFTEDGE_SYMBOL_ORDER"]
     ?? String(#filePath.dropLast("Package.swift".count)) + "scripts/symbol-order/edge.order"
 let symbolOrder: [String] = symbolOrderFile == "off" ? [] :
-    ["-Xlinker", "--symbol-ordering-file=\(symbolOrderFile)", "-Xlinker", "--no-warn-symbol-ordering"]
+    ["-Xlinker", "--symbol-ordering-file=\(symbolOrderFile)", "-Xlinker", "--no-warn-symbol-ordering",
+     "-Xlinker", "-T", "-Xlinker", String(#filePath.dropLast("Package.swift".count)) + "scripts/symbol-order/edge-text.ld"]
 let smallExecutable: [LinkerSetting] = [
     .unsafeFlags(["-use-ld=lld", "-Xlinker", "-z", "-Xlinker", "pack-relative-relocs", "-Xlinker", "--no-export-dynamic"],
                  .when(platforms: [.linux])),

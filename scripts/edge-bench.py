@@ -65,6 +65,15 @@ def wait(pred, timeout, what):
     sys.exit(f"timed out waiting for {what}")
 
 
+def _try(f):
+    """True when f() returns without raising."""
+    try:
+        f()
+        return True
+    except Exception:
+        return False
+
+
 def pct(values, p):
     s = sorted(values)
     return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
@@ -99,6 +108,9 @@ def main():
     ap.add_argument("--text-profile", metavar="FILE",
                     help="run the edge under scripts/symbol-order/textprofile.so (LD_PRELOAD, built by gen-symbol-order.py) "
                          "and write the addresses of the code pages it ran to FILE (figures are then not representative)")
+    ap.add_argument("--func-profile", metavar="FILE",
+                    help="run the edge under scripts/symbol-order/funcprofile.so (LD_PRELOAD, $FUNCPROFILE_SO) and write the "
+                         "link-time addresses of the functions it ran to FILE, in first-run order (figures are then not representative)")
     a = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="swiftedge-edge-bench-"))
     procs = []
@@ -106,10 +118,16 @@ def main():
         sock = subprocess.run(["bash", str(REPO / "scripts" / "containerd.sh"), "start", str(tmp / "ctd")], check=True,
                               capture_output=True, text=True).stdout.strip()
         api, hub, cert, metrics = free_port(), free_port(), free_port(), free_port()
-        cloud_log = open(tmp / "cloud.log", "wb")
-        procs.append(subprocess.Popen([a.bin, "cloud", "--data-dir", str(tmp / "cloud"), "--port", str(api), "--cloudhub-port", str(hub),
-                                       "--cert-port", str(cert), "--metrics-port", str(metrics)], stdout=cloud_log, stderr=subprocess.STDOUT))
-        wait(lambda: "CloudHub listening" in (tmp / "cloud.log").read_text(), 60, "cloud")
+        cloud_log = open(tmp / "cloud.log", "ab")
+
+        def start_cloud():
+            """Starts the cloud (again) and waits until CloudHub listens."""
+            started = (tmp / "cloud.log").read_text().count("CloudHub listening")
+            cloud = subprocess.Popen([a.bin, "cloud", "--data-dir", str(tmp / "cloud"), "--port", str(api), "--cloudhub-port", str(hub),
+                                      "--cert-port", str(cert), "--metrics-port", str(metrics)], stdout=cloud_log, stderr=subprocess.STDOUT)
+            wait(lambda: (tmp / "cloud.log").read_text().count("CloudHub listening") > started, 60, "cloud")
+            return cloud
+        procs.append(start_cloud())
         kubeconfig = tmp / "cloud" / "admin.kubeconfig"
         token = subprocess.run([a.bin, "gettoken", "--kubeconfig", str(kubeconfig)], check=True, capture_output=True, text=True).stdout.strip()
         edge_log = open(tmp / "edge.log", "wb")
@@ -117,6 +135,8 @@ def main():
         edge_env = dict(os.environ)
         if a.text_profile:
             edge_env.update(LD_PRELOAD=os.environ["TEXTPROFILE_SO"], SWIFT_BACKTRACE="enable=no")
+        if a.func_profile:
+            edge_env.update(LD_PRELOAD=os.environ["FUNCPROFILE_SO"], FUNCPROFILE_OUT=str(Path(a.func_profile).resolve()), SWIFT_BACKTRACE="enable=no")
         edge = subprocess.Popen([a.edge_bin, "--cloud", "127.0.0.1", "--cloudhub-port", str(hub), "--cert-port", str(cert),
                                  "--node-name", "bench-1", "--token", token, "--data-dir", str(tmp / "edge"), "--metaserver-port", str(metaserver), "--metrics-port", str(edge_metrics),
                                  "--remote-runtime-endpoint", f"unix://{sock}", "--pod-logs-dir", str(tmp / "logs"), "--log-level", os.environ.get("EDGE_LOG_LEVEL", "warning")],
@@ -178,7 +198,7 @@ def main():
         core.delete_collection_namespaced_pod("default", label_selector="bench=edge")
         wait(lambda: not core.list_namespaced_pod("default", label_selector="bench=edge").items, 120, "pods deleted")
 
-        if a.profiling or a.text_profile:
+        if a.profiling or a.text_profile or a.func_profile:
             # Beyond the benchmark: what a typical node also does (config from a ConfigMap, probes of
             # each kind, a local MetaServer list, a metrics scrape), so its code is profiled too.
             core.create_namespaced_config_map("default", {"metadata": {"name": "bench-config"}, "data": {"greeting": "hello"}})
@@ -202,6 +222,25 @@ def main():
                 urllib.request.urlopen(url, timeout=10).read()
             core.delete_namespaced_pod("probed", "default")
             wait(lambda: not core.list_namespaced_pod("default", field_selector="metadata.name=probed").items, 60, "probed pod deleted")
+            # The cloud restarts: the edge reconnects and resyncs, then starts a pod created meanwhile.
+            stop_all(procs[:1])
+            procs[0] = start_cloud()
+
+            def phase(name):
+                try:
+                    return core.read_namespaced_pod(name, "default").status.phase
+                except Exception:  # the API server may still be starting
+                    return None
+            def create_after_restart():
+                try:
+                    core.create_namespaced_pod("default", pod("after-restart", "bench-1"))
+                except client.ApiException as e:
+                    if e.status != 409:  # 409: an earlier attempt went through
+                        raise
+            wait(lambda: _try(create_after_restart), 60, "API server back")
+            wait(lambda: phase("after-restart") == "Running", 60, "pod Running after the cloud restarted")
+            core.delete_namespaced_pod("after-restart", "default")
+            wait(lambda: phase("after-restart") is None, 60, "after-restart pod deleted")
         if a.text_profile:
             Path(a.text_profile).write_text("".join(f"{page:x}\n" for page in ran_pages(edge.pid, a.edge_bin)))
         size = os.path.getsize(a.edge_bin)
