@@ -16,10 +16,12 @@ let symbolOrderFile = Context.environment["SWIFTEDGE_SYMBOL_ORDER"]
 let symbolOrder: [String] = symbolOrderFile == "off" ? [] :
     ["-Xlinker", "--symbol-ordering-file=\(symbolOrderFile)", "-Xlinker", "--no-warn-symbol-ordering",
      "-Xlinker", "-T", "-Xlinker", String(#filePath.dropLast("Package.swift".count)) + "scripts/symbol-order/edge-text.ld"]
+/// Release builds also link the C++ standard library statically (`scripts/link/libstdc++.so`).
+let staticCxx = ["-L" + String(#filePath.dropLast("Package.swift".count)) + "scripts/link"]
 let smallExecutable: [LinkerSetting] = [
     .unsafeFlags(["-use-ld=lld", "-Xlinker", "-z", "-Xlinker", "pack-relative-relocs", "-Xlinker", "--no-export-dynamic"],
                  .when(platforms: [.linux])),
-    .unsafeFlags(symbolOrder, .when(platforms: [.linux], configuration: .release)),
+    .unsafeFlags(symbolOrder + staticCxx, .when(platforms: [.linux], configuration: .release)),
 ]
 
 let package = Package(
