@@ -15,7 +15,8 @@ let symbolOrderFile = Context.environment["SWIFTEDGE_SYMBOL_ORDER"]
     ?? String(#filePath.dropLast("Package.swift".count)) + "scripts/symbol-order/edge.order"
 let symbolOrder: [String] = symbolOrderFile == "off" ? [] :
     ["-Xlinker", "--symbol-ordering-file=\(symbolOrderFile)", "-Xlinker", "--no-warn-symbol-ordering",
-     "-Xlinker", "-T", "-Xlinker", String(#filePath.dropLast("Package.swift".count)) + "scripts/symbol-order/edge-text.ld"]
+     "-Xlinker", "-T", "-Xlinker", String(#filePath.dropLast("Package.swift".count)) + "scripts/symbol-order/edge-text.ld",
+     "-Xlinker", "-T", "-Xlinker", String(#filePath.dropLast("Package.swift".count)) + "scripts/symbol-order/edge-idle.ld"]
 /// Release builds also link the C++ standard library statically (`scripts/link/libstdc++.so`).
 let staticCxx = ["-L" + String(#filePath.dropLast("Package.swift".count)) + "scripts/link"]
 let smallExecutable: [LinkerSetting] = [
@@ -113,7 +114,7 @@ let package = Package(
         ]),
         // EdgeHub: the edge end of the channel (join, mTLS WebSocket client, reconnect, acks).
         .target(name: "EdgeHub", dependencies: [
-            "CloudEdgeProtocol", "CloudEdgeTransport", "PKI", "StreamTunnel",
+            "CloudEdgeProtocol", "CloudEdgeTransport", "PKI", "StreamTunnel", "KubeAPI",
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
@@ -150,6 +151,7 @@ let package = Package(
         ]),
         // Self-signed CA and certificates (PEM) for the API server and later CloudHub.
         .target(name: "PKI", dependencies: [
+            "KubeAPI",
             .product(name: "X509", package: "swift-certificates"),
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "SwiftASN1", package: "swift-asn1"),
@@ -190,6 +192,7 @@ let package = Package(
         ]),
         // MetaServer: the edge's local, read-only Kubernetes-style API over the node's store.
         .target(name: "MetaServer", dependencies: [
+            "HTTPService",
             "MetaStore", "KubeAPI",
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "HummingbirdCore", package: "hummingbird"),
@@ -236,7 +239,19 @@ let package = Package(
             .product(name: "SwiftProtobuf", package: "swift-protobuf"),
         ]),
         // Plain-HTTP Prometheus `/metrics` for the cloud and edge processes.
+        // A Hummingbird responder served over HTTP/1.1 without Foundation's calendar (see HTTPService).
+        .target(name: "HTTPService", dependencies: [
+            "KubeAPI",
+            .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "HummingbirdCore", package: "hummingbird"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ]),
         .target(name: "MetricsEndpoint", dependencies: [
+            "HTTPService",
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "Prometheus", package: "swift-prometheus"),
             .product(name: "Logging", package: "swift-log"),
@@ -253,7 +268,7 @@ let package = Package(
         // MetaServer, node status, Edged on the CRI runtime.
         .target(name: "EdgeNode", dependencies: [
             "CommandSupport", "EdgeHub", "MetaStore", "MetaServer", "NodeStatus", "Edged", "ContainerRuntime", "MetricsEndpoint", "Operations",
-            "DeviceTwin", "MQTT",
+            "DeviceTwin", "MQTT", "KubeAPI",
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),

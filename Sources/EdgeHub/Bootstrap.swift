@@ -1,5 +1,6 @@
 import AsyncHTTPClient
 import Foundation
+import KubeAPI
 import Logging
 import NIOCore
 import NIOSSL
@@ -113,7 +114,7 @@ public struct NodeBootstrap: Sendable {
         let resp = try await http.execute(req, timeout: .seconds(30))
         let body = Array(try await resp.body.collect(upTo: 64 * 1024).readableBytesView)
         guard resp.status == .ok else {
-            let text = String(decoding: body, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+            let text = String(decoding: body, as: UTF8.self).trimmingWhitespace
             throw JoinError(resp.status == .unauthorized ? .badSignature : .badRequest, "the cloud refused the certificate request: \(text)")
         }
         return (try Certificate(derEncoded: body).serializeAsPEM().pemString, keyPEM)

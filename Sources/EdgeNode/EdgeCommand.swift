@@ -7,6 +7,7 @@ import NIOSSL
 import EdgeHub
 import Edged
 import Foundation
+import KubeAPI
 import Logging
 import MetaServer
 import MetricsEndpoint
@@ -168,7 +169,7 @@ public struct EdgeCommand: AsyncParsableCommand {
             mqttUsername: mqttUsername ?? file.modules?.eventBus?.mqttUsername,
             mqttPassword: try mqttPasswordFile.map { path in
                 guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { throw ValidationError("cannot read --mqtt-password-file \(path)") }
-                return text.trimmingCharacters(in: .newlines)
+                return String(text.trimming(["\n", "\r\n"]))
             } ?? file.modules?.eventBus?.mqttPassword,
             dmiSocket: dmiSock ?? file.modules?.deviceTwin?.dmiSockPath ?? dataDir + "/dmi.sock")
     }

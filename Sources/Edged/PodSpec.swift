@@ -87,7 +87,7 @@ public struct ContainerSpec: Sendable, Equatable {
         volumeMounts = c["volumeMounts"].arrayValue ?? []
         ports = c["ports"].arrayValue ?? []
         resources = c["resources"]
-        let tag = image.split(separator: "/").last.map { $0.contains(":") ? String($0.split(separator: ":").last!) : "latest" } ?? "latest"
+        let tag = image.split(separator: "/").last.map { $0.contains(":" as Character) ? String($0.split(separator: ":").last!) : "latest" } ?? "latest"
         imagePullPolicy = c["imagePullPolicy"].stringValue ?? (tag == "latest" ? "Always" : "IfNotPresent")
         liveness = try ProbeSpec(c["livenessProbe"], container: name)
         readiness = try ProbeSpec(c["readinessProbe"], container: name)

@@ -223,7 +223,7 @@ final class PodWorker {
         do {
             try await runtime.startContainer(id)
             started = true
-        } catch let e as RuntimeError where e.kind == .unavailable || e.message.contains("already in starting state") {
+        } catch let e as RuntimeError where e.kind == .unavailable || e.message.firstRange(of: "already in starting state") != nil {
             // The connection dropped under the call (the runtime restarted, say) or a start is
             // already under way: the runtime may well be starting it. Wait for
             // its state instead of starting it again.

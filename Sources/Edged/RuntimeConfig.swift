@@ -188,7 +188,7 @@ struct RuntimeConfigBuilder: Sendable {
 
     /// `$(VAR)` → its value when defined; `$$` → `$`; anything else kept as written.
     func expand(_ s: String, _ vars: [String: String]) -> String {
-        guard s.contains("$") else { return s }
+        guard s.contains("$" as Character) else { return s }
         var out = ""
         var i = s.startIndex
         while i < s.endIndex {

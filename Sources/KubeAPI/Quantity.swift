@@ -37,12 +37,3 @@ public enum Quantity {
         }
     }
 }
-
-extension String {
-    var trimmingWhitespace: Substring {
-        var s = Substring(self)
-        while let f = s.first, f == " " { s = s.dropFirst() }
-        while let l = s.last, l == " " { s = s.dropLast() }
-        return s
-    }
-}

@@ -38,6 +38,18 @@ public struct KubeTime: Sendable, Hashable, Comparable {
         return Self.format(seconds, fraction: frac)
     }
 
+    /// `Sun, 06 Nov 1994 08:49:37 GMT` (HTTP's IMF-fixdate, RFC 9110 §5.6.7: the `Date` header).
+    public var httpDate: String {
+        let secs = seconds
+        let days = secs >= 0 ? secs / 86400 : (secs - 86399) / 86400
+        let rem = secs - days * 86400
+        let (y, m, d) = Self.civil(fromDays: days)
+        let weekday = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"][Int(((days % 7) + 7) % 7)]  // 1970-01-01 was a Thursday
+        let month = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"][Int(m - 1)]
+        let pad = Self.pad
+        return "\(weekday), \(pad(d, 2)) \(month) \(pad(y, 4)) \(pad(rem / 3600, 2)):\(pad(rem % 3600 / 60, 2)):\(pad(rem % 60, 2)) GMT"
+    }
+
     static func pad(_ v: Int64, _ width: Int) -> String {
         let s = String(v)
         return s.count >= width ? s : String(repeating: "0", count: width - s.count) + s

@@ -1,5 +1,6 @@
 import Hummingbird
 import HummingbirdCore
+import HTTPService
 import KubeAPI
 import Logging
 import MetaStore
@@ -96,16 +97,15 @@ public struct MetaServer: Service {
     public func run() async throws {
         let onRunning = self.onRunning, logger = self.logger
         let watches = OpenWatches()
-        let app = Application(responder: MetaResponder(store: store, watches: watches), server: .http1(),
-                              configuration: .init(address: .hostname(host, port: port), serverName: "swiftedge-metaserver"),
-                              onServerRunning: { ch in
-                                  let bound = ch.localAddress?.port ?? 0
-                                  logger.info("MetaServer listening", metadata: ["address": "\(ch.localAddress?.description ?? "")"])
-                                  await onRunning(bound)
-                              }, logger: logger)
+        let server = HTTPService(responder: MetaResponder(store: store, watches: watches), host: host, port: port,
+                                 serverName: "swiftedge-metaserver", logger: logger) { ch in
+            let bound = ch.localAddress?.port ?? 0
+            logger.info("MetaServer listening", metadata: ["address": "\(ch.localAddress?.description ?? "")"])
+            await onRunning(bound)
+        }
         // Open watches end first, so that the HTTP server can drain.
         try await withGracefulShutdownHandler {
-            try await app.runService(gracefulShutdownSignals: [])
+            try await server.run()
         } onGracefulShutdown: {
             watches.closeAll()
         }

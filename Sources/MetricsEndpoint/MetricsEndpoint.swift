@@ -1,3 +1,4 @@
+import HTTPService
 import Hummingbird
 import Logging
 import Prometheus
@@ -30,12 +31,13 @@ public struct MetricsEndpoint: Service {
         }
         let logger = self.logger
         let onRunning = self.onRunning
-        let app = Application(router: router, configuration: .init(address: .hostname(host, port: port), serverName: "swiftedge-metrics"),
-                              onServerRunning: { channel in
-                                  let bound = channel.localAddress?.port ?? 0
-                                  logger.info("metrics endpoint listening", metadata: ["address": "\(host):\(bound)"])
-                                  await onRunning(bound)
-                              }, logger: logger)
-        try await app.runService(gracefulShutdownSignals: [])
+        let host = self.host
+        let server = HTTPService(responder: router.buildResponder(), host: host, port: port, serverName: "swiftedge-metrics",
+                                 logger: logger) { channel in
+            let bound = channel.localAddress?.port ?? 0
+            logger.info("metrics endpoint listening", metadata: ["address": "\(host):\(bound)"])
+            await onRunning(bound)
+        }
+        try await server.run()
     }
 }

@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import KubeAPI
 import SwiftASN1
 import X509
 
@@ -133,11 +134,11 @@ public struct CertificateAuthority: Sendable {
 public func certificateSHA256Hex(_ cert: Certificate) throws -> String {
     var ser = DER.Serializer()
     try ser.serialize(cert)
-    return SHA256.hash(data: ser.serializedBytes).map { String(format: "%02x", $0) }.joined()
+    return SHA256.hash(data: ser.serializedBytes).hexString
 }
 
 /// Random bytes as a lower-case hex string (tokens).
 public func randomHexToken(bytes: Int = 32) -> String {
     var g = SystemRandomNumberGenerator()
-    return (0..<bytes).map { _ in String(format: "%02x", UInt8.random(in: 0...255, using: &g)) }.joined()
+    return (0..<bytes).map { _ in UInt8.random(in: 0...255, using: &g) }.hexString
 }

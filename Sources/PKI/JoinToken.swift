@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import KubeAPI
 import SwiftASN1
 import X509
 
@@ -24,7 +25,7 @@ public struct JoinToken: Sendable, Equatable {
     public var string: String { "\(caHash).\(jwt)" }
 
     public init(parsing s: String) throws(JoinError) {
-        let t = s.trimmingCharacters(in: .whitespacesAndNewlines)
+        let t = s.trimmingWhitespace
         let parts = t.split(separator: ".", omittingEmptySubsequences: false)
         guard parts.count == 4, parts[0].count == 64, parts[0].allSatisfy(\.isHexDigit) else {
             throw JoinError(.malformed, "malformed token: expected <sha256 of the CA>.<JWT> as printed by `swiftedge gettoken`")
@@ -71,7 +72,7 @@ public struct JoinToken: Sendable, Equatable {
 
     /// Checks that the CA the edge downloaded is the one the token names (the edge side).
     public func verifyCA(derBytes: [UInt8]) throws(JoinError) {
-        let hash = SHA256.hash(data: derBytes).map { String(format: "%02x", $0) }.joined()
+        let hash = SHA256.hash(data: derBytes).hexString
         guard hash == caHash else {
             throw JoinError(.caHashMismatch, "CA hash mismatch: the cloud's CA (sha256 \(hash.prefix(16))…) is not the one in the token (\(caHash.prefix(16))…); check the address and the token")
         }

@@ -43,6 +43,9 @@ import KubeProtobuf
         #expect(t.rfc3339Micro == "2026-11-25T06:13:15.123456Z")
         #expect(KubeTime.parse("2026-11-25T06:13:15.123456Z") == t)
         #expect(KubeTime.parse("2026-11-25T08:13:15+02:00")?.seconds == t.seconds)
+        #expect(t.httpDate == "Wed, 25 Nov 2026 06:13:15 GMT")
+        #expect(KubeTime(seconds: 784_111_777).httpDate == "Sun, 06 Nov 1994 08:49:37 GMT")  // RFC 9110's example
+        #expect(KubeTime(seconds: -1).httpDate == "Wed, 31 Dec 1969 23:59:59 GMT")
         #expect(KubeTime.humanDuration(seconds: 45) == "45s")
         #expect(KubeTime.humanDuration(seconds: 3 * 86400 + 3600) == "3d1h")
     }
