@@ -6,11 +6,12 @@ import PackageDescription
 /// of 4 MB and the dynamic symbol table shrinks from 73,000 entries to a few hundred: the edge
 /// process's RSS drops by about 6.5 MB (measured: 42.8 → 36.3 MB idle; see docs/architecture.md).
 ///
-/// Release builds also place the functions the edge runs next to each other
-/// (`scripts/symbol-order/edge.order`, made by `gen-symbol-order.py`): the kernel maps code in 64 KB
-/// blocks around each fault, so hot code scattered through 37 MB of text costs several times its
-/// size in RSS. It takes effect with function sections (`scripts/release-flags.sh`).
-/// `SWIFTEDGE_SYMBOL_ORDER=off` leaves it out, `=<path>` uses another file (both for profiling).
+/// Release builds also place the functions the edge runs next to each other, in the order they
+/// first run (`scripts/symbol-order/edge.order` and the two linker scripts beside it, made by
+/// `gen-symbol-order.py` from an exact function profile): the kernel maps code in 64 KB blocks
+/// around each fault, so hot code scattered through 37 MB of text costs many times its size in
+/// RSS. It takes effect with function sections (`scripts/release-flags.sh`).
+/// `SWIFTEDGE_SYMBOL_ORDER=off` leaves it out, `=<path>` uses another file.
 let symbolOrderFile = Context.environment["SWIFTEDGE_SYMBOL_ORDER"]
     ?? String(#filePath.dropLast("Package.swift".count)) + "scripts/symbol-order/edge.order"
 let symbolOrder: [String] = symbolOrderFile == "off" ? [] :

@@ -41,21 +41,6 @@ def rss_mb(pid, field="VmRSS"):
     return 0.0
 
 
-def ran_pages(pid, binary):
-    """Link-time addresses of the executable's code pages a process under textprofile.so ran: those
-    made executable again (r-xp) in the code range it protected."""
-    binary = os.path.realpath(binary)
-    mine = [line.split() for line in open(f"/proc/{pid}/maps")]
-    mine = [m for m in mine if len(m) >= 6 and m[5] == binary]
-    base = min(int(m[0].split("-")[0], 16) - int(m[2], 16) for m in mine)
-    pages = []
-    for m in mine:
-        if m[1].startswith("r-x"):
-            lo, hi = (int(x, 16) for x in m[0].split("-"))
-            pages += range(lo - base, hi - base, 4096)
-    return pages
-
-
 def wait(pred, timeout, what):
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -105,9 +90,6 @@ def main():
     ap.add_argument("--profiling", action="store_true",
                     help="also run what a typical node does beyond the benchmark (ConfigMap, probes, MetaServer, metrics), "
                          "for profiles (scripts/symbol-order)")
-    ap.add_argument("--text-profile", metavar="FILE",
-                    help="run the edge under scripts/symbol-order/textprofile.so (LD_PRELOAD, built by gen-symbol-order.py) "
-                         "and write the addresses of the code pages it ran to FILE (figures are then not representative)")
     ap.add_argument("--func-profile", metavar="FILE",
                     help="run the edge under scripts/symbol-order/funcprofile.so (LD_PRELOAD, $FUNCPROFILE_SO) and write the "
                          "link-time addresses of the functions it ran to FILE, in first-run order (figures are then not representative)")
@@ -133,8 +115,6 @@ def main():
         edge_log = open(tmp / "edge.log", "wb")
         metaserver, edge_metrics = free_port(), free_port()
         edge_env = dict(os.environ)
-        if a.text_profile:
-            edge_env.update(LD_PRELOAD=os.environ["TEXTPROFILE_SO"], SWIFT_BACKTRACE="enable=no")
         if a.func_profile:
             edge_env.update(LD_PRELOAD=os.environ["FUNCPROFILE_SO"], FUNCPROFILE_OUT=str(Path(a.func_profile).resolve()), SWIFT_BACKTRACE="enable=no")
         edge = subprocess.Popen([a.edge_bin, "--cloud", "127.0.0.1", "--cloudhub-port", str(hub), "--cert-port", str(cert),
@@ -198,7 +178,7 @@ def main():
         core.delete_collection_namespaced_pod("default", label_selector="bench=edge")
         wait(lambda: not core.list_namespaced_pod("default", label_selector="bench=edge").items, 120, "pods deleted")
 
-        if a.profiling or a.text_profile or a.func_profile:
+        if a.profiling or a.func_profile:
             # Beyond the benchmark: what a typical node also does (config from a ConfigMap, probes of
             # each kind, a local MetaServer list, a metrics scrape), so its code is profiled too.
             core.create_namespaced_config_map("default", {"metadata": {"name": "bench-config"}, "data": {"greeting": "hello"}})
@@ -241,8 +221,6 @@ def main():
             wait(lambda: phase("after-restart") == "Running", 60, "pod Running after the cloud restarted")
             core.delete_namespaced_pod("after-restart", "default")
             wait(lambda: phase("after-restart") is None, 60, "after-restart pod deleted")
-        if a.text_profile:
-            Path(a.text_profile).write_text("".join(f"{page:x}\n" for page in ran_pages(edge.pid, a.edge_bin)))
         size = os.path.getsize(a.edge_bin)
         stripped = tmp / "swiftedge-edge.stripped"
         shutil.copy(a.edge_bin, stripped)
