@@ -51,6 +51,17 @@ func ownExecutable() -> String {
     (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
 }
 
+/// What the edgecore unit runs: `swiftedge-edge` when it is installed beside this executable (the
+/// edge node alone, as KubeEdge installs edgecore: ~1.3 MB less memory on the node than
+/// `swiftedge edge`, which also carries the cloud's code), else this executable. Both take
+/// `edge --config <file>`.
+func edgeExecutable() -> String {
+    let own = ownExecutable()
+    guard let slash = own.lastIndex(of: "/") else { return own }
+    let sibling = String(own[...slash]) + "swiftedge-edge"
+    return FileManager.default.isExecutableFile(atPath: sibling) ? sibling : own
+}
+
 /// Installs and starts a managed process: a systemd unit where systemd runs (unless
 /// `--no-systemd`), else a background process. Returns the process when it runs detached (so
 /// waiting can notice it dying), nil under systemd.
@@ -292,7 +303,7 @@ struct JoinCommand: AsyncParsableCommand {
         config.modules?.edged?.tailoredKubeletFlag = .init(hostnameOverride: nodeName, nodeIP: localIP, nodeLabels: nodeLabels)
         config.modules?.metaManager?.metaServer = .init(enable: metaserverPort > 0, server: "127.0.0.1:\(metaserverPort)")
         config.swiftedge = .init(dataDir: dataDir, podLogsDir: podLogsDir, nodeStatusInterval: 10, metricsPort: metricsPort)
-        let process = ManagedProcess(name: "edgecore", description: "SwiftEdge edge node", executable: ownExecutable(),
+        let process = ManagedProcess(name: "edgecore", description: "SwiftEdge edge node", executable: edgeExecutable(),
                                      arguments: ["edge", "--config", paths.edgeConfig],
                                      logPath: dataDir + "/edgecore.log", pidPath: dataDir + "/edgecore.pid", unitDirectory: paths.systemdDir)
         let detached: ManagedProcess?
@@ -374,7 +385,7 @@ struct ResetCommand: AsyncParsableCommand {
     }
 
     func managed(_ name: String, dataDir: String) -> ManagedProcess {
-        ManagedProcess(name: name, description: "", executable: ownExecutable(), arguments: [],
+        ManagedProcess(name: name, description: "", executable: name == "edgecore" ? edgeExecutable() : ownExecutable(), arguments: [],
                        logPath: dataDir + "/\(name).log", pidPath: dataDir + "/\(name).pid", unitDirectory: paths.systemdDir)
     }
 

@@ -93,7 +93,9 @@ def test_init_join_reset(containerd, tmp_path):  # noqa: F811
         assert "[5/5]" in r.stdout and "Edge node shop-ops joined" in r.stdout, r.stdout
         if not systemd_here:
             unit = (units / "edgecore.service").read_text()
-            assert f"ExecStart={BIN.resolve()} edge --config {etc_edge}/config/edgecore.yaml" in unit, unit
+            # the edge node alone (swiftedge-edge) where it is built beside swiftedge
+            edge_bin = BIN.resolve().parent / "swiftedge-edge"
+            assert f"ExecStart={edge_bin if edge_bin.exists() else BIN.resolve()} edge --config {etc_edge}/config/edgecore.yaml" in unit, unit
             assert "systemd is not running" in r.stdout
         wait_for(lambda: node_ready(k, "shop-ops"), 30, what="node Ready")
         labels = json.loads(k("get", "node", "shop-ops", "-o", "json"))["metadata"]["labels"]
