@@ -169,7 +169,7 @@ public struct EdgeCommand: AsyncParsableCommand {
             mqttUsername: mqttUsername ?? file.modules?.eventBus?.mqttUsername,
             mqttPassword: try mqttPasswordFile.map { path in
                 guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { throw ValidationError("cannot read --mqtt-password-file \(path)") }
-                return String(text.trimming(["\n", "\r\n"]))
+                return String(text.trimming(where: \.isNewline))
             } ?? file.modules?.eventBus?.mqttPassword,
             dmiSocket: dmiSock ?? file.modules?.deviceTwin?.dmiSockPath ?? dataDir + "/dmi.sock")
     }

@@ -2,21 +2,17 @@
 /// (`trimmingCharacters(in:)`, `String(format:)`) go through CoreFoundation's character sets and
 /// format engine, whose code and Unicode tables then stay in a small edge process's memory.
 extension StringProtocol {
-    /// Without leading and trailing whitespace and newlines.
-    public var trimmingWhitespace: Substring {
+    /// Without the characters matching `predicate` at either end (e.g. `\.isNewline`, or the
+    /// quotes around a value).
+    public func trimming(where predicate: (Character) -> Bool) -> Substring {
         var s = self[...]
-        while let c = s.first, c.isWhitespace { s.removeFirst() }
-        while let c = s.last, c.isWhitespace { s.removeLast() }
+        while let c = s.first, predicate(c) { s.removeFirst() }
+        while let c = s.last, predicate(c) { s.removeLast() }
         return Substring(s)
     }
 
-    /// Without the given characters at either end (e.g. the quotes around a value).
-    public func trimming(_ characters: Set<Character>) -> Substring {
-        var s = self[...]
-        while let c = s.first, characters.contains(c) { s.removeFirst() }
-        while let c = s.last, characters.contains(c) { s.removeLast() }
-        return Substring(s)
-    }
+    /// Without leading and trailing whitespace and newlines.
+    public var trimmingWhitespace: Substring { trimming(where: \.isWhitespace) }
 }
 
 extension Sequence where Element == UInt8 {

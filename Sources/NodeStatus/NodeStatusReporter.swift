@@ -26,7 +26,7 @@ public struct HostFacts: Sendable {
             .split(separator: " ").dropFirst().first.flatMap { Int64($0) } ?? 0
         let osRelease = (try? String(contentsOfFile: "/etc/os-release", encoding: .utf8)) ?? ""
         let pretty = osRelease.split(separator: "\n").first { $0.hasPrefix("PRETTY_NAME=") }
-            .map { String($0.dropFirst("PRETTY_NAME=".count).trimming(["\""])) } ?? "Linux"
+            .map { String($0.dropFirst("PRETTY_NAME=".count).trimming(where: { $0 == "\"" })) } ?? "Linux"
         let machine = field(u.machine)
         let arch = ["x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm"][machine] ?? machine
         return HostFacts(cpus: ProcessInfo.processInfo.activeProcessorCount, memoryBytes: memKB * 1024,

@@ -384,8 +384,8 @@ struct ResetCommand: AsyncParsableCommand {
         if !did { print("nothing to reset: no \(role == "edge" ? paths.edgeConfig : role == "cloud" ? paths.cloudConfig : "\(paths.cloudConfig) or \(paths.edgeConfig)")") }
     }
 
-    func managed(_ name: String, dataDir: String) -> ManagedProcess {
-        ManagedProcess(name: name, description: "", executable: name == "edgecore" ? edgeExecutable() : ownExecutable(), arguments: [],
+    func managed(_ name: String, executable: String = ownExecutable(), dataDir: String) -> ManagedProcess {
+        ManagedProcess(name: name, description: "", executable: executable, arguments: [],
                        logPath: dataDir + "/\(name).log", pidPath: dataDir + "/\(name).pid", unitDirectory: paths.systemdDir)
     }
 
@@ -398,7 +398,10 @@ struct ResetCommand: AsyncParsableCommand {
         let nodeName = config.modules?.edged?.tailoredKubeletFlag?.hostnameOverride ?? ""
         var progress = Progress(4)
         progress.next("Stopping edgecore")
-        let process = managed("edgecore", dataDir: dataDir)
+        // The node runs as swiftedge-edge or as `swiftedge edge`, whichever join found; either may
+        // be what is running now (swiftedge-edge can have been installed after the join).
+        let candidates = [edgeExecutable(), ownExecutable()].map { managed("edgecore", executable: $0, dataDir: dataDir) }
+        let process = candidates.first { $0.runningPID() != nil } ?? candidates[0]
         try? process.removeUnit()
         if await process.stopDetached() { progress.note("stopped the background process") }
         progress.next("Removing the node's pods from the container runtime")

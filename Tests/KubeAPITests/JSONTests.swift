@@ -78,3 +78,14 @@ import KubeProtobuf
         #expect(throws: ProtobufDecodingError.self) { try KubeProtobuf.decode(KubeProtobuf.magic + [0x0A, 0xFF]) }
     }
 }
+
+@Suite struct TextTests {
+    @Test func trimsAndHexEncodesWithoutFoundation() {
+        #expect(" \t token.jwt\r\n".trimmingWhitespace == "token.jwt")
+        #expect("secret\r\n".trimming(where: \.isNewline) == "secret")
+        #expect("secret\r".trimming(where: \.isNewline) == "secret")
+        #expect(#""Debian GNU/Linux 12""#.trimming(where: { $0 == "\"" }) == "Debian GNU/Linux 12")
+        #expect("".trimmingWhitespace == "")
+        #expect([0x00, 0x0f, 0xa5, 0xff].hexString == "000fa5ff")
+    }
+}
