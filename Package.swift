@@ -22,12 +22,12 @@ let symbolOrder: [String] = symbolOrderFile == "off" ? [] :
 /// SQLite: GRDB asks for `-lsqlite3` ahead of everything else, so Debian's archive is linked whole
 /// (the linker still drops its unused sections); its objects then join the ordered code instead of
 /// mapping libsqlite3.so's 1.2 MB of pages. The shared library stays listed as needed but unused.
-let staticCxx = ["-L" + String(#filePath.dropLast("Package.swift".count)) + "scripts/link",
+let staticLibraries = ["-L" + String(#filePath.dropLast("Package.swift".count)) + "scripts/link",
                  "-Xlinker", "--whole-archive", "-Xlinker", "-l:libsqlite3.a", "-Xlinker", "--no-whole-archive"]
 let smallExecutable: [LinkerSetting] = [
     .unsafeFlags(["-use-ld=lld", "-Xlinker", "-z", "-Xlinker", "pack-relative-relocs", "-Xlinker", "--no-export-dynamic"],
                  .when(platforms: [.linux])),
-    .unsafeFlags(symbolOrder + staticCxx, .when(platforms: [.linux], configuration: .release)),
+    .unsafeFlags(symbolOrder + staticLibraries, .when(platforms: [.linux], configuration: .release)),
 ]
 
 let package = Package(
