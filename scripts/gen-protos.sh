@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Regenerates the Swift code of the gRPC contracts in ../shared/protos (run by hand, not in CI;
 # the output is committed):
-#   Sources/CRI  ← cri-runtime-v1/api.proto (runtime.v1 RuntimeService + ImageService; client only)
-#   Sources/DMI  ← kubeedge-dmi-v1beta1/api.proto (DeviceManagerService, DeviceMapperService; client and server)
+#   Sources/Generated/CRI  ← cri-runtime-v1/api.proto (runtime.v1 RuntimeService + ImageService; client only)
+#   Sources/Generated/DMI  ← kubeedge-dmi-v1beta1/api.proto (DeviceManagerService, DeviceMapperService; client and server)
 # Debian's protoc is too old for the CRI file, so protoc comes from PyPI's grpcio-tools; the
 # plugins (protoc-gen-swift from swift-protobuf 1.39.0, protoc-gen-grpc-swift-2 from
 # grpc-swift-protobuf 2.4.1) are built once into .build-protoc.
@@ -31,10 +31,10 @@ python3 -m pip install -q grpcio-tools
 BIN="$PLUGINS/.build/release"
 gen() {  # proto folder, output folder, grpc options
   python3 -m grpc_tools.protoc -I "$SHARED/$1" \
-    --plugin=protoc-gen-swift="$BIN/protoc-gen-swift" --swift_out="Sources/$2" --swift_opt=Visibility=Public \
-    --plugin=protoc-gen-grpc-swift-2="$BIN/protoc-gen-grpc-swift-2" --grpc-swift-2_out="Sources/$2" --grpc-swift-2_opt="$3" \
+    --plugin=protoc-gen-swift="$BIN/protoc-gen-swift" --swift_out="Sources/Generated/$2" --swift_opt=Visibility=Public \
+    --plugin=protoc-gen-grpc-swift-2="$BIN/protoc-gen-grpc-swift-2" --grpc-swift-2_out="Sources/Generated/$2" --grpc-swift-2_opt="$3" \
     "$SHARED/$1/api.proto"
 }
 gen cri-runtime-v1 CRI Visibility=Public,Server=false
 gen kubeedge-dmi-v1beta1 DMI Visibility=Public
-echo "generated: $(wc -l Sources/CRI/*.swift Sources/DMI/*.swift | tail -1)"
+echo "generated: $(wc -l Sources/Generated/CRI/*.swift Sources/Generated/DMI/*.swift | tail -1)"

@@ -1,0 +1,172 @@
+import StreamTunnel
+import CloudEdgeProtocol
+import CloudHub
+import CloudStream
+import DeviceController
+import EdgeController
+import NIOSSL
+import ControllerRuntime
+import Foundation
+import KubeAPI
+import KubeClient
+import Logging
+import PKI
+import ReliableSync
+import ServiceLifecycle
+
+/// CloudCore settings.
+public struct CloudCoreConfiguration: Sendable {
+    public var hub = CloudHubConfiguration()
+    /// Certificate service port (KubeEdge: 10002).
+    public var certPort = 10002
+    /// Addresses edge nodes use to reach the cloud (certificate SANs).
+    public var advertiseAddresses: [String] = []
+    /// How often a fresh join token is minted (valid twice as long; KubeEdge: 12 h).
+    public var tokenRefresh: Duration = .seconds(12 * 3600)
+    public var sync = ReliableSyncOptions()
+    /// Lifetime of node certificates issued at join and renewal (KubeEdge: 365 days).
+    public var edgeCertificateValidity: Duration = .seconds(365 * 86400)
+    /// Serves the nodes' stream tunnels (`kubectl logs`) when set.
+    public var tunnels: TunnelServer?
+    /// The kubelet-style stream server for an external kube-apiserver (KubeEdge's CloudStream
+    /// :10003): its port, and the CA whose client certificates it accepts (PEM). Off when nil;
+    /// needs ``tunnels``.
+    public var streamServer: (port: Int, clientCAPEM: String)?
+    public var onStreamServerListening: @Sendable (Int) async -> Void = { _ in }
+    public init() {}
+}
+
+extension CloudHub: AcknowledgedSender {}
+
+/// The cloud side: certificates and join tokens, CloudHub with its certificate service, and
+/// reliable delivery of each edge node's objects — all through the Kubernetes API (embedded
+/// server or any cluster).
+public struct CloudCore: Service {
+    let configuration: CloudCoreConfiguration
+    let makeClient: @Sendable () async throws -> KubeClient
+    let logger: Logger
+    let onReady: @Sendable (_ hubPort: Int, _ certPort: Int) async -> Void
+
+    public init(configuration: CloudCoreConfiguration, logger: Logger, onReady: @escaping @Sendable (Int, Int) async -> Void = { _, _ in },
+                makeClient: @escaping @Sendable () async throws -> KubeClient)
+    {
+        self.configuration = configuration; self.logger = logger; self.makeClient = makeClient; self.onReady = onReady
+    }
+
+    public func run() async throws {
+        let client = try await makeClient()
+        do { try await runWith(client) } catch {
+            try? await client.shutdown()
+            throw error
+        }
+        try? await client.shutdown()
+    }
+
+    func runWith(_ client: KubeClient) async throws {
+        let c = configuration
+        let secrets = try await CloudSecrets.ensure(client: client, addresses: c.advertiseAddresses + [c.hub.host], logger: logger)
+        _ = try await secrets.refreshToken(client: client, validity: Double(c.tokenRefresh.components.seconds) * 2)
+        try await ObjectSyncRecorder.installCRDs(client)
+        let recorder = ObjectSyncRecorder(client: client, logger: logger)
+        let restored = try await recorder.load()
+
+        let informers = InformerFactory(client: client, logger: logger)
+        let objects = EdgeObjects(informers: informers)
+        let syncBox = SyncBox()
+        let devices = DeviceStatusWriter(client: client, logger: logger, deviceNode: { objects.deviceNode(namespace: $0, name: $1) })
+        let upstream = NodeUpstream(client: client, logger: logger, deviceNode: { objects.deviceNode(namespace: $0, name: $1) },
+                                    deviceStatuses: { try await devices.writeDeviceStatuses(node: $0, $1) }) { node, session, part, parts, records in
+            await syncBox.sync()?.inventory(node, session: session, part: part, parts: parts, records: records)
+        }
+        let ports = PortPair()
+        let hub = try CloudHub(configuration: c.hub, ca: secrets.ca, serverCertificate: secrets.serverCertificate,
+                               authorizer: NodeAuthorizer { ns, name in objects.podNode(namespace: ns, name: name) },
+                               tunnels: c.tunnels, logger: logger,
+                               onRunning: { await ports.set(hub: $0) }) { event in
+            switch event {
+            case .connected(let node): await syncBox.sync()?.connected(node)
+            case .disconnected(let node, _): await syncBox.sync()?.disconnected(node)
+            case .message(let node, let m):
+                // Awaited in the node's session: one node's messages apply in order, and a slow
+                // API server slows that node's reads (back-pressure), not the others.
+                await upstream.handle(node: node, m)
+            case .refused: break
+            }
+        }
+        let sync = ReliableSync(source: objects, sender: hub, recorder: recorder, options: c.sync, logger: logger)
+        for (node, records) in restored { sync.restore(node: node, records) }
+        objects.attach(sync)
+        // (Nodes connect only after the caches synced: CloudHub starts then.)
+        await syncBox.set(sync)
+        let certs = CertificateServer(host: c.hub.host, port: c.certPort, ca: secrets.ca, serverCertificate: secrets.serverCertificate,
+                                      certificateValidity: c.edgeCertificateValidity,
+                                      logger: logger, onRunning: { await ports.set(cert: $0) })
+        logger.info("cloudcore starting", metadata: ["restoredNodes": "\(restored.count)", "restoredObjects": "\(restored.values.reduce(0) { $0 + $1.count })"])
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await cancelWhenGracefulShutdown { try await informers.run() } }
+            group.addTask { try await recorder.run() }
+            group.addTask {
+                // Nodes may connect only once the caches can answer what they should have.
+                await informers.waitForSync()
+                try await sync.run()
+            }
+            group.addTask {
+                await informers.waitForSync()
+                try await hub.run()
+            }
+            group.addTask { try await certs.run() }
+            if let (port, clientCA) = c.streamServer, let tunnels = c.tunnels {
+                var tls = try secrets.serverCertificate.serverTLSConfiguration(trusting: clientCA)
+                tls.certificateVerification = .noHostnameVerification  // a client certificate is required
+                var sc = KubeletStreamServerConfiguration(tls: tls)
+                sc.host = c.hub.host
+                sc.port = port
+                let stream = KubeletStreamServer(configuration: sc, tunnels: tunnels, logger: logger, onListening: c.onStreamServerListening) { address in
+                    objects.node(forAddress: address)
+                }
+                group.addTask {
+                    await informers.waitForSync()
+                    try await stream.run()
+                }
+            }
+            group.addTask {
+                let (h, ce) = await ports.both()
+                await onReady(h, ce)
+                while !Task.isShuttingDownGracefully {
+                    // Cancelled by a graceful shutdown: the loop ends without an error.
+                    try? await cancelWhenGracefulShutdown { try await Task.sleep(for: c.tokenRefresh) }
+                    if Task.isShuttingDownGracefully { break }
+                    do { _ = try await secrets.refreshToken(client: client, validity: Double(c.tokenRefresh.components.seconds) * 2) } catch {
+                        logger.warning("join token refresh failed", metadata: ["error": "\(error)"])
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+    }
+}
+
+/// Hands the delivery engine to CloudHub's event callback once it exists.
+actor SyncBox {
+    var value: ReliableSync?
+    func set(_ s: ReliableSync) { value = s }
+    func sync() -> ReliableSync? { value }
+}
+
+/// The two ports, known once both servers listen.
+actor PortPair {
+    var hub: Int?
+    var cert: Int?
+    var waiters: [CheckedContinuation<(Int, Int), Never>] = []
+    func set(hub p: Int) { hub = p; flush() }
+    func set(cert p: Int) { cert = p; flush() }
+    func flush() {
+        guard let h = hub, let c = cert else { return }
+        for w in waiters { w.resume(returning: (h, c)) }
+        waiters = []
+    }
+    func both() async -> (Int, Int) {
+        if let h = hub, let c = cert { return (h, c) }
+        return await withCheckedContinuation { waiters.append($0) }
+    }
+}

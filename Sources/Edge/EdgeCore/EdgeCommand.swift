@@ -1,0 +1,284 @@
+import ArgumentParser
+import CommandSupport
+import ComponentConfig
+import ContainerRuntime
+import DeviceTwin
+import MQTT
+import NIOSSL
+import EdgeHub
+import Edged
+import Foundation
+import KubeAPI
+import Logging
+import MetaServer
+import MetricsEndpoint
+import MetaStore
+import NodeStatus
+import ServiceLifecycle
+import Synchronization
+
+/// `swiftedge edge`: the edge node (joins with a token on first start, then keeps the channel up
+/// and persists what the cloud sends before acknowledging it).
+public struct EdgeCommand: AsyncParsableCommand {
+    public static let configuration = CommandConfiguration(commandName: "edge", abstract: "Run an edge node.")
+
+    @Option(help: "edgecore.yaml (KubeEdge's keys; `--defaultconfig` prints one). Flags given here win over the file.")
+    var config: String?
+
+    @Flag(help: "Print the default edgecore.yaml and exit.")
+    var defaultconfig = false
+
+    @Option(help: "Cloud address (host name or IP).")
+    var cloud: String?
+
+    @Option(help: "CloudHub WebSocket port (default 10000).")
+    var cloudhubPort: Int?
+
+    @Option(help: "Certificate service port (default 10002).")
+    var certPort: Int?
+
+    @Option(help: "This node's name.")
+    var nodeName: String?
+
+    @Option(help: "Join token from `swiftedge gettoken` (needed until the node has its certificate).")
+    var token: String?
+
+    @Option(help: "Directory for the node's certificates, database and pod volumes (default /var/lib/kubeedge).")
+    var dataDir: String?
+
+    @Option(help: "Seconds between keepalives (default 15).")
+    var heartbeat: Double?
+
+    @Flag(inversion: .prefixedNo, help: "If the node's database is corrupt, move it aside and start empty (the cloud then sends everything again) instead of failing.")
+    var recoverStore = true
+
+    @Option(help: "MetaServer port on 127.0.0.1 (the node's local read API; 0: none; default 10550).")
+    var metaserverPort: Int?
+
+    @Option(help: "The node's InternalIP address (default 127.0.0.1).")
+    var nodeIP: String?
+
+    @Option(parsing: .upToNextOption, help: "Extra node labels, key=value.")
+    var labels: [String] = []
+
+    @Option(help: "Seconds between node status reports (KubeEdge: 10).")
+    var nodeStatusInterval: Double?
+
+    @Flag(inversion: .prefixedNo, help: "Renew the node certificate at 70–90 % of its lifetime (KubeEdge's rotateCertificates; default on).")
+    var rotateCertificates: Bool?
+
+    @Option(help: "CRI endpoint of the container runtime (containerd, CRI-O); empty: the node runs no pods (default unix:///run/containerd/containerd.sock).")
+    var remoteRuntimeEndpoint: String?
+
+    @Option(help: "Directory for pod volumes (default: <data-dir>/pods).")
+    var podsDir: String?
+
+    @Option(help: "Directory for container logs (kubelet's layout; default /var/log/pods).")
+    var podLogsDir: String?
+
+    @Option(help: "Port of the plain-HTTP Prometheus /metrics endpoint on 127.0.0.1 (0: none; default 10352).")
+    var metricsPort: Int?
+
+    @Option(help: "MQTT broker of the EventBus, tcp://host:port (empty: no EventBus; default tcp://127.0.0.1:1883).")
+    var mqttServer: String?
+
+    @Option(help: "CA file for a TLS broker (ssl://…; default: the system's trust roots).")
+    var mqttCaFile: String?
+
+    @Option(help: "Client certificate (PEM) for a TLS broker that asks for one.")
+    var mqttCertFile: String?
+
+    @Option(help: "Private key (PEM) of --mqtt-cert-file.")
+    var mqttKeyFile: String?
+
+    @Option(help: "MQTT user name.")
+    var mqttUsername: String?
+
+    @Option(help: "File holding the MQTT password (not on the command line, where `ps` shows it).")
+    var mqttPasswordFile: String?
+
+    @Option(help: "DMI socket mappers register on (empty: no DMI; default <data-dir>/dmi.sock).")
+    var dmiSock: String?
+
+    @OptionGroup var logging: LoggingOptions
+
+    public init() {}
+
+    /// The settings in force: flags, then the config file, then the defaults.
+    public struct Settings: Sendable {
+        public var cloud: String
+        public var cloudhubPort: Int
+        public var certPort: Int
+        public var nodeName: String
+        public var token: String?
+        public var dataDir: String
+        public var database: String
+        public var heartbeat: Double
+        public var metaserverPort: Int
+        public var nodeIP: String
+        public var labels: [String: String]
+        public var nodeStatusInterval: Double
+        public var rotateCertificates: Bool
+        public var remoteRuntimeEndpoint: String
+        public var podsDir: String
+        public var podLogsDir: String
+        public var metricsPort: Int
+        public var mqttServer: String
+        public var mqttTLS: EdgeCoreConfig.EventBusTLS?
+        public var mqttUsername: String?
+        public var mqttPassword: String?
+        public var dmiSocket: String
+    }
+
+    public func settings() throws -> Settings {
+        let file = try config.map { try ConfigFile.load(EdgeCoreConfig.self, path: $0) } ?? EdgeCoreConfig()
+        let d = EdgeCoreConfig.defaults
+        let hub = file.modules?.edgeHub, edged = file.modules?.edged, meta = file.modules?.metaManager?.metaServer
+        let ws = hub?.websocket?.server.flatMap(splitHostPort), https = hub?.httpServer.flatMap(splitHostPort)
+        guard let cloud = cloud ?? ws?.host ?? https?.host else {
+            throw ValidationError("no cloud address: give --cloud or modules.edgeHub.websocket.server in the config file")
+        }
+        guard let nodeName = nodeName ?? edged?.tailoredKubeletFlag?.hostnameOverride.flatMap({ $0.isEmpty ? nil : $0 }) else {
+            throw ValidationError("no node name: give --node-name or modules.edged.tailoredKubeletFlag.hostnameOverride in the config file")
+        }
+        var nodeLabels = edged?.tailoredKubeletFlag?.nodeLabels ?? [:]
+        for l in labels {
+            let kv = l.split(separator: "=", maxSplits: 1).map(String.init)
+            guard kv.count == 2, !kv[0].isEmpty else { throw ValidationError("label \"\(l)\" is not key=value") }
+            nodeLabels[kv[0]] = kv[1]
+        }
+        let dataDir = dataDir ?? file.swiftedge?.dataDir ?? d.swiftedge!.dataDir!
+        var metaPort = metaserverPort ?? (meta?.enable == false ? 0 : meta?.server.flatMap(splitHostPort)?.port) ?? 10550
+        if metaPort < 0 { metaPort = 0 }
+        return Settings(
+            cloud: cloud, cloudhubPort: cloudhubPort ?? ws?.port ?? 10000, certPort: certPort ?? https?.port ?? 10002, nodeName: nodeName,
+            token: token ?? hub?.token.flatMap { $0.isEmpty ? nil : $0 }, dataDir: dataDir,
+            database: file.database?.dataSource.flatMap { $0.isEmpty ? nil : $0 } ?? dataDir + "/edge.db",
+            heartbeat: heartbeat ?? hub?.heartbeat.map(Double.init) ?? 15, metaserverPort: metaPort,
+            nodeIP: nodeIP ?? edged?.tailoredKubeletFlag?.nodeIP.flatMap { $0.isEmpty ? nil : $0 } ?? "127.0.0.1", labels: nodeLabels,
+            nodeStatusInterval: nodeStatusInterval ?? file.swiftedge?.nodeStatusInterval.map(Double.init) ?? 10,
+            rotateCertificates: rotateCertificates ?? hub?.rotateCertificates ?? true,
+            remoteRuntimeEndpoint: remoteRuntimeEndpoint ?? edged?.tailoredKubeletConfig?.containerRuntimeEndpoint
+                ?? d.modules!.edged!.tailoredKubeletConfig!.containerRuntimeEndpoint!,
+            podsDir: podsDir ?? dataDir + "/pods", podLogsDir: podLogsDir ?? file.swiftedge?.podLogsDir ?? "/var/log/pods",
+            metricsPort: metricsPort ?? file.swiftedge?.metricsPort ?? 10352,
+            mqttServer: mqttServer ?? (file.modules?.eventBus?.enable == false ? "" : file.modules?.eventBus?.mqttServerExternal) ?? "tcp://127.0.0.1:1883",
+            mqttTLS: mqttCaFile != nil || mqttCertFile != nil
+                ? EdgeCoreConfig.EventBusTLS(enable: true, tlsMqttCAFile: mqttCaFile, tlsMqttCertFile: mqttCertFile, tlsMqttPrivateKeyFile: mqttKeyFile)
+                : file.modules?.eventBus?.eventBusTLS.flatMap { $0.enable == true ? $0 : nil },
+            mqttUsername: mqttUsername ?? file.modules?.eventBus?.mqttUsername,
+            mqttPassword: try mqttPasswordFile.map { path in
+                guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { throw ValidationError("cannot read --mqtt-password-file \(path)") }
+                return String(text.trimming(where: \.isNewline))
+            } ?? file.modules?.eventBus?.mqttPassword,
+            dmiSocket: dmiSock ?? file.modules?.deviceTwin?.dmiSockPath ?? dataDir + "/dmi.sock")
+    }
+
+    public func run() async throws {
+        if defaultconfig {
+            print(try ConfigFile.yaml(EdgeCoreConfig.defaults), terminator: "")
+            return
+        }
+        let s: Settings
+        do { s = try settings() } catch let e as ConfigError { throw ValidationError(e.message) }
+        let registry = bootstrapObservability()
+        let logger = logging.makeLogger("swiftedge.edge")
+        try FileManager.default.createDirectory(atPath: s.dataDir, withIntermediateDirectories: true)
+        let bootstrap = NodeBootstrap(certServer: "\(s.cloud):\(s.certPort)", nodeName: s.nodeName, directory: s.dataDir + "/certs", logger: logger)
+        let credentials: NodeCredentials
+        do { credentials = try await bootstrap.credentials(token: s.token) } catch {
+            throw ValidationError("\(error)")
+        }
+        let store = try SQLiteMetaStore(path: s.database, recover: recoverStore, logger: logger)
+        var config = EdgeHubConfiguration(cloudHost: s.cloud, nodeName: s.nodeName, credentials: credentials)
+        config.cloudPort = s.cloudhubPort
+        config.heartbeat = .seconds(s.heartbeat)
+        let (connections, connectionSink) = AsyncStream<Bool>.makeStream()
+        let edgedBox = EdgedBox()
+        let twinBox = TwinBox()
+        let hub = try EdgeHub(configuration: config, logger: logger, onConnection: { up in
+            connectionSink.yield(up)
+            edgedBox.edged?.connectionChanged(up)
+            twinBox.twin?.connectionChanged(up)
+        },
+                              inventory: { try await store.inventory() }) { message in
+            try await store.apply(message)
+            logger.debug("stored", metadata: ["operation": "\(message.route.operation.rawValue)", "resource": "\(message.route.resource)",
+                                               "resourceVersion": "\(message.resourceVersion ?? "")"])
+        }
+        print("edge node \(s.nodeName) joined; connecting to \(s.cloud):\(s.cloudhubPort)")
+        fflush(nil)
+        let nodeLabels = s.labels
+        var edged: Edged?
+        var runtime: CRIRuntime?
+        if !s.remoteRuntimeEndpoint.isEmpty {
+            let cri = try CRIRuntime(endpoint: s.remoteRuntimeEndpoint, logger: logger)
+            let e = Edged(configuration: EdgedConfiguration(nodeName: s.nodeName, nodeIP: s.nodeIP, podsDirectory: s.podsDir,
+                                                            logDirectory: s.podLogsDir),
+                          runtime: cri, store: store, upstream: { hub.send($0) }, logger: logger)
+            edgedBox.set(e)
+            edged = e
+            runtime = cri
+        }
+        var health: (@Sendable () -> RuntimeHealth)?
+        if let e = edged { health = { RuntimeHealth(ready: e.runtimeReady, version: e.containerRuntimeVersion) } }
+        let reporter = NodeStatusReporter(identity: NodeIdentity(name: s.nodeName, labels: nodeLabels, internalIP: s.nodeIP), hub: hub,
+                                          connections: connections, interval: .milliseconds(Int64(s.nodeStatusInterval * 1000)),
+                                          runtime: health, logger: logger)
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
+        // Started in this order, stopped in reverse: Edged stops before the runtime client.
+        if let runtime, let edged {
+            services += [.init(service: runtime), .init(service: edged), .init(service: EdgeStreamClient(hub: hub, provider: edged, logger: logger))]
+        }
+        var twinConfig = DeviceTwinConfiguration(nodeName: s.nodeName)
+        if !s.mqttServer.isEmpty {
+            do {
+                var m = try MQTTClientConfiguration(url: s.mqttServer, clientID: "swiftedge-\(s.nodeName)")
+                m.username = s.mqttUsername
+                m.password = s.mqttPassword
+                if let t = s.mqttTLS {
+                    var tls = m.tls ?? TLSConfiguration.makeClientConfiguration()
+                    if let ca = t.tlsMqttCAFile { tls.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(ca)) }
+                    if let cert = t.tlsMqttCertFile {
+                        tls.certificateChain = try NIOSSLCertificate.fromPEMFile(cert).map { .certificate($0) }
+                        guard let key = t.tlsMqttPrivateKeyFile else { throw ValidationError("--mqtt-cert-file needs --mqtt-key-file") }
+                        tls.privateKey = .privateKey(try NIOSSLPrivateKey(file: key, format: .pem))
+                    }
+                    m.tls = tls
+                }
+                twinConfig.mqtt = m
+            } catch let e as ValidationError { throw e } catch {
+                throw ValidationError("EventBus: \(error)")
+            }
+        }
+        twinConfig.dmiSocket = s.dmiSocket.isEmpty ? nil : s.dmiSocket
+        let twin = DeviceTwin(configuration: twinConfig, store: store, upstream: { hub.send($0) }, isConnected: { hub.isConnected }, logger: logger)
+        twinBox.set(twin)
+        services += [.init(service: hub), .init(service: reporter), .init(service: twin)]
+        if s.metricsPort > 0 {
+            services.append(.init(service: MetricsEndpoint(registry: registry, host: "127.0.0.1", port: s.metricsPort, logger: logger)))
+        }
+        if s.metaserverPort > 0 { services.append(.init(service: MetaServer(store: store, port: s.metaserverPort, logger: logger))) }
+        if s.rotateCertificates {
+            services.append(.init(service: CertificateRotation(bootstrap: bootstrap, credentials: credentials, logger: logger) { renewed in
+                try await hub.updateCredentials(renewed)
+            }))
+        }
+        let group = ServiceGroup(configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        try await group.run()
+    }
+}
+
+/// Lets the channel's connection callback reach DeviceTwin, which is made after the channel.
+final class TwinBox: Sendable {
+    let value = Mutex<DeviceTwin?>(nil)
+    var twin: DeviceTwin? { value.withLock { $0 } }
+    func set(_ t: DeviceTwin) { value.withLock { $0 = t } }
+}
+
+/// Lets the channel's connection callback reach Edged, which is made after the channel.
+final class EdgedBox: Sendable {
+    let value = Mutex<Edged?>(nil)
+    var edged: Edged? { value.withLock { $0 } }
+    func set(_ e: Edged) { value.withLock { $0 = e } }
+}

@@ -1,0 +1,95 @@
+import AsyncSupport
+import ContainerRuntime
+import KubeAPI
+import NIOCore
+import NIOPosix
+
+/// The outcome of one probe run.
+enum ProbeOutcome: Equatable { case success, failure(String) }
+
+/// Runs probes: exec through the CRI (`ExecSync`), HTTP GET and TCP connect from the node.
+struct ProbeRunner: Sendable {
+    let runtime: any ContainerRuntime
+
+    func run(_ probe: ProbeSpec, containerID: String, host: String, ports: [JSON]) async -> ProbeOutcome {
+        do {
+            switch probe.action {
+            case .exec(let command):
+                let r = try await runtime.execSync(containerID, command: command, timeoutSeconds: probe.timeoutSeconds)
+                if r.exitCode == 0 { return .success }
+                let out = String(decoding: (r.stdout + r.stderr).prefix(256), as: UTF8.self)
+                return .failure("command \(command) exited with \(r.exitCode): \(out)")
+            case .tcp(let h, let port):
+                let p = try resolve(port, ports)
+                try await withTimeout(probe.timeoutSeconds) { try await Self.connect(host: h ?? host, port: p) { _, _ in } }
+                return .success
+            case .http(let scheme, let h, let port, let path, let headers):
+                guard scheme == "HTTP" else { return .failure("HTTPS probes are not supported") }
+                let p = try resolve(port, ports)
+                let target = h ?? host
+                let status = try await withTimeout(probe.timeoutSeconds) {
+                    try await Self.connect(host: target, port: p) { i, o in try await Self.get(i, o, host: target, port: p, path: path, headers: headers) }
+                }
+                return (200..<400).contains(status) ? .success : .failure("HTTP probe failed with statuscode: \(status)")
+            }
+        } catch {
+            return .failure("\(error)")
+        }
+    }
+
+    func resolve(_ port: ProbeSpec.PortRef, _ ports: [JSON]) throws -> Int {
+        switch port {
+        case .number(let n): return n
+        case .name(let name):
+            guard let p = ports.first(where: { $0["name"].stringValue == name })?["containerPort"].intValue else {
+                throw ProbeError(message: "no container port named \(name)")
+            }
+            return Int(p)
+        }
+    }
+
+    struct ProbeError: Error, CustomStringConvertible {
+        var message: String
+        var description: String { message }
+    }
+
+    func withTimeout<T: Sendable>(_ seconds: Int64, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
+        try await withTimeLimit(.seconds(seconds), expired: ProbeError(message: "timed out after \(seconds)s"), body)
+    }
+
+    static func connect<T: Sendable>(host: String, port: Int,
+                                     _ body: (NIOAsyncChannelInboundStream<ByteBuffer>, NIOAsyncChannelOutboundWriter<ByteBuffer>) async throws -> T) async throws -> T
+    {
+        let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .connectTimeout(.seconds(5))
+            .connect(host: host, port: port) { ch in
+                ch.eventLoop.makeCompletedFuture { try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: ch) }
+            }
+        return try await channel.executeThenClose { i, o in try await body(i, o) }
+    }
+
+    /// Sends one GET and returns the response's status code.
+    static func get(_ inbound: NIOAsyncChannelInboundStream<ByteBuffer>, _ outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>,
+                    host: String, port: Int, path: String, headers: [(String, String)]) async throws -> Int
+    {
+        var request = "GET \(path.isEmpty ? "/" : path) HTTP/1.1\r\nHost: \(host):\(port)\r\nUser-Agent: kube-probe/1.32\r\nAccept: */*\r\nConnection: close\r\n"
+        for (k, v) in headers { request += "\(k): \(v)\r\n" }
+        request += "\r\n"
+        do {
+            try await outbound.write(ByteBuffer(string: request))
+            var head: [UInt8] = []
+            for try await var chunk in inbound {
+                head += chunk.readBytes(length: chunk.readableBytes) ?? []
+                if let nl = head.firstIndex(of: UInt8(ascii: "\n")) {
+                    let line = String(decoding: head[..<nl], as: UTF8.self).split(separator: " ")
+                    guard line.count >= 2, line[0].hasPrefix("HTTP/"), let code = Int(line[1]) else {
+                        throw ProbeError(message: "malformed HTTP response")
+                    }
+                    return code
+                }
+                if head.count > 8192 { break }
+            }
+            throw ProbeError(message: "connection closed before an HTTP status line")
+        }
+    }
+}
