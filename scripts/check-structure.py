@@ -303,7 +303,7 @@ def check_executable_file(rel, text, allowed_types, report):
                         ok = (kw in ("struct", "enum", "extension") and s[2] and
                               (set(words[decl + 1:]) & AP_PROTOCOLS or "@main" in words[:decl]
                                or (kw == "extension" and name in allowed_types)))
-                        if not ok and kw not in ("class", "actor"):  # class/actor reported below
+                        if not ok and s[2] and kw not in ("class", "actor"):  # class/actor: below
                             what = "extension of " + name if kw == "extension" else f"{kw} {name}"
                             report(rel, lines.line(head[decl][1]), 5,
                                    f"{what} is not an ArgumentParser command/option group or @main type")

@@ -101,7 +101,7 @@ struct CloudCommand: AsyncParsableCommand {
         let tunnels = TunnelServer(logger: logger)
         if let kubeconfig {
             let config = try KubeConfig.load(path: kubeconfig)
-            makeClient = { l in try KubeClient(config: config, logger: l) }
+            makeClient = { l in try HTTPKubeClient(config: config, logger: l) }
             logger.info("using an existing cluster; its own controllers run", metadata: ["server": "\(config.server)"])
         } else {
             let o = try await server.open(logger: logging.makeLogger("swiftedge.apiserver"), control: control,
@@ -168,7 +168,7 @@ struct GetTokenCommand: AsyncParsableCommand {
     func run() async throws {
         var logger = Logger(label: "swiftedge.gettoken")
         logger.logLevel = .error
-        let client = try KubeClient(config: try KubeConfig.load(path: kubeconfig), logger: logger)
+        let client = try HTTPKubeClient(config: try KubeConfig.load(path: kubeconfig), logger: logger)
         do {
             print(try await CloudSecrets.currentToken(client: client))
             try await client.shutdown()

@@ -183,7 +183,7 @@ struct InitCommand: AsyncParsableCommand {
         quiet.logLevel = .critical
         let token: String = try await waitUntil("waiting for the join token", timeout: .seconds(timeout), detached: detached) {
             guard FileManager.default.fileExists(atPath: adminKubeconfig),
-                  let client = try? KubeClient(config: try KubeConfig.load(path: adminKubeconfig), logger: quiet) else { return nil }
+                  let client = try? HTTPKubeClient(config: try KubeConfig.load(path: adminKubeconfig), logger: quiet) else { return nil }
             let t = try? await CloudSecrets.currentToken(client: client)
             try? await client.shutdown()
             return t

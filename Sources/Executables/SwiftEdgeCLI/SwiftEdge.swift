@@ -99,7 +99,7 @@ extension EmbeddedServerOptions {
         let connectHost = host == "0.0.0.0" ? "127.0.0.1" : host
         let makeClient: @Sendable (Logger) async throws -> KubeClient = { l in
             let port = await listening.value
-            return try KubeClient(config: KubeConfig(server: "\(scheme)://\(connectHost):\(port)", caPEM: insecure ? nil : ca, token: token), logger: l)
+            return try HTTPKubeClient(config: KubeConfig(server: "\(scheme)://\(connectHost):\(port)", caPEM: insecure ? nil : ca, token: token), logger: l)
         }
         var services = server.services
         if controllers {
@@ -196,7 +196,7 @@ struct ControllerManagerCommand: AsyncParsableCommand {
         let config = try KubeConfig.load(path: kubeconfig)
         let options = control.options()
         logger.info("controller manager starting", metadata: ["server": "\(config.server)", "identity": "\(options.identity)"])
-        let manager = ControllerManager(options: options, logger: logger) { try KubeClient(config: config, logger: logger) }
+        let manager = ControllerManager(options: options, logger: logger) { try HTTPKubeClient(config: config, logger: logger) }
         let group = ServiceGroup(configuration: .init(services: [.init(service: manager)],
                                                       gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()

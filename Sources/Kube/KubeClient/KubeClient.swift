@@ -69,12 +69,76 @@ public struct KubeWatchEvent: Sendable {
     public enum EventType: String, Sendable { case added = "ADDED", modified = "MODIFIED", deleted = "DELETED", bookmark = "BOOKMARK" }
     public var type: EventType
     public var object: JSON
+    public init(type: EventType, object: JSON) { self.type = type; self.object = object }
 }
 
-/// A REST + watch client for any Kubernetes API server, over the unstructured JSON model.
-/// Controllers reach the API only through it, so they run the same against the embedded server
-/// and an existing cluster.
-public final class KubeClient: Sendable {
+/// The Kubernetes API as controllers and the cloud side use it: REST verbs and watch over the
+/// unstructured JSON model. Controllers reach the API only through it, so they run the same against
+/// the embedded server, an existing cluster (``HTTPKubeClient``) and an in-memory fake in unit tests.
+/// API errors are thrown as ``StatusError``s (404, 409, 410 Expired …), as a server answers them.
+public protocol KubeClient: Sendable {
+    func get(_ type: ResourceType, namespace: String?, name: String) async throws -> JSON
+    /// A list (`items`, `metadata.resourceVersion`, `metadata.continue`).
+    func list(_ type: ResourceType, namespace: String?, labelSelector: String?, fieldSelector: String?,
+              limit: Int?, continueToken: String?, resourceVersion: String?) async throws -> JSON
+    func create(_ type: ResourceType, namespace: String?, _ object: JSON, fieldManager: String) async throws -> JSON
+    /// POSTs to an object's subresource (`pods/<name>/binding`, `pods/<name>/eviction`).
+    func post(_ type: ResourceType, namespace: String?, name: String, subresource: String, _ body: JSON) async throws -> JSON
+    func update(_ type: ResourceType, namespace: String?, _ object: JSON, subresource: String?, fieldManager: String) async throws -> JSON
+    func patch(_ type: ResourceType, namespace: String?, name: String, _ patch: JSON, patchType: PatchType,
+               subresource: String?, fieldManager: String) async throws -> JSON
+    /// Deletes (`options`: a DeleteOptions body: `gracePeriodSeconds`, `preconditions`, `propagationPolicy`).
+    func delete(_ type: ResourceType, namespace: String?, name: String, options: JSON?) async throws -> JSON
+    /// Watches a collection from `resourceVersion`; the sequence ends when the server closes it.
+    /// An expired resourceVersion surfaces as a thrown ``StatusError`` with code 410.
+    func watch(_ type: ResourceType, namespace: String?, resourceVersion: String?, labelSelector: String?,
+               fieldSelector: String?, timeoutSeconds: Int) async throws -> KubeWatchStream
+    /// Releases connections; the client is unusable afterwards.
+    func shutdown() async throws
+}
+
+/// The optional arguments, as the HTTP client has always taken them.
+extension KubeClient {
+    public func list(_ type: ResourceType, namespace: String?, labelSelector: String? = nil, fieldSelector: String? = nil,
+                     limit: Int? = nil, continueToken: String? = nil) async throws -> JSON
+    {
+        try await list(type, namespace: namespace, labelSelector: labelSelector, fieldSelector: fieldSelector, limit: limit,
+                       continueToken: continueToken, resourceVersion: nil)
+    }
+
+    public func create(_ type: ResourceType, namespace: String?, _ object: JSON) async throws -> JSON {
+        try await create(type, namespace: namespace, object, fieldManager: "swiftedge")
+    }
+
+    public func update(_ type: ResourceType, namespace: String?, _ object: JSON, subresource: String? = nil) async throws -> JSON {
+        try await update(type, namespace: namespace, object, subresource: subresource, fieldManager: "swiftedge")
+    }
+
+    public func update(_ type: ResourceType, namespace: String?, _ object: JSON, fieldManager: String) async throws -> JSON {
+        try await update(type, namespace: namespace, object, subresource: nil, fieldManager: fieldManager)
+    }
+
+    public func patch(_ type: ResourceType, namespace: String?, name: String, _ patch: JSON, patchType: PatchType = .merge,
+                      subresource: String? = nil, fieldManager: String = "swiftedge") async throws -> JSON
+    {
+        try await self.patch(type, namespace: namespace, name: name, patch, patchType: patchType, subresource: subresource, fieldManager: fieldManager)
+    }
+
+    @discardableResult
+    public func delete(_ type: ResourceType, namespace: String?, name: String) async throws -> JSON {
+        try await delete(type, namespace: namespace, name: name, options: nil)
+    }
+
+    public func watch(_ type: ResourceType, namespace: String?, resourceVersion: String?, labelSelector: String? = nil,
+                      fieldSelector: String? = nil) async throws -> KubeWatchStream
+    {
+        try await watch(type, namespace: namespace, resourceVersion: resourceVersion, labelSelector: labelSelector,
+                        fieldSelector: fieldSelector, timeoutSeconds: 300)
+    }
+}
+
+/// ``KubeClient`` over HTTPS to any Kubernetes API server, configured from a kubeconfig.
+public final class HTTPKubeClient: KubeClient {
     public let config: KubeConfig
     let http: HTTPClient
     let logger: Logger
@@ -154,8 +218,8 @@ public final class KubeClient: Sendable {
         try await request(.GET, path(type, namespace: namespace, name: name))
     }
 
-    public func list(_ type: ResourceType, namespace: String?, labelSelector: String? = nil, fieldSelector: String? = nil,
-                     limit: Int? = nil, continueToken: String? = nil, resourceVersion: String? = nil) async throws -> JSON
+    public func list(_ type: ResourceType, namespace: String?, labelSelector: String?, fieldSelector: String?,
+                     limit: Int?, continueToken: String?, resourceVersion: String?) async throws -> JSON
     {
         try await request(.GET, path(type, namespace: namespace) + Self.query([
             ("labelSelector", labelSelector), ("fieldSelector", fieldSelector), ("limit", limit.map(String.init)),
@@ -163,7 +227,7 @@ public final class KubeClient: Sendable {
         ]))
     }
 
-    public func create(_ type: ResourceType, namespace: String?, _ object: JSON, fieldManager: String = "swiftedge") async throws -> JSON {
+    public func create(_ type: ResourceType, namespace: String?, _ object: JSON, fieldManager: String) async throws -> JSON {
         try await request(.POST, path(type, namespace: namespace) + Self.query([("fieldManager", fieldManager)]), body: object)
     }
 
@@ -173,30 +237,30 @@ public final class KubeClient: Sendable {
         try await request(.POST, path(type, namespace: namespace, name: name, subresource: subresource), body: body)
     }
 
-    public func update(_ type: ResourceType, namespace: String?, _ object: JSON, subresource: String? = nil,
-                       fieldManager: String = "swiftedge") async throws -> JSON
+    public func update(_ type: ResourceType, namespace: String?, _ object: JSON, subresource: String?,
+                       fieldManager: String) async throws -> JSON
     {
         let name = object["metadata"]["name"].stringValue ?? ""
         return try await request(.PUT, path(type, namespace: namespace, name: name, subresource: subresource)
             + Self.query([("fieldManager", fieldManager)]), body: object)
     }
 
-    public func patch(_ type: ResourceType, namespace: String?, name: String, _ patch: JSON, patchType: PatchType = .merge,
-                      subresource: String? = nil, fieldManager: String = "swiftedge") async throws -> JSON
+    public func patch(_ type: ResourceType, namespace: String?, name: String, _ patch: JSON, patchType: PatchType,
+                      subresource: String?, fieldManager: String) async throws -> JSON
     {
         try await request(.PATCH, path(type, namespace: namespace, name: name, subresource: subresource)
             + Self.query([("fieldManager", fieldManager)]), body: patch, contentType: patchType.rawValue)
     }
 
     @discardableResult
-    public func delete(_ type: ResourceType, namespace: String?, name: String, options: JSON? = nil) async throws -> JSON {
+    public func delete(_ type: ResourceType, namespace: String?, name: String, options: JSON?) async throws -> JSON {
         try await request(.DELETE, path(type, namespace: namespace, name: name), body: options)
     }
 
     /// Watches a collection from `resourceVersion`; the sequence ends when the server closes it.
     /// An expired resourceVersion surfaces as a thrown ``StatusError`` with code 410.
-    public func watch(_ type: ResourceType, namespace: String?, resourceVersion: String?, labelSelector: String? = nil,
-                      fieldSelector: String? = nil, timeoutSeconds: Int = 300) async throws -> KubeWatchStream
+    public func watch(_ type: ResourceType, namespace: String?, resourceVersion: String?, labelSelector: String?,
+                      fieldSelector: String?, timeoutSeconds: Int) async throws -> KubeWatchStream
     {
         var req = HTTPClientRequest(url: config.server + path(type, namespace: namespace) + Self.query([
             ("watch", "true"), ("allowWatchBookmarks", "true"), ("resourceVersion", resourceVersion),
@@ -216,13 +280,32 @@ public final class KubeClient: Sendable {
 /// The events of one watch response, parsed line by line as the consumer iterates.
 public struct KubeWatchStream: AsyncSequence, Sendable {
     public typealias Element = KubeWatchEvent
-    let body: HTTPClientResponse.Body
+    enum Source: Sendable {
+        case http(HTTPClientResponse.Body)
+        case events(AsyncThrowingStream<KubeWatchEvent, any Error>)
+    }
+    let source: Source
+
+    init(body: HTTPClientResponse.Body) { source = .http(body) }
+    /// A watch fed by any event stream (in-memory clients); finishing the stream ends the watch,
+    /// finishing it with an error throws that error to the consumer.
+    public init(_ events: AsyncThrowingStream<KubeWatchEvent, any Error>) { source = .events(events) }
 
     public struct AsyncIterator: AsyncIteratorProtocol {
-        var inner: HTTPClientResponse.Body.AsyncIterator
+        enum Inner {
+            case http(HTTPClientResponse.Body.AsyncIterator)
+            case events(AsyncThrowingStream<KubeWatchEvent, any Error>.AsyncIterator)
+        }
+        var inner: Inner
         var buffer: [UInt8] = []
 
         public mutating func next() async throws -> KubeWatchEvent? {
+            guard case .http(var body) = inner else {
+                guard case .events(var events) = inner else { return nil }
+                defer { inner = .events(events) }
+                return try await events.next()
+            }
+            defer { inner = .http(body) }
             while true {
                 while let nl = buffer.firstIndex(of: 0x0A) {
                     let line = Array(buffer[..<nl])
@@ -231,15 +314,20 @@ public struct KubeWatchStream: AsyncSequence, Sendable {
                     let ev = try JSON.parse(line)
                     let t = ev["type"].stringValue ?? ""
                     if t == "ERROR" {
-                        throw KubeClient.statusError(ev["object"], code: Int(ev["object"]["code"].intValue ?? 500))
+                        throw HTTPKubeClient.statusError(ev["object"], code: Int(ev["object"]["code"].intValue ?? 500))
                     }
                     if let type = KubeWatchEvent.EventType(rawValue: t) { return KubeWatchEvent(type: type, object: ev["object"]) }
                 }
-                guard let chunk = try await inner.next() else { return nil }
+                guard let chunk = try await body.next() else { return nil }
                 buffer.append(contentsOf: chunk.readableBytesView)
             }
         }
     }
 
-    public func makeAsyncIterator() -> AsyncIterator { AsyncIterator(inner: body.makeAsyncIterator()) }
+    public func makeAsyncIterator() -> AsyncIterator {
+        switch source {
+        case .http(let body): AsyncIterator(inner: .http(body.makeAsyncIterator()))
+        case .events(let events): AsyncIterator(inner: .events(events.makeAsyncIterator()))
+        }
+    }
 }

@@ -34,7 +34,7 @@ struct SchedulerBenchmark {
         while !FileManager.default.fileExists(atPath: kubeconfig) { try await Task.sleep(for: .milliseconds(50)) }
         var logger = Logger(label: "bench")
         logger.logLevel = .error
-        let client = try KubeClient(config: try KubeConfig.load(path: kubeconfig), logger: logger)
+        let client = try HTTPKubeClient(config: try KubeConfig.load(path: kubeconfig), logger: logger)
         while (try? await client.list(R.namespaces, namespace: nil)) == nil { try await Task.sleep(for: .milliseconds(50)) }
         print("SwiftEdge control-plane benchmark: \(nodeCount) nodes, \(podCount) pods (server fsync \(extra.contains("--no-fsync") ? "off" : "on"))")
 
@@ -133,7 +133,7 @@ struct SchedulerBenchmark {
         var resourceVersion = rv
         let start = ContinuousClock.now
         while bound.count < count {
-            let stream = try await client.watch(R.pods, namespace: namespace, resourceVersion: resourceVersion, timeoutSeconds: 120)
+            let stream = try await client.watch(R.pods, namespace: namespace, resourceVersion: resourceVersion, labelSelector: nil, fieldSelector: nil, timeoutSeconds: 120)
             for try await ev in stream {
                 if let v = ev.object["metadata"]["resourceVersion"].stringValue { resourceVersion = v }
                 guard ev.type == .added || ev.type == .modified, let node = ev.object["spec"]["nodeName"].stringValue, !node.isEmpty else { continue }

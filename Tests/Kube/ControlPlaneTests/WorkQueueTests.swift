@@ -71,7 +71,7 @@ import Logging
 /// (seen as a cloud that ignored SIGTERM when it arrived just as it became leader).
 @Suite struct SharedInformerTests {
     @Test func waitForSyncReturnsWhenCancelled() async throws {
-        let client = try KubeClient(config: KubeConfig(server: "https://127.0.0.1:1", token: "t"), logger: Logger(label: "test"))
+        let client = try HTTPKubeClient(config: KubeConfig(server: "https://127.0.0.1:1", token: "t"), logger: Logger(label: "test"))
         let shared = SharedInformer(informer: Informer(client: client, type: BuiltinResources.all.first { $0.resource == "pods" }!,
                                                        logger: Logger(label: "test")))
         let waiter = Task { await shared.waitForSync(); return Task.isCancelled }

@@ -8,7 +8,7 @@ import Testing
 @testable import KubeClient
 
 /// Runs a real embedded API server (HTTPS, random port) for the duration of `body`.
-func withServer(historyLimit: Int = 10_000, _ body: @Sendable (KubeClient) async throws -> Void) async throws {
+func withServer(historyLimit: Int = 10_000, _ body: @Sendable (HTTPKubeClient) async throws -> Void) async throws {
     let dir = FileManager.default.temporaryDirectory.appendingPathComponent("kc-\(UUID().uuidString)").path
     let logger = Logger(label: "test")
     let (portStream, portCont) = AsyncStream<Int>.makeStream()
@@ -22,7 +22,7 @@ func withServer(historyLimit: Int = 10_000, _ body: @Sendable (KubeClient) async
         let port = await it.next()!
         var kc = try KubeConfig.load(path: dir + "/admin.kubeconfig")
         kc.server = "https://127.0.0.1:\(port)"
-        let client = try KubeClient(config: kc, logger: logger)
+        let client = try HTTPKubeClient(config: kc, logger: logger)
         do { try await body(client) } catch {
             try await client.shutdown()
             await group.triggerGracefulShutdown()
@@ -73,14 +73,14 @@ func cm(_ name: String, _ v: String = "1") -> JSON {
             _ = try await client.patch(configMaps, namespace: "default", name: "w", ["data": ["k": "2"]])
             try await client.delete(configMaps, namespace: "default", name: "w")
             var types: [KubeWatchEvent.EventType] = []
-            for try await ev in try await client.watch(configMaps, namespace: "default", resourceVersion: rv, timeoutSeconds: 5) {
+            for try await ev in try await client.watch(configMaps, namespace: "default", resourceVersion: rv, labelSelector: nil, fieldSelector: nil, timeoutSeconds: 5) {
                 types.append(ev.type)
                 if types.count == 3 { break }
             }
             #expect(types == [.added, .modified, .deleted])
             for i in 0..<30 { _ = try await client.create(configMaps, namespace: "default", cm("c\(i)")) }
             do {
-                for try await _ in try await client.watch(configMaps, namespace: "default", resourceVersion: rv, timeoutSeconds: 5) {}
+                for try await _ in try await client.watch(configMaps, namespace: "default", resourceVersion: rv, labelSelector: nil, fieldSelector: nil, timeoutSeconds: 5) {}
                 Issue.record("watch from a compacted resourceVersion did not fail")
             } catch let e as StatusError {
                 #expect(e.code == 410)
