@@ -392,6 +392,8 @@ let package = Package(
             "CloudHub", "ReliableSync", "CloudEdgeProtocol", "KubeAPI", "PKI",
             .product(name: "Logging", package: "swift-log"),
         ], path: "Sources/Tools/CloudEdgeBenchmark"),
+        // Test support (never a dependency of anything under Sources/): InMemoryKubeClient, fixtures, eventually().
+        .target(name: "TestSupport", dependencies: ["KubeAPI", "KubeClient"], path: "Tests/Support/TestSupport"),
         .testTarget(name: "AsyncSupportTests", dependencies: ["AsyncSupport"], path: "Tests/Support/AsyncSupportTests"),
         .testTarget(name: "KubeAPITests", dependencies: ["KubeAPI", "KubeProtobuf"], path: "Tests/Kube/KubeAPITests"),
         .testTarget(name: "ContractTests", dependencies: [
@@ -411,7 +413,7 @@ let package = Package(
         .testTarget(name: "ModbusTests", dependencies: ["DMIValues", "Modbus", "ModbusMapper", "DMI"], path: "Tests/Devices/ModbusTests"),
         .testTarget(name: "ObjectStoreTests", dependencies: ["ObjectStore", "KubeAPI"], path: "Tests/Kube/ObjectStoreTests"),
         .testTarget(name: "ControlPlaneTests", dependencies: [
-            "ControlPlane", "ControllerRuntime", "KubeAPI", "KubeClient", .product(name: "Logging", package: "swift-log"),
+            "ControlPlane", "ControllerRuntime", "KubeAPI", "KubeClient", "TestSupport", .product(name: "Logging", package: "swift-log"),
         ], path: "Tests/Kube/ControlPlaneTests"),
         .testTarget(name: "CloudHubTests", dependencies: [
             "CloudHub", "EdgeHub", "CloudEdgeProtocol", "PKI", "KubeAPI",
@@ -426,7 +428,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ], path: "Tests/Cloud/ReliableSyncTests"),
         .testTarget(name: "KubeClientTests", dependencies: [
-            "KubeClient", "APIServer", "KubeAPI", "ControllerRuntime",
+            "KubeClient", "APIServer", "KubeAPI", "ControllerRuntime", "TestSupport",
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "Logging", package: "swift-log"),
         ], path: "Tests/Kube/KubeClientTests"),
