@@ -427,6 +427,10 @@ let package = Package(
             "ReliableSync", "CloudHub", "EdgeHub", "CloudEdgeProtocol", "PKI", "KubeAPI",
             .product(name: "Logging", package: "swift-log"),
         ], path: "Tests/Cloud/ReliableSyncTests"),
+        .testTarget(name: "EdgeControllerTests", dependencies: [
+            "EdgeController", "ReliableSync", "ControllerRuntime", "TestSupport", "CloudEdgeProtocol", "KubeAPI", "KubeClient",
+            .product(name: "Logging", package: "swift-log"),
+        ], path: "Tests/Cloud/EdgeControllerTests"),
         .testTarget(name: "KubeClientTests", dependencies: [
             "KubeClient", "APIServer", "KubeAPI", "ControllerRuntime", "TestSupport",
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

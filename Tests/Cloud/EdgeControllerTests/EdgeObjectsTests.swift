@@ -1,0 +1,165 @@
+import KubeAPI
+import Logging
+import ReliableSync
+import Testing
+import TestSupport
+@testable import ControllerRuntime
+@testable import EdgeController
+
+/// What each node is sent (``EdgeObjects``), from informers over the in-memory API: its bound pods,
+/// the ConfigMaps and Secrets those pods reference and nothing else, its own Node, Services and
+/// Endpoints only on edge-labelled nodes, its Devices and their DeviceModels.
+@Suite struct EdgeObjectsTests {
+    typealias T = TestResources
+
+    /// The cluster of every test: three nodes, pods referencing ConfigMaps/Secrets every way a
+    /// pod can, shared Services/Endpoints, devices on two edge nodes sharing a model.
+    static func seed(_ c: InMemoryKubeClient) {
+        c.seed(T.nodes, Fixtures.edgeNode("edge-1"))
+        c.seed(T.nodes, Fixtures.edgeNode("edge-2"))
+        c.seed(T.nodes, Fixtures.node("cloud-1"))
+        for n in ["cm-vol", "cm-proj", "cm-env", "cm-envfrom", "cm-cloud", "cm-unused"] { c.seed(T.configMaps, Fixtures.configMap(n)) }
+        for n in ["s-vol", "s-proj", "s-env", "s-envfrom", "s-pull", "s-pending", "s-unused"] { c.seed(T.secrets, Fixtures.secret(n)) }
+        c.seed(T.configMaps, Fixtures.configMap("cm-vol", namespace: "other"))  // same name, another namespace
+        var app = Fixtures.pod("app", nodeName: "edge-1")
+        app["spec"]["volumes"] = [
+            ["name": "a", "configMap": ["name": "cm-vol"]],
+            ["name": "b", "secret": ["secretName": "s-vol"]],
+            ["name": "c", "projected": ["sources": [["configMap": ["name": "cm-proj"]], ["secret": ["name": "s-proj"]]]]],
+        ]
+        app["spec"]["containers"] = [[
+            "name": "app", "image": "nginx",
+            "env": [["name": "A", "valueFrom": ["configMapKeyRef": ["name": "cm-env", "key": "key"]]],
+                    ["name": "B", "valueFrom": ["secretKeyRef": ["name": "s-env", "key": "key"]]],
+                    ["name": "C", "value": "plain"]],
+            "envFrom": [["configMapRef": ["name": "cm-envfrom"]], ["secretRef": ["name": "s-envfrom"]]],
+        ]]
+        app["spec"]["imagePullSecrets"] = [["name": "s-pull"]]
+        c.seed(T.pods, app)
+        var cloud = Fixtures.pod("cloud-app", nodeName: "cloud-1")
+        cloud["spec"]["volumes"] = [["name": "a", "configMap": ["name": "cm-cloud"]]]
+        c.seed(T.pods, cloud)
+        var pending = Fixtures.pod("pending")
+        pending["spec"]["imagePullSecrets"] = [["name": "s-pending"]]
+        c.seed(T.pods, pending)
+        c.seed(T.services, Fixtures.service("svc", selector: ["app": "app"]))
+        c.seed(T.endpoints, Fixtures.endpoints("svc"))
+        c.seed(T.deviceModels, Fixtures.deviceModel("m1"))
+        c.seed(T.deviceModels, Fixtures.deviceModel("m2"))
+        c.seed(T.devices, Fixtures.device("dev-1", nodeName: "edge-1", model: "m1"))
+        c.seed(T.devices, Fixtures.device("dev-2", nodeName: "edge-2", model: "m1"))
+    }
+
+    static let kinds: [(ResourceType, String)] = [
+        (T.nodes, "node"), (T.pods, "pod"), (T.configMaps, "configmap"), (T.secrets, "secret"), (T.services, "service"),
+        (T.endpoints, "endpoints"), (T.devices, "device"), (T.deviceModels, "devicemodel"),
+    ]
+
+    /// `kind/name` (`kind/namespace/name` outside `default`) of every object stored, by uid.
+    static func names(_ c: InMemoryKubeClient) -> [String: String] {
+        var out: [String: String] = [:]
+        for (t, kind) in kinds {
+            for o in c.objects(t) {
+                let ns = o["metadata"]["namespace"].stringValue ?? "default"
+                out[o["metadata"]["uid"].stringValue ?? ""] = "\(kind)/\(ns == "default" ? "" : ns + "/")\(o["metadata"]["name"].stringValue ?? "")"
+            }
+        }
+        return out
+    }
+
+    func uid(_ c: InMemoryKubeClient, _ t: ResourceType, _ name: String, namespace: String? = nil) -> String {
+        c.object(t, namespace: namespace, name: name)?["metadata"]["uid"].stringValue ?? "missing"
+    }
+
+    func withEdgeObjects(_ body: (InMemoryKubeClient, EdgeObjects) async throws -> Void) async throws {
+        let client = InMemoryKubeClient(types: [T.devices, T.deviceModels])
+        Self.seed(client)
+        var logger = Logger(label: "edgeobjects-test")
+        logger.logLevel = .error
+        let informers = InformerFactory(client: client, logger: logger)
+        let objects = EdgeObjects(informers: informers)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await informers.run() }
+            try await eventually("caches synced") { informers.informers.all.allSatisfy(\.hasSynced) }
+            try await body(client, objects)
+            group.cancelAll()
+        }
+    }
+
+    func desired(_ c: InMemoryKubeClient, _ o: EdgeObjects, _ node: String) -> [String] {
+        let names = Self.names(c)
+        return o.desired(for: node).map { names[$0] ?? "unknown \($0)" }.sorted()
+    }
+
+    @Test func eachNodeGetsItsPodsTheirReferencesItsNodeAndItsDevices() async throws {
+        try await withEdgeObjects { c, o in
+            #expect(desired(c, o, "edge-1") == [
+                "configmap/cm-env", "configmap/cm-envfrom", "configmap/cm-proj", "configmap/cm-vol",
+                "device/dev-1", "devicemodel/m1", "endpoints/svc", "node/edge-1", "pod/app",
+                "secret/s-env", "secret/s-envfrom", "secret/s-proj", "secret/s-pull", "secret/s-vol", "service/svc",
+            ])
+            // Not edge-labelled: no Services/Endpoints.
+            #expect(desired(c, o, "cloud-1") == ["configmap/cm-cloud", "node/cloud-1", "pod/cloud-app"])
+            #expect(desired(c, o, "edge-2") == ["device/dev-2", "devicemodel/m1", "endpoints/svc", "node/edge-2", "service/svc"])
+            #expect(desired(c, o, "no-such-node").isEmpty)
+
+            // object(_:for:) agrees: what a node is not meant to have is nil for it.
+            #expect(o.object(uid(c, T.pods, "app", namespace: "default"), for: "edge-1")?.edgeType == "pod")
+            #expect(o.object(uid(c, T.pods, "app", namespace: "default"), for: "edge-2") == nil)
+            #expect(o.object(uid(c, T.configMaps, "cm-vol", namespace: "default"), for: "edge-1")?.edgeType == "configmap")
+            #expect(o.object(uid(c, T.configMaps, "cm-vol", namespace: "default"), for: "edge-2") == nil)
+            #expect(o.object(uid(c, T.configMaps, "cm-vol", namespace: "other"), for: "edge-1") == nil)
+            #expect(o.object(uid(c, T.configMaps, "cm-unused", namespace: "default"), for: "edge-1") == nil)
+            #expect(o.object(uid(c, T.secrets, "s-pending", namespace: "default"), for: "edge-1") == nil)
+            #expect(o.object(uid(c, T.services, "svc", namespace: "default"), for: "edge-2")?.edgeType == "service")
+            #expect(o.object(uid(c, T.services, "svc", namespace: "default"), for: "cloud-1") == nil)
+            #expect(o.object(uid(c, T.endpoints, "svc", namespace: "default"), for: "cloud-1") == nil)
+            #expect(o.object(uid(c, T.nodes, "edge-1"), for: "edge-1")?.edgeType == "node")
+            #expect(o.object(uid(c, T.nodes, "edge-1"), for: "edge-2") == nil)
+            #expect(o.object(uid(c, T.devices, "dev-1", namespace: "default"), for: "edge-2") == nil)
+            #expect(o.object(uid(c, T.deviceModels, "m1", namespace: "default"), for: "edge-2")?.edgeType == "devicemodel")
+            #expect(o.object(uid(c, T.deviceModels, "m2", namespace: "default"), for: "edge-1") == nil)
+            #expect(o.object(uid(c, T.deviceModels, "m1", namespace: "default"), for: "cloud-1") == nil)
+            let sent = o.object(uid(c, T.secrets, "s-pull", namespace: "default"), for: "edge-1")
+            #expect(sent?.resourceVersion == UInt64(c.object(T.secrets, namespace: "default", name: "s-pull")?["metadata"]["resourceVersion"].stringValue ?? ""))
+        }
+    }
+
+    @Test func referenceChangesMoveWhatANodeGets() async throws {
+        try await withEdgeObjects { c, o in
+            let cmVol = uid(c, T.configMaps, "cm-vol", namespace: "default")
+            // The pod now references only cm-unused.
+            _ = try await c.patch(T.pods, namespace: "default", name: "app", [
+                "spec": ["volumes": [["name": "a", "configMap": ["name": "cm-unused"]]], "imagePullSecrets": nil,
+                         "containers": [["name": "app", "image": "nginx"]]],
+            ])
+            try await eventually("edge-1 follows the pod's references") {
+                desired(c, o, "edge-1") == ["configmap/cm-unused", "device/dev-1", "devicemodel/m1", "endpoints/svc", "node/edge-1",
+                                            "pod/app", "service/svc"]
+            }
+            #expect(o.object(cmVol, for: "edge-1") == nil)
+            #expect(o.object(uid(c, T.configMaps, "cm-unused", namespace: "default"), for: "edge-1")?.edgeType == "configmap")
+
+            // Scheduling the pending pod to edge-2 brings it and its pull secret there.
+            _ = try await c.post(T.pods, namespace: "default", name: "pending", subresource: "binding", ["target": ["name": "edge-2"]])
+            try await eventually("edge-2 gets the bound pod and its secret") {
+                desired(c, o, "edge-2") == ["device/dev-2", "devicemodel/m1", "endpoints/svc", "node/edge-2", "pod/pending",
+                                            "secret/s-pending", "service/svc"]
+            }
+
+            // The pod deleted: its references leave edge-1 too; the device moved: it and its model follow.
+            try await c.delete(T.pods, namespace: "default", name: "app", options: ["gracePeriodSeconds": 0])
+            _ = try await c.patch(T.devices, namespace: "default", name: "dev-1", ["spec": ["nodeName": "cloud-1"]])
+            try await eventually("edge-1 left with its node and the shared objects") {
+                desired(c, o, "edge-1") == ["endpoints/svc", "node/edge-1", "service/svc"]
+            }
+            #expect(desired(c, o, "cloud-1") == ["configmap/cm-cloud", "device/dev-1", "devicemodel/m1", "node/cloud-1", "pod/cloud-app"])
+
+            // A node losing the edge label stops getting Services and Endpoints.
+            _ = try await c.patch(T.nodes, namespace: nil, name: "edge-2", ["metadata": ["labels": ["node-role.kubernetes.io/edge": nil]]])
+            try await eventually("edge-2 without services") { !desired(c, o, "edge-2").contains("service/svc") }
+            #expect(!desired(c, o, "edge-2").contains("endpoints/svc"))
+            #expect(o.object(uid(c, T.services, "svc", namespace: "default"), for: "edge-2") == nil)
+        }
+    }
+}
