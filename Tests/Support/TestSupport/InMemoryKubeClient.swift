@@ -10,7 +10,7 @@ import Synchronization
 /// - one global, strictly increasing `resourceVersion` (a decimal string), assigned on every write;
 ///   objects keyed by resource (group + resource), namespace and name; `uid`, `creationTimestamp`
 ///   and `generateName` on create; 409 AlreadyExists, 404 NotFound, 409 Conflict on a stale
-///   `metadata.resourceVersion` (or a different `metadata.uid`) in an update or patch;
+///   `metadata.resourceVersion` in an update or patch (422 for a different `metadata.uid`: immutable);
 /// - `metadata.generation` bumped on spec changes of resources with `tracksGeneration`;
 ///   `status` updates change only `.status`, main-resource writes keep `.status` of resources
 ///   with a status subresource; on create, pods start `Pending` and workloads without status;
@@ -590,8 +590,8 @@ public final class InMemoryKubeClient: KubeClient {
             throw StatusError.conflict(t.resource, group: t.group, name: name)
         }
         if let uid = obj["metadata"]["uid"].stringValue, !uid.isEmpty, uid != current["metadata"]["uid"].stringValue {
-            throw StatusError.conflict(t.resource, group: t.group, name: name,
-                                       "Precondition failed: UID in precondition: \(uid), UID in object meta: \(current["metadata"]["uid"].stringValue ?? "")")
+            throw StatusError.invalid(kind: t.kind, group: t.group, name: name,
+                                      causes: [.init(reason: "FieldValueInvalid", message: "Invalid value: \"\(uid)\": field is immutable", field: "metadata.uid")])
         }
         if let n = obj["metadata"]["name"].stringValue, n != name {
             throw StatusError.badRequest("the name of the object (\(n)) does not match the name on the URL (\(name))")
