@@ -60,6 +60,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0"),
     ],
     targets: [
+        // The one place for default ports and paths.
+        .target(name: "DefaultSettings", path: "Sources/Support/DefaultSettings"),
         // Concurrency helpers shared by every side: WakeSignal (one waiter's auto-reset event with
         // timed waits), withTimeLimit, LazyMap.
         .target(name: "AsyncSupport", path: "Sources/Support/AsyncSupport"),
@@ -72,9 +74,14 @@ let package = Package(
             .product(name: "SwiftProtobuf", package: "swift-protobuf"),
         ], path: "Sources/Devices/DMIValues"),
         // KubeEdge's cloudcore.yaml / edgecore.yaml as typed values (every key optional), load/save.
-        .target(name: "ComponentConfig", dependencies: [
+        .target(name: "ComponentConfig", dependencies: ["DefaultSettings", 
             .product(name: "Yams", package: "Yams"),
         ], path: "Sources/Operations/ComponentConfig"),
+        // kubectl's SPDY sessions (remotecommand exec/attach, port-forward) relayed through a node's stream tunnel.
+        .target(name: "SPDYStreams", dependencies: [
+            "SPDY", "StreamTunnel", "KubeAPI",
+            .product(name: "Logging", package: "swift-log"),
+        ], path: "Sources/Channel/SPDYStreams"),
         // KubeEdge's edgecontroller: what each node is sent (EdgeObjects) and what nodes report (NodeUpstream).
         .target(name: "EdgeController", dependencies: [
             "CloudEdgeProtocol", "ControllerRuntime", "KubeAPI", "KubeClient", "ReliableSync",
@@ -129,7 +136,7 @@ let package = Package(
             .product(name: "NIOWebSocket", package: "swift-nio"),
         ], path: "Sources/Channel/CloudEdgeTransport"),
         // CloudHub: the edge nodes' WebSocket server (mTLS), sessions, acks, node authorization.
-        .target(name: "CloudHub", dependencies: ["AsyncSupport",
+        .target(name: "CloudHub", dependencies: ["DefaultSettings", "AsyncSupport",
             "CloudEdgeProtocol", "CloudEdgeTransport", "PKI", "KubeAPI", "StreamTunnel",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
@@ -144,7 +151,7 @@ let package = Package(
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ], path: "Sources/Cloud/CloudHub"),
         // EdgeHub: the edge end of the channel (join, mTLS WebSocket client, reconnect, acks).
-        .target(name: "EdgeHub", dependencies: ["AsyncSupport",
+        .target(name: "EdgeHub", dependencies: ["DefaultSettings", "AsyncSupport",
             "CloudEdgeProtocol", "CloudEdgeTransport", "PKI", "StreamTunnel", "KubeAPI",
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "NIOCore", package: "swift-nio"),
@@ -165,7 +172,10 @@ let package = Package(
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ], path: "Sources/Cloud/ReliableSync"),
         // The cloud side composed: secrets and tokens, CloudHub + certificate service, reliable delivery.
-        .target(name: "CloudCore", dependencies: ["EdgeController", "DeviceController",
+        .target(name: "CloudCore", dependencies: ["DefaultSettings", 
+            "APIServer", "ControlPlane", "CommandSupport", "MetricsEndpoint", "ComponentConfig", "ObjectStore",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Prometheus", package: "swift-prometheus"),"EdgeController", "DeviceController",
             "CloudHub", "ReliableSync", "ControllerRuntime", "KubeClient", "KubeAPI", "PKI", "CloudEdgeProtocol", "StreamTunnel", "CloudStream",
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
             .product(name: "X509", package: "swift-certificates"),
@@ -188,8 +198,8 @@ let package = Package(
             .product(name: "SwiftASN1", package: "swift-asn1"),
         ], path: "Sources/Channel/PKI"),
         // The Kubernetes-compatible HTTP API server.
-        .target(name: "APIServer", dependencies: [
-            "KubeAPI", "ObjectStore", "PKI", "KubeProtobuf", "StreamTunnel", "SPDY", "CloudStream",
+        .target(name: "APIServer", dependencies: ["DefaultSettings", "SPDYStreams", 
+            "KubeAPI", "ObjectStore", "PKI", "KubeProtobuf", "StreamTunnel", "SPDY", 
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
             .product(name: "HummingbirdTLS", package: "hummingbird"),
@@ -216,15 +226,15 @@ let package = Package(
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ], path: "Sources/Tools/SwiftEdgeFleet"),
         // The edge node's registration and status reports (Node object, heartbeats).
-        .target(name: "NodeStatus", dependencies: [
+        .target(name: "NodeStatus", dependencies: ["DefaultSettings", 
             "EdgeHub", "CloudEdgeProtocol", "KubeAPI",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ], path: "Sources/Edge/NodeStatus"),
         // MetaServer: the edge's local, read-only Kubernetes-style API over the node's store.
-        .target(name: "MetaServer", dependencies: [
+        .target(name: "MetaServer", dependencies: ["DefaultSettings", 
             "HTTPService",
-            "MetaStore", "KubeAPI",
+            "MetaStore", "KubeAPI", "CloudEdgeProtocol",
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "HummingbirdCore", package: "hummingbird"),
             .product(name: "Logging", package: "swift-log"),
@@ -297,7 +307,7 @@ let package = Package(
         ], path: "Sources/Support/CommandSupport"),
         // The edge node's composition (`swiftedge edge` / `swiftedge-edge`): channel, store,
         // MetaServer, node status, Edged on the CRI runtime.
-        .target(name: "EdgeCore", dependencies: ["ComponentConfig",
+        .target(name: "EdgeCore", dependencies: ["DefaultSettings", "ComponentConfig",
             "CommandSupport", "EdgeHub", "MetaStore", "MetaServer", "NodeStatus", "Edged", "ContainerRuntime", "MetricsEndpoint",
             "DeviceTwin", "MQTT", "KubeAPI",
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -311,7 +321,7 @@ let package = Package(
         .target(name: "SPDY", dependencies: ["CZlib"], path: "Sources/Kube/SPDY"),
         // Pod streams as kubelet serves them (SPDY exec/attach/port-forward, container logs):
         // the cloud stream server an external kube-apiserver reaches through the node's kubelet port.
-        .target(name: "CloudStream", dependencies: [
+        .target(name: "CloudStream", dependencies: ["DefaultSettings", "SPDYStreams", 
             "StreamTunnel", "SPDY", "KubeAPI",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
@@ -322,7 +332,7 @@ let package = Package(
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ], path: "Sources/Cloud/CloudStream"),
         // MQTT 3.1.1: codec, topic matching and a reconnecting client on NIO (see docs/architecture.md).
-        .target(name: "MQTT", dependencies: [
+        .target(name: "MQTT", dependencies: ["AsyncSupport",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
             .product(name: "NIOPosix", package: "swift-nio"),
@@ -331,7 +341,7 @@ let package = Package(
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ], path: "Sources/Devices/MQTT"),
         // The edge's devices: twins, the EventBus (MQTT topics), the DMI server and mapper calls.
-        .target(name: "DeviceTwin", dependencies: ["DMIValues",
+        .target(name: "DeviceTwin", dependencies: ["DMIValues", "AsyncSupport",
             "MQTT", "DMI", "MetaStore", "KubeAPI", "CloudEdgeProtocol",
             .product(name: "GRPCCore", package: "grpc-swift-2"),
             .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
@@ -345,7 +355,7 @@ let package = Package(
             .product(name: "NIOPosix", package: "swift-nio"),
         ], path: "Sources/Devices/Modbus"),
         // The Modbus TCP mapper (`swiftedge mapper modbus`): DMI registration, polling, twins, desired writes.
-        .target(name: "ModbusMapper", dependencies: ["DMIValues",
+        .target(name: "ModbusMapper", dependencies: ["DefaultSettings", "DMIValues",
             "Modbus", "DMI", "KubeAPI",
             .product(name: "GRPCCore", package: "grpc-swift-2"),
             .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
@@ -355,8 +365,10 @@ let package = Package(
         ], path: "Sources/Devices/ModbusMapper"),
         // Operations: the config files (cloudcore.yaml, edgecore.yaml), systemd units and
         // background processes that `swiftedge init/join/reset` manage.
-        .target(name: "Operations", dependencies: ["ComponentConfig",
-            .product(name: "Yams", package: "Yams"),
+        .target(name: "Operations", dependencies: ["DefaultSettings", 
+            "ComponentConfig", "CloudCore", "EdgeHub", "ContainerRuntime", "KubeClient", "PKI",
+            .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            .product(name: "Logging", package: "swift-log"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
         ], path: "Sources/Operations/Operations"),
@@ -365,13 +377,10 @@ let package = Package(
             "EdgeCore", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], path: "Sources/Executables/SwiftEdgeEdgeCLI", linkerSettings: smallExecutable),
         // The `swiftedge` executable: parses flags and composes services.
-        .executableTarget(name: "SwiftEdgeCLI", dependencies: ["ComponentConfig", "EdgeController", "DeviceController",
-            "APIServer", "ObjectStore", "PKI", "ControlPlane", "KubeClient", "CloudCore", "EdgeHub", "MetaStore", "CloudHub", "MetricsEndpoint", "NodeStatus", "MetaServer", "CommandSupport", "EdgeCore", "StreamTunnel", "Operations", "ContainerRuntime", "ModbusMapper",
+        .executableTarget(name: "SwiftEdgeCLI", dependencies: ["DefaultSettings", 
+            "CloudCore", "EdgeCore", "Operations", "ModbusMapper", "CommandSupport", "MetricsEndpoint",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
-            .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "Logging", package: "swift-log"),
-            .product(name: "Metrics", package: "swift-metrics"),
-            .product(name: "Prometheus", package: "swift-prometheus"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ], path: "Sources/Executables/SwiftEdgeCLI", linkerSettings: smallExecutable),
         // Release-mode benchmark of the embedded API server (prints figures).
@@ -392,8 +401,11 @@ let package = Package(
             "CloudHub", "ReliableSync", "CloudEdgeProtocol", "KubeAPI", "PKI",
             .product(name: "Logging", package: "swift-log"),
         ], path: "Sources/Tools/CloudEdgeBenchmark"),
-        // Test support (never a dependency of anything under Sources/): InMemoryKubeClient, fixtures, eventually().
-        .target(name: "TestSupport", dependencies: ["KubeAPI", "KubeClient"], path: "Tests/Support/TestSupport"),
+        // Test support (never a dependency of anything under Sources/): InMemoryKubeClient, the
+        // in-memory cloud–edge channel, fixtures, eventually().
+        .target(name: "TestSupport", dependencies: ["KubeAPI", "KubeClient", "AsyncSupport", "CloudEdgeProtocol", "ReliableSync"],
+                path: "Tests/Support/TestSupport"),
+        .testTarget(name: "CloudEdgeProtocolTests", dependencies: ["CloudEdgeProtocol", "KubeAPI"], path: "Tests/Channel/CloudEdgeProtocolTests"),
         .testTarget(name: "AsyncSupportTests", dependencies: ["AsyncSupport"], path: "Tests/Support/AsyncSupportTests"),
         .testTarget(name: "KubeAPITests", dependencies: ["KubeAPI", "KubeProtobuf"], path: "Tests/Kube/KubeAPITests"),
         .testTarget(name: "ContractTests", dependencies: [
@@ -405,9 +417,9 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
             .product(name: "NIOEmbedded", package: "swift-nio"),
         ], path: "Tests/Edge/EdgedTests"),
-        .testTarget(name: "OperationsTests", dependencies: ["ComponentConfig", "Operations"], path: "Tests/Operations/OperationsTests"),
+        .testTarget(name: "OperationsTests", dependencies: ["ComponentConfig", "Operations", "PKI"], path: "Tests/Operations/OperationsTests"),
         .testTarget(name: "SPDYTests", dependencies: ["SPDY"], path: "Tests/Kube/SPDYTests"),
-        .testTarget(name: "CloudStreamTests", dependencies: ["CloudStream", "StreamTunnel"], path: "Tests/Cloud/CloudStreamTests"),
+        .testTarget(name: "CloudStreamTests", dependencies: ["SPDYStreams", "CloudStream", "StreamTunnel"], path: "Tests/Cloud/CloudStreamTests"),
         .testTarget(name: "MQTTTests", dependencies: ["MQTT"], path: "Tests/Devices/MQTTTests"),
         .testTarget(name: "DeviceTwinTests", dependencies: ["DeviceTwin", "KubeAPI"], path: "Tests/Devices/DeviceTwinTests"),
         .testTarget(name: "ModbusTests", dependencies: ["DMIValues", "Modbus", "ModbusMapper", "DMI"], path: "Tests/Devices/ModbusTests"),
@@ -424,7 +436,7 @@ let package = Package(
             .product(name: "Crypto", package: "swift-crypto"),
         ], path: "Tests/Cloud/CloudHubTests"),
         .testTarget(name: "ReliableSyncTests", dependencies: [
-            "ReliableSync", "CloudHub", "EdgeHub", "CloudEdgeProtocol", "PKI", "KubeAPI",
+            "ReliableSync", "CloudHub", "EdgeHub", "CloudEdgeProtocol", "PKI", "KubeAPI", "MetaStore", "TestSupport",
             .product(name: "Logging", package: "swift-log"),
         ], path: "Tests/Cloud/ReliableSyncTests"),
         .testTarget(name: "EdgeControllerTests", dependencies: [

@@ -103,8 +103,15 @@ public struct Message: Sendable, Hashable {
 
 /// A malformed or unacceptable message.
 public struct ProtocolError: Error, Sendable, CustomStringConvertible {
+    public enum Reason: Sendable, Equatable {
+        /// Not well-formed (JSON, header, resource string, content).
+        case malformed
+        /// Well-formed, but of a resource kind outside the vocabulary (``EdgeResourceKind``).
+        case unknownKind
+    }
     public var message: String
-    public init(_ message: String) { self.message = message }
+    public var reason: Reason
+    public init(_ message: String, reason: Reason = .malformed) { self.message = message; self.reason = reason }
     public var description: String { message }
 }
 
@@ -153,23 +160,26 @@ public func newMessageID() -> String { MessageIDs.next() }
 
 /// The resource string of an edge-side message, parsed: `<namespace>/<type>[/<name>]`
 /// (cluster-scoped objects use namespace `null`, as KubeEdge does).
+/// The same string is the key of the object in the node's store.
 public struct ResourceRef: Sendable, Hashable, CustomStringConvertible {
     public var namespace: String?
-    public var type: String
+    public var kind: EdgeResourceKind
     public var name: String?
 
-    public init(namespace: String?, type: String, name: String? = nil) { self.namespace = namespace; self.type = type; self.name = name }
+    public init(namespace: String?, kind: EdgeResourceKind, name: String? = nil) { self.namespace = namespace; self.kind = kind; self.name = name }
 
+    /// Parses a resource string; a malformed one and one of a kind outside the vocabulary are
+    /// refused (``ProtocolError/reason`` tells which).
     public init(parsing s: String) throws(ProtocolError) {
         let parts = s.split(separator: "/", omittingEmptySubsequences: false).map(String.init)
         guard parts.count == 2 || parts.count == 3, !parts[1].isEmpty else { throw ProtocolError("malformed resource \"\(s)\"") }
         namespace = parts[0] == "null" || parts[0].isEmpty ? nil : parts[0]
-        type = parts[1]
+        kind = try EdgeResourceKind(wireName: parts[1])
         name = parts.count == 3 ? parts[2] : nil
     }
 
     public var description: String {
-        var s = "\(namespace ?? "null")/\(type)"
+        var s = "\(namespace ?? "null")/\(kind.wireName)"
         if let name { s += "/\(name)" }
         return s
     }
@@ -209,9 +219,13 @@ public struct InventoryPart: Sendable, Equatable {
     }
 
     public func message(node: String) -> Message {
+        UpstreamReport.inventory(node: node, self).message(source: MessageSource.metaManager)
+    }
+
+    /// The message content: `{"session", "part", "parts", "items": [{"key", "uid", "resourceVersion"}]}`.
+    public var content: JSON {
         let list: [JSON] = items.map { ["key": .string($0.key), "uid": .string($0.uid), "resourceVersion": .string(String($0.resourceVersion))] }
-        return Message(route: Route(source: "metamanager", group: "resource", operation: .query, resource: "null/objectsync/\(node)"),
-                       content: ["session": .string(session), "part": .int(Int64(part)), "parts": .int(Int64(parts)), "items": .array(list)])
+        return ["session": .string(session), "part": .int(Int64(part)), "parts": .int(Int64(parts)), "items": .array(list)]
     }
 
     /// Reads the content of an inventory message.

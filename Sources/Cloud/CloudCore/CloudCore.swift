@@ -1,3 +1,4 @@
+import DefaultSettings
 import StreamTunnel
 import CloudEdgeProtocol
 import CloudHub
@@ -18,7 +19,7 @@ import ServiceLifecycle
 public struct CloudCoreConfiguration: Sendable {
     public var hub = CloudHubConfiguration()
     /// Certificate service port (KubeEdge: 10002).
-    public var certPort = 10002
+    public var certPort = Defaults.certificatePort
     /// Addresses edge nodes use to reach the cloud (certificate SANs).
     public var advertiseAddresses: [String] = []
     /// How often a fresh join token is minted (valid twice as long; KubeEdge: 12 h).
@@ -86,10 +87,10 @@ public struct CloudCore: Service {
             switch event {
             case .connected(let node): await syncBox.sync()?.connected(node)
             case .disconnected(let node, _): await syncBox.sync()?.disconnected(node)
-            case .message(let node, let m):
+            case .report(let node, let report):
                 // Awaited in the node's session: one node's messages apply in order, and a slow
                 // API server slows that node's reads (back-pressure), not the others.
-                await upstream.handle(node: node, m)
+                await upstream.handle(node: node, report)
             case .refused: break
             }
         }

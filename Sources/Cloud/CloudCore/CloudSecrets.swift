@@ -12,8 +12,8 @@ public struct CloudSecrets: Sendable {
     public let ca: CertificateAuthority
     public let serverCertificate: CertificateAndKey
     static let namespace = "kubeedge"
-    static let secrets = ResourceType(group: "", version: "v1", resource: "secrets", kind: "Secret", namespaced: true)
-    static let namespaces = ResourceType(group: "", version: "v1", resource: "namespaces", kind: "Namespace", namespaced: false)
+    static let secrets = ResourceType.secrets
+    static let namespaces = ResourceType.namespaces
 
     /// Loads or creates the CA and server certificate. `addresses` become the certificate's SANs.
     public static func ensure(client: KubeClient, addresses: [String], logger: Logger) async throws -> CloudSecrets {

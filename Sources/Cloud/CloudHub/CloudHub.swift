@@ -1,6 +1,7 @@
 import AsyncSupport
 import CloudEdgeProtocol
 import CloudEdgeTransport
+import DefaultSettings
 import Foundation
 import KubeAPI
 import Logging
@@ -20,7 +21,7 @@ import X509
 public struct CloudHubConfiguration: Sendable {
     public var host = "127.0.0.1"
     /// WebSocket port (KubeEdge: 10000).
-    public var port = 10000
+    public var port = Defaults.cloudHubPort
     /// Maximum connected nodes; further connections are refused.
     public var nodeLimit = 1000
     /// A node silent for this long is disconnected (KubeEdge: 30 s; edges ping every 15 s).
@@ -35,15 +36,16 @@ public struct CloudHubConfiguration: Sendable {
 public enum HubEvent: Sendable {
     case connected(node: String)
     case disconnected(node: String, reason: String)
-    /// An upstream message (not an ack) from an authenticated node.
-    case message(node: String, Message)
+    /// An upstream report (not an ack or keepalive) from an authenticated, authorised node.
+    case report(node: String, UpstreamReport)
     /// A connection that was refused (bad path, certificate of another node, node limit).
     case refused(reason: String)
 }
 
-/// Decides whether a node may send a message (node authorization).
+/// Decides whether a node may send a report (node authorization).
 public protocol UpstreamAuthorizer: Sendable {
-    func authorize(_ message: Message, from node: String) -> String?
+    /// Nil when allowed, else why not.
+    func authorize(_ report: UpstreamReport, from node: String) -> String?
 }
 
 /// The default rule: a node may speak about its own Node, Lease and node status, and not about
@@ -52,20 +54,18 @@ public struct NodeAuthorizer: UpstreamAuthorizer {
     let podNode: @Sendable (_ namespace: String, _ name: String) -> String?
     public init(podNode: @escaping @Sendable (String, String) -> String?) { self.podNode = podNode }
 
-    public func authorize(_ message: Message, from node: String) -> String? {
-        if [.keepalive, .response].contains(message.route.operation) { return nil }
-        guard message.route.group == "resource" else { return nil }
-        guard let ref = try? ResourceRef(parsing: message.route.resource) else { return "malformed resource \"\(message.route.resource)\"" }
-        switch ref.type {
-        case "node", "nodestatus", "nodepatch", "lease":
-            if let name = ref.name, name != node { return "node \(node) may not write \(ref.type) of node \(name)" }
-        case "pod", "podstatus", "podpatch":
-            guard let name = ref.name, let ns = ref.namespace else { return nil }
+    public func authorize(_ report: UpstreamReport, from node: String) -> String? {
+        switch report {
+        case .nodeRegistration(let name?, _), .nodeStatus(let name?, _), .nodePatch(let name?, _), .lease(let name?, _):
+            if name != node { return "node \(node) may not write \(report.route.kind) of node \(name)" }
+        case .podStatus(let ns, let name?, _), .podPatch(let ns, let name?, _), .pod(let ns, let name?, _, _):
             // A pod bound to another node is a violation; a pod the cloud does not know (yet, or
             // any more: a late status or deletion confirmation) is not — the upstream handler
             // checks the binding itself and ignores it.
             if let owner = podNode(ns, name), owner != node { return "node \(node) may not write pod \(ns)/\(name) bound to \(owner)" }
-        default: break
+        case .nodeRegistration(nil, _), .nodeStatus(nil, _), .nodePatch(nil, _), .lease(nil, _), .podStatus(_, nil, _), .podPatch(_, nil, _),
+             .pod(_, nil, _, _), .event, .deviceStatus, .inventory:
+            break
         }
         return nil
     }
@@ -93,6 +93,7 @@ public final class CloudHub: Service {
     let boundPort = Mutex<Int?>(nil)
     let connectedGauge = Gauge(label: "swiftedge_cloudhub_connected_nodes")
     let refused = Counter(label: "swiftedge_cloudhub_refused_connections_total")
+    let malformedReports = Counter(label: "swiftedge_cloudhub_malformed_reports_total")
 
     /// Per-node traffic counters (label `node`), created once per node.
     struct NodeCounters: Sendable {
@@ -374,11 +375,33 @@ public final class CloudHub: Service {
             ackArrived(parent)
             return
         }
-        if message.route.operation == .keepalive { return }
-        if configuration.nodeAuthorization, let authorizer, let why = authorizer.authorize(message, from: node) {
+        if message.route.operation == .keepalive || message.route.operation == .response { return }
+        // Decoded once, here: the authorizer and every consumer get the typed report.
+        let report: UpstreamReport
+        do {
+            guard let r = try UpstreamReport(message) else {
+                logger.debug("upstream message not handled", metadata: ["node": "\(node)", "resource": "\(message.route.resource)",
+                                                                          "operation": "\(message.route.operation.rawValue)"])
+                return
+            }
+            report = r
+        } catch let e where e.reason == .unknownKind {
+            logger.debug("upstream message of an unknown kind dropped", metadata: ["node": "\(node)", "resource": "\(message.route.resource)"])
+            return
+        } catch {
+            // A malformed resource string ends an authorised session (a broken or hostile node);
+            // malformed content of a known report is dropped and counted.
+            if configuration.nodeAuthorization, (try? ResourceRef(parsing: message.route.resource)) == nil {
+                throw ConnectionClosed("unauthorized: \(error.message)")
+            }
+            malformedReports.increment()
+            logger.warning("upstream message refused", metadata: ["node": "\(node)", "resource": "\(message.route.resource)", "error": "\(error)"])
+            return
+        }
+        if configuration.nodeAuthorization, let authorizer, let why = authorizer.authorize(report, from: node) {
             throw ConnectionClosed("unauthorized: \(why)")
         }
-        await onEvent(.message(node: node, message))
+        await onEvent(.report(node: node, report))
     }
 
     /// Closes a node's connection (it will reconnect); for operators and tests.

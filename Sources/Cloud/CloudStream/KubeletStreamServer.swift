@@ -1,3 +1,4 @@
+import DefaultSettings
 import KubeAPI
 import Logging
 import Metrics
@@ -6,6 +7,7 @@ import NIOHTTP1
 import NIOPosix
 import NIOSSL
 import SPDY
+import SPDYStreams
 import ServiceLifecycle
 import StreamTunnel
 
@@ -13,7 +15,7 @@ import StreamTunnel
 public struct KubeletStreamServerConfiguration: Sendable {
     public var host = "127.0.0.1"
     /// KubeEdge's cloudStream.streamPort.
-    public var port = 10003
+    public var port = Defaults.streamPort
     /// Server certificate and key, and the CA whose client certificates are accepted (the
     /// cluster's: kube-apiserver presents its kubelet client certificate).
     public var tls: TLSConfiguration

@@ -14,9 +14,8 @@ public struct DeviceStatusWriter: Sendable {
         self.client = client; self.logger = logger; self.deviceNode = deviceNode
     }
 
-    static let devices = ResourceType(group: "devices.kubeedge.io", version: "v1beta1", resource: "devices", kind: "Device", namespaced: true)
-    static let deviceStatuses = ResourceType(group: "devices.kubeedge.io", version: "v1beta1", resource: "devicestatuses",
-                                             kind: "DeviceStatus", namespaced: true)
+    static let devices = ResourceType.devices
+    static let deviceStatuses = ResourceType.deviceStatuses
 
     /// Twin reports and device states from the node's DeviceTwin (KubeEdge's `twin/edge_updated`
     /// and `state/update`, batched: `null/devicestatus` with `{"items": [{"namespace", "name",

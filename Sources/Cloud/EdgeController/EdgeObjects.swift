@@ -1,3 +1,4 @@
+import CloudEdgeProtocol
 import ControllerRuntime
 import KubeAPI
 import KubeClient
@@ -14,8 +15,6 @@ import Synchronization
 /// its devices; desired twin values travel inside the Device).
 /// Every change is reported to ``ReliableSync`` as "look at this object for that node".
 public final class EdgeObjects: NodeObjectSource {
-    enum Kind: Sendable { case pod, node, configMap, secret, service, endpoints, device, deviceModel }
-
     let pods: SharedInformer
     let nodes: SharedInformer
     let configMaps: SharedInformer
@@ -28,9 +27,6 @@ public final class EdgeObjects: NodeObjectSource {
     let devicesByNode = InformerIndex(EdgeObjects.boundNode)
     /// Devices by the model they use (`<ns>/<model>`).
     let devicesByModel = InformerIndex { o in EdgeObjects.modelKey(of: o).map { [$0] } ?? [] }
-    public static let deviceType = ResourceType(group: "devices.kubeedge.io", version: "v1beta1", resource: "devices", kind: "Device", namespaced: true)
-    public static let deviceModelType = ResourceType(group: "devices.kubeedge.io", version: "v1beta1", resource: "devicemodels",
-                                                     kind: "DeviceModel", namespaced: true)
     /// Pods by `spec.nodeName`.
     let byNode = InformerIndex(EdgeObjects.boundNode)
     /// The node a pod or device is bound to (`spec.nodeName`), as index keys.
@@ -38,21 +34,21 @@ public final class EdgeObjects: NodeObjectSource {
         let n = o["spec"]["nodeName"].stringValue ?? ""
         return n.isEmpty ? [] : [n]
     }
-    /// Pods by what they reference: `configmap:<ns>/<name>`, `secret:<ns>/<name>`.
+    /// Pods by what they reference: `<kind>:<ns>/<name>` (`configmap:default/app`, `secret:default/tls`).
     let byReference = InformerIndex { EdgeObjects.references(of: $0) }
     /// uid → (informer key, kind) for every object a node may be sent.
-    let uids = Mutex<[String: (key: String, kind: Kind)]>([:])
+    let uids = Mutex<[String: (key: String, kind: EdgeResourceKind)]>([:])
     let sync: Mutex<ReliableSync?> = Mutex(nil)
 
     public init(informers: InformerFactory) {
-        pods = informers.informer(ResourceType(group: "", version: "v1", resource: "pods", kind: "Pod", namespaced: true))
-        nodes = informers.informer(ResourceType(group: "", version: "v1", resource: "nodes", kind: "Node", namespaced: false))
-        configMaps = informers.informer(ResourceType(group: "", version: "v1", resource: "configmaps", kind: "ConfigMap", namespaced: true))
-        secrets = informers.informer(ResourceType(group: "", version: "v1", resource: "secrets", kind: "Secret", namespaced: true))
-        services = informers.informer(ResourceType(group: "", version: "v1", resource: "services", kind: "Service", namespaced: true))
-        endpoints = informers.informer(ResourceType(group: "", version: "v1", resource: "endpoints", kind: "Endpoints", namespaced: true))
-        devices = informers.informer(Self.deviceType)
-        deviceModels = informers.informer(Self.deviceModelType)
+        pods = informers.informer(ResourceType.pods)
+        nodes = informers.informer(ResourceType.nodes)
+        configMaps = informers.informer(ResourceType.configMaps)
+        secrets = informers.informer(ResourceType.secrets)
+        services = informers.informer(ResourceType.services)
+        endpoints = informers.informer(ResourceType.endpoints)
+        devices = informers.informer(ResourceType.devices)
+        deviceModels = informers.informer(ResourceType.deviceModels)
         devices.addHandler { [self] ev in
             devicesByNode.handle(ev)
             devicesByModel.handle(ev)
@@ -109,7 +105,7 @@ public final class EdgeObjects: NodeObjectSource {
             case .synced: break
             }
         }
-        for (informer, kind) in [(services, Kind.service), (endpoints, Kind.endpoints)] {
+        for (informer, kind) in [(services, EdgeResourceKind.service), (endpoints, EdgeResourceKind.endpoints)] {
             informer.addHandler { [self] ev in
                 switch ev {
                 case .added(let o), .updated(_, let o): track(o, kind); for n in edgeNodes() { notify(o, node: n) }
@@ -118,11 +114,11 @@ public final class EdgeObjects: NodeObjectSource {
                 }
             }
         }
-        for (informer, kind, prefix) in [(configMaps, Kind.configMap, "configmap"), (secrets, Kind.secret, "secret")] {
+        for (informer, kind) in [(configMaps, EdgeResourceKind.configMap), (secrets, EdgeResourceKind.secret)] {
             informer.addHandler { [self] ev in
                 switch ev {
-                case .added(let o), .updated(_, let o): track(o, kind); notifyNodesReferencing(o, prefix: prefix)
-                case .deleted(let o): notifyNodesReferencing(o, prefix: prefix); untrack(o)
+                case .added(let o), .updated(_, let o): track(o, kind); notifyNodesReferencing(o, kind: kind)
+                case .deleted(let o): notifyNodesReferencing(o, kind: kind); untrack(o)
                 case .synced: break
                 }
             }
@@ -172,12 +168,15 @@ public final class EdgeObjects: NodeObjectSource {
         return o
     }
 
+    /// The index key of a reference to an object of `kind` (`<ns>/<name>`).
+    static func reference(_ kind: EdgeResourceKind, _ key: String) -> String { "\(kind.wireName):\(key)" }
+
     /// The ConfigMaps and Secrets a pod needs on its node.
     static func references(of pod: JSON) -> [String] {
         let ns = pod["metadata"]["namespace"].stringValue ?? ""
         var out = Set<String>()
-        func cm(_ name: String?) { if let name, !name.isEmpty { out.insert("configmap:\(ns)/\(name)") } }
-        func secret(_ name: String?) { if let name, !name.isEmpty { out.insert("secret:\(ns)/\(name)") } }
+        func cm(_ name: String?) { if let name, !name.isEmpty { out.insert(reference(.configMap, "\(ns)/\(name)")) } }
+        func secret(_ name: String?) { if let name, !name.isEmpty { out.insert(reference(.secret, "\(ns)/\(name)")) } }
         let spec = pod["spec"]
         for v in spec["volumes"].arrayValue ?? [] {
             cm(v["configMap"]["name"].stringValue)
@@ -211,7 +210,7 @@ public final class EdgeObjects: NodeObjectSource {
 
     func nodeName(_ pod: JSON) -> String? { pod["spec"]["nodeName"].stringValue.flatMap { $0.isEmpty ? nil : $0 } }
 
-    func track(_ o: JSON, _ kind: Kind) {
+    func track(_ o: JSON, _ kind: EdgeResourceKind) {
         guard let uid = o["metadata"]["uid"].stringValue else { return }
         uids.withLock { $0[uid] = (InformerCache.key(o), kind) }
     }
@@ -236,17 +235,23 @@ public final class EdgeObjects: NodeObjectSource {
     }
 
     /// A ConfigMap or Secret changed: every node with a pod that references it.
-    func notifyNodesReferencing(_ o: JSON, prefix: String) {
-        let ref = "\(prefix):\(InformerCache.key(o))"
+    func notifyNodesReferencing(_ o: JSON, kind: EdgeResourceKind) {
+        let ref = Self.reference(kind, InformerCache.key(o))
         var nodes = Set<String>()
         for p in byReference.objects(ref, in: pods.cache) { if let n = nodeName(p) { nodes.insert(n) } }
         for n in nodes { notify(o, node: n) }
     }
 
     func lookup(_ ref: String) -> (SharedInformer, String)? {
-        if ref.hasPrefix("configmap:") { return (configMaps, String(ref.dropFirst("configmap:".count))) }
-        if ref.hasPrefix("secret:") { return (secrets, String(ref.dropFirst("secret:".count))) }
-        return nil
+        guard let colon = ref.firstIndex(of: ":"), let kind = EdgeResourceKind(rawValue: String(ref[..<colon])) else { return nil }
+        let key = String(ref[ref.index(after: colon)...])
+        switch kind {
+        case .configMap: return (configMaps, key)
+        case .secret: return (secrets, key)
+        case .pod, .node, .service, .endpoints, .device, .deviceModel, .podStatus, .podPatch, .nodeStatus, .nodePatch, .lease, .event,
+             .deviceStatus, .objectSync:
+            return nil
+        }
     }
 
     /// References of the pods bound to `node`.
@@ -279,27 +284,29 @@ public final class EdgeObjects: NodeObjectSource {
         switch entry.kind {
         case .node:
             guard entry.key == node, let n = nodes.cache.get(entry.key) else { return nil }
-            return SyncedObject(n, edgeType: "node")
+            return SyncedObject(n, kind: .node)
         case .pod:
             guard let p = pods.cache.get(entry.key), p["spec"]["nodeName"].stringValue == node else { return nil }
-            return SyncedObject(p, edgeType: "pod")
+            return SyncedObject(p, kind: .pod)
         case .service, .endpoints:
             let informer = entry.kind == .service ? services : endpoints
             guard isEdgeNode(node), let o = informer.cache.get(entry.key), o["metadata"]["uid"].stringValue == uid else { return nil }
-            return SyncedObject(o, edgeType: entry.kind == .service ? "service" : "endpoints")
+            return SyncedObject(o, kind: entry.kind)
         case .device:
             guard let d = devices.cache.get(entry.key), d["metadata"]["uid"].stringValue == uid, nodeName(d) == node else { return nil }
-            return SyncedObject(d, edgeType: "device")
+            return SyncedObject(d, kind: .device)
         case .deviceModel:
             guard let m = deviceModels.cache.get(entry.key), m["metadata"]["uid"].stringValue == uid else { return nil }
             let needed = devicesByModel.objects(entry.key, in: devices.cache).contains { nodeName($0) == node }
-            return needed ? SyncedObject(m, edgeType: "devicemodel") : nil
+            return needed ? SyncedObject(m, kind: .deviceModel) : nil
         case .configMap, .secret:
-            let (informer, prefix, edgeType) = entry.kind == .configMap ? (configMaps, "configmap", "configmap") : (secrets, "secret", "secret")
+            let informer = entry.kind == .configMap ? configMaps : secrets
             guard let o = informer.cache.get(entry.key), o["metadata"]["uid"].stringValue == uid else { return nil }
             // Still needed there? Only while a pod on the node references it.
-            let needed = byReference.objects("\(prefix):\(entry.key)", in: pods.cache).contains { nodeName($0) == node }
-            return needed ? SyncedObject(o, edgeType: edgeType) : nil
+            let needed = byReference.objects(Self.reference(entry.kind, entry.key), in: pods.cache).contains { nodeName($0) == node }
+            return needed ? SyncedObject(o, kind: entry.kind) : nil
+        case .podStatus, .podPatch, .nodeStatus, .nodePatch, .lease, .event, .deviceStatus, .objectSync:
+            return nil  // reports, never tracked
         }
     }
 

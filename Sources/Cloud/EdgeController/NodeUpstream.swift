@@ -13,7 +13,6 @@ import ReliableSync
 public struct NodeUpstream: Sendable {
     let client: KubeClient
     let logger: Logger
-    static let nodes = ResourceType(group: "", version: "v1", resource: "nodes", kind: "Node", namespaced: false)
     let applied = Counter(label: "swiftedge_edgecontroller_upstream_applied_total")
     let failed = Counter(label: "swiftedge_edgecontroller_upstream_failed_total")
 
@@ -34,37 +33,35 @@ public struct NodeUpstream: Sendable {
         self.deviceStatuses = deviceStatuses
     }
 
-    /// Handles one upstream message; unknown kinds are logged and ignored (nothing is lost: the
-    /// node resends its state periodically).
-    public func handle(node: String, _ m: Message) async {
-        guard m.route.group == "resource", let ref = try? ResourceRef(parsing: m.route.resource) else { return }
+    /// Handles one report of a node (decoded and authorised by CloudHub). Failures are logged and
+    /// counted; nothing is lost: the node resends its state periodically.
+    public func handle(node: String, _ report: UpstreamReport) async {
         do {
-            switch (ref.type, m.route.operation) {
-            case ("node", .insert), ("node", .update):
-                try await register(node: node, m.content)
-            case ("nodestatus", .update), ("nodestatus", .patch):
-                try await writeStatus(node: node, m.content["status"])
-            case ("podstatus", .update), ("podstatus", .patch):
-                try await writePodStatus(node: node, namespace: ref.namespace ?? "default", m.content)
-            case ("event", .insert), ("event", .update):
-                try await recordEvent(node: node, namespace: ref.namespace ?? "default", m.content)
-            case ("lease", .insert), ("lease", .update):
-                try await renewLease(node: node, m.content)
-            case ("pod", .delete):
-                try await confirmPodDeletion(node: node, namespace: ref.namespace ?? "default", name: ref.name ?? "", m.content)
-            case ("devicestatus", .update):
-                try await deviceStatuses(node, m.content)
-            case ("objectsync", .query) where ref.name == node:
-                try await receiveInventory(node: node, m.content)
-            default:
-                logger.debug("upstream message not handled", metadata: ["node": "\(node)", "resource": "\(m.route.resource)",
-                                                                          "operation": "\(m.route.operation.rawValue)"])
+            switch report {
+            case .nodeRegistration(_, let object):
+                try await register(node: node, object)
+            case .nodeStatus(_, let content):
+                try await writeStatus(node: node, content["status"])
+            case .podStatus(let namespace, _, let content):
+                try await writePodStatus(node: node, namespace: namespace, content)
+            case .event(let namespace, _, let event):
+                try await recordEvent(node: node, namespace: namespace, event)
+            case .lease(_, let lease):
+                try await renewLease(node: node, lease)
+            case .pod(let namespace, let name, .delete, let content):
+                try await confirmPodDeletion(node: node, namespace: namespace, name: name ?? "", content)
+            case .deviceStatus(let content):
+                try await deviceStatuses(node, content)
+            case .inventory(let owner, let part) where owner == node:
+                await receiveInventory(node: node, part)
+            case .nodePatch, .podPatch, .pod, .inventory:
+                logger.debug("upstream report not handled", metadata: ["node": "\(node)", "resource": "\(report.resource)"])
                 return
             }
             applied.increment()
         } catch {
             failed.increment()
-            logger.warning("upstream message failed", metadata: ["node": "\(node)", "resource": "\(m.route.resource)", "error": "\(error)"])
+            logger.warning("upstream report failed", metadata: ["node": "\(node)", "resource": "\(report.resource)", "error": "\(error)"])
         }
     }
 
@@ -76,37 +73,26 @@ public struct NodeUpstream: Sendable {
                             "spec": reported["spec"].isNull ? [:] : reported["spec"]]
         do {
             object["status"] = reported["status"]
-            _ = try await client.create(Self.nodes, namespace: nil, object, fieldManager: "swiftedge-edgecontroller")
+            _ = try await client.create(ResourceType.nodes, namespace: nil, object, fieldManager: "swiftedge-edgecontroller")
             logger.info("edge node registered", metadata: ["node": "\(node)"])
             // The create may drop status (as kube-apiserver does): write it explicitly.
             try await writeStatus(node: node, reported["status"])
         } catch let e as StatusError where e.code == 409 {
-            _ = try await client.patch(Self.nodes, namespace: nil, name: node, ["metadata": ["labels": .object(labels)]],
+            _ = try await client.patch(ResourceType.nodes, namespace: nil, name: node, ["metadata": ["labels": .object(labels)]],
                                        fieldManager: "swiftedge-edgecontroller")
             try await writeStatus(node: node, reported["status"])
         }
     }
 
-    func receiveInventory(node: String, _ content: JSON) async throws {
-        let part = try InventoryPart(content: content)
+    func receiveInventory(node: String, _ part: InventoryPart) async {
         var records: [DeliveredRecord] = []
         for item in part.items {
-            guard let ref = try? ResourceRef(parsing: item.key), let name = ref.name else { continue }
-            let (apiVersion, kind) = Self.kinds[ref.type] ?? ("v1", ref.type)
-            records.append(DeliveredRecord(uid: item.uid, apiVersion: apiVersion, kind: kind, namespace: ref.namespace, name: name,
-                                           edgeType: ref.type, resourceVersion: item.resourceVersion))
+            guard let ref = try? ResourceRef(parsing: item.key), let name = ref.name, let type = ref.kind.resourceType else { continue }
+            records.append(DeliveredRecord(uid: item.uid, apiVersion: type.apiVersion, kind: type.kind, namespace: ref.namespace, name: name,
+                                           edgeKind: ref.kind, resourceVersion: item.resourceVersion))
         }
         await inventory(node, part.session, part.part, part.parts, records)
     }
-
-    /// Edge resource types and their Kubernetes kinds.
-    static let kinds: [String: (String, String)] = [
-        "pod": ("v1", "Pod"), "node": ("v1", "Node"), "configmap": ("v1", "ConfigMap"), "secret": ("v1", "Secret"),
-        "service": ("v1", "Service"), "endpoints": ("v1", "Endpoints"),
-        "device": ("devices.kubeedge.io/v1beta1", "Device"), "devicemodel": ("devices.kubeedge.io/v1beta1", "DeviceModel"),
-    ]
-
-    static let pods = ResourceType(group: "", version: "v1", resource: "pods", kind: "Pod", namespaced: true)
 
     /// A pod status from the node's Edged (KubeEdge's `PodStatusRequest` `{UID, Name, Status}`,
     /// one or a list): written to the pod's status subresource if the pod is still the one the
@@ -117,7 +103,7 @@ public struct NodeUpstream: Sendable {
                 throw StatusError.badRequest("pod status without UID, Name or Status")
             }
             let pod: JSON
-            do { pod = try await client.get(Self.pods, namespace: namespace, name: name) } catch let e as StatusError where e.code == 404 {
+            do { pod = try await client.get(ResourceType.pods, namespace: namespace, name: name) } catch let e as StatusError where e.code == 404 {
                 continue
             }
             guard pod["metadata"]["uid"].stringValue == uid, pod["spec"]["nodeName"].stringValue == node else {
@@ -126,7 +112,7 @@ public struct NodeUpstream: Sendable {
             }
             var patch: JSON = ["status": request["Status"]]
             patch["metadata"] = ["uid": .string(uid)]
-            _ = try await client.patch(Self.pods, namespace: namespace, name: name, patch, subresource: "status",
+            _ = try await client.patch(ResourceType.pods, namespace: namespace, name: name, patch, subresource: "status",
                                        fieldManager: "swiftedge-edgecontroller")
         }
     }
@@ -138,15 +124,13 @@ public struct NodeUpstream: Sendable {
             throw StatusError.badRequest("pod delete without the pod's UID")
         }
         let pod: JSON
-        do { pod = try await client.get(Self.pods, namespace: namespace, name: name) } catch let e as StatusError where e.code == 404 { return }
+        do { pod = try await client.get(ResourceType.pods, namespace: namespace, name: name) } catch let e as StatusError where e.code == 404 { return }
         guard pod["metadata"]["uid"].stringValue == uid, pod["spec"]["nodeName"].stringValue == node else { return }
         do {
-            try await client.delete(Self.pods, namespace: namespace, name: name, options: ["gracePeriodSeconds": 0, "preconditions": ["uid": .string(uid)]])
+            try await client.delete(ResourceType.pods, namespace: namespace, name: name, options: ["gracePeriodSeconds": 0, "preconditions": ["uid": .string(uid)]])
         } catch let e as StatusError where e.code == 404 || e.code == 409 {}
     }
 
-    static let events = ResourceType(group: "", version: "v1", resource: "events", kind: "Event", namespaced: true)
-    static let leases = ResourceType(group: "coordination.k8s.io", version: "v1", resource: "leases", kind: "Lease", namespaced: true)
 
     /// An event the node recorded about one of its pods or itself.
     func recordEvent(node: String, namespace: String, _ event: JSON) async throws {
@@ -155,7 +139,7 @@ public struct NodeUpstream: Sendable {
         case "Pod":
             guard let name = involved["name"].stringValue else { throw StatusError.badRequest("event without involvedObject.name") }
             let pod: JSON
-            do { pod = try await client.get(Self.pods, namespace: namespace, name: name) } catch let e as StatusError where e.code == 404 { return }
+            do { pod = try await client.get(ResourceType.pods, namespace: namespace, name: name) } catch let e as StatusError where e.code == 404 { return }
             guard pod["spec"]["nodeName"].stringValue == node else { throw StatusError.badRequest("event about a pod not on node \(node)") }
         case "Node":
             guard involved["name"].stringValue == node else { throw StatusError.badRequest("event about another node") }
@@ -168,7 +152,7 @@ public struct NodeUpstream: Sendable {
         }
         var e = event
         e["metadata"] = ["name": event["metadata"]["name"], "namespace": .string(namespace)]
-        do { _ = try await client.create(Self.events, namespace: namespace, e, fieldManager: "swiftedge-edgecontroller") } catch let err as StatusError where err.code == 409 {}
+        do { _ = try await client.create(ResourceType.events, namespace: namespace, e, fieldManager: "swiftedge-edgecontroller") } catch let err as StatusError where err.code == 409 {}
     }
 
     /// The node's Lease in `kube-node-lease` (kubelet's heartbeat), created on first renewal.
@@ -176,18 +160,18 @@ public struct NodeUpstream: Sendable {
         let spec: JSON = ["holderIdentity": .string(node), "leaseDurationSeconds": lease["spec"]["leaseDurationSeconds"].isNull ? 40 : lease["spec"]["leaseDurationSeconds"],
                           "renewTime": lease["spec"]["renewTime"].isNull ? .string(KubeTime.now().rfc3339Micro) : lease["spec"]["renewTime"]]
         do {
-            _ = try await client.patch(Self.leases, namespace: "kube-node-lease", name: node, ["spec": spec], fieldManager: "swiftedge-edgecontroller")
+            _ = try await client.patch(ResourceType.leases, namespace: "kube-node-lease", name: node, ["spec": spec], fieldManager: "swiftedge-edgecontroller")
         } catch let e as StatusError where e.code == 404 {
             let object: JSON = ["apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
                                 "metadata": ["name": .string(node), "namespace": "kube-node-lease"], "spec": spec]
-            do { _ = try await client.create(Self.leases, namespace: "kube-node-lease", object, fieldManager: "swiftedge-edgecontroller") }
+            do { _ = try await client.create(ResourceType.leases, namespace: "kube-node-lease", object, fieldManager: "swiftedge-edgecontroller") }
             catch let e as StatusError where e.code == 409 {}
         }
     }
 
     func writeStatus(node: String, _ status: JSON) async throws {
         guard !status.isNull else { return }
-        _ = try await client.patch(Self.nodes, namespace: nil, name: node, ["status": status], subresource: "status",
+        _ = try await client.patch(ResourceType.nodes, namespace: nil, name: node, ["status": status], subresource: "status",
                                    fieldManager: "swiftedge-edgecontroller")
     }
 }

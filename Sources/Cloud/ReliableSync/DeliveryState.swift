@@ -1,3 +1,4 @@
+import CloudEdgeProtocol
 import KubeAPI
 
 /// An object as delivered to (or meant for) an edge node.
@@ -7,31 +8,31 @@ public struct SyncedObject: Sendable, Equatable {
     public var kind: String
     public var namespace: String?
     public var name: String
-    /// The edge resource type (`pod`, `configmap`, `node`, …).
-    public var edgeType: String
+    /// Its kind in the cloud–edge vocabulary.
+    public var edgeKind: EdgeResourceKind
     public var resourceVersion: UInt64
     public var object: JSON
 
-    public init(uid: String, apiVersion: String, kind: String, namespace: String?, name: String, edgeType: String,
+    public init(uid: String, apiVersion: String, kind: String, namespace: String?, name: String, edgeKind: EdgeResourceKind,
                 resourceVersion: UInt64, object: JSON)
     {
         self.uid = uid; self.apiVersion = apiVersion; self.kind = kind; self.namespace = namespace; self.name = name
-        self.edgeType = edgeType; self.resourceVersion = resourceVersion; self.object = object
+        self.edgeKind = edgeKind; self.resourceVersion = resourceVersion; self.object = object
     }
 
     /// Reads the identity of a Kubernetes object (nil when it has no uid or resourceVersion).
-    public init?(_ o: JSON, edgeType: String) {
+    public init?(_ o: JSON, kind edgeKind: EdgeResourceKind) {
         let m = o["metadata"]
         guard let uid = m["uid"].stringValue, let name = m["name"].stringValue,
               let rv = m["resourceVersion"].stringValue.flatMap({ UInt64($0) }) else { return nil }
         self.init(uid: uid, apiVersion: o["apiVersion"].stringValue ?? "v1", kind: o["kind"].stringValue ?? "",
-                  namespace: m["namespace"].stringValue.flatMap { $0.isEmpty ? nil : $0 }, name: name, edgeType: edgeType,
+                  namespace: m["namespace"].stringValue.flatMap { $0.isEmpty ? nil : $0 }, name: name, edgeKind: edgeKind,
                   resourceVersion: rv, object: o)
     }
 
     /// What the node has recorded of it (no content).
     public var record: DeliveredRecord {
-        DeliveredRecord(uid: uid, apiVersion: apiVersion, kind: kind, namespace: namespace, name: name, edgeType: edgeType, resourceVersion: resourceVersion)
+        DeliveredRecord(uid: uid, apiVersion: apiVersion, kind: kind, namespace: namespace, name: name, edgeKind: edgeKind, resourceVersion: resourceVersion)
     }
 }
 
@@ -42,12 +43,12 @@ public struct DeliveredRecord: Sendable, Equatable {
     public var kind: String
     public var namespace: String?
     public var name: String
-    public var edgeType: String
+    public var edgeKind: EdgeResourceKind
     public var resourceVersion: UInt64
 
-    public init(uid: String, apiVersion: String, kind: String, namespace: String?, name: String, edgeType: String, resourceVersion: UInt64) {
+    public init(uid: String, apiVersion: String, kind: String, namespace: String?, name: String, edgeKind: EdgeResourceKind, resourceVersion: UInt64) {
         self.uid = uid; self.apiVersion = apiVersion; self.kind = kind; self.namespace = namespace; self.name = name
-        self.edgeType = edgeType; self.resourceVersion = resourceVersion
+        self.edgeKind = edgeKind; self.resourceVersion = resourceVersion
     }
 }
 

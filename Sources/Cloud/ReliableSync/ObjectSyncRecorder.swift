@@ -1,4 +1,5 @@
 import AsyncSupport
+import CloudEdgeProtocol
 import KubeAPI
 import KubeClient
 import KubeEdgeCRDs
@@ -51,10 +52,12 @@ public final class ObjectSyncRecorder: DeliveryRecorder, Service {
                     else { continue }
                     let node = String(name[..<dot]), uid = String(name[name.index(after: dot)...])
                     let kind = item["spec"]["objectKind"].stringValue ?? ""
+                    let apiVersion = item["spec"]["objectAPIVersion"].stringValue ?? "v1"
                     let ns = item["metadata"]["namespace"].stringValue.flatMap { $0.isEmpty ? nil : $0 }
-                    out[node, default: []].append(DeliveredRecord(uid: uid, apiVersion: item["spec"]["objectAPIVersion"].stringValue ?? "v1",
+                    guard let edgeKind = EdgeResourceKind(apiVersion: apiVersion, kind: kind) else { continue }
+                    out[node, default: []].append(DeliveredRecord(uid: uid, apiVersion: apiVersion,
                                                                   kind: kind, namespace: ns, name: item["spec"]["objectName"].stringValue ?? "",
-                                                                  edgeType: kind.lowercased(), resourceVersion: rv))
+                                                                  edgeKind: edgeKind, resourceVersion: rv))
                     existing.withLock { _ = $0.insert(Self.key(ns, name)) }
                 }
                 token = page["metadata"]["continue"].stringValue.flatMap { $0.isEmpty ? nil : $0 }

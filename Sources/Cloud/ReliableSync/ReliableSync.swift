@@ -229,17 +229,14 @@ public final class ReliableSync: Service {
             stats.withLock { $0[node, default: (0, 0, 0)].skipped += 1 }
             return
         case .send(let o, let first):
-            message = Message(resourceVersion: String(o.resourceVersion),
-                              route: Route(source: "edgecontroller", group: "resource", operation: first ? .insert : .update,
-                                           resource: ResourceRef(namespace: o.namespace, type: o.edgeType, name: o.name).description),
-                              content: o.object)
+            message = ObjectSync(ref: ResourceRef(namespace: o.namespace, kind: o.edgeKind, name: o.name), change: first ? .insert : .update,
+                                 resourceVersion: String(o.resourceVersion), object: o.object).message
         case .delete(let r):
             var meta: JSON = ["name": .string(r.name), "uid": .string(r.uid)]
             if let ns = r.namespace { meta["namespace"] = .string(ns) }
-            message = Message(resourceVersion: String(r.resourceVersion),
-                              route: Route(source: "edgecontroller", group: "resource", operation: .delete,
-                                           resource: ResourceRef(namespace: r.namespace, type: r.edgeType, name: r.name).description),
-                              content: ["apiVersion": .string(r.apiVersion), "kind": .string(r.kind), "metadata": meta])
+            message = ObjectSync(ref: ResourceRef(namespace: r.namespace, kind: r.edgeKind, name: r.name), change: .delete,
+                                 resourceVersion: String(r.resourceVersion),
+                                 object: ["apiVersion": .string(r.apiVersion), "kind": .string(r.kind), "metadata": meta]).message
         }
         sent.increment()
         let start = ContinuousClock.now

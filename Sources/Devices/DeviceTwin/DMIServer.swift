@@ -1,3 +1,4 @@
+import CloudEdgeProtocol
 import DMI
 import DMIValues
 import GRPCCore
@@ -38,14 +39,14 @@ struct DeviceManagerService: V1beta1_DeviceManagerService.SimpleServiceProtocol 
         twin.logger.info("mapper registered", metadata: ["mapper": "\(mapper.name)", "protocol": "\(mapper.protocolName)", "socket": "\(socket)"])
         var response = V1beta1_MapperRegisterResponse()
         guard request.withData else { return response }
-        let devices = try await twin.store.list(type: "device")
+        let devices = try await twin.store.list(type: .device)
         let records = twin.book.withLock { $0.devices }
         var models = Set<String>()
         for d in devices {
             let ns = d.value["metadata"]["namespace"].stringValue ?? "default", name = d.value["metadata"]["name"].stringValue ?? ""
             guard let r = records["\(ns)/\(name)"], r.protocolName == info.protocol else { continue }
             response.deviceList.append(DMIConvert.device(d.value, r))
-            models.insert("\(ns)/devicemodel/\(r.model)")
+            models.insert(ResourceRef(namespace: ns, kind: .deviceModel, name: r.model).description)
         }
         for key in models.sorted() { if let m = try await twin.store.get(key) { response.modelList.append(DMIConvert.model(m.value)) } }
         return response

@@ -1,3 +1,4 @@
+import AsyncSupport
 import CloudEdgeProtocol
 import DMI
 import GRPCCore
@@ -43,7 +44,8 @@ public final class DeviceTwin: Service {
     let configuration: DeviceTwinConfiguration
     let store: any MetaStorage & LocalStateStorage
     let upstream: @Sendable (Message) -> Void
-    let isConnected: @Sendable () -> Bool
+    /// The cloud connection (EdgeHub's): statuses go up only while it is up, all again after a reconnect.
+    let connection: StateSignal<Bool>
     let logger: Logger
     let book = Mutex(TwinBook())
     /// Devices whose status the cloud has not seen yet.
@@ -61,9 +63,9 @@ public final class DeviceTwin: Service {
     let statusesSent = Counter(label: "swiftedge_devicetwin_statuses_sent_total")
 
     public init(configuration: DeviceTwinConfiguration, store: any MetaStorage & LocalStateStorage,
-                upstream: @escaping @Sendable (Message) -> Void, isConnected: @escaping @Sendable () -> Bool, logger: Logger)
+                upstream: @escaping @Sendable (Message) -> Void, connection: StateSignal<Bool>, logger: Logger)
     {
-        self.configuration = configuration; self.store = store; self.upstream = upstream; self.isConnected = isConnected
+        self.configuration = configuration; self.store = store; self.upstream = upstream; self.connection = connection
         self.logger = logger
         let holder = TwinRef()
         if var m = configuration.mqtt {
@@ -95,9 +97,10 @@ public final class DeviceTwin: Service {
             group.addTask { await cancelWhenGracefulShutdown { await self.sendUpstream() } }
             group.addTask { await self.persistLoop() }
             group.addTask { await cancelWhenGracefulShutdown { await self.callMappers() } }
+            group.addTask { for await up in self.connection.updates().cancelOnGracefulShutdown() { self.connectionChanged(up) } }
             group.addTask {
                 await cancelWhenGracefulShutdown {
-                    for await change in feed where change.record.type == "device" || change.record.type == "devicemodel" {
+                    for await change in feed where change.record.type == .device || change.record.type == .deviceModel {
                         await self.apply(change)
                     }
                 }
@@ -111,8 +114,8 @@ public final class DeviceTwin: Service {
     // MARK: state from the store
 
     func load() async throws {
-        let models = try await store.list(type: "devicemodel")
-        let devices = try await store.list(type: "device")
+        let models = try await store.list(type: .deviceModel)
+        let devices = try await store.list(type: .device)
         let saved = try await store.localState(kind: "devicetwin")
         let savedMappers = try await store.localState(kind: "devicemapper")
         book.withLock { b in
@@ -136,24 +139,24 @@ public final class DeviceTwin: Service {
         let ns = value["metadata"]["namespace"].stringValue ?? "default", name = value["metadata"]["name"].stringValue ?? ""
         let key = "\(ns)/\(name)"
         switch (change.record.type, change.kind) {
-        case ("devicemodel", .deleted):
+        case (.deviceModel, .deleted):
             book.withLock { $0.removeModel(namespace: ns, name: name) }
             for m in mappers.withLock({ Array($0.values) }) { call.yield(.removeModel(m, namespace: ns, name: name)) }
-        case ("devicemodel", _):
+        case (.deviceModel, _):
             _ = book.withLock { $0.setModel(value) }
             if let proto = value["spec"]["protocol"].stringValue, let m = mappers.withLock({ $0[proto] }) {
                 call.yield(.updateModel(m, DMIConvert.model(value)))
             }
-        case ("device", .deleted):
+        case (.device, .deleted):
             let removed = book.withLock { $0.removeDevice(namespace: ns, name: name) }
             unsaved.withLock { _ = $0.insert(key) }
             if let r = removed, let m = mappers.withLock({ $0[r.protocolName] }) { call.yield(.removeDevice(m, namespace: ns, name: name)) }
             logger.info("device removed", metadata: ["device": "\(key)"])
-        case ("device", let kind):
+        case (.device, let kind):
             let (changed, record) = book.withLock { b in (b.setDevice(value), b.devices[key]) }
             guard let record else { return }
             if let m = mappers.withLock({ $0[record.protocolName] }) {
-                if kind == .added, let model = try? await store.get("\(ns)/devicemodel/\(record.model)") {
+                if kind == .added, let model = try? await store.get(ResourceRef(namespace: ns, kind: .deviceModel, name: record.model).description) {
                     call.yield(.updateModel(m, DMIConvert.model(model.value)))
                 }
                 call.yield(kind == .added ? .registerDevice(m, DMIConvert.device(value, record)) : .updateDevice(m, DMIConvert.device(value, record)))
@@ -302,7 +305,7 @@ public final class DeviceTwin: Service {
 
     func sendUpstream() async {
         for await _ in wakeups {
-            while isConnected() {
+            while connection.value {
                 let batch = unsent.withLock { s -> [String] in
                     let b = Array(s.prefix(configuration.uploadBatch))
                     s.subtract(b)
@@ -311,8 +314,7 @@ public final class DeviceTwin: Service {
                 if batch.isEmpty { break }
                 let items = book.withLock { b in batch.compactMap { b.devices[$0].map(TwinPayload.status) } }
                 if items.isEmpty { continue }
-                upstream(Message(route: Route(source: "twin", group: "resource", operation: .update, resource: "null/devicestatus"),
-                                 content: ["items": .array(items)]))
+                upstream(UpstreamReport.deviceStatus(report: ["items": .array(items)]).message(source: MessageSource.twin))
                 statusesSent.increment(by: items.count)
                 // The channel carries a few dozen messages a second (EdgeHub's rate limit, shared
                 // with pods and the node): reports that arrive meanwhile go in the next batch.
@@ -350,7 +352,7 @@ public final class DeviceTwin: Service {
             last[k] = now
             return true
         }
-        guard allowed, isConnected() else { return }
+        guard allowed, connection.value else { return }
         let name = "\(d.name).\(String(UInt64(time.micros) &* 1000 &+ UInt64.random(in: 0..<1000), radix: 16))"
         let e: JSON = [
             "apiVersion": "v1", "kind": "Event",
@@ -362,7 +364,7 @@ public final class DeviceTwin: Service {
             "firstTimestamp": .string(time.rfc3339), "lastTimestamp": .string(time.rfc3339), "count": 1,
             "reportingComponent": "devicetwin", "reportingInstance": .string(configuration.nodeName),
         ]
-        upstream(Message(route: Route(source: "twin", group: "resource", operation: .insert, resource: "\(d.namespace)/event/\(name)"), content: e))
+        upstream(UpstreamReport.event(namespace: d.namespace, name: name, event: e).message(source: MessageSource.twin))
     }
 
     static func eventID() -> String {

@@ -1,3 +1,4 @@
+import AsyncSupport
 import Logging
 import NIOSSL
 import Metrics
@@ -85,7 +86,7 @@ public final class MQTTClient: Service {
     public func run() async throws {
         let c = configuration
         let tls = try c.tls.map { try NIOSSLContext(configuration: $0) }
-        var delay = c.reconnectBase
+        var backoff = Backoff(base: c.reconnectBase, max: c.reconnectMax, jitter: 0.5...1.0)
         var failures = 0
         while !Task.isShuttingDownGracefully && !Task.isCancelled {
             let connected = SessionFlag()
@@ -121,11 +122,10 @@ public final class MQTTClient: Service {
                 }
             }
             current.withLock { $0 = nil }
-            if connected.isSet { failures = 0; delay = c.reconnectBase }
+            if connected.isSet { failures = 0; backoff.reset() }
             if Task.isShuttingDownGracefully || Task.isCancelled { break }
-            let jittered = delay * Double.random(in: 0.5...1.0)
-            try? await cancelWhenGracefulShutdown { try await Task.sleep(for: jittered) }
-            delay = min(delay * 2, c.reconnectMax)
+            let delay = backoff.next()
+            try? await cancelWhenGracefulShutdown { try await Task.sleep(for: delay) }
         }
     }
 }

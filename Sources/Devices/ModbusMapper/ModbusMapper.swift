@@ -1,3 +1,4 @@
+import DefaultSettings
 import DMI
 import Foundation
 import GRPCCore
@@ -17,9 +18,9 @@ public struct ModbusMapperConfiguration: Sendable {
     /// `common.protocol`: the devices it takes (`spec.protocol.protocolName`).
     public var protocolName = "modbus"
     /// `common.edgecore_sock`: the edge's DMI socket.
-    public var edgeSocket = "/etc/kubeedge/dmi.sock"
+    public var edgeSocket = Defaults.dmiSocket
     /// `grpc_server.socket_path`: where this mapper's DeviceMapperService listens.
-    public var socket = "/etc/kubeedge/modbus.sock"
+    public var socket = Defaults.modbusMapperSocket
     /// How long one Modbus request may take.
     public var requestTimeout: Duration = .seconds(1)
     public init() {}

@@ -2,6 +2,7 @@ import ArgumentParser
 import CommandSupport
 import ComponentConfig
 import ContainerRuntime
+import DefaultSettings
 import DeviceTwin
 import MQTT
 import NIOSSL
@@ -15,7 +16,6 @@ import MetricsEndpoint
 import MetaStore
 import NodeStatus
 import ServiceLifecycle
-import Synchronization
 
 /// `swiftedge edge`: the edge node (joins with a token on first start, then keeps the channel up
 /// and persists what the cloud sends before acknowledging it).
@@ -148,10 +148,10 @@ public struct EdgeCommand: AsyncParsableCommand {
             nodeLabels[kv[0]] = kv[1]
         }
         let dataDir = dataDir ?? file.swiftedge?.dataDir ?? d.swiftedge!.dataDir!
-        var metaPort = metaserverPort ?? (meta?.enable == false ? 0 : meta?.server.flatMap(splitHostPort)?.port) ?? 10550
+        var metaPort = metaserverPort ?? (meta?.enable == false ? 0 : meta?.server.flatMap(splitHostPort)?.port) ?? Defaults.metaServerPort
         if metaPort < 0 { metaPort = 0 }
         return Settings(
-            cloud: cloud, cloudhubPort: cloudhubPort ?? ws?.port ?? 10000, certPort: certPort ?? https?.port ?? 10002, nodeName: nodeName,
+            cloud: cloud, cloudhubPort: cloudhubPort ?? ws?.port ?? Defaults.cloudHubPort, certPort: certPort ?? https?.port ?? Defaults.certificatePort, nodeName: nodeName,
             token: token ?? hub?.token.flatMap { $0.isEmpty ? nil : $0 }, dataDir: dataDir,
             database: file.database?.dataSource.flatMap { $0.isEmpty ? nil : $0 } ?? dataDir + "/edge.db",
             heartbeat: heartbeat ?? hub?.heartbeat.map(Double.init) ?? 15, metaserverPort: metaPort,
@@ -160,8 +160,8 @@ public struct EdgeCommand: AsyncParsableCommand {
             rotateCertificates: rotateCertificates ?? hub?.rotateCertificates ?? true,
             remoteRuntimeEndpoint: remoteRuntimeEndpoint ?? edged?.tailoredKubeletConfig?.containerRuntimeEndpoint
                 ?? d.modules!.edged!.tailoredKubeletConfig!.containerRuntimeEndpoint!,
-            podsDir: podsDir ?? dataDir + "/pods", podLogsDir: podLogsDir ?? file.swiftedge?.podLogsDir ?? "/var/log/pods",
-            metricsPort: metricsPort ?? file.swiftedge?.metricsPort ?? 10352,
+            podsDir: podsDir ?? dataDir + "/pods", podLogsDir: podLogsDir ?? file.swiftedge?.podLogsDir ?? Defaults.podLogsDirectory,
+            metricsPort: metricsPort ?? file.swiftedge?.metricsPort ?? Defaults.edgeMetricsPort,
             mqttServer: mqttServer ?? (file.modules?.eventBus?.enable == false ? "" : file.modules?.eventBus?.mqttServerExternal) ?? "tcp://127.0.0.1:1883",
             mqttTLS: mqttCaFile != nil || mqttCertFile != nil
                 ? EdgeCoreConfig.EventBusTLS(enable: true, tlsMqttCAFile: mqttCaFile, tlsMqttCertFile: mqttCertFile, tlsMqttPrivateKeyFile: mqttKeyFile)
@@ -193,15 +193,7 @@ public struct EdgeCommand: AsyncParsableCommand {
         var config = EdgeHubConfiguration(cloudHost: s.cloud, nodeName: s.nodeName, credentials: credentials)
         config.cloudPort = s.cloudhubPort
         config.heartbeat = .seconds(s.heartbeat)
-        let (connections, connectionSink) = AsyncStream<Bool>.makeStream()
-        let edgedBox = EdgedBox()
-        let twinBox = TwinBox()
-        let hub = try EdgeHub(configuration: config, logger: logger, onConnection: { up in
-            connectionSink.yield(up)
-            edgedBox.edged?.connectionChanged(up)
-            twinBox.twin?.connectionChanged(up)
-        },
-                              inventory: { try await store.inventory() }) { message in
+        let hub = try EdgeHub(configuration: config, logger: logger, inventory: { try await store.inventory() }) { message in
             try await store.apply(message)
             logger.debug("stored", metadata: ["operation": "\(message.route.operation.rawValue)", "resource": "\(message.route.resource)",
                                                "resourceVersion": "\(message.resourceVersion ?? "")"])
@@ -215,15 +207,14 @@ public struct EdgeCommand: AsyncParsableCommand {
             let cri = try CRIRuntime(endpoint: s.remoteRuntimeEndpoint, logger: logger)
             let e = Edged(configuration: EdgedConfiguration(nodeName: s.nodeName, nodeIP: s.nodeIP, podsDirectory: s.podsDir,
                                                             logDirectory: s.podLogsDir),
-                          runtime: cri, store: store, upstream: { hub.send($0) }, logger: logger)
-            edgedBox.set(e)
+                          runtime: cri, store: store, upstream: { hub.send($0) }, connection: hub.connection, logger: logger)
             edged = e
             runtime = cri
         }
         var health: (@Sendable () -> RuntimeHealth)?
         if let e = edged { health = { RuntimeHealth(ready: e.runtimeReady, version: e.containerRuntimeVersion) } }
         let reporter = NodeStatusReporter(identity: NodeIdentity(name: s.nodeName, labels: nodeLabels, internalIP: s.nodeIP), hub: hub,
-                                          connections: connections, interval: .milliseconds(Int64(s.nodeStatusInterval * 1000)),
+                                          connections: hub.connection.updates(), interval: .milliseconds(Int64(s.nodeStatusInterval * 1000)),
                                           runtime: health, logger: logger)
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
         // Started in this order, stopped in reverse: Edged stops before the runtime client.
@@ -252,8 +243,7 @@ public struct EdgeCommand: AsyncParsableCommand {
             }
         }
         twinConfig.dmiSocket = s.dmiSocket.isEmpty ? nil : s.dmiSocket
-        let twin = DeviceTwin(configuration: twinConfig, store: store, upstream: { hub.send($0) }, isConnected: { hub.isConnected }, logger: logger)
-        twinBox.set(twin)
+        let twin = DeviceTwin(configuration: twinConfig, store: store, upstream: { hub.send($0) }, connection: hub.connection, logger: logger)
         services += [.init(service: hub), .init(service: reporter), .init(service: twin)]
         if s.metricsPort > 0 {
             services.append(.init(service: MetricsEndpoint(registry: registry, host: "127.0.0.1", port: s.metricsPort, logger: logger)))
@@ -267,18 +257,4 @@ public struct EdgeCommand: AsyncParsableCommand {
         let group = ServiceGroup(configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
     }
-}
-
-/// Lets the channel's connection callback reach DeviceTwin, which is made after the channel.
-final class TwinBox: Sendable {
-    let value = Mutex<DeviceTwin?>(nil)
-    var twin: DeviceTwin? { value.withLock { $0 } }
-    func set(_ t: DeviceTwin) { value.withLock { $0 = t } }
-}
-
-/// Lets the channel's connection callback reach Edged, which is made after the channel.
-final class EdgedBox: Sendable {
-    let value = Mutex<Edged?>(nil)
-    var edged: Edged? { value.withLock { $0 } }
-    func set(_ e: Edged) { value.withLock { $0 = e } }
 }

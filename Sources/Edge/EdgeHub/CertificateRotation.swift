@@ -1,3 +1,4 @@
+import AsyncSupport
 import Foundation
 import Logging
 import PKI
@@ -39,7 +40,7 @@ public struct CertificateRotation: Service {
                     "notAfter": "\(cert.notValidAfter)", "renewAt": "\(due)"])
                 let wait = max(0, due.timeIntervalSinceNow)
                 try await Task.sleep(for: .milliseconds(Int64(wait * 1000)))
-                var delay = retryBase
+                var backoff = Backoff(base: retryBase, max: retryMax, jitter: 1...1)
                 while true {
                     do {
                         let renewed = try await bootstrap.renew(current)
@@ -49,10 +50,10 @@ public struct CertificateRotation: Service {
                     } catch is CancellationError {
                         throw CancellationError()
                     } catch {
+                        let delay = backoff.next()
                         logger.warning("node certificate renewal failed; retrying", metadata: [
                             "error": "\(error)", "retryIn": "\(delay)", "notAfter": "\(cert.notValidAfter)"])
                         try await Task.sleep(for: delay)
-                        delay = min(delay * 2, retryMax)
                     }
                 }
             }

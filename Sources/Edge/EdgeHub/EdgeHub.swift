@@ -1,6 +1,7 @@
 import AsyncSupport
 import CloudEdgeProtocol
 import CloudEdgeTransport
+import DefaultSettings
 import Logging
 import Metrics
 import NIOCore
@@ -15,7 +16,7 @@ import Synchronization
 /// EdgeHub settings (KubeEdge's `edgeHub` section where it applies).
 public struct EdgeHubConfiguration: Sendable {
     public var cloudHost: String
-    public var cloudPort = 10000
+    public var cloudPort = Defaults.cloudHubPort
     public var projectID = "e632aba927ea4ac2b575ec1603d56f10"
     public var nodeName: String
     public var credentials: NodeCredentials
@@ -71,23 +72,23 @@ public final class EdgeHub: Service {
     public let configuration: EdgeHubConfiguration
     let logger: Logger
     let deliver: @Sendable (Message) async throws -> Void
-    let onConnection: @Sendable (Bool) async -> Void
     let inventory: (@Sendable () async throws -> [InventoryItem])?
     let tls: Mutex<NIOSSLContext>
     let upstream = Mutex<[Message]>([])
     let upstreamReady = WakeSignal()
-    let connected = Atomic<Bool>(false)
+    /// Whether the message channel to the cloud is up: the one signal the edge components follow.
+    public let connection = StateSignal(false)
     let currentWriter = Mutex<MessageWriter?>(nil)
     let dropped = Counter(label: "swiftedge_edgehub_upstream_dropped_total")
     let reconnects = Counter(label: "swiftedge_edgehub_reconnects_total")
 
     /// - Parameter inventory: what the node's store holds; sent (as ``InventoryPart``s) on every
     ///   connect so that the cloud sends exactly what is missing or stale. nil: none is sent.
-    public init(configuration: EdgeHubConfiguration, logger: Logger, onConnection: @escaping @Sendable (Bool) async -> Void = { _ in },
+    public init(configuration: EdgeHubConfiguration, logger: Logger,
                 inventory: (@Sendable () async throws -> [InventoryItem])? = nil,
                 deliver: @escaping @Sendable (Message) async throws -> Void) throws
     {
-        self.configuration = configuration; self.logger = logger; self.deliver = deliver; self.onConnection = onConnection
+        self.configuration = configuration; self.logger = logger; self.deliver = deliver
         self.inventory = inventory
         tls = Mutex(try Self.tlsContext(configuration.credentials))
     }
@@ -103,7 +104,7 @@ public final class EdgeHub: Service {
         await dropConnection(reason: "node certificate renewed")
     }
 
-    public var isConnected: Bool { connected.load(ordering: .relaxed) }
+    public var isConnected: Bool { connection.value }
 
     /// Closes the current connection (it is redialled after the usual back-off); for operators
     /// and fleet simulations.
@@ -124,7 +125,7 @@ public final class EdgeHub: Service {
     enum Upgrade { case websocket(NIOAsyncChannel<WebSocketFrame, WebSocketFrame>), refused(HTTPResponseStatus) }
 
     public func run() async throws {
-        var delay = configuration.reconnectBase
+        var backoff = Backoff(base: configuration.reconnectBase, max: configuration.reconnectMax)
         while !Task.isCancelled && !Task.isShuttingDownGracefully {
             let started = ContinuousClock.now
             do {
@@ -134,15 +135,14 @@ public final class EdgeHub: Service {
             } catch {
                 logger.warning("cloud connection ended", metadata: ["cloud": "\(configuration.cloudHost):\(configuration.cloudPort)", "error": "\(error)"])
             }
-            if connected.exchange(false, ordering: .relaxed) { await onConnection(false) }
+            connection.set(false)
             if Task.isShuttingDownGracefully { break }
-            if ContinuousClock.now - started > .seconds(60) { delay = configuration.reconnectBase }
-            let jittered = delay * Double.random(in: 0.5...1.5)
+            backoff.attemptEnded(after: ContinuousClock.now - started, healthy: .seconds(60))
+            let delay = backoff.next()
             reconnects.increment()
-            do { try await cancelWhenGracefulShutdown { try await Task.sleep(for: jittered) } } catch { break }
-            delay = min(delay * 2, configuration.reconnectMax)
+            do { try await cancelWhenGracefulShutdown { try await Task.sleep(for: delay) } } catch { break }
         }
-        if connected.exchange(false, ordering: .relaxed) { await onConnection(false) }
+        connection.set(false)
     }
 
     /// Dials the cloud over mTLS and upgrades to a WebSocket on `uri` (the message channel's
@@ -193,14 +193,13 @@ public final class EdgeHub: Service {
             let writer = MessageWriter(outbound: outbound, isClient: true)
             currentWriter.withLock { $0 = writer }
             defer { currentWriter.withLock { $0 = nil } }
-            connected.store(true, ordering: .relaxed)
             logger.notice("connected to the cloud", metadata: ["cloud": "\(host):\(c.cloudPort)", "node": "\(c.nodeName)"])
             if let inventory {
                 do { for m in InventoryPart.messages(node: c.nodeName, items: try await inventory()) { send(m) } } catch {
                     logger.error("cannot read the inventory of the edge store", metadata: ["error": "\(error)"])
                 }
             }
-            await onConnection(true)
+            connection.set(true)
             let acks = MessageOutbox()
             defer { acks.close() }
             try await withThrowingTaskGroup(of: Void.self) { group in
@@ -209,14 +208,20 @@ public final class EdgeHub: Service {
                     try await MessageReader(inbound: inbound, writer: writer).run { message, _ in
                         self.logger.trace("downstream message", metadata: ["message": "\(message.id)", "resource": "\(message.route.resource)"])
                         if message.route.operation == .response && message.parentID != nil { return }
-                        try await self.deliver(message)
+                        do { try await self.deliver(message) } catch let e as ProtocolError where e.reason == .unknownKind {
+                            // Well-formed but outside this node's vocabulary: not stored, so not
+                            // acknowledged (the cloud keeps it pending); the session goes on.
+                            self.logger.warning("downstream message not handled", metadata: ["resource": "\(message.route.resource)", "reason": "\(e.message)"])
+                            return
+                        }
                         if message.route.operation != .keepalive { try acks.enqueue(message.ack()) }
                     }
                     throw ConnectionClosed("the cloud closed the connection")
                 }
                 group.addTask {
                     while true {
-                        let ping = Message(route: Route(source: "websocket", group: "resource", operation: .keepalive, resource: "node"), content: "ping")
+                        let ping = Message(route: Route(source: MessageSource.websocket, group: MessageGroup.resource, operation: .keepalive,
+                                                            resource: EdgeResourceKind.node.wireName), content: "ping")
                         try await writer.send(ping)
                         try await Task.sleep(for: c.heartbeat)
                     }

@@ -1,3 +1,4 @@
+import AsyncSupport
 import Logging
 import ServiceLifecycle
 import StreamTunnel
@@ -16,7 +17,7 @@ public struct EdgeStreamClient: Service {
 
     public func run() async throws {
         let c = hub.configuration
-        var delay = c.reconnectBase
+        var backoff = Backoff(base: c.reconnectBase, max: c.reconnectMax)
         while !Task.isCancelled && !Task.isShuttingDownGracefully {
             let started = ContinuousClock.now
             do {
@@ -33,10 +34,9 @@ public struct EdgeStreamClient: Service {
                 logger.debug("stream tunnel ended", metadata: ["error": "\(error)"])
             }
             if Task.isShuttingDownGracefully { return }
-            if ContinuousClock.now - started > .seconds(60) { delay = c.reconnectBase }
-            let jittered = delay * Double.random(in: 0.5...1.5)
-            do { try await cancelWhenGracefulShutdown { try await Task.sleep(for: jittered) } } catch { return }
-            delay = min(delay * 2, c.reconnectMax)
+            backoff.attemptEnded(after: ContinuousClock.now - started, healthy: .seconds(60))
+            let delay = backoff.next()
+            do { try await cancelWhenGracefulShutdown { try await Task.sleep(for: delay) } } catch { return }
         }
     }
 }

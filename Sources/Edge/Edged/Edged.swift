@@ -73,10 +73,14 @@ public final class Edged: Service {
         init(uid: String, pod: PodModel) { self.uid = uid; desired = Mutex(pod) }
     }
 
+    /// The cloud connection Edged follows (``connectionChanged(_:)`` on every change).
+    let connection: StateSignal<Bool>?
+
     public init(configuration: EdgedConfiguration, runtime: any ContainerRuntime, store: any MetaStorage,
-                upstream: @escaping @Sendable (Message) -> Void, logger: Logger)
+                upstream: @escaping @Sendable (Message) -> Void, connection: StateSignal<Bool>? = nil, logger: Logger)
     {
         self.configuration = configuration; self.runtime = runtime; self.store = store; self.upstream = upstream; self.logger = logger
+        self.connection = connection
     }
 
     /// Whether the runtime answered the last relist (the node's Ready condition).
@@ -99,11 +103,14 @@ public final class Edged: Service {
                                            podsDirectory: configuration.podsDirectory, logDirectory: configuration.logDirectory,
                                            lookup: { [store] key in try await store.get(key)?.value })
         let changes = store.changes()
-        let stored = try await store.list(type: "pod")
+        let stored = try await store.list(type: .pod)
         try await withThrowingDiscardingTaskGroup { group in
             group.addTask { await self.relist() }
             group.addTask { await self.sendStatuses() }
             group.addTask { await self.sampleUsage() }
+            if let connection {
+                group.addTask { for await up in connection.updates().cancelOnGracefulShutdown() { self.connectionChanged(up) } }
+            }
             var known: [PodModel] = []
             for r in stored {
                 do { known.append(try PodModel(r.value)) } catch { logger.warning("stored pod cannot run", metadata: ["key": "\(r.key)", "error": "\(error)"]) }
@@ -119,7 +126,7 @@ public final class Edged: Service {
             restoring.withLock { $0 = (Set(known.filter { !$0.deleting }.map(\.uid)), .now) }
             if !known.isEmpty { logger.info("restoring pods from the local store", metadata: ["pods": "\(known.count)"]) }
             for pod in known { self.dispatch(pod, group: &group, builder: builder, runtimeName: runtimeName) }
-            for await change in changes.cancelOnGracefulShutdown() where change.record.type == "pod" {
+            for await change in changes.cancelOnGracefulShutdown() where change.record.type == .pod {
                 if change.kind == .deleted {
                     guard let h = handles.withLock({ $0[change.record.uid] }) else { continue }
                     h.desired.withLock { $0 = nil }
@@ -235,7 +242,7 @@ public final class Edged: Service {
             "firstTimestamp": .string(now.rfc3339), "lastTimestamp": .string(now.rfc3339), "count": 1,
             "reportingComponent": "kubelet", "reportingInstance": .string(configuration.nodeName),
         ]
-        upstream(Message(route: Route(source: "edged", group: "resource", operation: .insert, resource: "\(e.namespace)/event/\(name)"), content: event))
+        upstream(UpstreamReport.event(namespace: e.namespace, name: name, event: event).message(source: MessageSource.edged))
     }
 
     func restored(_ uid: String) {
@@ -309,13 +316,12 @@ public final class Edged: Service {
                     // delete with grace period 0 and the pod's UID as precondition).
                     let options: JSON = ["kind": "DeleteOptions", "apiVersion": "v1", "gracePeriodSeconds": 0,
                                          "preconditions": ["uid": .string(s.uid)]]
-                    upstream(Message(route: Route(source: "edged", group: "resource", operation: .delete, resource: "\(s.namespace)/pod/\(s.name)"),
-                                     content: options))
+                    upstream(UpstreamReport.pod(namespace: s.namespace, name: s.name, operation: .delete, content: options)
+                        .message(source: MessageSource.edged))
                     continue
                 }
                 let content: JSON = ["UID": .string(s.uid), "Name": .string(s.name), "Status": s.status]
-                upstream(Message(route: Route(source: "edged", group: "resource", operation: .update, resource: "\(s.namespace)/podstatus/\(s.name)"),
-                                 content: content))
+                upstream(UpstreamReport.podStatus(namespace: s.namespace, name: s.name, content: content).message(source: MessageSource.edged))
                 metrics.statusSent.increment()
             }
         }

@@ -1,3 +1,4 @@
+import CloudEdgeProtocol
 import CRI
 import ContainerRuntime
 import Foundation
@@ -14,7 +15,7 @@ extension Edged {
     /// SPDY; stdin, stdout, stderr, the exit Status (channel 3) and resize are relayed both ways
     /// until the runtime ends the session.
     func execOrAttach(_ request: StreamRequest, input: TunnelStreamData, write: @escaping @Sendable ([UInt8]) async throws -> Void) async throws {
-        guard let record = try await store.get("\(request.namespace)/pod/\(request.pod)") else {
+        guard let record = try await store.get(ResourceRef(namespace: request.namespace, kind: .pod, name: request.pod).description) else {
             throw TunnelError("pod \(request.pod) is not on node \(configuration.nodeName)")
         }
         let latest = try await runtime.listContainers(labels: [RuntimeLabels.podUID: record.uid, RuntimeLabels.containerName: request.container,

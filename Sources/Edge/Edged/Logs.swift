@@ -1,3 +1,4 @@
+import CloudEdgeProtocol
 import CRI
 import ContainerRuntime
 import Foundation
@@ -41,7 +42,7 @@ extension Edged: StreamProvider {
     /// `sinceSeconds`, at most `limitBytes`; with `follow`, new lines as they are written until
     /// the container stops or the cloud closes the stream.
     func streamLog(_ request: StreamRequest, write: @escaping @Sendable ([UInt8]) async throws -> Void) async throws {
-        guard let record = try await store.get("\(request.namespace)/pod/\(request.pod)") else {
+        guard let record = try await store.get(ResourceRef(namespace: request.namespace, kind: .pod, name: request.pod).description) else {
             throw TunnelError("pod \(request.pod) is not on node \(configuration.nodeName)")
         }
         let uid = record.uid

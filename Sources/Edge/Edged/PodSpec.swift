@@ -1,6 +1,7 @@
 import KubeAPI
 
-/// The parts of a Pod that Edged acts on, read from the Pod JSON the node received.
+/// The parts of a Pod that Edged acts on, read once from the Pod JSON the node received (typed
+/// through ``Core/Pod``; the JSON itself stays in ``object`` for labels, annotations and field references).
 public struct PodModel: Sendable, Equatable {
     public var uid: String
     public var name: String
@@ -9,35 +10,51 @@ public struct PodModel: Sendable, Equatable {
     public var containers: [ContainerSpec]
     public var restartPolicy: RestartPolicy
     public var hostNetwork: Bool
+    public var hostPID: Bool
+    public var hostIPC: Bool
+    public var serviceAccountName: String
     public var terminationGracePeriodSeconds: Int64
     public var deleting: Bool
-    public var volumes: [JSON]
-    /// The whole object (labels, annotations, field references).
+    public var labels: [String: String]
+    public var annotations: [String: String]
+    public var volumes: [Core.Volume]
+    /// The whole object, as stored (passed on unchanged; `status` is read from it).
     public var object: JSON
 
     public enum RestartPolicy: String, Sendable { case always = "Always", onFailure = "OnFailure", never = "Never" }
 
     public init(_ pod: JSON) throws(PodSpecError) {
-        let meta = pod["metadata"]
-        guard let uid = meta["uid"].stringValue, let name = meta["name"].stringValue else {
+        struct Shape: Decodable { var metadata: Core.ObjectMeta?; var spec: Core.PodSpec? }
+        let typed: Shape
+        do { typed = try JSONValueDecoder().decode(Shape.self, from: pod) } catch {
+            let who = [pod["metadata"]["namespace"].stringValue, pod["metadata"]["name"].stringValue].compactMap { $0 }.joined(separator: "/")
+            throw PodSpecError("pod \(who.isEmpty ? "(unnamed)" : who): \(error)")
+        }
+        let meta = typed.metadata
+        guard let uid = meta?.uid, let name = meta?.name else {
             throw PodSpecError("pod without metadata.uid or metadata.name")
         }
         self.uid = uid
         self.name = name
-        namespace = meta["namespace"].stringValue ?? "default"
-        resourceVersion = meta["resourceVersion"].stringValue.flatMap { UInt64($0) } ?? 0
-        let spec = pod["spec"]
+        namespace = meta?.namespace ?? "default"
+        resourceVersion = meta?.resourceVersion.flatMap { UInt64($0) } ?? 0
+        let spec = typed.spec
         var containers: [ContainerSpec] = []
-        for c in spec["containers"].arrayValue ?? [] { containers.append(try ContainerSpec(c)) }
+        for c in spec?.containers ?? [] { containers.append(try ContainerSpec(c)) }
         guard !containers.isEmpty else { throw PodSpecError("pod \(namespace)/\(name) has no containers") }
         self.containers = containers
-        let policy = spec["restartPolicy"].stringValue ?? "Always"
+        let policy = spec?.restartPolicy ?? "Always"
         guard let p = RestartPolicy(rawValue: policy) else { throw PodSpecError("pod \(namespace)/\(name): unknown restartPolicy \(policy)") }
         restartPolicy = p
-        hostNetwork = spec["hostNetwork"].boolValue ?? false
-        terminationGracePeriodSeconds = spec["terminationGracePeriodSeconds"].intValue ?? 30
-        deleting = !meta["deletionTimestamp"].isNull
-        volumes = spec["volumes"].arrayValue ?? []
+        hostNetwork = spec?.hostNetwork ?? false
+        hostPID = spec?.hostPID ?? false
+        hostIPC = spec?.hostIPC ?? false
+        serviceAccountName = spec?.serviceAccountName ?? "default"
+        terminationGracePeriodSeconds = spec?.terminationGracePeriodSeconds ?? 30
+        deleting = meta?.deletionTimestamp != nil
+        labels = meta?.labels ?? [:]
+        annotations = meta?.annotations ?? [:]
+        volumes = spec?.volumes ?? []
         object = pod
     }
 
@@ -62,11 +79,11 @@ public struct ContainerSpec: Sendable, Equatable {
     public var command: [String]
     public var args: [String]
     public var workingDir: String
-    public var env: [JSON]
-    public var envFrom: [JSON]
-    public var volumeMounts: [JSON]
-    public var ports: [JSON]
-    public var resources: JSON
+    public var env: [Core.EnvVar]
+    public var envFrom: [Core.EnvFromSource]
+    public var volumeMounts: [Core.VolumeMount]
+    public var ports: [Core.ContainerPort]
+    public var resources: Core.ResourceRequirements
     public var imagePullPolicy: String
     public var liveness: ProbeSpec?
     public var readiness: ProbeSpec?
@@ -74,26 +91,26 @@ public struct ContainerSpec: Sendable, Equatable {
     public var stdin: Bool
     public var tty: Bool
 
-    init(_ c: JSON) throws(PodSpecError) {
-        guard let name = c["name"].stringValue, !name.isEmpty else { throw PodSpecError("container without a name") }
-        guard let image = c["image"].stringValue, !image.isEmpty else { throw PodSpecError("container \(name) has no image") }
+    init(_ c: Core.Container) throws(PodSpecError) {
+        guard let name = c.name, !name.isEmpty else { throw PodSpecError("container without a name") }
+        guard let image = c.image, !image.isEmpty else { throw PodSpecError("container \(name) has no image") }
         self.name = name
         self.image = image
-        command = (c["command"].arrayValue ?? []).compactMap(\.stringValue)
-        args = (c["args"].arrayValue ?? []).compactMap(\.stringValue)
-        workingDir = c["workingDir"].stringValue ?? ""
-        env = c["env"].arrayValue ?? []
-        envFrom = c["envFrom"].arrayValue ?? []
-        volumeMounts = c["volumeMounts"].arrayValue ?? []
-        ports = c["ports"].arrayValue ?? []
-        resources = c["resources"]
+        command = c.command ?? []
+        args = c.args ?? []
+        workingDir = c.workingDir ?? ""
+        env = c.env ?? []
+        envFrom = c.envFrom ?? []
+        volumeMounts = c.volumeMounts ?? []
+        ports = c.ports ?? []
+        resources = c.resources ?? Core.ResourceRequirements()
         let tag = image.split(separator: "/").last.map { $0.contains(":" as Character) ? String($0.split(separator: ":").last!) : "latest" } ?? "latest"
-        imagePullPolicy = c["imagePullPolicy"].stringValue ?? (tag == "latest" ? "Always" : "IfNotPresent")
-        liveness = try ProbeSpec(c["livenessProbe"], container: name)
-        readiness = try ProbeSpec(c["readinessProbe"], container: name)
-        startup = try ProbeSpec(c["startupProbe"], container: name)
-        stdin = c["stdin"].boolValue ?? false
-        tty = c["tty"].boolValue ?? false
+        imagePullPolicy = c.imagePullPolicy ?? (tag == "latest" ? "Always" : "IfNotPresent")
+        liveness = try ProbeSpec(c.livenessProbe ?? .null, container: name)
+        readiness = try ProbeSpec(c.readinessProbe ?? .null, container: name)
+        startup = try ProbeSpec(c.startupProbe ?? .null, container: name)
+        stdin = c.stdin ?? false
+        tty = c.tty ?? false
     }
 }
 

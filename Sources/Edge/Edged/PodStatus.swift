@@ -105,10 +105,10 @@ extension PodWorker {
     func qosClass(_ pod: PodModel) -> String {
         var any = false, guaranteed = true
         for c in pod.containers {
-            let l = c.resources["limits"], r = c.resources["requests"]
-            if !(l.objectValue ?? [:]).isEmpty || !(r.objectValue ?? [:]).isEmpty { any = true }
+            let l = c.resources.limits ?? [:], r = c.resources.requests ?? [:]
+            if !l.isEmpty || !r.isEmpty { any = true }
             for k in ["cpu", "memory"] {
-                if l[k].isNull || (!r[k].isNull && r[k] != l[k]) { guaranteed = false }
+                if l[k] == nil || (r[k] != nil && r[k] != l[k]) { guaranteed = false }
             }
         }
         return !any ? "BestEffort" : (guaranteed ? "Guaranteed" : "Burstable")

@@ -1,3 +1,4 @@
+import CloudEdgeProtocol
 import ContainerRuntime
 import Foundation
 import KubeAPI
@@ -12,7 +13,7 @@ extension Edged {
     /// `PortForward` on its sandbox, SPDY to the runtime's streaming server), which enters the
     /// pod's network namespace.
     func portForward(_ request: StreamRequest, input: TunnelStreamData, write: @escaping @Sendable ([UInt8]) async throws -> Void) async throws {
-        guard let record = try await store.get("\(request.namespace)/pod/\(request.pod)") else {
+        guard let record = try await store.get(ResourceRef(namespace: request.namespace, kind: .pod, name: request.pod).description) else {
             throw TunnelError("pod \(request.pod) is not on node \(configuration.nodeName)")
         }
         guard let port = request.port, (1...65535).contains(port) else { throw TunnelError("port-forward needs a port between 1 and 65535") }

@@ -11,7 +11,7 @@ enum ProbeOutcome: Equatable { case success, failure(String) }
 struct ProbeRunner: Sendable {
     let runtime: any ContainerRuntime
 
-    func run(_ probe: ProbeSpec, containerID: String, host: String, ports: [JSON]) async -> ProbeOutcome {
+    func run(_ probe: ProbeSpec, containerID: String, host: String, ports: [Core.ContainerPort]) async -> ProbeOutcome {
         do {
             switch probe.action {
             case .exec(let command):
@@ -37,11 +37,11 @@ struct ProbeRunner: Sendable {
         }
     }
 
-    func resolve(_ port: ProbeSpec.PortRef, _ ports: [JSON]) throws -> Int {
+    func resolve(_ port: ProbeSpec.PortRef, _ ports: [Core.ContainerPort]) throws -> Int {
         switch port {
         case .number(let n): return n
         case .name(let name):
-            guard let p = ports.first(where: { $0["name"].stringValue == name })?["containerPort"].intValue else {
+            guard let p = ports.first(where: { $0.name == name })?.containerPort else {
                 throw ProbeError(message: "no container port named \(name)")
             }
             return Int(p)

@@ -1,3 +1,4 @@
+import CloudEdgeProtocol
 import CRI
 import Foundation
 import KubeAPI
@@ -41,30 +42,26 @@ struct RuntimeConfigBuilder: Sendable {
         c.metadata.uid = pod.uid
         c.metadata.attempt = attempt
         c.logDirectory = "\(logDirectory)/\(pod.namespace)_\(pod.name)_\(pod.uid)"
-        var labels: [String: String] = [:]
-        for (k, v) in pod.object["metadata"]["labels"].objectValue ?? [:] { if let s = v.stringValue { labels[k] = s } }
+        var labels = pod.labels
         labels[RuntimeLabels.podUID] = pod.uid
         labels[RuntimeLabels.podName] = pod.name
         labels[RuntimeLabels.podNamespace] = pod.namespace
         labels[RuntimeLabels.node] = nodeName
         c.labels = labels
-        var annotations: [String: String] = [:]
-        for (k, v) in pod.object["metadata"]["annotations"].objectValue ?? [:] { if let s = v.stringValue { annotations[k] = s } }
-        c.annotations = annotations
+        c.annotations = pod.annotations
         // Host-network pods share the node's network and UTS namespaces: no hostname is set
         // (the runtime cannot set one without a private UTS namespace).
         if !pod.hostNetwork { c.hostname = pod.name }
         c.linux.securityContext.namespaceOptions.network = pod.hostNetwork ? .node : .pod
-        c.linux.securityContext.namespaceOptions.pid = (pod.object["spec"]["hostPID"].boolValue ?? false) ? .node : .container
-        c.linux.securityContext.namespaceOptions.ipc = (pod.object["spec"]["hostIPC"].boolValue ?? false) ? .node : .pod
+        c.linux.securityContext.namespaceOptions.pid = pod.hostPID ? .node : .container
+        c.linux.securityContext.namespaceOptions.ipc = pod.hostIPC ? .node : .pod
         for container in pod.containers {
             for p in container.ports {
-                guard let cp = p["containerPort"].intValue else { continue }
                 var m = Runtime_V1_PortMapping()
-                m.containerPort = Int32(cp)
-                m.hostPort = Int32(p["hostPort"].intValue ?? (pod.hostNetwork ? cp : 0))
-                m.protocol = p["protocol"].stringValue == "UDP" ? .udp : (p["protocol"].stringValue == "SCTP" ? .sctp : .tcp)
-                if let ip = p["hostIP"].stringValue { m.hostIp = ip }
+                m.containerPort = p.containerPort
+                m.hostPort = p.hostPort ?? (pod.hostNetwork ? p.containerPort : 0)
+                m.protocol = p.protocol == "UDP" ? .udp : (p.protocol == "SCTP" ? .sctp : .tcp)
+                if let ip = p.hostIP { m.hostIp = ip }
                 if m.hostPort != 0 { c.portMappings.append(m) }
             }
         }
@@ -89,15 +86,15 @@ struct RuntimeConfigBuilder: Sendable {
         c.logPath = "\(spec.name)/\(attempt).log"
         c.stdin = spec.stdin
         c.tty = spec.tty
-        let limits = spec.resources["limits"], requests = spec.resources["requests"]
-        if let cpu = Quantity.milliValue(limits["cpu"]) {
+        let limits = spec.resources.limits ?? [:], requests = spec.resources.requests ?? [:]
+        if let cpu = Quantity.milliValue(limits["cpu"] ?? .null) {
             c.linux.resources.cpuPeriod = 100_000
             c.linux.resources.cpuQuota = max(1000, cpu * 100)
         }
-        if let cpu = Quantity.milliValue(requests["cpu"]) ?? Quantity.milliValue(limits["cpu"]) {
+        if let cpu = Quantity.milliValue(requests["cpu"] ?? .null) ?? Quantity.milliValue(limits["cpu"] ?? .null) {
             c.linux.resources.cpuShares = max(2, cpu * 1024 / 1000)
         }
-        if let mem = Quantity.value(limits["memory"]) { c.linux.resources.memoryLimitInBytes = mem }
+        if let mem = Quantity.value(limits["memory"] ?? .null) { c.linux.resources.memoryLimitInBytes = mem }
         return c
     }
 
@@ -114,50 +111,47 @@ struct RuntimeConfigBuilder: Sendable {
             out.append((k, v))
         }
         for source in spec.envFrom {
-            let prefix = source["prefix"].stringValue ?? ""
-            if let name = source["configMapRef"]["name"].stringValue {
-                guard let cm = try await object("configmap", pod.namespace, name) else {
-                    if source["configMapRef"]["optional"].boolValue == true { continue }
+            let prefix = source.prefix ?? ""
+            if let ref = source.configMapRef, let name = ref.name {
+                guard let cm = try await configMap(pod.namespace, name) else {
+                    if ref.optional == true { continue }
                     throw ConfigError(message: "configmap \"\(name)\" not found")
                 }
-                for (k, v) in (cm["data"].objectValue ?? [:]).sorted(by: { $0.key < $1.key }) { add(prefix + k, v.stringValue ?? "") }
-            } else if let name = source["secretRef"]["name"].stringValue {
-                guard let s = try await object("secret", pod.namespace, name) else {
-                    if source["secretRef"]["optional"].boolValue == true { continue }
+                for (k, v) in (cm.data ?? [:]).sorted(by: { $0.key < $1.key }) { add(prefix + k, v) }
+            } else if let ref = source.secretRef, let name = ref.name {
+                guard let s = try await secret(pod.namespace, name) else {
+                    if ref.optional == true { continue }
                     throw ConfigError(message: "secret \"\(name)\" not found")
                 }
                 for (k, v) in try secretData(s).sorted(by: { $0.key < $1.key }) { add(prefix + k, String(decoding: v, as: UTF8.self)) }
             }
         }
         for e in spec.env {
-            guard let name = e["name"].stringValue else { continue }
-            if let v = e["value"].stringValue { add(name, expand(v, known)); continue }
-            let from = e["valueFrom"]
-            if !from["configMapKeyRef"].isNull {
-                let ref = from["configMapKeyRef"]
-                let cmName = ref["name"].stringValue ?? "", key = ref["key"].stringValue ?? ""
-                if let cm = try await object("configmap", pod.namespace, cmName), let v = cm["data"][key].stringValue {
+            let name = e.name
+            if let v = e.value { add(name, expand(v, known)); continue }
+            guard let from = e.valueFrom else { continue }
+            if let ref = from.configMapKeyRef {
+                let cmName = ref.name ?? "", key = ref.key
+                if let cm = try await configMap(pod.namespace, cmName), let v = cm.data?[key] {
                     add(name, v)
-                } else if ref["optional"].boolValue != true {
+                } else if ref.optional != true {
                     throw ConfigError(message: "couldn't find key \(key) in ConfigMap \(pod.namespace)/\(cmName)")
                 }
-            } else if !from["secretKeyRef"].isNull {
-                let ref = from["secretKeyRef"]
-                let sName = ref["name"].stringValue ?? "", key = ref["key"].stringValue ?? ""
-                if let s = try await object("secret", pod.namespace, sName), let v = try secretData(s)[key] {
+            } else if let ref = from.secretKeyRef {
+                let sName = ref.name ?? "", key = ref.key
+                if let s = try await secret(pod.namespace, sName), let v = try secretData(s)[key] {
                     add(name, String(decoding: v, as: UTF8.self))
-                } else if ref["optional"].boolValue != true {
+                } else if ref.optional != true {
                     throw ConfigError(message: "couldn't find key \(key) in Secret \(pod.namespace)/\(sName)")
                 }
-            } else if let path = from["fieldRef"]["fieldPath"].stringValue {
+            } else if let path = from.fieldRef?.fieldPath {
                 add(name, try field(pod, path, podIP: podIP))
-            } else if !from["resourceFieldRef"].isNull {
-                let r = from["resourceFieldRef"]
-                let c = pod.containers.first { $0.name == (r["containerName"].stringValue ?? spec.name) } ?? spec
-                let res = r["resource"].stringValue ?? ""
-                let parts = res.split(separator: ".", maxSplits: 1).map(String.init)
+            } else if let r = from.resourceFieldRef {
+                let c = pod.containers.first { $0.name == (r.containerName ?? spec.name) } ?? spec
+                let parts = r.resource.split(separator: ".", maxSplits: 1).map(String.init)
                 if parts.count == 2 {
-                    let q = c.resources[parts[0]][parts[1]]
+                    let table = parts[0] == "limits" ? c.resources.limits : parts[0] == "requests" ? c.resources.requests : nil
+                    let q = table?[parts[1]] ?? .null
                     add(name, parts[1] == "cpu" ? String(((Quantity.milliValue(q) ?? 0) + 999) / 1000) : String(Quantity.value(q) ?? 0))
                 }
             }
@@ -166,20 +160,19 @@ struct RuntimeConfigBuilder: Sendable {
     }
 
     func field(_ pod: PodModel, _ path: String, podIP: String) throws -> String {
-        let m = pod.object["metadata"]
         switch path {
         case "metadata.name": return pod.name
         case "metadata.namespace": return pod.namespace
         case "metadata.uid": return pod.uid
         case "spec.nodeName": return nodeName
-        case "spec.serviceAccountName": return pod.object["spec"]["serviceAccountName"].stringValue ?? "default"
+        case "spec.serviceAccountName": return pod.serviceAccountName
         case "status.hostIP": return nodeIP
         case "status.podIP": return podIP
         default:
-            for (prefix, dict) in [("metadata.labels", m["labels"]), ("metadata.annotations", m["annotations"])] {
+            for (prefix, dict) in [("metadata.labels", pod.labels), ("metadata.annotations", pod.annotations)] {
                 if path.hasPrefix(prefix + "['"), path.hasSuffix("']") {
                     let key = String(path.dropFirst(prefix.count + 2).dropLast(2))
-                    return dict[key].stringValue ?? ""
+                    return dict[key] ?? ""
                 }
             }
             throw ConfigError(message: "unsupported fieldPath \(path)")
@@ -209,17 +202,32 @@ struct RuntimeConfigBuilder: Sendable {
         return out
     }
 
-    func object(_ type: String, _ namespace: String, _ name: String) async throws -> JSON? {
-        try await lookup("\(namespace)/\(type)/\(name)")
+    func object(_ kind: EdgeResourceKind, _ namespace: String, _ name: String) async throws -> JSON? {
+        try await lookup(ResourceRef(namespace: namespace, kind: kind, name: name).description)
     }
 
-    func secretData(_ s: JSON) throws -> [String: [UInt8]] {
+    /// The ConfigMap the node holds, typed (nil: not there; a malformed one is an error).
+    func configMap(_ namespace: String, _ name: String) async throws -> Core.ConfigMap? {
+        guard let o = try await object(.configMap, namespace, name) else { return nil }
+        do { return try JSONValueDecoder().decode(Core.ConfigMap.self, from: o) } catch {
+            throw ConfigError(message: "configmap \"\(name)\": \(error)")
+        }
+    }
+
+    func secret(_ namespace: String, _ name: String) async throws -> Core.Secret? {
+        guard let o = try await object(.secret, namespace, name) else { return nil }
+        do { return try JSONValueDecoder().decode(Core.Secret.self, from: o) } catch {
+            throw ConfigError(message: "secret \"\(name)\": \(error)")
+        }
+    }
+
+    func secretData(_ s: Core.Secret) throws -> [String: [UInt8]] {
         var out: [String: [UInt8]] = [:]
-        for (k, v) in s["data"].objectValue ?? [:] {
-            guard let b = v.stringValue, let d = Data(base64Encoded: b) else { throw ConfigError(message: "secret key \(k) is not base64") }
+        for (k, b) in s.data ?? [:] {
+            guard let d = Data(base64Encoded: b) else { throw ConfigError(message: "secret key \(k) is not base64") }
             out[k] = Array(d)
         }
-        for (k, v) in s["stringData"].objectValue ?? [:] { out[k] = Array((v.stringValue ?? "").utf8) }
+        for (k, v) in s.stringData ?? [:] { out[k] = Array(v.utf8) }
         return out
     }
 
@@ -233,10 +241,10 @@ struct RuntimeConfigBuilder: Sendable {
         var paths: [String: String] = [:]
         let fm = FileManager.default
         for v in pod.volumes {
-            guard let name = v["name"].stringValue else { continue }
+            let name = v.name
             let base = volumeDirectory(pod)
-            if let hostPath = v["hostPath"]["path"].stringValue {
-                switch v["hostPath"]["type"].stringValue ?? "" {
+            if let hostPath = v.hostPath?.path {
+                switch v.hostPath?.type ?? "" {
                 case "DirectoryOrCreate": try fm.createDirectory(atPath: hostPath, withIntermediateDirectories: true)
                 case "FileOrCreate":
                     if !fm.fileExists(atPath: hostPath) {
@@ -248,30 +256,30 @@ struct RuntimeConfigBuilder: Sendable {
                 default: break
                 }
                 paths[name] = hostPath
-            } else if !v["emptyDir"].isNull {
+            } else if v.emptyDir != nil {
                 let dir = "\(base)/empty-dir/\(name)"
                 try fm.createDirectory(atPath: dir, withIntermediateDirectories: true)
                 paths[name] = dir
-            } else if !v["configMap"].isNull {
-                let ref = v["configMap"], cmName = ref["name"].stringValue ?? ""
+            } else if let ref = v.configMap {
+                let cmName = ref.name ?? ""
                 let dir = "\(base)/configmap/\(name)"
-                if let cm = try await object("configmap", pod.namespace, cmName) {
+                if let cm = try await configMap(pod.namespace, cmName) {
                     var files: [String: [UInt8]] = [:]
-                    for (k, x) in cm["data"].objectValue ?? [:] { files[k] = Array((x.stringValue ?? "").utf8) }
-                    for (k, x) in cm["binaryData"].objectValue ?? [:] { files[k] = x.stringValue.flatMap { Data(base64Encoded: $0) }.map { Array($0) } ?? [] }
-                    try write(files, items: ref["items"].arrayValue, to: dir)
-                } else if ref["optional"].boolValue == true {
+                    for (k, x) in cm.data ?? [:] { files[k] = Array(x.utf8) }
+                    for (k, x) in cm.binaryData ?? [:] { files[k] = Data(base64Encoded: x).map { Array($0) } ?? [] }
+                    try write(files, items: ref.items, to: dir)
+                } else if ref.optional == true {
                     try fm.createDirectory(atPath: dir, withIntermediateDirectories: true)
                 } else {
                     throw ConfigError(message: "configmap \"\(cmName)\" not found")
                 }
                 paths[name] = dir
-            } else if !v["secret"].isNull {
-                let ref = v["secret"], sName = ref["secretName"].stringValue ?? ""
+            } else if let ref = v.secret {
+                let sName = ref.secretName ?? ""
                 let dir = "\(base)/secret/\(name)"
-                if let s = try await object("secret", pod.namespace, sName) {
-                    try write(try secretData(s), items: ref["items"].arrayValue, to: dir)
-                } else if ref["optional"].boolValue == true {
+                if let s = try await secret(pod.namespace, sName) {
+                    try write(try secretData(s), items: ref.items, to: dir)
+                } else if ref.optional == true {
                     try fm.createDirectory(atPath: dir, withIntermediateDirectories: true)
                 } else {
                     throw ConfigError(message: "secret \"\(sName)\" not found")
@@ -284,21 +292,20 @@ struct RuntimeConfigBuilder: Sendable {
         return paths
     }
 
-    func write(_ files: [String: [UInt8]], items: [JSON]?, to dir: String) throws {
+    func write(_ files: [String: [UInt8]], items: [Core.KeyToPath]?, to dir: String) throws {
         let fm = FileManager.default
         try fm.createDirectory(atPath: dir, withIntermediateDirectories: true)
         var wanted: [String: [UInt8]] = [:]
         if let items {
             for i in items {
-                guard let k = i["key"].stringValue, let p = i["path"].stringValue else { continue }
-                guard let data = files[k] else { throw ConfigError(message: "key \(k) not found") }
-                wanted[p] = data
+                guard let data = files[i.key] else { throw ConfigError(message: "key \(i.key) not found") }
+                wanted[i.path] = data
             }
         } else {
             wanted = files
         }
         for (path, data) in wanted {
-            guard !path.hasPrefix("/"), !path.split(separator: "/").contains("..") else { throw ConfigError(message: "bad volume path \(path)") }
+            guard path.isSafeRelativePath else { throw ConfigError(message: "bad volume path \(path)") }
             let target = "\(dir)/\(path)"
             if let current = fm.contents(atPath: target), Array(current) == data { continue }
             try fm.createDirectory(atPath: (target as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
@@ -316,16 +323,15 @@ struct RuntimeConfigBuilder: Sendable {
         let paths = try await prepareVolumes(pod)
         var out: [Runtime_V1_Mount] = []
         for m in spec.volumeMounts {
-            guard let name = m["name"].stringValue, let path = m["mountPath"].stringValue else { continue }
-            guard var host = paths[name] else { throw ConfigError(message: "volumeMount \(name): no such volume") }
-            if let sub = m["subPath"].stringValue, !sub.isEmpty {
-                guard !sub.hasPrefix("/"), !sub.split(separator: "/").contains("..") else { throw ConfigError(message: "bad subPath \(sub)") }
+            guard var host = paths[m.name] else { throw ConfigError(message: "volumeMount \(m.name): no such volume") }
+            if let sub = m.subPath, !sub.isEmpty {
+                guard sub.isSafeRelativePath else { throw ConfigError(message: "bad subPath \(sub)") }
                 host += "/" + sub
             }
             var x = Runtime_V1_Mount()
-            x.containerPath = path
+            x.containerPath = m.mountPath
             x.hostPath = host
-            x.readonly = m["readOnly"].boolValue ?? false
+            x.readonly = m.readOnly ?? false
             out.append(x)
         }
         return out

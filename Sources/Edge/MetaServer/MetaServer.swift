@@ -1,5 +1,7 @@
+import DefaultSettings
 import Hummingbird
 import HummingbirdCore
+import CloudEdgeProtocol
 import HTTPService
 import KubeAPI
 import Logging
@@ -37,43 +39,35 @@ enum MetaRequest: Equatable {
     }
 }
 
-/// The resources MetaServer serves (core/v1), and their edge store type.
+/// The resources MetaServer serves (core/v1): their URL name, edge store kind and Kubernetes type.
 enum MetaResource: String, CaseIterable {
     case pods, configmaps, secrets, services, endpoints, nodes
 
-    var storeType: String {
+    var storeType: EdgeResourceKind {
         switch self {
-        case .pods: "pod"
-        case .configmaps: "configmap"
-        case .secrets: "secret"
-        case .services: "service"
-        case .endpoints: "endpoints"
-        case .nodes: "node"
+        case .pods: .pod
+        case .configmaps: .configMap
+        case .secrets: .secret
+        case .services: .service
+        case .endpoints: .endpoints
+        case .nodes: .node
         }
     }
 
-    var kind: String {
+    var type: ResourceType {
         switch self {
-        case .pods: "Pod"
-        case .configmaps: "ConfigMap"
-        case .secrets: "Secret"
-        case .services: "Service"
-        case .endpoints: "Endpoints"
-        case .nodes: "Node"
+        case .pods: .pods
+        case .configmaps: .configMaps
+        case .secrets: .secrets
+        case .services: .services
+        case .endpoints: .endpoints
+        case .nodes: .nodes
         }
     }
 
-    var namespaced: Bool { self != .nodes }
-    var shortNames: [String] {
-        switch self {
-        case .pods: ["po"]
-        case .configmaps: ["cm"]
-        case .services: ["svc"]
-        case .endpoints: ["ep"]
-        case .nodes: ["no"]
-        case .secrets: []
-        }
-    }
+    var kind: String { type.kind }
+    var namespaced: Bool { type.namespaced }
+    var shortNames: [String] { type.shortNames }
 }
 
 /// MetaServer: a read-only, Kubernetes-style API for edge applications on 127.0.0.1:10550,
@@ -88,7 +82,7 @@ public struct MetaServer: Service {
     let logger: Logger
     let onRunning: @Sendable (Int) async -> Void
 
-    public init(store: any MetaStorage, host: String = "127.0.0.1", port: Int = 10550, logger: Logger,
+    public init(store: any MetaStorage, host: String = "127.0.0.1", port: Int = Defaults.metaServerPort, logger: Logger,
                 onRunning: @escaping @Sendable (Int) async -> Void = { _ in })
     {
         self.store = store; self.host = host; self.port = port; self.logger = logger; self.onRunning = onRunning
@@ -156,7 +150,7 @@ struct MetaResponder: HTTPResponder {
                 return reply(200, ["major": "1", "minor": "32", "gitVersion": "v1.32.0-swiftedge-metaserver", "platform": "linux"])
             case .apiVersions:
                 return reply(200, ["kind": "APIVersions", "versions": ["v1"],
-                                   "serverAddressByClientCIDRs": [["clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1:10550"]]])
+                                   "serverAddressByClientCIDRs": [["clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1:\(Defaults.metaServerPort)"]]])
             case .groups:
                 return reply(200, ["kind": "APIGroupList", "apiVersion": "v1", "groups": []])
             case .resources:
@@ -176,7 +170,7 @@ struct MetaResponder: HTTPResponder {
                 return reply(200, ["kind": .string(r.kind + "List"), "apiVersion": "v1",
                                    "metadata": ["resourceVersion": .string(String(maxRV))], "items": .array(items)])
             case .get(let r, let ns, let name):
-                let key = "\(ns ?? "null")/\(r.storeType)/\(name)"
+                let key = ResourceRef(namespace: ns, kind: r.storeType, name: name).description
                 guard var o = try await store.get(key)?.value else {
                     return reply(404, status("NotFound", "\(r.rawValue) \"\(name)\" not found", code: 404, name: name, kind: r.rawValue))
                 }
@@ -204,12 +198,11 @@ struct MetaResponder: HTTPResponder {
         }
 
         func matches(_ o: JSON) -> Bool {
-            let m = o["metadata"]
-            if let namespace, m["namespace"].stringValue != namespace { return false }
-            if let labels, !labels.matches((m["labels"].objectValue ?? [:]).compactMapValues(\.stringValue)) { return false }
-            if let fields, !fields.matches(["metadata.name": m["name"].stringValue ?? "", "metadata.namespace": m["namespace"].stringValue ?? ""]) {
-                return false
-            }
+            // The typed metadata; an object whose metadata does not decode matches nothing.
+            guard let m = try? JSONValueDecoder().decode(Core.ObjectMeta.self, from: o["metadata"]) else { return false }
+            if let namespace, m.namespace != namespace { return false }
+            if let labels, !labels.matches(m.labels ?? [:]) { return false }
+            if let fields, !fields.matches(["metadata.name": m.name ?? "", "metadata.namespace": m.namespace ?? ""]) { return false }
             return true
         }
     }

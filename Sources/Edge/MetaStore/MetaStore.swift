@@ -15,7 +15,7 @@ public struct MetaStoreError: Error, Sendable, CustomStringConvertible {
 /// One stored object, under KubeEdge's meta key `<namespace>/<type>/<name>`.
 public struct MetaRecord: Sendable, Equatable {
     public var key: String
-    public var type: String
+    public var type: EdgeResourceKind
     public var uid: String
     public var resourceVersion: UInt64
     public var value: JSON
@@ -33,7 +33,7 @@ public protocol MetaStorage: Sendable {
     /// Persists a downstream message (insert/update/delete) before it is acknowledged.
     func apply(_ message: Message) async throws
     func get(_ key: String) async throws -> MetaRecord?
-    func list(type: String) async throws -> [MetaRecord]
+    func list(type: EdgeResourceKind) async throws -> [MetaRecord]
     /// What the store holds, without contents: sent to the cloud on every connect.
     func inventory() async throws -> [InventoryItem]
     /// Changes committed from now on (for watches); a subscriber that falls more than
@@ -136,30 +136,29 @@ public final class SQLiteMetaStore: MetaStorage, LocalStateStorage {
     }
 
     public func apply(_ message: Message) async throws {
-        let ref = try ResourceRef(parsing: message.route.resource)
+        // Decoded once: only object changes of synced kinds reach the table.
+        let sync = try ObjectSync(message)
+        let ref = sync.ref
         let key = ref.description
-        let rv = UInt64(message.resourceVersion ?? "") ?? UInt64(message.content["metadata"]["resourceVersion"].stringValue ?? "") ?? 0
-        let uid = message.content["metadata"]["uid"].stringValue ?? ""
-        let op = message.route.operation
-        let bytes = message.content.serialized()
+        let rv = UInt64(sync.resourceVersion ?? "") ?? UInt64(sync.object["metadata"]["resourceVersion"].stringValue ?? "") ?? 0
+        let uid = sync.object["metadata"]["uid"].stringValue ?? ""
+        let bytes = sync.object.serialized()
         let change = try await db.write { db -> MetaChange? in
-            let previous = try Row.fetchOne(db, sql: "SELECT * FROM meta WHERE key = ?", arguments: [key]).map(Self.record)
-            switch op {
+            let previous = try Row.fetchOne(db, sql: "SELECT * FROM meta WHERE key = ?", arguments: [key]).flatMap(Self.record)
+            switch sync.change {
             case .delete:
                 try db.execute(sql: "DELETE FROM meta WHERE key = ?", arguments: [key])
                 return previous.map { MetaChange(kind: .deleted, record: $0) }
-            case .insert, .update, .patch, .response:
+            case .insert, .update:
                 try db.execute(sql: """
                     INSERT INTO meta(key, type, uid, rv, value) VALUES (?, ?, ?, ?, ?)
                     ON CONFLICT(key) DO UPDATE SET type = excluded.type, uid = excluded.uid, rv = excluded.rv, value = excluded.value
                     WHERE excluded.rv >= meta.rv OR excluded.uid != meta.uid
-                    """, arguments: [key, ref.type, uid, Int64(bitPattern: rv), Data(bytes)])
+                    """, arguments: [key, ref.kind.wireName, uid, Int64(bitPattern: rv), Data(bytes)])
                 guard db.changesCount > 0 else { return nil }
-                let record = MetaRecord(key: key, type: ref.type, uid: uid, resourceVersion: rv, value: message.content)
+                let record = MetaRecord(key: key, type: ref.kind, uid: uid, resourceVersion: rv, value: sync.object)
                 if previous == record { return nil }
                 return MetaChange(kind: previous == nil ? .added : .modified, record: record)
-            default:
-                return nil
             }
         }
         if let change { feed.publish(change) }
@@ -190,16 +189,20 @@ public final class SQLiteMetaStore: MetaStorage, LocalStateStorage {
     }
 
     public func get(_ key: String) async throws -> MetaRecord? {
-        try await db.read { db in try Row.fetchOne(db, sql: "SELECT * FROM meta WHERE key = ?", arguments: [key]).map(Self.record) }
+        try await db.read { db in try Row.fetchOne(db, sql: "SELECT * FROM meta WHERE key = ?", arguments: [key]).flatMap(Self.record) }
     }
 
-    public func list(type: String) async throws -> [MetaRecord] {
-        try await db.read { db in try Row.fetchAll(db, sql: "SELECT * FROM meta WHERE type = ? ORDER BY key", arguments: [type]).map(Self.record) }
+    public func list(type: EdgeResourceKind) async throws -> [MetaRecord] {
+        try await db.read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM meta WHERE type = ? ORDER BY key", arguments: [type.wireName]).compactMap(Self.record)
+        }
     }
 
-    static func record(_ row: Row) -> MetaRecord {
+    /// A stored row (nil for a kind this version does not know: written by a newer one).
+    static func record(_ row: Row) -> MetaRecord? {
         let data: Data = row["value"]
-        return MetaRecord(key: row["key"], type: row["type"], uid: row["uid"], resourceVersion: UInt64(bitPattern: row["rv"]),
+        guard let type = EdgeResourceKind(rawValue: row["type"]) else { return nil }
+        return MetaRecord(key: row["key"], type: type, uid: row["uid"], resourceVersion: UInt64(bitPattern: row["rv"]),
                           value: (try? JSON.parse(Array(data))) ?? .null)
     }
 }

@@ -1,4 +1,5 @@
 import CloudEdgeProtocol
+import DefaultSettings
 import EdgeHub
 import Foundation
 import KubeAPI
@@ -120,13 +121,12 @@ public struct NodeStatusReporter: Service {
             "nodeInfo": ["architecture": .string(f.architecture), "operatingSystem": "linux", "osImage": .string(f.osImage),
                          "kernelVersion": .string(f.kernelVersion), "kubeletVersion": "v1.32.0-swiftedge",
                          "kubeProxyVersion": "", "containerRuntimeVersion": .string(health?.version ?? ""), "machineID": "", "systemUUID": "", "bootID": ""],
-            "daemonEndpoints": ["kubeletEndpoint": ["Port": 10350]],
+            "daemonEndpoints": ["kubeletEndpoint": ["Port": .int(Int64(Defaults.kubeletPort))]],
         ]
     }
 
     func register() {
-        hub.send(Message(route: Route(source: "edged", group: "resource", operation: .insert, resource: "default/node/\(identity.name)"),
-                         content: node()))
+        hub.send(UpstreamReport.nodeRegistration(name: identity.name, node: node()).message(source: MessageSource.edged))
     }
 
     /// Renews the node's Lease (`kube-node-lease/lease/<node>`), kubelet's cheap heartbeat.
@@ -135,13 +135,12 @@ public struct NodeStatusReporter: Service {
                            "metadata": ["name": .string(identity.name), "namespace": "kube-node-lease"],
                            "spec": ["holderIdentity": .string(identity.name), "leaseDurationSeconds": 40,
                                     "renewTime": .string(KubeTime.now().rfc3339Micro)]]
-        hub.send(Message(route: Route(source: "edged", group: "resource", operation: .update, resource: "kube-node-lease/lease/\(identity.name)"),
-                         content: lease))
+        hub.send(UpstreamReport.lease(name: identity.name, lease: lease).message(source: MessageSource.edged))
     }
 
     func report() {
-        hub.send(Message(route: Route(source: "edged", group: "resource", operation: .update, resource: "default/nodestatus/\(identity.name)"),
-                         content: ["status": status(now: .now(), facts: facts())]))
+        hub.send(UpstreamReport.nodeStatus(name: identity.name, content: ["status": status(now: .now(), facts: facts())])
+            .message(source: MessageSource.edged))
     }
 
     public func run() async throws {

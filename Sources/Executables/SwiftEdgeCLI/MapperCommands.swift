@@ -1,5 +1,6 @@
 import ArgumentParser
 import CommandSupport
+import DefaultSettings
 import Logging
 import MetricsEndpoint
 import ModbusMapper
@@ -16,10 +17,10 @@ struct ModbusMapperCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "modbus", abstract: "Run the Modbus TCP mapper (registers with the edge over DMI).")
 
     @Option(help: "The edge's DMI socket (KubeEdge's common.edgecore_sock; default /var/lib/kubeedge/dmi.sock).")
-    var dmiSock = "/var/lib/kubeedge/dmi.sock"
+    var dmiSock = Defaults.dmiSocket
 
     @Option(help: "This mapper's DMI socket (grpc_server.socket_path; default /var/lib/kubeedge/modbus.sock).")
-    var socket = "/var/lib/kubeedge/modbus.sock"
+    var socket = Defaults.modbusMapperSocket
 
     @Option(help: "Mapper name (common.name).")
     var name = "modbus-mapper"

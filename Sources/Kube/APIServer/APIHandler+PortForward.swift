@@ -1,4 +1,4 @@
-import CloudStream
+import SPDYStreams
 import Hummingbird
 import HummingbirdWebSocket
 import Logging

@@ -1,3 +1,4 @@
+import DefaultSettings
 import Foundation
 import KubeAPI
 import Logging
@@ -23,7 +24,7 @@ public struct APIHandlerOptions: Sendable {
     public var podStreams: (any PodStreams)?
 
     public init(tokens: Set<String>, maxBodyBytes: Int = 3 * 1024 * 1024, bookmarkInterval: Duration = .seconds(60),
-                maxWatchSeconds: Int = 1800, advertiseAddress: String = "127.0.0.1:6443")
+                maxWatchSeconds: Int = 1800, advertiseAddress: String = "127.0.0.1:\(Defaults.apiServerPort)")
     {
         self.tokens = tokens; self.maxBodyBytes = maxBodyBytes; self.bookmarkInterval = bookmarkInterval
         self.maxWatchSeconds = maxWatchSeconds; self.advertiseAddress = advertiseAddress

@@ -1,3 +1,4 @@
+import DefaultSettings
 import Foundation
 import HTTPTypes
 import Hummingbird
@@ -19,7 +20,7 @@ public struct APIServerService: Service {
         public var port: Int
         /// PEM certificate and key; nil serves plain HTTP (only behind an explicit flag).
         public var tls: CertificateAndKey?
-        public init(host: String = "127.0.0.1", port: Int = 6443, tls: CertificateAndKey?) {
+        public init(host: String = "127.0.0.1", port: Int = Defaults.apiServerPort, tls: CertificateAndKey?) {
             self.host = host; self.port = port; self.tls = tls
         }
     }

@@ -1,3 +1,4 @@
+import DefaultSettings
 import Foundation
 import KubeAPI
 import Logging
@@ -26,7 +27,7 @@ public struct EmbeddedAPIServerConfiguration: Sendable {
     /// Streams to edge nodes for `pods/log` (the cloud's stream tunnels).
     public var podStreams: (any PodStreams)?
 
-    public init(dataDirectory: String, host: String = "127.0.0.1", port: Int = 6443, insecureHTTP: Bool = false,
+    public init(dataDirectory: String, host: String = "127.0.0.1", port: Int = Defaults.apiServerPort, insecureHTTP: Bool = false,
                 kubeconfigPath: String, fsyncEveryCommit: Bool = true, historyLimit: Int = 10_000,
                 compactionInterval: Duration = .seconds(300), bookmarkInterval: Duration = .seconds(60), extraSANs: [String] = [])
     {
@@ -151,7 +152,7 @@ public struct EmbeddedAPIServer: Sendable {
         }
         let svc: JSON = ["apiVersion": "v1", "kind": "Service",
                          "metadata": ["name": "kubernetes", "namespace": "default", "labels": ["component": "apiserver", "provider": "kubernetes"]],
-                         "spec": ["clusterIP": "10.96.0.1", "ports": [["name": "https", "port": 443, "protocol": "TCP", "targetPort": 6443]]]]
+                         "spec": ["clusterIP": "10.96.0.1", "ports": [["name": "https", "port": 443, "protocol": "TCP", "targetPort": .int(Int64(Defaults.apiServerPort))]]]]
         _ = await handler.handle(APIRequest(method: "POST", path: "/api/v1/namespaces/default/services", headers: auth, body: svc.serialized()))
     }
 

@@ -2,19 +2,19 @@ import KubeAPI
 
 /// The resource types the controllers read and write.
 enum R {
-    static let pods = ResourceType(group: "", version: "v1", resource: "pods", kind: "Pod", namespaced: true)
-    static let nodes = ResourceType(group: "", version: "v1", resource: "nodes", kind: "Node", namespaced: false)
-    static let services = ResourceType(group: "", version: "v1", resource: "services", kind: "Service", namespaced: true)
-    static let endpoints = ResourceType(group: "", version: "v1", resource: "endpoints", kind: "Endpoints", namespaced: true)
-    static let pvcs = ResourceType(group: "", version: "v1", resource: "persistentvolumeclaims", kind: "PersistentVolumeClaim", namespaced: true)
-    static let endpointSlices = ResourceType(group: "discovery.k8s.io", version: "v1", resource: "endpointslices", kind: "EndpointSlice", namespaced: true)
-    static let deployments = ResourceType(group: "apps", version: "v1", resource: "deployments", kind: "Deployment", namespaced: true)
-    static let replicaSets = ResourceType(group: "apps", version: "v1", resource: "replicasets", kind: "ReplicaSet", namespaced: true)
-    static let daemonSets = ResourceType(group: "apps", version: "v1", resource: "daemonsets", kind: "DaemonSet", namespaced: true)
-    static let statefulSets = ResourceType(group: "apps", version: "v1", resource: "statefulsets", kind: "StatefulSet", namespaced: true)
-    static let controllerRevisions = ResourceType(group: "apps", version: "v1", resource: "controllerrevisions", kind: "ControllerRevision", namespaced: true)
-    static let jobs = ResourceType(group: "batch", version: "v1", resource: "jobs", kind: "Job", namespaced: true)
-    static let leases = ResourceType(group: "coordination.k8s.io", version: "v1", resource: "leases", kind: "Lease", namespaced: true)
+    static let pods = ResourceType.pods
+    static let nodes = ResourceType.nodes
+    static let services = ResourceType.services
+    static let endpoints = ResourceType.endpoints
+    static let pvcs = ResourceType.persistentVolumeClaims
+    static let endpointSlices = ResourceType.endpointSlices
+    static let deployments = ResourceType.deployments
+    static let replicaSets = ResourceType.replicaSets
+    static let daemonSets = ResourceType.daemonSets
+    static let statefulSets = ResourceType.statefulSets
+    static let controllerRevisions = ResourceType.controllerRevisions
+    static let jobs = ResourceType.jobs
+    static let leases = ResourceType.leases
 }
 
 /// Splits an informer key (`ns/name` or `name`).

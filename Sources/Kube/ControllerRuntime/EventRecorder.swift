@@ -29,7 +29,7 @@ public final class EventRecorder: Sendable {
     /// Correlation key → name, namespace and count of the Event already written.
     let seen = Mutex<[String: (name: String, namespace: String, count: Int64)]>([:])
     let dropped: Counter
-    let events = ResourceType(group: "", version: "v1", resource: "events", kind: "Event", namespaced: true)
+    let events = ResourceType.events
 
     public init(client: KubeClient, component: String, capacity: Int = 1000, logger: Logger) {
         self.client = client; self.component = component; self.capacity = capacity; self.logger = logger

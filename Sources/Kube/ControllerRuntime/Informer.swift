@@ -1,3 +1,4 @@
+import AsyncSupport
 import KubeAPI
 import KubeClient
 import Logging
@@ -48,7 +49,7 @@ public struct Informer: Sendable {
 
     public func run(_ handler: @Sendable (InformerEvent) async -> Void) async throws {
         var resourceVersion: String?
-        var backoff = Duration.milliseconds(200)
+        var backoff = Backoff(base: .milliseconds(200), max: .seconds(30), jitter: 1...1)
         while !Task.isCancelled {
             do {
                 if resourceVersion == nil {
@@ -62,7 +63,7 @@ public struct Informer: Sendable {
                     if let rv = ev.object["metadata"]["resourceVersion"].stringValue { resourceVersion = rv }
                     await apply(ev, handler)
                 }
-                backoff = .milliseconds(200)
+                backoff.reset()
             } catch let e as StatusError where e.code == 410 {
                 logger.debug("watch expired; relisting", metadata: ["resource": "\(type.resource)"])
                 resourceVersion = nil
@@ -71,8 +72,7 @@ public struct Informer: Sendable {
             } catch {
                 if Task.isCancelled { return }
                 logger.warning("list/watch failed; retrying", metadata: ["resource": "\(type.resource)", "error": "\(error)"])
-                try await Task.sleep(for: backoff)
-                backoff = min(backoff * 2, .seconds(30))
+                try await Task.sleep(for: backoff.next())
             }
         }
     }

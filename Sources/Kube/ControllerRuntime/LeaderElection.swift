@@ -18,7 +18,7 @@ public struct LeaderElection: Sendable {
     let client: KubeClient
     let logger: Logger
 
-    static let leases = ResourceType(group: "coordination.k8s.io", version: "v1", resource: "leases", kind: "Lease", namespaced: true)
+    static let leases = ResourceType.leases
 
     public init(client: KubeClient, namespace: String = "kube-system", name: String, identity: String,
                 leaseDuration: Duration = .seconds(15), renewDeadline: Duration = .seconds(10),

@@ -71,54 +71,31 @@ public struct ResourceType: Sendable, Hashable {
 public enum BuiltinResources {
     public static let all: [ResourceType] = [
         // core/v1
-        ResourceType(group: "", version: "v1", resource: "namespaces", kind: "Namespace", namespaced: false,
-                     shortNames: ["ns"], subresources: [.status, .finalize]),
-        ResourceType(group: "", version: "v1", resource: "pods", kind: "Pod", namespaced: true, shortNames: ["po"],
-                     categories: ["all"],
-                     subresources: [.status, .binding, .eviction, .log, .exec, .attach, .portforward, .proxy]),
+        .namespaces,
+        .pods,
         ResourceType(group: "", version: "v1", resource: "bindings", kind: "Binding", namespaced: true, verbs: ["create"]),
-        ResourceType(group: "", version: "v1", resource: "nodes", kind: "Node", namespaced: false, shortNames: ["no"],
-                     subresources: [.status, .proxy]),
-        ResourceType(group: "", version: "v1", resource: "configmaps", singular: "configmap", kind: "ConfigMap",
-                     namespaced: true, shortNames: ["cm"]),
-        ResourceType(group: "", version: "v1", resource: "secrets", kind: "Secret", namespaced: true),
-        ResourceType(group: "", version: "v1", resource: "services", kind: "Service", namespaced: true,
-                     shortNames: ["svc"], categories: ["all"], subresources: [.status, .proxy]),
-        ResourceType(group: "", version: "v1", resource: "endpoints", singular: "endpoints", kind: "Endpoints",
-                     namespaced: true, shortNames: ["ep"]),
-        ResourceType(group: "", version: "v1", resource: "events", kind: "Event", namespaced: true, shortNames: ["ev"]),
-        ResourceType(group: "", version: "v1", resource: "serviceaccounts", singular: "serviceaccount",
-                     kind: "ServiceAccount", namespaced: true, shortNames: ["sa"]),
-        ResourceType(group: "", version: "v1", resource: "persistentvolumeclaims", singular: "persistentvolumeclaim",
-                     kind: "PersistentVolumeClaim", namespaced: true, shortNames: ["pvc"], subresources: [.status]),
-        ResourceType(group: "", version: "v1", resource: "persistentvolumes", singular: "persistentvolume",
-                     kind: "PersistentVolume", namespaced: false, shortNames: ["pv"], subresources: [.status]),
+        .nodes,
+        .configMaps,
+        .secrets,
+        .services,
+        .endpoints,
+        .events,
+        .serviceAccounts,
+        .persistentVolumeClaims,
+        .persistentVolumes,
         // apps/v1
-        ResourceType(group: "apps", version: "v1", resource: "deployments", kind: "Deployment", namespaced: true,
-                     shortNames: ["deploy"], categories: ["all"], subresources: [.status, .scale], scale: .apps,
-                     tracksGeneration: true),
-        ResourceType(group: "apps", version: "v1", resource: "replicasets", singular: "replicaset", kind: "ReplicaSet",
-                     namespaced: true, shortNames: ["rs"], categories: ["all"], subresources: [.status, .scale],
-                     scale: .apps, tracksGeneration: true),
-        ResourceType(group: "apps", version: "v1", resource: "daemonsets", singular: "daemonset", kind: "DaemonSet",
-                     namespaced: true, shortNames: ["ds"], categories: ["all"], subresources: [.status],
-                     tracksGeneration: true),
-        ResourceType(group: "apps", version: "v1", resource: "statefulsets", singular: "statefulset",
-                     kind: "StatefulSet", namespaced: true, shortNames: ["sts"], categories: ["all"],
-                     subresources: [.status, .scale], scale: .apps, tracksGeneration: true),
-        ResourceType(group: "apps", version: "v1", resource: "controllerrevisions", singular: "controllerrevision",
-                     kind: "ControllerRevision", namespaced: true),
+        .deployments,
+        .replicaSets,
+        .daemonSets,
+        .statefulSets,
+        .controllerRevisions,
         // batch/v1
-        ResourceType(group: "batch", version: "v1", resource: "jobs", kind: "Job", namespaced: true,
-                     categories: ["all"], subresources: [.status], tracksGeneration: true),
-        ResourceType(group: "batch", version: "v1", resource: "cronjobs", singular: "cronjob", kind: "CronJob",
-                     namespaced: true, shortNames: ["cj"], categories: ["all"], subresources: [.status],
-                     tracksGeneration: true),
+        .jobs,
+        .cronJobs,
         // coordination.k8s.io/v1
-        ResourceType(group: "coordination.k8s.io", version: "v1", resource: "leases", kind: "Lease", namespaced: true),
+        .leases,
         // discovery.k8s.io/v1
-        ResourceType(group: "discovery.k8s.io", version: "v1", resource: "endpointslices", singular: "endpointslice",
-                     kind: "EndpointSlice", namespaced: true),
+        .endpointSlices,
         // events.k8s.io/v1
         ResourceType(group: "events.k8s.io", version: "v1", resource: "events", kind: "Event", namespaced: true,
                      shortNames: ["ev"]),
@@ -148,4 +125,33 @@ public enum BuiltinResources {
                      shortNames: ["crd", "crds"], categories: ["api-extensions"], subresources: [.status],
                      tracksGeneration: true),
     ]
+}
+
+/// The resource types every component names: one definition each (the embedded server serves
+/// them from ``BuiltinResources/all``; clients, controllers and the cloud–edge vocabulary use the same values).
+extension ResourceType {
+    public static let namespaces = ResourceType(group: "", version: "v1", resource: "namespaces", kind: "Namespace", namespaced: false, shortNames: ["ns"], subresources: [.status, .finalize])
+    public static let pods = ResourceType(group: "", version: "v1", resource: "pods", kind: "Pod", namespaced: true, shortNames: ["po"], categories: ["all"], subresources: [.status, .binding, .eviction, .log, .exec, .attach, .portforward, .proxy])
+    public static let nodes = ResourceType(group: "", version: "v1", resource: "nodes", kind: "Node", namespaced: false, shortNames: ["no"], subresources: [.status, .proxy])
+    public static let configMaps = ResourceType(group: "", version: "v1", resource: "configmaps", singular: "configmap", kind: "ConfigMap", namespaced: true, shortNames: ["cm"])
+    public static let secrets = ResourceType(group: "", version: "v1", resource: "secrets", kind: "Secret", namespaced: true)
+    public static let services = ResourceType(group: "", version: "v1", resource: "services", kind: "Service", namespaced: true, shortNames: ["svc"], categories: ["all"], subresources: [.status, .proxy])
+    public static let endpoints = ResourceType(group: "", version: "v1", resource: "endpoints", singular: "endpoints", kind: "Endpoints", namespaced: true, shortNames: ["ep"])
+    public static let events = ResourceType(group: "", version: "v1", resource: "events", kind: "Event", namespaced: true, shortNames: ["ev"])
+    public static let serviceAccounts = ResourceType(group: "", version: "v1", resource: "serviceaccounts", singular: "serviceaccount", kind: "ServiceAccount", namespaced: true, shortNames: ["sa"])
+    public static let persistentVolumeClaims = ResourceType(group: "", version: "v1", resource: "persistentvolumeclaims", singular: "persistentvolumeclaim", kind: "PersistentVolumeClaim", namespaced: true, shortNames: ["pvc"], subresources: [.status])
+    public static let persistentVolumes = ResourceType(group: "", version: "v1", resource: "persistentvolumes", singular: "persistentvolume", kind: "PersistentVolume", namespaced: false, shortNames: ["pv"], subresources: [.status])
+    public static let deployments = ResourceType(group: "apps", version: "v1", resource: "deployments", kind: "Deployment", namespaced: true, shortNames: ["deploy"], categories: ["all"], subresources: [.status, .scale], scale: .apps, tracksGeneration: true)
+    public static let replicaSets = ResourceType(group: "apps", version: "v1", resource: "replicasets", singular: "replicaset", kind: "ReplicaSet", namespaced: true, shortNames: ["rs"], categories: ["all"], subresources: [.status, .scale], scale: .apps, tracksGeneration: true)
+    public static let daemonSets = ResourceType(group: "apps", version: "v1", resource: "daemonsets", singular: "daemonset", kind: "DaemonSet", namespaced: true, shortNames: ["ds"], categories: ["all"], subresources: [.status], tracksGeneration: true)
+    public static let statefulSets = ResourceType(group: "apps", version: "v1", resource: "statefulsets", singular: "statefulset", kind: "StatefulSet", namespaced: true, shortNames: ["sts"], categories: ["all"], subresources: [.status, .scale], scale: .apps, tracksGeneration: true)
+    public static let controllerRevisions = ResourceType(group: "apps", version: "v1", resource: "controllerrevisions", singular: "controllerrevision", kind: "ControllerRevision", namespaced: true)
+    public static let jobs = ResourceType(group: "batch", version: "v1", resource: "jobs", kind: "Job", namespaced: true, categories: ["all"], subresources: [.status], tracksGeneration: true)
+    public static let cronJobs = ResourceType(group: "batch", version: "v1", resource: "cronjobs", singular: "cronjob", kind: "CronJob", namespaced: true, shortNames: ["cj"], categories: ["all"], subresources: [.status], tracksGeneration: true)
+    public static let leases = ResourceType(group: "coordination.k8s.io", version: "v1", resource: "leases", kind: "Lease", namespaced: true)
+    public static let endpointSlices = ResourceType(group: "discovery.k8s.io", version: "v1", resource: "endpointslices", singular: "endpointslice", kind: "EndpointSlice", namespaced: true)
+    // KubeEdge's devices (served through its CustomResourceDefinitions).
+    public static let devices = ResourceType(group: "devices.kubeedge.io", version: "v1beta1", resource: "devices", kind: "Device", namespaced: true)
+    public static let deviceModels = ResourceType(group: "devices.kubeedge.io", version: "v1beta1", resource: "devicemodels", kind: "DeviceModel", namespaced: true)
+    public static let deviceStatuses = ResourceType(group: "devices.kubeedge.io", version: "v1beta1", resource: "devicestatuses", kind: "DeviceStatus", namespaced: true)
 }

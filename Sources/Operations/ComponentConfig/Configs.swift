@@ -1,3 +1,4 @@
+import DefaultSettings
 import Foundation
 import Yams
 
@@ -83,10 +84,10 @@ public struct CloudCoreConfig: Codable, Sendable, Equatable {
         c.kind = "CloudCore"
         c.kubeAPIConfig = KubeAPIConfig(kubeConfig: "")
         c.modules = Modules(cloudHub: CloudHub(advertiseAddress: [], nodeLimit: 1000, tokenRefreshDuration: 12, edgeCertSigningDuration: 365,
-                                               websocket: Listener(enable: true, address: "127.0.0.1", port: 10000),
-                                               https: Listener(enable: true, address: "127.0.0.1", port: 10002)))
-        c.commonConfig = CommonConfig(monitorServer: MonitorServer(bindAddress: "127.0.0.1:9091"))
-        c.swiftedge = SwiftEdge(dataDir: "/var/lib/kubeedge/cloud", apiServer: Listener(enable: true, address: "127.0.0.1", port: 6443))
+                                               websocket: Listener(enable: true, address: "127.0.0.1", port: Defaults.cloudHubPort),
+                                               https: Listener(enable: true, address: "127.0.0.1", port: Defaults.certificatePort)))
+        c.commonConfig = CommonConfig(monitorServer: MonitorServer(bindAddress: "127.0.0.1:\(Defaults.cloudMetricsPort)"))
+        c.swiftedge = SwiftEdge(dataDir: Defaults.cloudDataDirectory, apiServer: Listener(enable: true, address: "127.0.0.1", port: Defaults.apiServerPort))
         return c
     }
 }
@@ -203,16 +204,16 @@ public struct EdgeCoreConfig: Codable, Sendable, Equatable {
         var c = EdgeCoreConfig()
         c.apiVersion = "edgecore.config.kubeedge.io/v1alpha2"
         c.kind = "EdgeCore"
-        c.database = Database(dataSource: "/var/lib/kubeedge/edge.db")
+        c.database = Database(dataSource: Defaults.edgeDataDirectory + "/edge.db")
         c.modules = Modules(
-            edgeHub: EdgeHub(heartbeat: 15, token: "", httpServer: "https://127.0.0.1:10002", websocket: WebSocket(server: "127.0.0.1:10000"),
+            edgeHub: EdgeHub(heartbeat: 15, token: "", httpServer: "https://127.0.0.1:\(Defaults.certificatePort)", websocket: WebSocket(server: "127.0.0.1:\(Defaults.cloudHubPort)"),
                              rotateCertificates: true),
-            edged: Edged(tailoredKubeletConfig: KubeletConfig(containerRuntimeEndpoint: "unix:///run/containerd/containerd.sock"),
+            edged: Edged(tailoredKubeletConfig: KubeletConfig(containerRuntimeEndpoint: Defaults.containerRuntimeEndpoint),
                          tailoredKubeletFlag: KubeletFlag(hostnameOverride: "", nodeIP: "127.0.0.1", nodeLabels: [:])),
-            metaManager: MetaManager(metaServer: MetaServer(enable: true, server: "127.0.0.1:10550")),
+            metaManager: MetaManager(metaServer: MetaServer(enable: true, server: "127.0.0.1:\(Defaults.metaServerPort)")),
             eventBus: EventBus(enable: true, mqttServerExternal: "tcp://127.0.0.1:1883"),
-            deviceTwin: DeviceTwin(dmiSockPath: "/var/lib/kubeedge/dmi.sock"))
-        c.swiftedge = SwiftEdge(dataDir: "/var/lib/kubeedge", podLogsDir: "/var/log/pods", nodeStatusInterval: 10, metricsPort: 10352)
+            deviceTwin: DeviceTwin(dmiSockPath: Defaults.dmiSocket))
+        c.swiftedge = SwiftEdge(dataDir: Defaults.edgeDataDirectory, podLogsDir: Defaults.podLogsDirectory, nodeStatusInterval: 10, metricsPort: Defaults.edgeMetricsPort)
         return c
     }
 }

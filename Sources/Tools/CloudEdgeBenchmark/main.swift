@@ -23,7 +23,7 @@ final class BenchSource: NodeObjectSource {
     func put(node: String, index: Int, rv: UInt64) -> String {
         let uid = "\(node)-cm-\(index)"
         let name = "cm-\(index)"
-        let o = SyncedObject(uid: uid, apiVersion: "v1", kind: "ConfigMap", namespace: "default", name: name, edgeType: "configmap",
+        let o = SyncedObject(uid: uid, apiVersion: "v1", kind: "ConfigMap", namespace: "default", name: name, edgeKind: .configMap,
                              resourceVersion: rv, object: ["apiVersion": "v1", "kind": "ConfigMap",
                                                            "metadata": ["name": .string(name), "namespace": "default", "uid": .string(uid),
                                                                         "resourceVersion": .string(String(rv))],

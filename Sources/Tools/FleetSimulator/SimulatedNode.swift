@@ -16,16 +16,16 @@ public final class SimulatedStore: Sendable {
     public init() {}
 
     public func apply(_ m: Message) throws {
-        let key = try ResourceRef(parsing: m.route.resource).description
-        let rv = UInt64(m.resourceVersion ?? "") ?? UInt64(m.content["metadata"]["resourceVersion"].stringValue ?? "") ?? 0
-        let uid = m.content["metadata"]["uid"].stringValue ?? ""
+        let sync = try ObjectSync(m)
+        let key = sync.ref.description
+        let rv = UInt64(sync.resourceVersion ?? "") ?? UInt64(sync.object["metadata"]["resourceVersion"].stringValue ?? "") ?? 0
+        let uid = sync.object["metadata"]["uid"].stringValue ?? ""
         items.withLock { i in
-            switch m.route.operation {
+            switch sync.change {
             case .delete: i[key] = nil
-            case .insert, .update, .patch, .response:
+            case .insert, .update:
                 if let cur = i[key], cur.uid == uid, cur.resourceVersion > rv { return }
                 i[key] = Entry(uid: uid, resourceVersion: rv)
-            default: break
             }
         }
         appliedCount.wrappingAdd(1, ordering: .relaxed)

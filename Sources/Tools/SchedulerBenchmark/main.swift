@@ -90,10 +90,10 @@ struct SchedulerBenchmark {
     }
 
     enum R {
-        static let pods = ResourceType(group: "", version: "v1", resource: "pods", kind: "Pod", namespaced: true)
-        static let nodes = ResourceType(group: "", version: "v1", resource: "nodes", kind: "Node", namespaced: false)
-        static let namespaces = ResourceType(group: "", version: "v1", resource: "namespaces", kind: "Namespace", namespaced: false)
-        static let deployments = ResourceType(group: "apps", version: "v1", resource: "deployments", kind: "Deployment", namespaced: true)
+        static let pods = ResourceType.pods
+        static let nodes = ResourceType.nodes
+        static let namespaces = ResourceType.namespaces
+        static let deployments = ResourceType.deployments
     }
 
     static func pod(_ name: String, labels: [String: String]) -> JSON {

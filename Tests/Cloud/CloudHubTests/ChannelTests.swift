@@ -98,10 +98,10 @@ import Testing
                 // Upstream: a status of its own pod arrives as an event.
                 edge.send(Message(route: Route(source: "edged", group: "resource", operation: .update, resource: "default/podstatus/p-a"),
                                   content: ["phase": "Running"]))
-                let up = await nextEvent(cloud.events) { if case .message = $0 { return true }; return false }
-                guard case .message(let from, let m) = up else { Issue.record("no upstream message"); return }
+                let up = await nextEvent(cloud.events) { if case .report = $0 { return true }; return false }
+                guard case .report(let from, .podStatus("default", "p-a", let content)) = up else { Issue.record("no pod status report: \(String(describing: up))"); return }
                 #expect(from == "node-a")
-                #expect(m.content["phase"] == "Running")
+                #expect(content["phase"] == "Running")
 
                 // A node writing another node's pod is disconnected.
                 edge.send(Message(route: Route(source: "edged", group: "resource", operation: .update, resource: "default/podstatus/p-b"),
@@ -184,7 +184,7 @@ import Testing
         #expect(throws: ProtocolError.self) { try Message(bytes: Array("{not json".utf8)) }
         #expect(throws: ProtocolError.self) { try Message(bytes: Array(#"{"header":{"msg_id":"x"},"route":{"operation":"explode"}}"#.utf8)) }
         #expect(throws: ProtocolError.self) { try Message(bytes: Array(#"{"route":{"operation":"insert"}}"#.utf8)) }
-        #expect(try ResourceRef(parsing: "null/node/n1") == ResourceRef(namespace: nil, type: "node", name: "n1"))
+        #expect(try ResourceRef(parsing: "null/node/n1") == ResourceRef(namespace: nil, kind: .node, name: "n1"))
         #expect(throws: ProtocolError.self) { try ResourceRef(parsing: "a/b/c/d") }
     }
 }

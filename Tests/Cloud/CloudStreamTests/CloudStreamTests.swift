@@ -1,6 +1,7 @@
 import StreamTunnel
 import Testing
 @testable import CloudStream
+@testable import SPDYStreams
 
 /// The kubelet API pieces of the cloud stream server, without I/O.
 @Suite struct CloudStreamTests {

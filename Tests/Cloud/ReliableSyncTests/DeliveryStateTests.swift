@@ -1,10 +1,11 @@
+import CloudEdgeProtocol
 import Testing
 @testable import ReliableSync
 
 /// The per-node delivery decisions, without I/O.
 @Suite struct DeliveryStateTests {
     func obj(_ uid: String, _ rv: UInt64) -> SyncedObject {
-        SyncedObject(uid: uid, apiVersion: "v1", kind: "Pod", namespace: "ns", name: uid, edgeType: "pod", resourceVersion: rv, object: ["x": 1])
+        SyncedObject(uid: uid, apiVersion: "v1", kind: "Pod", namespace: "ns", name: uid, edgeKind: .pod, resourceVersion: rv, object: ["x": 1])
     }
 
     @Test func sendsOnlyNewerVersionsAndDeletesVanished() {
@@ -34,7 +35,7 @@ import Testing
 
     @Test func reconnectLooksAtDesiredAndDeliveredObjects() {
         var s = NodeDeliveryState()
-        s.restore(DeliveredRecord(uid: "old", apiVersion: "v1", kind: "Pod", namespace: "ns", name: "old", edgeType: "pod", resourceVersion: 3))
+        s.restore(DeliveredRecord(uid: "old", apiVersion: "v1", kind: "Pod", namespace: "ns", name: "old", edgeKind: .pod, resourceVersion: 3))
         s.markAll(desired: ["new"])
         #expect(Set(s.take(10)) == ["old", "new"])
         s.disconnected()

@@ -17,7 +17,7 @@ final class MemorySource: NodeObjectSource {
         objects.withLock { $0[uid].flatMap { $0.node == node ? $0.object : nil } }
     }
     func put(_ uid: String, node: String, rv: UInt64) {
-        let o = SyncedObject(uid: uid, apiVersion: "v1", kind: "ConfigMap", namespace: "default", name: uid, edgeType: "configmap",
+        let o = SyncedObject(uid: uid, apiVersion: "v1", kind: "ConfigMap", namespace: "default", name: uid, edgeKind: .configMap,
                              resourceVersion: rv, object: ["apiVersion": "v1", "kind": "ConfigMap",
                                                            "metadata": ["name": .string(uid), "namespace": "default", "uid": .string(uid),
                                                                         "resourceVersion": .string(String(rv))]])

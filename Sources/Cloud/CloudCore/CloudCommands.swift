@@ -1,25 +1,22 @@
 import ComponentConfig
+import DefaultSettings
 import StreamTunnel
 import ArgumentParser
-import Operations
-import CloudCore
 import CloudHub
 import CommandSupport
-import EdgeHub
 import Foundation
 import KubeClient
 import Logging
-import MetaStore
-import MetaServer
 import MetricsEndpoint
-import NodeStatus
 import ServiceLifecycle
 import Synchronization
 
 /// `swiftedge cloud`: CloudCore with the embedded API server and control plane, or against an
 /// existing cluster (`--kubeconfig`), whose own controllers then do the work.
-struct CloudCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(
+public struct CloudCommand: AsyncParsableCommand {
+    public init() {}
+
+    public static let configuration = CommandConfiguration(
         commandName: "cloud",
         abstract: "Run the cloud side: CloudHub (:10000), the certificate service (:10002) and reliable delivery to edge nodes.")
 
@@ -67,7 +64,7 @@ struct CloudCommand: AsyncParsableCommand {
     @OptionGroup var control: ControllerOptions
     @OptionGroup var logging: LoggingOptions
 
-    func run() async throws {
+    public func run() async throws {
         if defaultconfig {
             print(try ConfigFile.yaml(CloudCoreConfig.defaults), terminator: "")
             return
@@ -79,17 +76,17 @@ struct CloudCommand: AsyncParsableCommand {
         let hubConfig = file.modules?.cloudHub
         let kubeconfig = kubeconfig ?? file.kubeAPIConfig?.kubeConfig.flatMap { $0.isEmpty ? nil : $0 }
         var server = self.server
-        server.dataDir = server.dataDir ?? file.swiftedge?.dataDir ?? "/var/lib/kubeedge/cloud"
+        server.dataDir = server.dataDir ?? file.swiftedge?.dataDir ?? Defaults.cloudDataDirectory
         server.port = server.port ?? file.swiftedge?.apiServer?.port
         server.bindAddress = server.bindAddress ?? file.swiftedge?.apiServer?.address
         let hubBindAddress = hubBindAddress ?? hubConfig?.websocket?.address ?? "127.0.0.1"
-        let cloudhubPort = cloudhubPort ?? hubConfig?.websocket?.port ?? 10000
-        let certPort = certPort ?? hubConfig?.https?.port ?? 10002
+        let cloudhubPort = cloudhubPort ?? hubConfig?.websocket?.port ?? Defaults.cloudHubPort
+        let certPort = certPort ?? hubConfig?.https?.port ?? Defaults.certificatePort
         let advertiseAddress = advertiseAddress.isEmpty ? hubConfig?.advertiseAddress ?? [] : advertiseAddress
         let nodeLimit = nodeLimit ?? hubConfig?.nodeLimit ?? 1000
         let tokenRefresh = tokenRefresh ?? hubConfig?.tokenRefreshDuration.map { $0 * 3600 } ?? 12 * 3600
         let edgeCertValidity = edgeCertValidity ?? hubConfig?.edgeCertSigningDuration.map { $0 * 86400 } ?? 365 * 86400
-        let metricsPort = metricsPort ?? file.commonConfig?.monitorServer?.bindAddress.flatMap(splitHostPort)?.port ?? 9091
+        let metricsPort = metricsPort ?? file.commonConfig?.monitorServer?.bindAddress.flatMap(splitHostPort)?.port ?? Defaults.cloudMetricsPort
         let registry = bootstrapObservability()
         let logger = logging.makeLogger("swiftedge.cloud")
         var services: [any Service] = []
@@ -121,7 +118,7 @@ struct CloudCommand: AsyncParsableCommand {
         config.edgeCertificateValidity = .seconds(edgeCertValidity)
         config.tunnels = tunnels
         let streamPort = streamPort ?? file.modules?.cloudStream?.streamPort.flatMap { file.modules?.cloudStream?.enable == false ? 0 : $0 }
-            ?? (kubeconfig != nil ? 10003 : 0)
+            ?? (kubeconfig != nil ? Defaults.streamPort : 0)
         if streamPort > 0 {
             let clientCA: String
             if let path = streamClientCa ?? file.modules?.cloudStream?.tlsStreamCAFile {
@@ -159,13 +156,15 @@ struct CloudCommand: AsyncParsableCommand {
 }
 
 /// `swiftedge gettoken`: prints the current join token (from Secret kubeedge/tokensecret).
-struct GetTokenCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "gettoken", abstract: "Print the token edge nodes join with.")
+public struct GetTokenCommand: AsyncParsableCommand {
+    public init() {}
+
+    public static let configuration = CommandConfiguration(commandName: "gettoken", abstract: "Print the token edge nodes join with.")
 
     @Option(help: "kubeconfig of the cluster the cloud runs against.")
     var kubeconfig: String
 
-    func run() async throws {
+    public func run() async throws {
         var logger = Logger(label: "swiftedge.gettoken")
         logger.logLevel = .error
         let client = try HTTPKubeClient(config: try KubeConfig.load(path: kubeconfig), logger: logger)

@@ -1,0 +1,203 @@
+import KubeAPI
+
+/// The kinds of resource that travel between cloud and edge: the `<type>` of KubeEdge's
+/// `<namespace>/<type>/<name>` resource strings. This is the one list: every component switches
+/// over it, so adding a kind is one case here (with its Kubernetes type) plus the code that acts
+/// on it, and the compiler points at every switch that must decide what to do with it.
+public enum EdgeResourceKind: String, Sendable, Hashable, CaseIterable, CustomStringConvertible {
+    // Objects the cloud syncs to nodes; a node stores them (MetaManager) and acknowledges each.
+    case pod, node, configMap = "configmap", secret, service, endpoints
+    case device, deviceModel = "devicemodel"
+    // Reports a node sends up.
+    case podStatus = "podstatus", podPatch = "podpatch", nodeStatus = "nodestatus", nodePatch = "nodepatch"
+    case lease, event, deviceStatus = "devicestatus"
+    /// The node's inventory (`null/objectsync/<node>` query; see ``InventoryPart``).
+    case objectSync = "objectsync"
+
+    /// The name on the wire (`configmap`, `podstatus`, …).
+    public var wireName: String { rawValue }
+    public var description: String { rawValue }
+
+    /// Reads a wire name; a kind outside the vocabulary is refused.
+    public init(wireName: String) throws(ProtocolError) {
+        guard let kind = EdgeResourceKind(rawValue: wireName) else {
+            throw ProtocolError("unknown resource type \"\(wireName)\"", reason: .unknownKind)
+        }
+        self = kind
+    }
+
+    /// The Kubernetes resource of an object of this kind (nil for reports and bookkeeping).
+    public var resourceType: ResourceType? {
+        switch self {
+        case .pod: .pods
+        case .node: .nodes
+        case .configMap: .configMaps
+        case .secret: .secrets
+        case .service: .services
+        case .endpoints: .endpoints
+        case .device: .devices
+        case .deviceModel: .deviceModels
+        case .lease: .leases
+        case .event: .events
+        case .deviceStatus: .deviceStatuses
+        case .podStatus, .podPatch, .nodeStatus, .nodePatch, .objectSync: nil
+        }
+    }
+
+    /// Objects of this kind are synced to nodes and stored there.
+    public var isSynced: Bool {
+        switch self {
+        case .pod, .node, .configMap, .secret, .service, .endpoints, .device, .deviceModel: true
+        case .podStatus, .podPatch, .nodeStatus, .nodePatch, .lease, .event, .deviceStatus, .objectSync: false
+        }
+    }
+
+    /// The synced kind of a Kubernetes object (`apiVersion` + `kind`), nil for anything else.
+    public init?(apiVersion: String, kind: String) {
+        guard let k = Self.allCases.first(where: { $0.isSynced && $0.resourceType?.apiVersion == apiVersion && $0.resourceType?.kind == kind })
+        else { return nil }
+        self = k
+    }
+}
+
+/// Message groups of the channel (KubeEdge's `route.group`).
+public enum MessageGroup {
+    /// Objects and reports: everything addressed by a resource string.
+    public static let resource = "resource"
+}
+
+/// Modules that send messages (KubeEdge's `route.source`).
+public enum MessageSource {
+    public static let edgeController = "edgecontroller"
+    public static let edged = "edged"
+    public static let twin = "twin"
+    public static let metaManager = "metamanager"
+    public static let websocket = "websocket"
+}
+
+/// A downstream object message, decoded once: the cloud inserts, updates or deletes an object
+/// the node stores. The content is the whole object (for a delete: its identity).
+public struct ObjectSync: Sendable, Equatable {
+    public enum Change: Sendable, Equatable { case insert, update, delete }
+    public var ref: ResourceRef
+    public var change: Change
+    /// The object's resourceVersion (reliable delivery compares it), when the cloud sent one.
+    public var resourceVersion: String?
+    public var object: JSON
+
+    public init(ref: ResourceRef, change: Change, resourceVersion: String?, object: JSON) {
+        self.ref = ref; self.change = change; self.resourceVersion = resourceVersion; self.object = object
+    }
+
+    /// Decodes an object message; anything else (another group, operation or kind) is refused.
+    public init(_ m: Message) throws(ProtocolError) {
+        let ref = try ResourceRef(parsing: m.route.resource)
+        guard ref.kind.isSynced else { throw ProtocolError("\(ref.kind) objects are not synced to nodes", reason: .unknownKind) }
+        let change: Change
+        switch m.route.operation {
+        case .insert: change = .insert
+        // KubeEdge's cloud also answers a node's query with the object (`response`).
+        case .update, .patch, .response: change = .update
+        case .delete: change = .delete
+        default: throw ProtocolError("operation \(m.route.operation.rawValue) on \(m.route.resource) is not an object change")
+        }
+        self.init(ref: ref, change: change, resourceVersion: m.resourceVersion, object: m.content)
+    }
+
+    /// The KubeEdge message (sent by the edge controller).
+    public var message: Message {
+        let op: Operation = switch change { case .insert: .insert; case .update: .update; case .delete: .delete }
+        return Message(resourceVersion: resourceVersion,
+                       route: Route(source: MessageSource.edgeController, group: MessageGroup.resource, operation: op, resource: ref.description),
+                       content: object)
+    }
+}
+
+/// What an edge node reports to the cloud, decoded once at CloudHub: every consumer switches over
+/// these cases. Names are those of the resource string (authorization compares them with the
+/// sending node); contents stay JSON where they are Kubernetes objects the cloud writes as given.
+public enum UpstreamReport: Sendable, Equatable {
+    /// The node registers its Node (`default/node/<name>` insert; update also accepted).
+    case nodeRegistration(name: String?, node: JSON)
+    /// A node status heartbeat (`default/nodestatus/<name>` update or patch: `{"status": …}`).
+    case nodeStatus(name: String?, content: JSON)
+    /// A node patch (KubeEdge's edge sends these; not applied, authorised only).
+    case nodePatch(name: String?, content: JSON)
+    /// Pod statuses from Edged (`<ns>/podstatus/<name>` update or patch: KubeEdge's
+    /// `PodStatusRequest` `{UID, Name, Status}`, one or a list).
+    case podStatus(namespace: String, name: String?, content: JSON)
+    /// A pod patch (not applied, authorised only).
+    case podPatch(namespace: String, name: String?, content: JSON)
+    /// Any other pod message (the node confirms a deletion with `delete`: `{"preconditions": {"uid"}}`).
+    case pod(namespace: String, name: String?, operation: Operation, content: JSON)
+    /// An Event about one of the node's pods, itself or its devices (`<ns>/event/<name>` insert or update).
+    case event(namespace: String, name: String?, event: JSON)
+    /// The node's Lease (`kube-node-lease/lease/<name>` insert or update).
+    case lease(name: String?, lease: JSON)
+    /// Device twins and states (`null/devicestatus` update: `{"items": […]}`).
+    case deviceStatus(report: JSON)
+    /// What the node's store holds (`null/objectsync/<node>` query).
+    case inventory(node: String?, InventoryPart)
+
+    /// Decodes an upstream message. Nil: a kind or operation no component handles (dropped, as
+    /// KubeEdge drops them); throws for a malformed resource string or report content.
+    public init?(_ m: Message) throws(ProtocolError) {
+        guard m.route.group == MessageGroup.resource else { return nil }
+        let ref = try ResourceRef(parsing: m.route.resource)
+        let ns = ref.namespace ?? "default", op = m.route.operation, c = m.content
+        switch (ref.kind, op) {
+        case (.node, .insert), (.node, .update): self = .nodeRegistration(name: ref.name, node: c)
+        case (.nodeStatus, .update), (.nodeStatus, .patch): self = .nodeStatus(name: ref.name, content: c)
+        case (.nodePatch, _): self = .nodePatch(name: ref.name, content: c)
+        case (.podStatus, .update), (.podStatus, .patch): self = .podStatus(namespace: ns, name: ref.name, content: c)
+        case (.podPatch, _): self = .podPatch(namespace: ns, name: ref.name, content: c)
+        case (.pod, _): self = .pod(namespace: ns, name: ref.name, operation: op, content: c)
+        case (.event, .insert), (.event, .update): self = .event(namespace: ns, name: ref.name, event: c)
+        case (.lease, .insert), (.lease, .update): self = .lease(name: ref.name, lease: c)
+        case (.deviceStatus, .update): self = .deviceStatus(report: c)
+        case (.objectSync, .query): self = .inventory(node: ref.name, try InventoryPart(content: c))
+        case (.node, _), (.nodeStatus, _), (.podStatus, _), (.event, _), (.lease, _), (.deviceStatus, _), (.objectSync, _),
+             (.configMap, _), (.secret, _), (.service, _), (.endpoints, _), (.device, _), (.deviceModel, _):
+            return nil
+        }
+    }
+
+    /// The resource string and operation this report travels with.
+    var route: (namespace: String?, kind: EdgeResourceKind, name: String?, operation: Operation) {
+        switch self {
+        case .nodeRegistration(let name, _): ("default", .node, name, .insert)
+        case .nodeStatus(let name, _): ("default", .nodeStatus, name, .update)
+        case .nodePatch(let name, _): ("default", .nodePatch, name, .patch)
+        case .podStatus(let ns, let name, _): (ns, .podStatus, name, .update)
+        case .podPatch(let ns, let name, _): (ns, .podPatch, name, .patch)
+        case .pod(let ns, let name, let op, _): (ns, .pod, name, op)
+        case .event(let ns, let name, _): (ns, .event, name, .insert)
+        case .lease(let name, _): ("kube-node-lease", .lease, name, .update)
+        case .deviceStatus: (nil, .deviceStatus, nil, .update)
+        case .inventory(let node, _): (nil, .objectSync, node, .query)
+        }
+    }
+
+    var content: JSON {
+        switch self {
+        case .nodeRegistration(_, let c), .nodeStatus(_, let c), .nodePatch(_, let c), .podStatus(_, _, let c), .podPatch(_, _, let c),
+             .pod(_, _, _, let c), .event(_, _, let c), .lease(_, let c), .deviceStatus(let c):
+            c
+        case .inventory(_, let part): part.content
+        }
+    }
+
+    /// The resource string it travels with (for logs).
+    public var resource: String {
+        let r = route
+        return ResourceRef(namespace: r.namespace, kind: r.kind, name: r.name).description
+    }
+
+    /// The KubeEdge message, from `source` (the edge module: `edged`, `twin`, `metamanager`).
+    public func message(source: String) -> Message {
+        let r = route
+        return Message(route: Route(source: source, group: MessageGroup.resource, operation: r.operation,
+                                    resource: ResourceRef(namespace: r.namespace, kind: r.kind, name: r.name).description),
+                       content: content)
+    }
+}

@@ -1,0 +1,198 @@
+import APIServer
+import ArgumentParser
+import CommandSupport
+import ControlPlane
+import DefaultSettings
+import Foundation
+import KubeClient
+import Logging
+import Metrics
+import Prometheus
+import ServiceLifecycle
+
+/// Flags of the embedded API server (shared by `apiserver` and `cloud`).
+public struct EmbeddedServerOptions: ParsableArguments {
+    public init() {}
+
+    @Option(help: "Directory for the database, certificates and admin token (default /var/lib/swiftedge/apiserver; `swiftedge cloud`: /var/lib/kubeedge/cloud).")
+    var dataDir: String?
+
+    @Option(help: "Address to listen on (default 127.0.0.1).")
+    var bindAddress: String?
+
+    @Option(help: "Port to listen on (default 6443).")
+    var port: Int?
+
+    @Option(name: .customLong("admin-kubeconfig"), help: "Where to write the admin kubeconfig (default: <data-dir>/admin.kubeconfig).")
+    var adminKubeconfig: String?
+
+    @Flag(help: "Serve plain HTTP instead of HTTPS (for debugging only).")
+    var insecureHTTP = false
+
+    @Flag(inversion: .prefixedNo, help: "fsync the write-ahead log at every commit (power-loss safe).")
+    var fsync = true
+
+    @Option(help: "Change events kept for watch resume and pagination (older resourceVersions get 410).")
+    var historyLimit: Int = 10_000
+
+    @Option(help: "Seconds between store compactions.")
+    var compactionInterval: Int = 300
+
+    @Option(help: "Seconds between watch BOOKMARK events (for clients that allow them).")
+    var bookmarkInterval: Int = 60
+
+    @Flag(inversion: .prefixedNo, help: "Run the embedded control plane (scheduler and controllers) in this process.")
+    var controllers = true
+
+    var dataDirectory: String { dataDir ?? Defaults.apiServerDataDirectory }
+    var kubeconfigPath: String { adminKubeconfig ?? dataDirectory + "/admin.kubeconfig" }
+}
+
+/// The embedded server opened, plus a way for in-process clients to reach it once it listens.
+struct OpenedServer {
+    let server: EmbeddedAPIServer
+    let services: [any Service]
+    let makeClient: @Sendable (Logger) async throws -> KubeClient
+}
+
+extension EmbeddedServerOptions {
+    /// Opens the embedded API server (and, unless disabled, the control plane next to it).
+    func open(logger: Logger, control: ControllerOptions, controllerLogger: Logger, registry: PrometheusCollectorRegistry,
+              podStreams: (any PodStreams)? = nil) async throws -> OpenedServer {
+        var config = EmbeddedAPIServerConfiguration(
+            dataDirectory: dataDirectory, host: bindAddress ?? "127.0.0.1", port: port ?? Defaults.apiServerPort, insecureHTTP: insecureHTTP,
+            kubeconfigPath: kubeconfigPath, fsyncEveryCommit: fsync, historyLimit: historyLimit,
+            compactionInterval: .seconds(compactionInterval), bookmarkInterval: .seconds(bookmarkInterval))
+        config.podStreams = podStreams
+        config.metricsExporter = {
+            var out: [UInt8] = []
+            registry.emit(into: &out)
+            return out
+        }
+        let scheme = insecureHTTP ? "http" : "https"
+        let host = bindAddress ?? "127.0.0.1"
+        let listening = AwaitedValue<Int>()
+        let path = kubeconfigPath
+        let server = try await EmbeddedAPIServer.open(config, logger: logger) { port in
+            listening.set(port)
+            print("""
+                SwiftEdge API server listening on \(scheme)://\(host):\(port)
+                Admin kubeconfig: \(path)
+                Try:  export KUBECONFIG=\(path)
+                      kubectl get namespaces
+                """)
+            fflush(nil)
+        }
+        let token = server.adminToken, ca = server.caPEM, insecure = insecureHTTP
+        let connectHost = host == "0.0.0.0" ? "127.0.0.1" : host
+        let makeClient: @Sendable (Logger) async throws -> KubeClient = { l in
+            let port = await listening.value
+            return try HTTPKubeClient(config: KubeConfig(server: "\(scheme)://\(connectHost):\(port)", caPEM: insecure ? nil : ca, token: token), logger: l)
+        }
+        var services = server.services
+        if controllers {
+            services.append(ControllerManager(options: control.options(), logger: controllerLogger) { try await makeClient(controllerLogger) })
+        }
+        return OpenedServer(server: server, services: services, makeClient: makeClient)
+    }
+}
+
+public struct APIServerCommand: AsyncParsableCommand {
+    public init() {}
+
+    public static let configuration = CommandConfiguration(
+        commandName: "apiserver",
+        abstract: "Run the embedded Kubernetes-compatible API server (SQLite storage) and its control plane.")
+
+    @OptionGroup var server: EmbeddedServerOptions
+    @Option(help: "Where to write the admin kubeconfig (same as --admin-kubeconfig).")
+    var kubeconfig: String?
+    @OptionGroup var control: ControllerOptions
+    @OptionGroup var logging: LoggingOptions
+
+    public func run() async throws {
+        let registry = bootstrapObservability()
+        let logger = logging.makeLogger("swiftedge.apiserver")
+        var server = self.server
+        if let kubeconfig { server.adminKubeconfig = kubeconfig }
+        let opened = try await server.open(logger: logger, control: control, controllerLogger: logging.makeLogger("swiftedge.controllers"),
+                                           registry: registry)
+        let group = ServiceGroup(configuration: .init(services: opened.services.map { .init(service: $0) },
+                                                      gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        try await group.run()
+        try await opened.server.store.close()
+    }
+}
+
+/// Flags of the control plane (shared by `apiserver` and `controller-manager`).
+public struct ControllerOptions: ParsableArguments {
+    public init() {}
+
+    @Flag(inversion: .prefixedNo, help: "Hold the kube-system/swiftedge-controller-manager Lease before acting (one active control plane).")
+    var leaderElect = true
+
+    @Option(help: "Seconds a leader's Lease stays valid without renewal.")
+    var leaderElectLeaseDuration: Double = 15
+
+    @Option(help: "Seconds the leader keeps trying to renew before it stops acting.")
+    var leaderElectRenewDeadline: Double = 10
+
+    @Option(help: "Seconds between leader election attempts and renewals.")
+    var leaderElectRetryPeriod: Double = 2
+
+    @Option(help: "Seconds between node health checks.")
+    var nodeMonitorPeriod: Double = 5
+
+    @Option(help: "Seconds without a node heartbeat (Lease or Ready condition) before the node turns Ready=Unknown.")
+    var nodeMonitorGracePeriod: Double = 40
+
+    @Flag(help: "Also evict pods from unreachable edge nodes (default: edge nodes keep their pods while disconnected).")
+    var evictEdgePods = false
+
+    @Option(help: "Seconds before a failed Job pod is retried (doubles per failure).")
+    var jobBackoff: Double = 10
+
+    @Option(help: "Identity in the leader Lease (default: hostname and a random suffix).")
+    var identity: String?
+
+    func options() -> ControllerManagerOptions {
+        var o = ControllerManagerOptions(identity: identity ?? "\(ProcessInfo.processInfo.hostName)_\(UUID().uuidString.prefix(8).lowercased())")
+        o.leaderElect = leaderElect
+        o.leaseDuration = .seconds(leaderElectLeaseDuration)
+        o.renewDeadline = .seconds(leaderElectRenewDeadline)
+        o.retryPeriod = .seconds(leaderElectRetryPeriod)
+        o.nodeLifecycle.monitorPeriod = .seconds(nodeMonitorPeriod)
+        o.nodeLifecycle.gracePeriod = .seconds(nodeMonitorGracePeriod)
+        o.nodeLifecycle.evictEdgePods = evictEdgePods
+        o.jobBackoff = .seconds(jobBackoff)
+        return o
+    }
+}
+
+/// `swiftedge controller-manager`: the control plane alone, against any API server.
+public struct ControllerManagerCommand: AsyncParsableCommand {
+    public init() {}
+
+    public static let configuration = CommandConfiguration(
+        commandName: "controller-manager",
+        abstract: "Run the scheduler and controllers against an API server (for the embedded server or a standby).")
+
+    @Option(help: "kubeconfig of the API server to manage.")
+    var kubeconfig: String
+
+    @OptionGroup var control: ControllerOptions
+
+    @OptionGroup var logging: LoggingOptions
+
+    public func run() async throws {
+        _ = bootstrapObservability()
+        let logger = logging.makeLogger("swiftedge.controllers")
+        let config = try KubeConfig.load(path: kubeconfig)
+        let options = control.options()
+        logger.info("controller manager starting", metadata: ["server": "\(config.server)", "identity": "\(options.identity)"])
+        let manager = ControllerManager(options: options, logger: logger) { try HTTPKubeClient(config: config, logger: logger) }
+        let group = ServiceGroup(configuration: .init(services: [.init(service: manager)],
+                                                      gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        try await group.run()
+    }
+}

@@ -1,0 +1,97 @@
+import CloudEdgeProtocol
+import KubeAPI
+import Testing
+
+/// The cloud–edge vocabulary against KubeEdge's wire: the strings here are the contract (what
+/// KubeEdge's edgecore and cloudcore send and expect), so a renamed case or a changed route fails.
+@Suite struct VocabularyTests {
+    @Test func wireNamesAreKubeEdges() {
+        #expect(EdgeResourceKind.allCases.map(\.wireName).sorted() == [
+            "configmap", "device", "devicemodel", "devicestatus", "endpoints", "event", "lease", "node", "nodepatch", "nodestatus",
+            "objectsync", "pod", "podpatch", "podstatus", "secret", "service",
+        ])
+        #expect(EdgeResourceKind.allCases.filter(\.isSynced).map(\.wireName).sorted() == [
+            "configmap", "device", "devicemodel", "endpoints", "node", "pod", "secret", "service",
+        ])
+    }
+
+    @Test func syncedKindsMapToTheirKubernetesTypes() throws {
+        for kind in EdgeResourceKind.allCases where kind.isSynced {
+            let type = try #require(kind.resourceType)
+            #expect(EdgeResourceKind(apiVersion: type.apiVersion, kind: type.kind) == kind)
+        }
+        #expect(EdgeResourceKind(apiVersion: "v1", kind: "ConfigMap") == .configMap)
+        #expect(EdgeResourceKind(apiVersion: "devices.kubeedge.io/v1beta1", kind: "DeviceModel") == .deviceModel)
+        #expect(EdgeResourceKind(apiVersion: "v1", kind: "Event") == nil)  // a report kind, never synced
+        #expect(EdgeResourceKind(apiVersion: "apps/v1", kind: "Deployment") == nil)
+    }
+
+    @Test func resourceStringsParseAndRefuseWhatIsNotInTheVocabulary() throws {
+        #expect(try ResourceRef(parsing: "default/configmap/app") == ResourceRef(namespace: "default", kind: .configMap, name: "app"))
+        #expect(try ResourceRef(parsing: "null/devicestatus") == ResourceRef(namespace: nil, kind: .deviceStatus))
+        #expect(ResourceRef(namespace: nil, kind: .node, name: "n1").description == "null/node/n1")
+        do {
+            _ = try ResourceRef(parsing: "default/widget/w")
+            Issue.record("an unknown kind was accepted")
+        } catch { #expect(error.reason == .unknownKind && error.message.contains("widget")) }
+        do {
+            _ = try ResourceRef(parsing: "default//w")
+            Issue.record("a malformed resource was accepted")
+        } catch { #expect(error.reason == .malformed) }
+    }
+
+    /// Every report travels exactly as KubeEdge's edge sends it (resource string, operation).
+    @Test func reportsEncodeToKubeEdgesRoutes() throws {
+        let part = InventoryPart(session: "s", part: 1, parts: 1, items: [InventoryItem(key: "default/pod/p", uid: "u", resourceVersion: 3)])
+        let cases: [(UpstreamReport, String, Operation)] = [
+            (.nodeRegistration(name: "n1", node: ["kind": "Node"]), "default/node/n1", .insert),
+            (.nodeStatus(name: "n1", content: ["status": [:]]), "default/nodestatus/n1", .update),
+            (.podStatus(namespace: "ns", name: "p", content: ["UID": "u"]), "ns/podstatus/p", .update),
+            (.pod(namespace: "ns", name: "p", operation: .delete, content: ["preconditions": ["uid": "u"]]), "ns/pod/p", .delete),
+            (.event(namespace: "ns", name: "e1", event: ["kind": "Event"]), "ns/event/e1", .insert),
+            (.lease(name: "n1", lease: ["kind": "Lease"]), "kube-node-lease/lease/n1", .update),
+            (.deviceStatus(report: ["items": []]), "null/devicestatus", .update),
+            (.inventory(node: "n1", part), "null/objectsync/n1", .query),
+        ]
+        for (report, resource, operation) in cases {
+            let m = report.message(source: MessageSource.edged)
+            #expect(m.route.resource == resource)
+            #expect(m.route.operation == operation)
+            #expect(m.route.group == "resource")
+            // Through the wire and back: the same report.
+            let back = try Message(bytes: m.encoded())
+            #expect(try UpstreamReport(back) == report)
+        }
+        #expect(part.message(node: "n1").route.source == "metamanager")
+        #expect(part.message(node: "n1").content["items"][0]["resourceVersion"] == "3")
+    }
+
+    @Test func messagesNoComponentHandlesDecodeToNothing() throws {
+        func m(_ op: Operation, _ resource: String, group: String = "resource") -> Message {
+            Message(route: Route(source: "edged", group: group, operation: op, resource: resource), content: [:])
+        }
+        #expect(try UpstreamReport(m(.delete, "default/node/n1")) == nil)
+        #expect(try UpstreamReport(m(.insert, "default/configmap/c")) == nil)
+        #expect(try UpstreamReport(m(.update, "default/podstatus/p", group: "user")) == nil)
+        #expect(throws: ProtocolError.self) { try UpstreamReport(m(.query, "null/objectsync/n1")) }  // no inventory content
+        #expect(throws: ProtocolError.self) { try UpstreamReport(m(.update, "nonsense")) }
+    }
+
+    @Test func objectSyncsRoundTripAndRefuseReports() throws {
+        let sync = ObjectSync(ref: ResourceRef(namespace: "default", kind: .pod, name: "p"), change: .update, resourceVersion: "7",
+                              object: ["metadata": ["name": "p"]])
+        let m = sync.message
+        #expect(m.route.source == "edgecontroller" && m.route.operation == .update && m.route.resource == "default/pod/p")
+        #expect(m.resourceVersion == "7")
+        #expect(try ObjectSync(Message(bytes: m.encoded())) == sync)
+        #expect(try ObjectSync(Message(route: Route(source: "edgecontroller", group: "resource", operation: .response, resource: "default/pod/p"),
+                                       content: [:])).change == .update)
+        do {
+            _ = try ObjectSync(Message(route: Route(source: "x", group: "resource", operation: .update, resource: "default/podstatus/p"), content: [:]))
+            Issue.record("a report was taken for an object")
+        } catch { #expect(error.reason == .unknownKind) }
+        #expect(throws: ProtocolError.self) {
+            try ObjectSync(Message(route: Route(source: "x", group: "resource", operation: .keepalive, resource: "default/pod/p"), content: [:]))
+        }
+    }
+}
