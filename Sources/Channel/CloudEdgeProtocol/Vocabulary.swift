@@ -187,6 +187,9 @@ public enum UpstreamReport: Sendable, Equatable {
         }
     }
 
+    /// The kind in its resource string.
+    public var kind: EdgeResourceKind { route.kind }
+
     /// The resource string it travels with (for logs).
     public var resource: String {
         let r = route

@@ -57,7 +57,7 @@ public struct NodeAuthorizer: UpstreamAuthorizer {
     public func authorize(_ report: UpstreamReport, from node: String) -> String? {
         switch report {
         case .nodeRegistration(let name?, _), .nodeStatus(let name?, _), .nodePatch(let name?, _), .lease(let name?, _):
-            if name != node { return "node \(node) may not write \(report.route.kind) of node \(name)" }
+            if name != node { return "node \(node) may not write \(report.kind) of node \(name)" }
         case .podStatus(let ns, let name?, _), .podPatch(let ns, let name?, _), .pod(let ns, let name?, _, _):
             // A pod bound to another node is a violation; a pod the cloud does not know (yet, or
             // any more: a late status or deletion confirmation) is not — the upstream handler

@@ -150,7 +150,7 @@ struct MetaResponder: HTTPResponder {
                 return reply(200, ["major": "1", "minor": "32", "gitVersion": "v1.32.0-swiftedge-metaserver", "platform": "linux"])
             case .apiVersions:
                 return reply(200, ["kind": "APIVersions", "versions": ["v1"],
-                                   "serverAddressByClientCIDRs": [["clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1:\(Defaults.metaServerPort)"]]])
+                                   "serverAddressByClientCIDRs": [["clientCIDR": "0.0.0.0/0", "serverAddress": .string("127.0.0.1:\(Defaults.metaServerPort)")]]])
             case .groups:
                 return reply(200, ["kind": "APIGroupList", "apiVersion": "v1", "groups": []])
             case .resources:

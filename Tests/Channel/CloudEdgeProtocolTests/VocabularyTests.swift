@@ -63,7 +63,7 @@ import Testing
             #expect(try UpstreamReport(back) == report)
         }
         #expect(part.message(node: "n1").route.source == "metamanager")
-        #expect(part.message(node: "n1").content["items"][0]["resourceVersion"] == "3")
+        #expect(part.message(node: "n1").content["items"].arrayValue?.first?["resourceVersion"] == "3")
     }
 
     @Test func messagesNoComponentHandlesDecodeToNothing() throws {

@@ -104,20 +104,20 @@ import TestSupport
             #expect(desired(c, o, "no-such-node").isEmpty)
 
             // object(_:for:) agrees: what a node is not meant to have is nil for it.
-            #expect(o.object(uid(c, T.pods, "app", namespace: "default"), for: "edge-1")?.edgeType == "pod")
+            #expect(o.object(uid(c, T.pods, "app", namespace: "default"), for: "edge-1")?.edgeKind == .pod)
             #expect(o.object(uid(c, T.pods, "app", namespace: "default"), for: "edge-2") == nil)
-            #expect(o.object(uid(c, T.configMaps, "cm-vol", namespace: "default"), for: "edge-1")?.edgeType == "configmap")
+            #expect(o.object(uid(c, T.configMaps, "cm-vol", namespace: "default"), for: "edge-1")?.edgeKind == .configMap)
             #expect(o.object(uid(c, T.configMaps, "cm-vol", namespace: "default"), for: "edge-2") == nil)
             #expect(o.object(uid(c, T.configMaps, "cm-vol", namespace: "other"), for: "edge-1") == nil)
             #expect(o.object(uid(c, T.configMaps, "cm-unused", namespace: "default"), for: "edge-1") == nil)
             #expect(o.object(uid(c, T.secrets, "s-pending", namespace: "default"), for: "edge-1") == nil)
-            #expect(o.object(uid(c, T.services, "svc", namespace: "default"), for: "edge-2")?.edgeType == "service")
+            #expect(o.object(uid(c, T.services, "svc", namespace: "default"), for: "edge-2")?.edgeKind == .service)
             #expect(o.object(uid(c, T.services, "svc", namespace: "default"), for: "cloud-1") == nil)
             #expect(o.object(uid(c, T.endpoints, "svc", namespace: "default"), for: "cloud-1") == nil)
-            #expect(o.object(uid(c, T.nodes, "edge-1"), for: "edge-1")?.edgeType == "node")
+            #expect(o.object(uid(c, T.nodes, "edge-1"), for: "edge-1")?.edgeKind == .node)
             #expect(o.object(uid(c, T.nodes, "edge-1"), for: "edge-2") == nil)
             #expect(o.object(uid(c, T.devices, "dev-1", namespace: "default"), for: "edge-2") == nil)
-            #expect(o.object(uid(c, T.deviceModels, "m1", namespace: "default"), for: "edge-2")?.edgeType == "devicemodel")
+            #expect(o.object(uid(c, T.deviceModels, "m1", namespace: "default"), for: "edge-2")?.edgeKind == .deviceModel)
             #expect(o.object(uid(c, T.deviceModels, "m2", namespace: "default"), for: "edge-1") == nil)
             #expect(o.object(uid(c, T.deviceModels, "m1", namespace: "default"), for: "cloud-1") == nil)
             let sent = o.object(uid(c, T.secrets, "s-pull", namespace: "default"), for: "edge-1")
@@ -138,7 +138,7 @@ import TestSupport
                                             "pod/app", "service/svc"]
             }
             #expect(o.object(cmVol, for: "edge-1") == nil)
-            #expect(o.object(uid(c, T.configMaps, "cm-unused", namespace: "default"), for: "edge-1")?.edgeType == "configmap")
+            #expect(o.object(uid(c, T.configMaps, "cm-unused", namespace: "default"), for: "edge-1")?.edgeKind == .configMap)
 
             // Scheduling the pending pod to edge-2 brings it and its pull secret there.
             _ = try await c.post(T.pods, namespace: "default", name: "pending", subresource: "binding", ["target": ["name": "edge-2"]])

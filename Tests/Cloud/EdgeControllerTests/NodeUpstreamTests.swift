@@ -16,8 +16,9 @@ import TestSupport
         return NodeUpstream(client: c, logger: logger, inventory: { _, _, _, _, _ in })
     }
 
-    func message(_ operation: Operation, _ resource: String, _ content: JSON, source: String = "edged") -> Message {
-        Message(route: Route(source: source, group: "resource", operation: operation, resource: resource), content: content)
+    /// The report a node's message decodes to at CloudHub (what NodeUpstream is handed).
+    func message(_ operation: Operation, _ resource: String, _ content: JSON, source: String = "edged") throws -> UpstreamReport {
+        try #require(try UpstreamReport(Message(route: Route(source: source, group: "resource", operation: operation, resource: resource), content: content)))
     }
 
     static let reportedStatus: JSON = [
@@ -29,7 +30,7 @@ import TestSupport
     @Test func registrationCreatesTheNodeLabelledEdgeWithItsStatus() async throws {
         let c = InMemoryKubeClient()
         let u = upstream(c)
-        await u.handle(node: "edge-1", message(.insert, "default/node/edge-1", [
+        await u.handle(node: "edge-1", try message(.insert, "default/node/edge-1", [
             "metadata": ["name": "edge-1", "labels": ["zone": "a"]], "status": Self.reportedStatus,
         ]))
         let node = try #require(c.object(T.nodes, name: "edge-1"))
@@ -39,7 +40,7 @@ import TestSupport
         #expect(c.calls("patch", T.nodes).map(\.subresource) == ["status"])
 
         // Registering again (reconnect): labels merged, nothing recreated, uid kept.
-        await u.handle(node: "edge-1", message(.insert, "default/node/edge-1", ["metadata": ["labels": ["zone": "b", "gpu": "yes"]]]))
+        await u.handle(node: "edge-1", try message(.insert, "default/node/edge-1", ["metadata": ["labels": ["zone": "b", "gpu": "yes"]]]))
         let again = try #require(c.object(T.nodes, name: "edge-1"))
         #expect(again["metadata"]["uid"] == node["metadata"]["uid"])
         #expect(again["metadata"]["labels"] == ["zone": "b", "gpu": "yes", "node-role.kubernetes.io/edge": ""])
@@ -53,7 +54,7 @@ import TestSupport
         c.seed(T.nodes, existing)
         let u = upstream(c)
         let beat = "2026-06-01T12:00:00Z"
-        await u.handle(node: "edge-1", message(.update, "default/nodestatus/edge-1", [
+        await u.handle(node: "edge-1", try message(.update, "default/nodestatus/edge-1", [
             "status": ["conditions": [["type": "Ready", "status": "True", "reason": "EdgeReady", "lastHeartbeatTime": .string(beat)]]],
             "spec": ["podCIDR": "ignored"],
         ]))
@@ -70,15 +71,15 @@ import TestSupport
         let u = upstream(c)
         let running: JSON = ["phase": "Running", "conditions": [["type": "Ready", "status": "True"]]]
         // edge-1 reporting about a pod of edge-2 (right uid even): ignored.
-        await u.handle(node: "edge-1", message(.update, "default/podstatus/theirs",
+        await u.handle(node: "edge-1", try message(.update, "default/podstatus/theirs",
                                                ["UID": theirs["metadata"]["uid"], "Name": "theirs", "Status": running]))
         #expect(c.object(T.pods, namespace: "default", name: "theirs")?["status"].isNull == true)
         // Its own pod, but a stale uid (a recreated pod of the same name): ignored.
-        await u.handle(node: "edge-1", message(.update, "default/podstatus/mine", ["UID": "old-uid", "Name": "mine", "Status": running]))
+        await u.handle(node: "edge-1", try message(.update, "default/podstatus/mine", ["UID": "old-uid", "Name": "mine", "Status": running]))
         #expect(c.object(T.pods, namespace: "default", name: "mine")?["status"].isNull == true)
         #expect(c.calls("patch").isEmpty)
         // Its own pod with its uid: written to the status subresource.
-        await u.handle(node: "edge-1", message(.update, "default/podstatus/mine",
+        await u.handle(node: "edge-1", try message(.update, "default/podstatus/mine",
                                                ["UID": mine["metadata"]["uid"], "Name": "mine", "Status": running]))
         #expect(c.object(T.pods, namespace: "default", name: "mine")?["status"]["phase"] == "Running")
         #expect(c.calls("patch").map(\.description) == ["patch pods/status default/mine"])
@@ -94,13 +95,13 @@ import TestSupport
         let uid = marked["metadata"]["uid"].stringValue ?? ""
         c.resetCalls()
 
-        await u.handle(node: "edge-1", message(.delete, "default/pod/p", ["preconditions": ["uid": "wrong"]]))
+        await u.handle(node: "edge-1", try message(.delete, "default/pod/p", ["preconditions": ["uid": "wrong"]]))
         #expect(c.object(T.pods, namespace: "default", name: "p") != nil)
-        await u.handle(node: "edge-2", message(.delete, "default/pod/p", ["preconditions": ["uid": .string(uid)]]))
+        await u.handle(node: "edge-2", try message(.delete, "default/pod/p", ["preconditions": ["uid": .string(uid)]]))
         #expect(c.object(T.pods, namespace: "default", name: "p") != nil)
         #expect(c.calls("delete").isEmpty)
 
-        await u.handle(node: "edge-1", message(.delete, "default/pod/p", ["preconditions": ["uid": .string(uid)]]))
+        await u.handle(node: "edge-1", try message(.delete, "default/pod/p", ["preconditions": ["uid": .string(uid)]]))
         #expect(c.object(T.pods, namespace: "default", name: "p") == nil)
         #expect(c.calls("delete").map(\.description) == ["delete pods default/p"])
     }

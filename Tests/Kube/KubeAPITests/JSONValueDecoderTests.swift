@@ -3,6 +3,15 @@ import Testing
 
 /// Typed views of stored JSON: what decodes, what is refused (with where), what is kept as JSON.
 @Suite struct JSONValueDecoderTests {
+    /// The pod with its first container's `key` replaced.
+    func pod(container key: String, _ value: JSON) -> JSON {
+        var p = pod
+        var c = p["spec"]["containers"].arrayValue?.first ?? [:]
+        c[key] = value
+        p["spec"]["containers"] = [c]
+        return p
+    }
+
     let pod: JSON = [
         "apiVersion": "v1", "kind": "Pod",
         "metadata": ["name": "web", "namespace": "shop", "uid": "u1", "labels": ["app": "web"], "resourceVersion": "7"],
@@ -37,24 +46,20 @@ import Testing
     }
 
     @Test func wrongShapesAreRefusedWithTheirPath() {
-        var bad = pod
-        bad["spec"]["containers"][0]["ports"] = [["containerPort": "eighty"]]
+        var bad = pod(container: "ports", [["containerPort": "eighty"]])
         do {
             _ = try JSONValueDecoder().decode(Core.Pod.self, from: bad)
             Issue.record("a string port was accepted")
         } catch { #expect(error.path == "spec.containers[0].ports[0].containerPort" && error.message.contains("integer")) }
-        bad = pod
-        bad["spec"]["containers"][0]["ports"] = [["containerPort": 80.5]]
+        bad = pod(container: "ports", [["containerPort": 80.5]])
         #expect(throws: JSONDecodingError.self) { try JSONValueDecoder().decode(Core.Pod.self, from: bad) }
-        bad = pod
-        bad["spec"]["containers"][0]["env"] = [["value": "no name"]]
+        bad = pod(container: "env", [["value": "no name"]])
         do {
             _ = try JSONValueDecoder().decode(Core.Pod.self, from: bad)
             Issue.record("an env var without a name was accepted")
         } catch { #expect(error.description.contains("spec.containers[0].env[0].name") && error.description.contains("missing")) }
         #expect(throws: JSONDecodingError.self) { try JSONValueDecoder().decode(Core.Pod.self, from: "not an object") }
-        bad = pod
-        bad["spec"]["containers"][0]["ports"] = [["containerPort": .int(Int64(Int32.max) + 1)]]
+        bad = pod(container: "ports", [["containerPort": .int(Int64(Int32.max) + 1)]])
         #expect(throws: JSONDecodingError.self) { try JSONValueDecoder().decode(Core.Pod.self, from: bad) }
     }
 

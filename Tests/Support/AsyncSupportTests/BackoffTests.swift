@@ -3,12 +3,6 @@ import Testing
 
 /// The one back-off: doubling, capped, jittered within its range, reset after a healthy attempt.
 @Suite struct BackoffTests {
-    /// A generator that always returns the same value (so jitter factors are predictable).
-    struct Fixed: RandomNumberGenerator {
-        var value: UInt64
-        mutating func next() -> UInt64 { value }
-    }
-
     @Test func doublesUpToTheCapWithoutJitter() {
         var b = Backoff(base: .milliseconds(100), max: .milliseconds(700), jitter: 1...1)
         let delays = (0..<6).map { _ in b.next() }
@@ -18,10 +12,13 @@ import Testing
     }
 
     @Test func jitterStaysInItsRange() {
-        var low = Fixed(value: 0), high = Fixed(value: .max)
-        var a = Backoff(base: .seconds(1), max: .seconds(30)), b = a
-        #expect(a.next(using: &low) == .milliseconds(500))
-        #expect(b.next(using: &high) <= .milliseconds(1500) && b.next(using: &high) > .milliseconds(2900))
+        var g = SystemRandomNumberGenerator()
+        var a = Backoff(base: .seconds(1), max: .seconds(30))
+        let first = a.next(using: &g)
+        #expect(first >= .milliseconds(500) && first <= .milliseconds(1500))
+        #expect(a.step == .seconds(2))
+        var b = Backoff(base: .seconds(1), max: .seconds(30))
+        for _ in 0..<50 { b.reset(); let d = b.next(); #expect(d >= .milliseconds(500) && d <= .milliseconds(1500)) }
         var c = Backoff(base: .seconds(2), max: .seconds(30), jitter: 0.5...1.0)
         for _ in 0..<50 {
             let step = c.step
