@@ -4,11 +4,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m pip install -q -r tests/requirements.txt 2>&1 | grep -v -E "dependency resolver|requires|WARNING: Running pip" || true
+echo "== structure (sides, executables, generated code: scripts/check-structure.py)"
+python3 scripts/check-structure.py
 echo "== swift build"
 swift build --build-tests
 echo "== swift test (unit)"
-# Suites run one after another: in one process, in parallel, the loopback TLS suites (CloudHub,
-# fleet) and the embedded-server suites starve each other on 2 cores (under investigation).
-swift test --skip-build --no-parallel
+# Suites run in parallel (the channel and controller suites need no sockets; measured 3.4 s vs
+# 14.6 s one after another on 2 cores).
+swift test --skip-build
 echo "== end-to-end (real kubectl + Python client)"
 SWIFTEDGE_BIN="$PWD/.build/debug/swiftedge" python3 -m pytest -q tests/e2e
