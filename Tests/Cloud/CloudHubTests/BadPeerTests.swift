@@ -13,8 +13,13 @@ import Testing
 
 /// A hand-rolled WebSocket client over TLS that writes raw bytes, so that tests can send what a
 /// real client library never would: broken JSON, oversized frames, half a frame.
-struct RawPeer {
+final class RawPeer: Sendable {
     let channel: NIOAsyncChannel<ByteBuffer, ByteBuffer>
+
+    init(channel: NIOAsyncChannel<ByteBuffer, ByteBuffer>) { self.channel = channel }
+    // The writer must be finished before it goes away (NIO traps otherwise), whichever path a
+    // test leaves by: closing is idempotent.
+    deinit { close() }
 
     static func connect(port: Int, credentials: CertificateAndKey, ca: CertificateAuthority, path: String, nodeHeader: String) async throws -> RawPeer {
         var t = TLSConfiguration.makeClientConfiguration()
@@ -61,7 +66,10 @@ struct RawPeer {
     }
 
     func write(_ bytes: [UInt8]) async throws { try await channel.outbound.write(ByteBuffer(bytes: bytes)) }
-    func close() { channel.channel.close(promise: nil) }
+    func close() {
+        channel.outbound.finish()
+        channel.channel.close(promise: nil)
+    }
 }
 
 /// Bad peers are disconnected with a logged reason; the other nodes keep their sessions and

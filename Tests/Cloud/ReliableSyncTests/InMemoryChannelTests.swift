@@ -80,6 +80,8 @@ import Testing
             #expect(rig.channel.sent(to: "n1").count == 5)
             #expect(rig.channel.sent(to: "n1").allSatisfy { $0.route.operation == .insert && $0.route.resource.hasPrefix("default/configmap/") })
 
+            // Every delivery acknowledged (recorded as delivered) before the node goes away.
+            try await eventually("first sync acknowledged") { rig.sync.pending("n1") == 0 && rig.sync.delivered("n1").count == 5 }
             // Offline: one object changes, one goes away, one is added.
             rig.channel.disconnect("n1")
             rig.sync.disconnected("n1")
