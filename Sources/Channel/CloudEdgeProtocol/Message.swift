@@ -108,6 +108,9 @@ public struct ProtocolError: Error, Sendable, CustomStringConvertible {
         case malformed
         /// Well-formed, but of a resource kind outside the vocabulary (``EdgeResourceKind``).
         case unknownKind
+        /// Well-formed, about a synced kind, but not an insert/update/delete (a query, an error
+        /// reply…): nothing to store.
+        case notAnObjectChange
     }
     public var message: String
     public var reason: Reason

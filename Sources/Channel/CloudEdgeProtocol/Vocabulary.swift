@@ -52,9 +52,12 @@ public enum EdgeResourceKind: String, Sendable, Hashable, CaseIterable, CustomSt
         }
     }
 
-    /// The synced kind of a Kubernetes object (`apiVersion` + `kind`), nil for anything else.
+    /// The synced kind of a Kubernetes object (`apiVersion` + `kind`; a record without a usable
+    /// apiVersion is matched by its kind alone), nil for anything else.
     public init?(apiVersion: String, kind: String) {
-        guard let k = Self.allCases.first(where: { $0.isSynced && $0.resourceType?.apiVersion == apiVersion && $0.resourceType?.kind == kind })
+        let synced = Self.allCases.filter(\.isSynced)
+        guard let k = synced.first(where: { $0.resourceType?.apiVersion == apiVersion && $0.resourceType?.kind == kind })
+            ?? synced.first(where: { $0.resourceType?.kind == kind })
         else { return nil }
         self = k
     }
@@ -99,9 +102,19 @@ public struct ObjectSync: Sendable, Equatable {
         // KubeEdge's cloud also answers a node's query with the object (`response`).
         case .update, .patch, .response: change = .update
         case .delete: change = .delete
-        default: throw ProtocolError("operation \(m.route.operation.rawValue) on \(m.route.resource) is not an object change")
+        default:
+            throw ProtocolError("operation \(m.route.operation.rawValue) on \(m.route.resource) is not an object change", reason: .notAnObjectChange)
         }
         self.init(ref: ref, change: change, resourceVersion: m.resourceVersion, object: m.content)
+    }
+
+    /// The object change a downstream message carries; nil for one that changes nothing (a query
+    /// or error reply about a synced kind, acknowledged and ignored as KubeEdge's edge does).
+    public static func change(in m: Message) throws(ProtocolError) -> ObjectSync? {
+        do { return try ObjectSync(m) } catch {
+            if error.reason == .notAnObjectChange { return nil }
+            throw error
+        }
     }
 
     /// The KubeEdge message (sent by the edge controller).
@@ -143,8 +156,12 @@ public enum UpstreamReport: Sendable, Equatable {
     /// KubeEdge drops them); throws for a malformed resource string or report content.
     public init?(_ m: Message) throws(ProtocolError) {
         guard m.route.group == MessageGroup.resource else { return nil }
-        let ref = try ResourceRef(parsing: m.route.resource)
-        let ns = ref.namespace ?? "default", op = m.route.operation, c = m.content
+        try self.init(ref: try ResourceRef(parsing: m.route.resource), operation: m.route.operation, content: m.content)
+    }
+
+    /// Decodes a report whose resource string was parsed already.
+    public init?(ref: ResourceRef, operation op: Operation, content c: JSON) throws(ProtocolError) {
+        let ns = ref.namespace ?? "default"
         switch (ref.kind, op) {
         case (.node, .insert), (.node, .update): self = .nodeRegistration(name: ref.name, node: c)
         case (.nodeStatus, .update), (.nodeStatus, .patch): self = .nodeStatus(name: ref.name, content: c)

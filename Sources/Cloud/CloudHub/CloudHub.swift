@@ -42,10 +42,11 @@ public enum HubEvent: Sendable {
     case refused(reason: String)
 }
 
-/// Decides whether a node may send a report (node authorization).
+/// Decides whether a node may send a message about a resource (node authorization). It sees
+/// every message of the resource group, whatever its operation, before any component does.
 public protocol UpstreamAuthorizer: Sendable {
     /// Nil when allowed, else why not.
-    func authorize(_ report: UpstreamReport, from node: String) -> String?
+    func authorize(_ resource: ResourceRef, from node: String) -> String?
 }
 
 /// The default rule: a node may speak about its own Node, Lease and node status, and not about
@@ -54,17 +55,17 @@ public struct NodeAuthorizer: UpstreamAuthorizer {
     let podNode: @Sendable (_ namespace: String, _ name: String) -> String?
     public init(podNode: @escaping @Sendable (String, String) -> String?) { self.podNode = podNode }
 
-    public func authorize(_ report: UpstreamReport, from node: String) -> String? {
-        switch report {
-        case .nodeRegistration(let name?, _), .nodeStatus(let name?, _), .nodePatch(let name?, _), .lease(let name?, _):
-            if name != node { return "node \(node) may not write \(report.kind) of node \(name)" }
-        case .podStatus(let ns, let name?, _), .podPatch(let ns, let name?, _), .pod(let ns, let name?, _, _):
+    public func authorize(_ ref: ResourceRef, from node: String) -> String? {
+        switch ref.kind {
+        case .node, .nodeStatus, .nodePatch, .lease:
+            if let name = ref.name, name != node { return "node \(node) may not write \(ref.kind) of node \(name)" }
+        case .pod, .podStatus, .podPatch:
+            guard let name = ref.name, let ns = ref.namespace else { return nil }
             // A pod bound to another node is a violation; a pod the cloud does not know (yet, or
             // any more: a late status or deletion confirmation) is not — the upstream handler
             // checks the binding itself and ignores it.
             if let owner = podNode(ns, name), owner != node { return "node \(node) may not write pod \(ns)/\(name) bound to \(owner)" }
-        case .nodeRegistration(nil, _), .nodeStatus(nil, _), .nodePatch(nil, _), .lease(nil, _), .podStatus(_, nil, _), .podPatch(_, nil, _),
-             .pod(_, nil, _, _), .event, .deviceStatus, .inventory:
+        case .configMap, .secret, .service, .endpoints, .device, .deviceModel, .event, .deviceStatus, .objectSync:
             break
         }
         return nil
@@ -376,30 +377,38 @@ public final class CloudHub: Service {
             return
         }
         if message.route.operation == .keepalive || message.route.operation == .response { return }
-        // Decoded once, here: the authorizer and every consumer get the typed report.
+        guard message.route.group == MessageGroup.resource else {
+            logger.debug("upstream message not handled", metadata: ["node": "\(node)", "group": "\(message.route.group)"])
+            return
+        }
+        // Decoded once, here: the authorizer sees the resource of every message, the components
+        // get the typed report.
+        let ref: ResourceRef
+        do { ref = try ResourceRef(parsing: message.route.resource) } catch let e where e.reason == .unknownKind {
+            logger.debug("upstream message of an unknown kind dropped", metadata: ["node": "\(node)", "resource": "\(message.route.resource)"])
+            return
+        } catch {
+            // A malformed resource string ends an authorised session (a broken or hostile node).
+            if configuration.nodeAuthorization { throw ConnectionClosed("unauthorized: \(error.message)") }
+            malformedReports.increment()
+            return
+        }
+        if configuration.nodeAuthorization, let authorizer, let why = authorizer.authorize(ref, from: node) {
+            throw ConnectionClosed("unauthorized: \(why)")
+        }
         let report: UpstreamReport
         do {
-            guard let r = try UpstreamReport(message) else {
+            guard let r = try UpstreamReport(ref: ref, operation: message.route.operation, content: message.content) else {
                 logger.debug("upstream message not handled", metadata: ["node": "\(node)", "resource": "\(message.route.resource)",
                                                                           "operation": "\(message.route.operation.rawValue)"])
                 return
             }
             report = r
-        } catch let e where e.reason == .unknownKind {
-            logger.debug("upstream message of an unknown kind dropped", metadata: ["node": "\(node)", "resource": "\(message.route.resource)"])
-            return
         } catch {
-            // A malformed resource string ends an authorised session (a broken or hostile node);
-            // malformed content of a known report is dropped and counted.
-            if configuration.nodeAuthorization, (try? ResourceRef(parsing: message.route.resource)) == nil {
-                throw ConnectionClosed("unauthorized: \(error.message)")
-            }
+            // Malformed content of a known report: dropped and counted, the session goes on.
             malformedReports.increment()
             logger.warning("upstream message refused", metadata: ["node": "\(node)", "resource": "\(message.route.resource)", "error": "\(error)"])
             return
-        }
-        if configuration.nodeAuthorization, let authorizer, let why = authorizer.authorize(report, from: node) {
-            throw ConnectionClosed("unauthorized: \(why)")
         }
         await onEvent(.report(node: node, report))
     }

@@ -23,10 +23,10 @@ public struct NodeUpstream: Sendable {
     let deviceNode: @Sendable (_ namespace: String, _ name: String) -> String?
 
     /// Writes a node's device status report (the device controller's upstream half).
-    let deviceStatuses: @Sendable (_ node: String, _ report: JSON) async throws -> Void
+    let deviceStatuses: (@Sendable (_ node: String, _ report: JSON) async throws -> Void)?
 
     public init(client: KubeClient, logger: Logger, deviceNode: @escaping @Sendable (String, String) -> String? = { _, _ in nil },
-                deviceStatuses: @escaping @Sendable (String, JSON) async throws -> Void = { _, _ in },
+                deviceStatuses: (@Sendable (String, JSON) async throws -> Void)? = nil,
                 inventory: @escaping @Sendable (String, String, Int, Int, [DeliveredRecord]) async -> Void)
     {
         self.client = client; self.logger = logger; self.inventory = inventory; self.deviceNode = deviceNode
@@ -51,6 +51,10 @@ public struct NodeUpstream: Sendable {
             case .pod(let namespace, let name, .delete, let content):
                 try await confirmPodDeletion(node: node, namespace: namespace, name: name ?? "", content)
             case .deviceStatus(let content):
+                guard let deviceStatuses else {
+                    logger.debug("device status report not handled (no device controller)", metadata: ["node": "\(node)"])
+                    return
+                }
                 try await deviceStatuses(node, content)
             case .inventory(let owner, let part) where owner == node:
                 await receiveInventory(node: node, part)
@@ -87,7 +91,7 @@ public struct NodeUpstream: Sendable {
     func receiveInventory(node: String, _ part: InventoryPart) async {
         var records: [DeliveredRecord] = []
         for item in part.items {
-            guard let ref = try? ResourceRef(parsing: item.key), let name = ref.name, let type = ref.kind.resourceType else { continue }
+            guard let ref = try? ResourceRef(parsing: item.key), ref.kind.isSynced, let name = ref.name, let type = ref.kind.resourceType else { continue }
             records.append(DeliveredRecord(uid: item.uid, apiVersion: type.apiVersion, kind: type.kind, namespace: ref.namespace, name: name,
                                            edgeKind: ref.kind, resourceVersion: item.resourceVersion))
         }

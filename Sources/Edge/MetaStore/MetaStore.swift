@@ -137,7 +137,8 @@ public final class SQLiteMetaStore: MetaStorage, LocalStateStorage {
 
     public func apply(_ message: Message) async throws {
         // Decoded once: only object changes of synced kinds reach the table.
-        let sync = try ObjectSync(message)
+        // A query or error reply about a stored kind changes nothing (acknowledged, as before).
+        guard let sync = try ObjectSync.change(in: message) else { return }
         let ref = sync.ref
         let key = ref.description
         let rv = UInt64(sync.resourceVersion ?? "") ?? UInt64(sync.object["metadata"]["resourceVersion"].stringValue ?? "") ?? 0

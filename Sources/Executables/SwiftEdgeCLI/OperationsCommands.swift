@@ -131,6 +131,11 @@ struct JoinCommand: AsyncParsableCommand {
         op.force = force
         try await op.run()
     }
+
+    /// A malformed address or label is a usage error (printed with the usage), before the join starts.
+    func validate() throws {
+        do { _ = try EdgeJoin.validate(cloudcoreIpport: cloudcoreIpport, labels: labels) } catch { throw ValidationError(error.description) }
+    }
 }
 
 /// `swiftedge reset`: undoes `init` and/or `join` on this machine; the procedure is ``NodeReset``.

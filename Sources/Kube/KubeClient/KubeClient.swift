@@ -85,7 +85,7 @@ public protocol KubeClient: Sendable {
     /// POSTs to an object's subresource (`pods/<name>/binding`, `pods/<name>/eviction`).
     func post(_ type: ResourceType, namespace: String?, name: String, subresource: String, _ body: JSON) async throws -> JSON
     func update(_ type: ResourceType, namespace: String?, _ object: JSON, subresource: String?, fieldManager: String) async throws -> JSON
-    func patch(_ type: ResourceType, namespace: String?, name: String, _ patch: JSON, patchType: PatchType,
+    func patch(_ type: ResourceType, namespace: String?, name: String, body: JSON, patchType: PatchType,
                subresource: String?, fieldManager: String) async throws -> JSON
     /// Deletes (`options`: a DeleteOptions body: `gracePeriodSeconds`, `preconditions`, `propagationPolicy`).
     func delete(_ type: ResourceType, namespace: String?, name: String, options: JSON?) async throws -> JSON
@@ -121,7 +121,8 @@ extension KubeClient {
     public func patch(_ type: ResourceType, namespace: String?, name: String, _ patch: JSON, patchType: PatchType = .merge,
                       subresource: String? = nil, fieldManager: String = "swiftedge") async throws -> JSON
     {
-        try await self.patch(type, namespace: namespace, name: name, patch, patchType: patchType, subresource: subresource, fieldManager: fieldManager)
+        try await self.patch(type, namespace: namespace, name: name, body: patch, patchType: patchType, subresource: subresource,
+                             fieldManager: fieldManager)
     }
 
     @discardableResult
@@ -245,7 +246,7 @@ public final class HTTPKubeClient: KubeClient {
             + Self.query([("fieldManager", fieldManager)]), body: object)
     }
 
-    public func patch(_ type: ResourceType, namespace: String?, name: String, _ patch: JSON, patchType: PatchType,
+    public func patch(_ type: ResourceType, namespace: String?, name: String, body patch: JSON, patchType: PatchType,
                       subresource: String?, fieldManager: String) async throws -> JSON
     {
         try await request(.PATCH, path(type, namespace: namespace, name: name, subresource: subresource)

@@ -126,9 +126,15 @@ public struct EdgeJoin: Sendable {
         self.cloudcoreIpport = cloudcoreIpport; self.token = token; self.paths = paths
     }
 
-    public func run() async throws {
-        var progress = Progress(5)
-        let nodeName = edgenodeName ?? ProcessInfo.processInfo.hostName.lowercased()
+    /// The cloud's address and the labels, checked (what a command reports as a usage error).
+    public func validated() throws(OperationError) -> (hub: (host: String, port: Int), labels: [String: String]) {
+        try Self.validate(cloudcoreIpport: cloudcoreIpport, labels: labels)
+    }
+
+    /// `cloudcoreIpport` as host and port, `labels` as a map; a clear error for either malformed.
+    public static func validate(cloudcoreIpport: String, labels: [String]) throws(OperationError)
+        -> (hub: (host: String, port: Int), labels: [String: String])
+    {
         guard let hub = splitHostPort(cloudcoreIpport) else {
             throw OperationError("--cloudcore-ipport \"\(cloudcoreIpport)\" is not ip:port (e.g. 192.0.2.10:10000)")
         }
@@ -138,6 +144,13 @@ public struct EdgeJoin: Sendable {
             guard kv.count == 2, !kv[0].isEmpty else { throw OperationError("label \"\(l)\" is not key=value") }
             nodeLabels[kv[0]] = kv[1]
         }
+        return (hub, nodeLabels)
+    }
+
+    public func run() async throws {
+        var progress = Progress(5)
+        let nodeName = edgenodeName ?? ProcessInfo.processInfo.hostName.lowercased()
+        let (hub, nodeLabels) = try validated()
 
         progress.next("Checking the token")
         let joinToken: JoinToken

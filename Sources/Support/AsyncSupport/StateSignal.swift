@@ -19,14 +19,14 @@ public final class StateSignal<Value: Sendable & Equatable>: Sendable {
     /// Sets the value; returns whether it changed (subscribers hear only changes).
     @discardableResult
     public func set(_ new: Value) -> Bool {
-        let subscribers: [AsyncStream<Value>.Continuation]? = state.withLock { s in
-            guard s.value != new else { return nil }
+        // Yielded under the lock (a yield never blocks): concurrent sets reach every subscriber
+        // in the order they took effect.
+        state.withLock { s in
+            guard s.value != new else { return false }
             s.value = new
-            return Array(s.subscribers.values)
+            for c in s.subscribers.values { c.yield(new) }
+            return true
         }
-        guard let subscribers else { return false }
-        for c in subscribers { c.yield(new) }
-        return true
     }
 
     /// The current value, then every change, until the subscriber stops iterating.

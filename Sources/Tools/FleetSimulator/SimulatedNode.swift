@@ -16,7 +16,8 @@ public final class SimulatedStore: Sendable {
     public init() {}
 
     public func apply(_ m: Message) throws {
-        let sync = try ObjectSync(m)
+        // A query or error reply about a stored kind changes nothing (acknowledged, as before).
+        guard let sync = try ObjectSync.change(in: m) else { return }
         let key = sync.ref.description
         let rv = UInt64(sync.resourceVersion ?? "") ?? UInt64(sync.object["metadata"]["resourceVersion"].stringValue ?? "") ?? 0
         let uid = sync.object["metadata"]["uid"].stringValue ?? ""

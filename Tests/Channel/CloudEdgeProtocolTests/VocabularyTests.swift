@@ -93,5 +93,10 @@ import Testing
         #expect(throws: ProtocolError.self) {
             try ObjectSync(Message(route: Route(source: "x", group: "resource", operation: .keepalive, resource: "default/pod/p"), content: [:]))
         }
+        // A query or error reply about a synced kind changes nothing: no object, and no error (acked).
+        let query = Message(route: Route(source: "x", group: "resource", operation: .query, resource: "default/pod/p"), content: [:])
+        #expect(try ObjectSync.change(in: query) == nil)
+        #expect(throws: ProtocolError.self) { try ObjectSync.change(in: Message(route: Route(source: "x", group: "resource", operation: .update,
+                                                                                              resource: "default/widget/w"), content: [:])) }
     }
 }

@@ -361,7 +361,7 @@ public final class InMemoryKubeClient: KubeClient {
         }
     }
 
-    public func patch(_ type: ResourceType, namespace: String?, name: String, _ patch: JSON, patchType: PatchType,
+    public func patch(_ type: ResourceType, namespace: String?, name: String, body patch: JSON, patchType: PatchType,
                       subresource: String?, fieldManager: String) async throws -> JSON
     {
         try state.withLock { s in
