@@ -89,12 +89,7 @@ public struct NodeUpstream: Sendable {
     }
 
     func receiveInventory(node: String, _ part: InventoryPart) async {
-        var records: [DeliveredRecord] = []
-        for item in part.items {
-            guard let ref = try? ResourceRef(parsing: item.key), ref.kind.isSynced, let name = ref.name, let type = ref.kind.resourceType else { continue }
-            records.append(DeliveredRecord(uid: item.uid, apiVersion: type.apiVersion, kind: type.kind, namespace: ref.namespace, name: name,
-                                           edgeKind: ref.kind, resourceVersion: item.resourceVersion))
-        }
+        let records = part.items.compactMap(DeliveredRecord.init)
         await inventory(node, part.session, part.part, part.parts, records)
     }
 

@@ -50,6 +50,14 @@ public struct DeliveredRecord: Sendable, Equatable {
         self.uid = uid; self.apiVersion = apiVersion; self.kind = kind; self.namespace = namespace; self.name = name
         self.edgeKind = edgeKind; self.resourceVersion = resourceVersion
     }
+
+    /// What a node's inventory says it holds (nil for a key that is not an object of a synced kind).
+    public init?(_ item: InventoryItem) {
+        guard let ref = try? ResourceRef(parsing: item.key), ref.kind.isSynced, let name = ref.name, let type = ref.kind.resourceType
+        else { return nil }
+        self.init(uid: item.uid, apiVersion: type.apiVersion, kind: type.kind, namespace: ref.namespace, name: name, edgeKind: ref.kind,
+                  resourceVersion: item.resourceVersion)
+    }
 }
 
 /// What to do for one object of one node.

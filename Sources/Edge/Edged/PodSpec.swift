@@ -24,9 +24,8 @@ public struct PodModel: Sendable, Equatable {
     public enum RestartPolicy: String, Sendable { case always = "Always", onFailure = "OnFailure", never = "Never" }
 
     public init(_ pod: JSON) throws(PodSpecError) {
-        struct Shape: Decodable { var metadata: Core.ObjectMeta?; var spec: Core.PodSpec? }
-        let typed: Shape
-        do { typed = try JSONValueDecoder().decode(Shape.self, from: pod) } catch {
+        let typed: Core.Pod
+        do { typed = try JSONValueDecoder().decode(Core.Pod.self, from: pod) } catch {
             let who = [pod["metadata"]["namespace"].stringValue, pod["metadata"]["name"].stringValue].compactMap { $0 }.joined(separator: "/")
             throw PodSpecError("pod \(who.isEmpty ? "(unnamed)" : who): \(error)")
         }

@@ -206,20 +206,16 @@ struct RuntimeConfigBuilder: Sendable {
         try await lookup(ResourceRef(namespace: namespace, kind: kind, name: name).description)
     }
 
-    /// The ConfigMap the node holds, typed (nil: not there; a malformed one is an error).
-    func configMap(_ namespace: String, _ name: String) async throws -> Core.ConfigMap? {
-        guard let o = try await object(.configMap, namespace, name) else { return nil }
-        do { return try JSONValueDecoder().decode(Core.ConfigMap.self, from: o) } catch {
-            throw ConfigError(message: "configmap \"\(name)\": \(error)")
+    /// An object the node holds, typed (nil: not there; a malformed one is an error naming it).
+    func typed<T: Decodable>(_ kind: EdgeResourceKind, _ namespace: String, _ name: String) async throws -> T? {
+        guard let o = try await object(kind, namespace, name) else { return nil }
+        do { return try JSONValueDecoder().decode(T.self, from: o) } catch {
+            throw ConfigError(message: "\(kind) \"\(name)\": \(error)")
         }
     }
 
-    func secret(_ namespace: String, _ name: String) async throws -> Core.Secret? {
-        guard let o = try await object(.secret, namespace, name) else { return nil }
-        do { return try JSONValueDecoder().decode(Core.Secret.self, from: o) } catch {
-            throw ConfigError(message: "secret \"\(name)\": \(error)")
-        }
-    }
+    func configMap(_ namespace: String, _ name: String) async throws -> Core.ConfigMap? { try await typed(.configMap, namespace, name) }
+    func secret(_ namespace: String, _ name: String) async throws -> Core.Secret? { try await typed(.secret, namespace, name) }
 
     func secretData(_ s: Core.Secret) throws -> [String: [UInt8]] {
         var out: [String: [UInt8]] = [:]

@@ -198,7 +198,8 @@ struct MetaResponder: HTTPResponder {
         }
 
         func matches(_ o: JSON) -> Bool {
-            // The typed metadata; an object whose metadata does not decode matches nothing.
+            if namespace == nil && labels == nil && fields == nil { return true }
+            // The typed metadata; an object whose metadata does not decode matches no filter.
             guard let m = try? JSONValueDecoder().decode(Core.ObjectMeta.self, from: o["metadata"]) else { return false }
             if let namespace, m.namespace != namespace { return false }
             if let labels, !labels.matches(m.labels ?? [:]) { return false }

@@ -13,8 +13,8 @@ public enum Core {
     }
 
     public struct Pod: Decodable, Sendable, Equatable {
-        public var metadata: ObjectMeta
-        public var spec: PodSpec
+        public var metadata: ObjectMeta?
+        public var spec: PodSpec?
     }
 
     public struct PodSpec: Decodable, Sendable, Equatable {

@@ -126,11 +126,6 @@ public struct EdgeJoin: Sendable {
         self.cloudcoreIpport = cloudcoreIpport; self.token = token; self.paths = paths
     }
 
-    /// The cloud's address and the labels, checked (what a command reports as a usage error).
-    public func validated() throws(OperationError) -> (hub: (host: String, port: Int), labels: [String: String]) {
-        try Self.validate(cloudcoreIpport: cloudcoreIpport, labels: labels)
-    }
-
     /// `cloudcoreIpport` as host and port, `labels` as a map; a clear error for either malformed.
     public static func validate(cloudcoreIpport: String, labels: [String]) throws(OperationError)
         -> (hub: (host: String, port: Int), labels: [String: String])
@@ -150,7 +145,7 @@ public struct EdgeJoin: Sendable {
     public func run() async throws {
         var progress = Progress(5)
         let nodeName = edgenodeName ?? ProcessInfo.processInfo.hostName.lowercased()
-        let (hub, nodeLabels) = try validated()
+        let (hub, nodeLabels) = try Self.validate(cloudcoreIpport: cloudcoreIpport, labels: labels)
 
         progress.next("Checking the token")
         let joinToken: JoinToken

@@ -42,13 +42,4 @@ public final class StateSignal<Value: Sendable & Equatable>: Sendable {
         continuation.onTermination = { [weak self] _ in _ = self?.state.withLock { $0.subscribers.removeValue(forKey: id) } }
         return stream
     }
-
-    /// Ends every subscriber's stream (the owner stops).
-    public func finish() {
-        let subscribers = state.withLock { s in
-            defer { s.subscribers = [:] }
-            return Array(s.subscribers.values)
-        }
-        for c in subscribers { c.finish() }
-    }
 }

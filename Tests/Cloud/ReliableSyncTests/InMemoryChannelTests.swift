@@ -38,11 +38,7 @@ import Testing
             let items = try await store.inventory()
             for m in InventoryPart.messages(node: node, items: items) {
                 let part = try InventoryPart(content: m.content)
-                let records = part.items.compactMap { item -> DeliveredRecord? in
-                    guard let ref = try? ResourceRef(parsing: item.key), let name = ref.name, let type = ref.kind.resourceType else { return nil }
-                    return DeliveredRecord(uid: item.uid, apiVersion: type.apiVersion, kind: type.kind, namespace: ref.namespace, name: name,
-                                           edgeKind: ref.kind, resourceVersion: item.resourceVersion)
-                }
+                let records = part.items.compactMap(DeliveredRecord.init)
                 sync.inventory(node, session: part.session, part: part.part, parts: part.parts, records: records)
             }
         }
@@ -116,7 +112,9 @@ import Testing
             channel.connect("n2") { _ in throw MetaStoreError("disk full") }
             rig.source.put("cm-x", node: "n2", rv: 1)
             rig.sync.connected("n2")
-            try await eventually("an attempt was made") { !channel.sent(to: "n2").isEmpty }
+            // A second attempt comes only once the first one's outcome was taken (a retry), so by
+            // then a wrongly acknowledged delivery would be recorded — and would not be retried.
+            try await eventually(timeout: .seconds(20), "the refused message was retried") { channel.sent(to: "n2").count >= 2 }
             #expect(rig.sync.delivered("n2").isEmpty)
         }
     }

@@ -32,17 +32,17 @@ import Testing
 
     @Test func aPodDecodesIntoItsTypedView() throws {
         let p = try JSONValueDecoder().decode(Core.Pod.self, from: pod)
-        #expect(p.metadata.name == "web" && p.metadata.labels == ["app": "web"])
-        #expect(p.spec.terminationGracePeriodSeconds == 5)  // a whole double reads as an integer
-        #expect(p.spec.nodeName == nil)  // explicit null = absent
-        let c = try #require(p.spec.containers?.first)
+        #expect(p.metadata?.name == "web" && p.metadata?.labels == ["app": "web"])
+        #expect(p.spec?.terminationGracePeriodSeconds == 5)  // a whole double reads as an integer
+        #expect(p.spec != nil && p.spec?.nodeName == nil)  // explicit null = absent
+        let c = try #require(p.spec?.containers?.first)
         #expect(c.command == ["sh", "-c"])
         #expect(c.env?[1].valueFrom?.configMapKeyRef == Core.KeySelector(name: "cfg", key: "k", optional: true))
         #expect(c.ports?.first?.containerPort == 8080 && c.ports?.first?.protocol == "UDP")
         #expect(c.resources?.limits?["memory"] == .int(1_048_576) && c.resources?.limits?["cpu"] == "500m")
         #expect(c.livenessProbe?["tcpSocket"]["port"] == 8080)  // JSON fields take the subtree as is
-        #expect(p.spec.volumes?[0].configMap?.items?.first?.path == "dir/file")
-        #expect(p.spec.volumes?[1].emptyDir == .object([:]))
+        #expect(p.spec?.volumes?[0].configMap?.items?.first?.path == "dir/file")
+        #expect(p.spec?.volumes?[1].emptyDir == .object([:]))
     }
 
     @Test func wrongShapesAreRefusedWithTheirPath() {

@@ -17,14 +17,4 @@ import Testing
         #expect(await late.next() == false)
         #expect(signal.value == false)
     }
-
-    @Test func finishEndsEveryStream() async {
-        let signal = StateSignal(1)
-        let stream = signal.updates()
-        signal.set(2)
-        signal.finish()
-        var seen: [Int] = []
-        for await v in stream { seen.append(v) }
-        #expect(seen == [1, 2])
-    }
 }

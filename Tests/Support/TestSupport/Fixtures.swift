@@ -1,31 +1,24 @@
 import KubeAPI
 
-/// The built-in resource types tests use, with their real traits (status subresource,
-/// `tracksGeneration`), taken from ``BuiltinResources``.
+/// The resource types tests use, with their real traits (status subresource, `tracksGeneration`):
+/// the registry's own constants (``ResourceType``), and KubeEdge's device kinds as their CRDs define them.
 public enum TestResources {
-    public static let pods = builtin("", "pods")
-    public static let nodes = builtin("", "nodes")
-    public static let configMaps = builtin("", "configmaps")
-    public static let secrets = builtin("", "secrets")
-    public static let services = builtin("", "services")
-    public static let endpoints = builtin("", "endpoints")
-    public static let events = builtin("", "events")
-    public static let namespaces = builtin("", "namespaces")
-    public static let deployments = builtin("apps", "deployments")
-    public static let replicaSets = builtin("apps", "replicasets")
-    public static let leases = builtin("coordination.k8s.io", "leases")
+    public static let pods = ResourceType.pods
+    public static let nodes = ResourceType.nodes
+    public static let configMaps = ResourceType.configMaps
+    public static let secrets = ResourceType.secrets
+    public static let services = ResourceType.services
+    public static let endpoints = ResourceType.endpoints
+    public static let events = ResourceType.events
+    public static let namespaces = ResourceType.namespaces
+    public static let deployments = ResourceType.deployments
+    public static let replicaSets = ResourceType.replicaSets
+    public static let leases = ResourceType.leases
     /// KubeEdge's Device and DeviceModel (status subresource, generation tracked, as their CRDs).
     public static let devices = ResourceType(group: "devices.kubeedge.io", version: "v1beta1", resource: "devices", kind: "Device",
                                              namespaced: true, subresources: [.status], tracksGeneration: true, isCustom: true)
     public static let deviceModels = ResourceType(group: "devices.kubeedge.io", version: "v1beta1", resource: "devicemodels",
                                                   kind: "DeviceModel", namespaced: true, tracksGeneration: true, isCustom: true)
-
-    static func builtin(_ group: String, _ resource: String) -> ResourceType {
-        guard let t = BuiltinResources.all.first(where: { $0.group == group && $0.resource == resource }) else {
-            preconditionFailure("no built-in resource \(resource).\(group)")
-        }
-        return t
-    }
 }
 
 /// Builders of common objects as JSON, with just what controllers read. Every builder takes the
