@@ -261,3 +261,29 @@ def test_corrupt_edge_database_is_recovered_from_the_cloud(cloud, tmp_path):
     cloud.stop()
     edge.stop()
     cloud.start()
+
+
+def test_openssl_clients_accept_cloudhub_certificate_with_the_ca(cloud):
+    """Interop finding 2: OpenSSL (Python's ssl, curl, openssl s_client) took CloudHub's certificate for
+    a self-signed one because its subject equalled the CA's. With the CA from /ca.crt they verify it."""
+    import ssl
+    insecure = ssl.create_default_context()
+    insecure.check_hostname, insecure.verify_mode = False, ssl.CERT_NONE
+    der = urllib.request.urlopen(f"https://127.0.0.1:{cloud.cert_port}/ca.crt", context=insecure, timeout=10).read()
+    pem = ssl.DER_cert_to_PEM_cert(der)
+    ca_file = cloud.dir / "ca-from-cert-port.pem"
+    ca_file.write_text(pem)
+    # Python's ssl, verifying (the certificate port serves the same certificate as CloudHub).
+    verified = ssl.create_default_context(cadata=pem)
+    body = urllib.request.urlopen(f"https://127.0.0.1:{cloud.cert_port}/ca.crt", context=verified, timeout=10).read()
+    assert body == der
+    p = subprocess.run(["curl", "-sS", "-o", "/dev/null", "--cacert", str(ca_file), f"https://127.0.0.1:{cloud.cert_port}/ca.crt"],
+                       capture_output=True, text=True, timeout=20)
+    assert p.returncode == 0, p.stderr
+    # CloudHub's port (it asks for a client certificate, so only the server's verification is checked).
+    p = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{cloud.hub_port}", "-CAfile", str(ca_file),
+                        "-verify_return_error", "-showcerts"], input="", capture_output=True, text=True, timeout=20)
+    assert "Verify return code: 0 (ok)" in p.stdout, p.stdout[-1500:] + p.stderr[-1500:]
+    subjects = re.findall(r"^subject=(.*)$", p.stdout, re.M)
+    issuers = re.findall(r"^issuer=(.*)$", p.stdout, re.M)
+    assert subjects and issuers and subjects[0] != issuers[0] and "KubeEdge" in issuers[0], (subjects, issuers)

@@ -12,6 +12,8 @@ public struct CloudSecrets: Sendable {
     public let ca: CertificateAuthority
     public let serverCertificate: CertificateAndKey
     static let namespace = "kubeedge"
+    /// CloudHub's serving certificate subject (`CN=CloudHub,O=KubeEdge`), distinct from the CA's `CN=KubeEdge`.
+    public static let serverCommonName = "CloudHub"
     static let secrets = ResourceType.secrets
     static let namespaces = ResourceType.namespaces
 
@@ -30,7 +32,7 @@ public struct CloudSecrets: Sendable {
         }
         let server: CertificateAndKey
         if let s = try await get(client, "cloudcoresecret"), let cert = s["cloudcoredata"], let key = s["cloudcorekeydata"],
-           covers(try Certificate(derEncoded: cert), addresses)
+           case let stored = try Certificate(derEncoded: cert), covers(stored, addresses), stored.subject != stored.issuer
         {
             server = CertificateAndKey(certificatePEM: try pem(der: cert, "CERTIFICATE"), privateKeyPEM: try pem(der: key, "PRIVATE KEY"))
         } else {
@@ -38,7 +40,9 @@ public struct CloudSecrets: Sendable {
             for a in addresses where !a.isEmpty {
                 if CertificateAuthority.isIPAddress(a) { if !ips.contains(a) { ips.append(a) } } else if !dns.contains(a) { dns.append(a) }
             }
-            server = try ca.issue(commonName: "KubeEdge", dnsNames: dns, ipAddresses: ips, server: true, client: false, days: 3650)
+            // The leaf's subject must differ from the CA's: OpenSSL (curl, Python's ssl) takes a
+            // certificate whose subject equals its issuer for a self-signed one and refuses it.
+            server = try ca.issue(commonName: Self.serverCommonName, organization: "KubeEdge", dnsNames: dns, ipAddresses: ips, server: true, client: false, days: 3650)
             try await put(client, "cloudcoresecret", ["cloudcoredata": try derOfPEM(server.certificatePEM), "cloudcorekeydata": try derOfPEM(server.privateKeyPEM)])
             logger.notice("issued the CloudHub certificate (secret kubeedge/cloudcoresecret)", metadata: ["sans": "\((dns + ips).joined(separator: ","))"])
         }

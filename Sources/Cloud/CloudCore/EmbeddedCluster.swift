@@ -149,6 +149,12 @@ public struct ControllerOptions: ParsableArguments {
     @Flag(help: "Also evict pods from unreachable edge nodes (default: edge nodes keep their pods while disconnected).")
     var evictEdgePods = false
 
+    @Option(help: "Seconds a deleted node's pods are kept before they are removed (kube's pod GC quarantine).")
+    var orphanPodQuarantine: Double = 40
+
+    @Option(help: "Seconds pods bound to a node that has not joined yet wait before they are removed (0: they wait until it joins).")
+    var unjoinedNodePodTimeout: Double = 0
+
     @Option(help: "Seconds before a failed Job pod is retried (doubles per failure).")
     var jobBackoff: Double = 10
 
@@ -164,6 +170,8 @@ public struct ControllerOptions: ParsableArguments {
         o.nodeLifecycle.monitorPeriod = .seconds(nodeMonitorPeriod)
         o.nodeLifecycle.gracePeriod = .seconds(nodeMonitorGracePeriod)
         o.nodeLifecycle.evictEdgePods = evictEdgePods
+        o.nodeLifecycle.orphanQuarantine = .seconds(orphanPodQuarantine)
+        o.nodeLifecycle.unjoinedNodeTimeout = unjoinedNodePodTimeout > 0 ? .seconds(unjoinedNodePodTimeout) : nil
         o.jobBackoff = .seconds(jobBackoff)
         return o
     }

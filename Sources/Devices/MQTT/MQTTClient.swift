@@ -17,6 +17,11 @@ public struct MQTTClientConfiguration: Sendable {
     public var tls: TLSConfiguration?
     /// Filters subscribed on every (re)connect.
     public var subscriptions: [(String, MQTTPacket.QoS)] = []
+    /// Keep the broker session across connections (CONNECT with cleanSession=0), so QoS 1
+    /// messages not acknowledged by one connection are delivered again on the next.
+    public var persistentSession = true
+    /// Messages received and not yet handled; beyond it the session ends unacknowledged.
+    public var inboundLimit = 10_000
     public var reconnectBase: Duration = .milliseconds(200)
     public var reconnectMax: Duration = .seconds(5)
     public init(host: String, port: Int, clientID: String) { self.host = host; self.port = port; self.clientID = clientID }
@@ -93,8 +98,9 @@ public final class MQTTClient: Service {
             do {
                 try await cancelWhenGracefulShutdown {
                     try await MQTTConnection.run(host: c.host, port: c.port, tls: tls, serverHostname: tls == nil || Self.isIPAddress(c.host) ? nil : c.host,
-                                                 connect: .init(clientID: c.clientID, keepAliveSeconds: c.keepAliveSeconds, cleanSession: true,
-                                                                username: c.username, password: c.password.map { Array($0.utf8) })) { conn in
+                                                 connect: .init(clientID: c.clientID, keepAliveSeconds: c.keepAliveSeconds, cleanSession: !c.persistentSession,
+                                                                username: c.username, password: c.password.map { Array($0.utf8) }),
+                                                 inboundLimit: c.inboundLimit) { conn in
                         if !c.subscriptions.isEmpty {
                             let granted = try await conn.subscribe(c.subscriptions)
                             for (i, g) in granted.enumerated() where g == 0x80 {

@@ -27,7 +27,7 @@ public final class MQTTConnection: Sendable {
     /// connection breaks (then `body`'s ``messages`` loop ends and the session's error is thrown).
     /// - Parameter tls: TLS to the broker (`serverHostname` is checked against its certificate).
     public static func run<T: Sendable>(host: String, port: Int, tls: NIOSSLContext? = nil, serverHostname: String? = nil,
-                                        connect: MQTTPacket.Connect,
+                                        connect: MQTTPacket.Connect, inboundLimit: Int = 10_000,
                                         _ body: @escaping @Sendable (MQTTConnection) async throws -> T) async throws -> T
     {
         let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
@@ -42,7 +42,7 @@ public final class MQTTConnection: Sendable {
             }
         return try await channel.executeThenClose { inbound, outbound in
             let pending = PendingAcks()
-            let (messages, sink) = AsyncStream<MQTTPacket.Publish>.makeStream(bufferingPolicy: .bufferingOldest(10_000))
+            let (messages, sink) = AsyncStream<MQTTPacket.Publish>.makeStream(bufferingPolicy: .bufferingOldest(max(1, inboundLimit)))
             let connection = MQTTConnection(outbound: outbound, pending: pending, messages: messages)
             let keepAlive = Duration.seconds(Int64(max(1, connect.keepAliveSeconds)))
             let clock = KeepAliveClock()
@@ -51,6 +51,7 @@ public final class MQTTConnection: Sendable {
                 group.addTask {
                     // The only reader of the connection: CONNACK (as id 0), acks, incoming publishes.
                     var reason = Failure("the broker closed the connection")
+                    var overflowed = false
                     do {
                         var reader = MQTTPacketReader()
                         readLoop: for try await b in inbound {
@@ -60,10 +61,18 @@ public final class MQTTConnection: Sendable {
                                 switch p {
                                 case .connack: pending.complete(0, p)
                                 case .publish(let m):
+                                    // Acknowledged only once it is queued for the consumer: a message that
+                                    // does not fit is not acknowledged, and the session ends so that the
+                                    // broker delivers it again to the next one.
+                                    if case .dropped = sink.yield(m) {
+                                        reason = Failure("more than \(inboundLimit) messages from the broker wait to be processed; "
+                                                         + "reconnecting so that the broker redelivers what was not acknowledged")
+                                        overflowed = true
+                                        break readLoop
+                                    }
                                     if m.qos == .atLeastOnce, let id = m.packetID {
                                         try await outbound.write(ByteBuffer(bytes: MQTTPacket.puback(packetID: id).encoded()))
                                     }
-                                    sink.yield(m)
                                 case .puback(let id), .suback(let id, _), .unsuback(let id):
                                     pending.complete(id, p)
                                 case .disconnect: break readLoop

@@ -3,6 +3,7 @@ import ContainerRuntime
 import KubeAPI
 import NIOCore
 import NIOPosix
+import NIOSSL
 
 /// The outcome of one probe run.
 enum ProbeOutcome: Equatable { case success, failure(String) }
@@ -10,6 +11,15 @@ enum ProbeOutcome: Equatable { case success, failure(String) }
 /// Runs probes: exec through the CRI (`ExecSync`), HTTP GET and TCP connect from the node.
 struct ProbeRunner: Sendable {
     let runtime: any ContainerRuntime
+    /// HTTPS probes verify no certificate, as kubelet's (the container's certificate is its own business).
+    let tls: NIOSSLContext?
+
+    init(runtime: any ContainerRuntime) {
+        self.runtime = runtime
+        var c = TLSConfiguration.makeClientConfiguration()
+        c.certificateVerification = .none
+        tls = try? NIOSSLContext(configuration: c)
+    }
 
     func run(_ probe: ProbeSpec, containerID: String, host: String, ports: [Core.ContainerPort]) async -> ProbeOutcome {
         do {
@@ -24,11 +34,17 @@ struct ProbeRunner: Sendable {
                 try await withTimeout(probe.timeoutSeconds) { try await Self.connect(host: h ?? host, port: p) { _, _ in } }
                 return .success
             case .http(let scheme, let h, let port, let path, let headers):
-                guard scheme == "HTTP" else { return .failure("HTTPS probes are not supported") }
+                guard scheme == "HTTP" || scheme == "HTTPS" else { return .failure("unknown probe scheme \(scheme)") }
                 let p = try resolve(port, ports)
                 let target = h ?? host
+                var context: NIOSSLContext?
+                if scheme == "HTTPS" {
+                    guard let tls else { return .failure("TLS is unavailable for HTTPS probes") }
+                    context = tls
+                }
+                let tlsContext = context
                 let status = try await withTimeout(probe.timeoutSeconds) {
-                    try await Self.connect(host: target, port: p) { i, o in try await Self.get(i, o, host: target, port: p, path: path, headers: headers) }
+                    try await Self.connect(host: target, port: p, tls: tlsContext) { i, o in try await Self.get(i, o, host: target, port: p, path: path, headers: headers) }
                 }
                 return (200..<400).contains(status) ? .success : .failure("HTTP probe failed with statuscode: \(status)")
             }
@@ -57,13 +73,20 @@ struct ProbeRunner: Sendable {
         try await withTimeLimit(.seconds(seconds), expired: ProbeError(message: "timed out after \(seconds)s"), body)
     }
 
-    static func connect<T: Sendable>(host: String, port: Int,
+    static func connect<T: Sendable>(host: String, port: Int, tls: NIOSSLContext? = nil,
                                      _ body: (NIOAsyncChannelInboundStream<ByteBuffer>, NIOAsyncChannelOutboundWriter<ByteBuffer>) async throws -> T) async throws -> T
     {
+        let sslContext = tls
+        let sni = host.contains(":") || host.allSatisfy({ $0.isNumber || $0 == "." }) ? nil : host
         let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .connectTimeout(.seconds(5))
             .connect(host: host, port: port) { ch in
-                ch.eventLoop.makeCompletedFuture { try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: ch) }
+                ch.eventLoop.makeCompletedFuture {
+                    if let sslContext {
+                        try ch.pipeline.syncOperations.addHandler(try NIOSSLClientHandler(context: sslContext, serverHostname: sni))
+                    }
+                    return try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: ch)
+                }
             }
         return try await channel.executeThenClose { i, o in try await body(i, o) }
     }

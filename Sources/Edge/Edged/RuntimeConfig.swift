@@ -147,16 +147,32 @@ struct RuntimeConfigBuilder: Sendable {
             } else if let path = from.fieldRef?.fieldPath {
                 add(name, try field(pod, path, podIP: podIP))
             } else if let r = from.resourceFieldRef {
-                let c = pod.containers.first { $0.name == (r.containerName ?? spec.name) } ?? spec
-                let parts = r.resource.split(separator: ".", maxSplits: 1).map(String.init)
-                if parts.count == 2 {
-                    let table = parts[0] == "limits" ? c.resources.limits : parts[0] == "requests" ? c.resources.requests : nil
-                    let q = table?[parts[1]] ?? .null
-                    add(name, parts[1] == "cpu" ? String(((Quantity.milliValue(q) ?? 0) + 999) / 1000) : String(Quantity.value(q) ?? 0))
-                }
+                add(name, try resourceValue(pod, r, defaultContainer: spec))
             }
         }
         return out
+    }
+
+    /// A container's request or limit as the downward API gives it: the quantity divided by the
+    /// divisor (default 1), rounded up, as kubelet does.
+    func resourceValue(_ pod: PodModel, _ r: Core.ResourceFieldSelector, defaultContainer: ContainerSpec?) throws -> String {
+        guard let c = pod.containers.first(where: { $0.name == (r.containerName ?? defaultContainer?.name) }) ?? defaultContainer else {
+            throw ConfigError(message: "resourceFieldRef \(r.resource): no container \(r.containerName ?? "(unnamed)")")
+        }
+        let parts = r.resource.split(separator: ".", maxSplits: 1).map(String.init)
+        guard parts.count == 2, parts[0] == "limits" || parts[0] == "requests" else {
+            throw ConfigError(message: "unsupported resource \(r.resource)")
+        }
+        let q = (parts[0] == "limits" ? c.resources.limits : c.resources.requests)?[parts[1]] ?? .null
+        let divisor = r.divisor ?? .null
+        if parts[1] == "cpu" {
+            let milli = Quantity.milliValue(q) ?? 0
+            let per = max(1, divisor.isNull ? 1000 : (Quantity.milliValue(divisor) ?? 1000))
+            return String((milli + per - 1) / per)
+        }
+        let value = Quantity.value(q) ?? 0
+        let per = max(1, divisor.isNull ? 1 : (Quantity.value(divisor) ?? 1))
+        return String((value + per - 1) / per)
     }
 
     func field(_ pod: PodModel, _ path: String, podIP: String) throws -> String {
@@ -168,6 +184,8 @@ struct RuntimeConfigBuilder: Sendable {
         case "spec.serviceAccountName": return pod.serviceAccountName
         case "status.hostIP": return nodeIP
         case "status.podIP": return podIP
+        case "metadata.labels": return Self.keyValueLines(pod.labels)
+        case "metadata.annotations": return Self.keyValueLines(pod.annotations)
         default:
             for (prefix, dict) in [("metadata.labels", pod.labels), ("metadata.annotations", pod.annotations)] {
                 if path.hasPrefix(prefix + "['"), path.hasSuffix("']") {
@@ -177,6 +195,15 @@ struct RuntimeConfigBuilder: Sendable {
             }
             throw ConfigError(message: "unsupported fieldPath \(path)")
         }
+    }
+
+    /// `key="value"` lines, sorted by key (the downward API's file format for labels/annotations).
+    static func keyValueLines(_ d: [String: String]) -> String {
+        d.keys.sorted().map { k in
+            let v = (d[k] ?? "").replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
+                .replacingOccurrences(of: "\n", with: "\\n")
+            return "\(k)=\"\(v)\""
+        }.joined(separator: "\n")
     }
 
     /// `$(VAR)` → its value when defined; `$$` → `$`; anything else kept as written.
@@ -257,49 +284,106 @@ struct RuntimeConfigBuilder: Sendable {
                 try fm.createDirectory(atPath: dir, withIntermediateDirectories: true)
                 paths[name] = dir
             } else if let ref = v.configMap {
-                let cmName = ref.name ?? ""
                 let dir = "\(base)/configmap/\(name)"
-                if let cm = try await configMap(pod.namespace, cmName) {
-                    var files: [String: [UInt8]] = [:]
-                    for (k, x) in cm.data ?? [:] { files[k] = Array(x.utf8) }
-                    for (k, x) in cm.binaryData ?? [:] { files[k] = Data(base64Encoded: x).map { Array($0) } ?? [] }
-                    try write(files, items: ref.items, to: dir)
-                } else if ref.optional == true {
-                    try fm.createDirectory(atPath: dir, withIntermediateDirectories: true)
-                } else {
-                    throw ConfigError(message: "configmap \"\(cmName)\" not found")
-                }
+                try writeFiles(try await configMapFiles(pod, ref.name, items: ref.items, optional: ref.optional), to: dir)
                 paths[name] = dir
             } else if let ref = v.secret {
-                let sName = ref.secretName ?? ""
                 let dir = "\(base)/secret/\(name)"
-                if let s = try await secret(pod.namespace, sName) {
-                    try write(try secretData(s), items: ref.items, to: dir)
-                } else if ref.optional == true {
-                    try fm.createDirectory(atPath: dir, withIntermediateDirectories: true)
-                } else {
-                    throw ConfigError(message: "secret \"\(sName)\" not found")
+                try writeFiles(try await secretFiles(pod, ref.secretName, items: ref.items, optional: ref.optional), to: dir)
+                paths[name] = dir
+            } else if let d = v.downwardAPI {
+                let dir = "\(base)/downward-api/\(name)"
+                try writeFiles(try downwardFiles(pod, d.items ?? []), to: dir)
+                paths[name] = dir
+            } else if let p = v.projected {
+                let dir = "\(base)/projected/\(name)"
+                var files: [String: [UInt8]] = [:]
+                for source in p.sources ?? [] {
+                    var part: [String: [UInt8]]
+                    if let ref = source.configMap {
+                        part = try await configMapFiles(pod, ref.name, items: ref.items, optional: ref.optional)
+                    } else if let ref = source.secret {
+                        part = try await secretFiles(pod, ref.name, items: ref.items, optional: ref.optional)
+                    } else if let d = source.downwardAPI {
+                        part = try downwardFiles(pod, d.items ?? [])
+                    } else if let t = source.serviceAccountToken {
+                        // No token is issued for edge pods yet (the security work brings bound tokens):
+                        // the file exists, empty, so in-cluster clients start and get 401 when they call.
+                        part = [t.path: []]
+                    } else {
+                        throw ConfigError(message: "volume \(name): unsupported projected source (only configMap, secret, downwardAPI and serviceAccountToken)")
+                    }
+                    for (path, data) in part {
+                        if files[path] != nil { throw ConfigError(message: "volume \(name): two sources project \(path)") }
+                        files[path] = data
+                    }
                 }
+                try writeFiles(files, to: dir)
                 paths[name] = dir
             } else {
-                throw ConfigError(message: "volume \(name): only configMap, secret, emptyDir and hostPath volumes are supported")
+                throw ConfigError(message: "volume \(name): only configMap, secret, projected, downwardAPI, emptyDir and hostPath volumes are supported")
             }
         }
         return paths
     }
 
-    func write(_ files: [String: [UInt8]], items: [Core.KeyToPath]?, to dir: String) throws {
+    /// The files of a ConfigMap (every key, or `items`); empty when it is missing and optional.
+    func configMapFiles(_ pod: PodModel, _ name: String?, items: [Core.KeyToPath]?, optional: Bool?) async throws -> [String: [UInt8]] {
+        let cmName = name ?? ""
+        guard let cm = try await configMap(pod.namespace, cmName) else {
+            if optional == true { return [:] }
+            throw ConfigError(message: "configmap \"\(cmName)\" not found")
+        }
+        var files: [String: [UInt8]] = [:]
+        for (k, x) in cm.data ?? [:] { files[k] = Array(x.utf8) }
+        for (k, x) in cm.binaryData ?? [:] { files[k] = Data(base64Encoded: x).map { Array($0) } ?? [] }
+        return try select(files, items: items, optional: optional == true, what: "configmap \"\(cmName)\"")
+    }
+
+    /// The files of a Secret (every key, or `items`); empty when it is missing and optional.
+    func secretFiles(_ pod: PodModel, _ name: String?, items: [Core.KeyToPath]?, optional: Bool?) async throws -> [String: [UInt8]] {
+        let sName = name ?? ""
+        guard let s = try await secret(pod.namespace, sName) else {
+            if optional == true { return [:] }
+            throw ConfigError(message: "secret \"\(sName)\" not found")
+        }
+        return try select(try secretData(s), items: items, optional: optional == true, what: "secret \"\(sName)\"")
+    }
+
+    /// Downward API files: pod fields and container resources.
+    func downwardFiles(_ pod: PodModel, _ items: [Core.DownwardAPIVolumeFile]) throws -> [String: [UInt8]] {
+        var files: [String: [UInt8]] = [:]
+        for item in items {
+            if let f = item.fieldRef {
+                files[item.path] = Array(try field(pod, f.fieldPath, podIP: "").utf8)
+            } else if let r = item.resourceFieldRef {
+                files[item.path] = Array(try resourceValue(pod, r, defaultContainer: nil).utf8)
+            } else {
+                throw ConfigError(message: "downwardAPI item \(item.path): needs fieldRef or resourceFieldRef")
+            }
+        }
+        return files
+    }
+
+    /// Every key as a file, or only `items` (key → path); a missing key is an error unless optional.
+    func select(_ files: [String: [UInt8]], items: [Core.KeyToPath]?, optional: Bool, what: String) throws -> [String: [UInt8]] {
+        guard let items else { return files }
+        var wanted: [String: [UInt8]] = [:]
+        for i in items {
+            guard let data = files[i.key] else {
+                if optional { continue }
+                throw ConfigError(message: "\(what): key \(i.key) not found")
+            }
+            wanted[i.path] = data
+        }
+        return wanted
+    }
+
+    /// Writes `wanted` (relative path → content) into `dir`, each file replaced by rename, and
+    /// removes files that are no longer wanted.
+    func writeFiles(_ wanted: [String: [UInt8]], to dir: String) throws {
         let fm = FileManager.default
         try fm.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        var wanted: [String: [UInt8]] = [:]
-        if let items {
-            for i in items {
-                guard let data = files[i.key] else { throw ConfigError(message: "key \(i.key) not found") }
-                wanted[i.path] = data
-            }
-        } else {
-            wanted = files
-        }
         for (path, data) in wanted {
             guard path.isSafeRelativePath else { throw ConfigError(message: "bad volume path \(path)") }
             let target = "\(dir)/\(path)"

@@ -157,8 +157,10 @@ extension APIHandler {
             md.removeValue(forKey: "namespace")
         }
         var name = md["name"]?.stringValue ?? ""
+        var generatePrefix: String?
         if name.isEmpty, let gen = md["generateName"]?.stringValue, !gen.isEmpty {
-            name = Self.generateName(gen)
+            generatePrefix = gen
+            name = generateName(gen)
             md["name"] = .string(name)
         }
         if name.isEmpty {
@@ -193,13 +195,26 @@ extension APIHandler {
         try await Admission.admitCreate(&obj, type: t.type, handler: self)
         Self.recordManagedFields(&obj, entry: Self.managedFieldsEntry(manager: fieldManager(req), operation: operation, apiVersion: t.type.apiVersion, object: obj))
         if isDryRun(req) { return .json(201, obj, headers: warningHeaders(warnings)) }
-        let k = key(t, name: name)
-        let value = obj
-        let type = t.type
-        let finalName = name
-        let result = try await store.write(k) { cur in
-            if cur != nil { throw StatusError.alreadyExists(type.resource, group: type.group, name: finalName) }
-            return .put(value)
+        // A generated name that is taken is generated again, as kube-apiserver does (RetryGenerateName):
+        // the client never sees a conflict it did not cause.
+        var attempt = 0
+        var result: WriteResult
+        while true {
+            let k = key(t, name: name)
+            let value = obj
+            let type = t.type
+            let finalName = name
+            do {
+                result = try await store.write(k) { cur in
+                    if cur != nil { throw StatusError.alreadyExists(type.resource, group: type.group, name: finalName) }
+                    return .put(value)
+                }
+                break
+            } catch let e as StatusError where e.code == 409 && generatePrefix != nil && attempt < Self.generateNameAttempts - 1 {
+                attempt += 1
+                name = generateName(generatePrefix ?? "")
+                obj["metadata"]["name"] = .string(name)
+            }
         }
         guard let stored = result.object else { throw StatusError(.internalError, "create did not store an object") }
         if Admission.hasAfterWrite(t.type) {
@@ -214,11 +229,19 @@ extension APIHandler {
         warnings.isEmpty ? [:] : ["Warning": warnings.map { "299 - \"\($0.replacingOccurrences(of: "\"", with: "\\\""))\"" }.joined(separator: ", ")]
     }
 
-    static func generateName(_ prefix: String) -> String {
-        let alphabet = Array("bcdfghjklmnpqrstvwxz2456789")
+    /// How many names a create with `generateName` tries before it reports the conflict (kube-apiserver: 8).
+    static let generateNameAttempts = 8
+
+    func generateName(_ prefix: String) -> String {
         var p = prefix
         if p.count > 58 { p = String(p.prefix(58)) }
-        return p + String((0..<5).map { _ in alphabet.randomElement()! })
+        return p + options.generatedNameSuffix()
+    }
+
+    /// Five characters from kube's alphabet (no vowels, no look-alikes), as kube-apiserver's SimpleNameGenerator.
+    @Sendable public static func randomNameSuffix() -> String {
+        let alphabet = Array("bcdfghjklmnpqrstvwxz2456789")
+        return String((0..<5).map { _ in alphabet.randomElement() ?? "x" })
     }
 
     // MARK: update / patch

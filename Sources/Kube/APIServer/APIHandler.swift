@@ -22,6 +22,10 @@ public struct APIHandlerOptions: Sendable {
     /// Streams to the nodes pods run on (`pods/log`), when edge nodes are connected to this
     /// server's cloud side.
     public var podStreams: (any PodStreams)?
+    /// The random part of names made from `generateName`.
+    public var generatedNameSuffix: @Sendable () -> String = APIHandler.randomNameSuffix
+    /// The cluster CA published in every namespace as ConfigMap `kube-root-ca.crt` (nil: none).
+    public var rootCAPEM: String?
 
     public init(tokens: Set<String>, maxBodyBytes: Int = 3 * 1024 * 1024, bookmarkInterval: Duration = .seconds(60),
                 maxWatchSeconds: Int = 1800, advertiseAddress: String = "127.0.0.1:\(Defaults.apiServerPort)")

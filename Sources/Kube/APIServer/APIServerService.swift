@@ -43,7 +43,10 @@ public struct APIServerService: Service {
             }
         // kubectl writes large stdin (and port-forward uploads) in frames well above the library's
         // 16 KiB default; 1 MiB per frame, as per message before.
-        let webSocket = HTTP1WebSocketUpgradeChannel.Configuration(ws: WebSocketServerConfiguration(maxFrameSize: 1 << 20))
+        // HTTP/1.0 clients get their connection closed after the response (HTTP10ConnectionClose).
+        let webSocket = HTTP1WebSocketUpgradeChannel.Configuration(
+            http1: .init(additionalChannelHandlers: [HTTP10ConnectionClose.Installer()]),
+            ws: WebSocketServerConfiguration(maxFrameSize: 1 << 20))
         let server: HTTPServerBuilder
         if let tls = configuration.tls {
             let chain = try NIOSSLCertificate.fromPEMBytes(Array(tls.certificatePEM.utf8)).map { NIOSSLCertificateSource.certificate($0) }

@@ -22,6 +22,7 @@ enum Admission {
             defaultPodSpec(&obj["spec"])
             if obj["spec"]["serviceAccountName"].isNull { obj["spec"]["serviceAccountName"] = "default" }
             if obj["spec"]["serviceAccount"].isNull { obj["spec"]["serviceAccount"] = obj["spec"]["serviceAccountName"] }
+            try await mountServiceAccountToken(&obj, handler: handler)
             addDefaultTolerations(&obj["spec"])
             try validatePodSpec(obj["spec"], path: "spec", type: type, obj: obj)
             obj["status"] = ["phase": "Pending", "qosClass": .string(qosClass(obj["spec"]))]
@@ -320,7 +321,7 @@ enum Admission {
         switch (type.group, type.resource) {
         case ("", "namespaces"):
             if object["metadata"]["deletionTimestamp"].isNull, let ns = object["metadata"]["name"].stringValue {
-                try await ensureDefaultServiceAccount(ns, handler: handler)
+                try await ensureNamespaceDefaults(ns, handler: handler)
             }
         case ("apiextensions.k8s.io", "customresourcedefinitions"):
             if object["metadata"]["deletionTimestamp"].isNull { handler.registry.register(crd: object) }
@@ -329,14 +330,79 @@ enum Admission {
         }
     }
 
-    static func ensureDefaultServiceAccount(_ ns: String, handler: APIHandler) async throws {
-        let t = BuiltinResources.all.first { $0.resource == "serviceaccounts" }!
-        let sa: JSON = ["apiVersion": "v1", "kind": "ServiceAccount",
-                        "metadata": ["name": "default", "namespace": .string(ns), "uid": .string(UUID().uuidString.lowercased()),
-                                     "creationTimestamp": .string(KubeTime.now().rfc3339)]]
-        _ = try await handler.store.write(t.storageKey(namespace: ns, name: "default")) { cur in
+    /// What every namespace has in a cluster: the `default` ServiceAccount (kube's serviceaccount
+    /// controller) and the `kube-root-ca.crt` ConfigMap with the cluster CA (kube's root-ca-cert-publisher).
+    static func ensureNamespaceDefaults(_ ns: String, handler: APIHandler) async throws {
+        let meta: (String) -> JSON = { name in
+            ["name": .string(name), "namespace": .string(ns), "uid": .string(UUID().uuidString.lowercased()),
+             "creationTimestamp": .string(KubeTime.now().rfc3339)]
+        }
+        let sa: JSON = ["apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta("default")]
+        _ = try await handler.store.write(ResourceType.serviceAccounts.storageKey(namespace: ns, name: "default")) { cur in
             cur == nil ? .put(sa) : .unchanged
         }
+        if let ca = handler.options.rootCAPEM {
+            let cm: JSON = ["apiVersion": "v1", "kind": "ConfigMap", "metadata": meta(rootCAConfigMap), "data": ["ca.crt": .string(ca)]]
+            _ = try await handler.store.write(ResourceType.configMaps.storageKey(namespace: ns, name: rootCAConfigMap)) { cur in
+                guard let cur, let old = try? cur.decode() else { return .put(cm) }
+                if old["data"]["ca.crt"].stringValue == ca { return .unchanged }
+                var fixed = old
+                fixed["data"] = ["ca.crt": .string(ca)]
+                return .put(fixed)
+            }
+        }
+    }
+
+    static let rootCAConfigMap = "kube-root-ca.crt"
+    static let serviceAccountMountPath = "/var/run/secrets/kubernetes.io/serviceaccount"
+
+    /// kube-apiserver's ServiceAccount admission: unless the pod or its ServiceAccount opts out
+    /// (`automountServiceAccountToken: false`), a projected `kube-api-access-<random>` volume
+    /// (token, `kube-root-ca.crt`, namespace) is added and mounted read-only in every container
+    /// and init container that does not already mount something at the ServiceAccount path.
+    static func mountServiceAccountToken(_ obj: inout JSON, handler: APIHandler) async throws {
+        if obj["metadata"]["annotations"]["kubernetes.io/config.mirror"].stringValue != nil { return }
+        var spec = obj["spec"]
+        let ns = obj["metadata"]["namespace"].stringValue ?? ""
+        let saName = spec["serviceAccountName"].stringValue ?? "default"
+        var automount = spec["automountServiceAccountToken"].boolValue
+        if automount == nil, let stored = await handler.store.get(ResourceType.serviceAccounts.storageKey(namespace: ns, name: saName)),
+           let sa = try? stored.decode()
+        {
+            automount = sa["automountServiceAccountToken"].boolValue
+        }
+        guard automount ?? true else { return }
+        let groups = ["containers", "initContainers"]
+        let needs = groups.contains { g in
+            (spec[g].arrayValue ?? []).contains { c in
+                !(c["volumeMounts"].arrayValue ?? []).contains { $0["mountPath"].stringValue == serviceAccountMountPath }
+            }
+        }
+        guard needs else { return }
+        var volumes = spec["volumes"].arrayValue ?? []
+        let taken = Set(volumes.compactMap { $0["name"].stringValue })
+        var name = "kube-api-access-" + APIHandler.randomNameSuffix()
+        while taken.contains(name) { name = "kube-api-access-" + APIHandler.randomNameSuffix() }
+        volumes.append(["name": .string(name), "projected": [
+            "defaultMode": 420,
+            "sources": [
+                ["serviceAccountToken": ["expirationSeconds": 3607, "path": "token"]],
+                ["configMap": ["name": .string(rootCAConfigMap), "items": [["key": "ca.crt", "path": "ca.crt"]]]],
+                ["downwardAPI": ["items": [["fieldRef": ["apiVersion": "v1", "fieldPath": "metadata.namespace"], "path": "namespace"]]]],
+            ],
+        ]])
+        spec["volumes"] = .array(volumes)
+        for g in groups {
+            guard var containers = spec[g].arrayValue else { continue }
+            for i in containers.indices {
+                var mounts = containers[i]["volumeMounts"].arrayValue ?? []
+                if mounts.contains(where: { $0["mountPath"].stringValue == serviceAccountMountPath }) { continue }
+                mounts.append(["name": .string(name), "readOnly": true, "mountPath": .string(serviceAccountMountPath)])
+                containers[i]["volumeMounts"] = .array(mounts)
+            }
+            spec[g] = .array(containers)
+        }
+        obj["spec"] = spec
     }
 
     /// Deleting a namespace marks it Terminating; the namespace cleaner empties and removes it.

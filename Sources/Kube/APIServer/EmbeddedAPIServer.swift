@@ -26,6 +26,8 @@ public struct EmbeddedAPIServerConfiguration: Sendable {
     public var metricsExporter: (@Sendable () -> [UInt8])?
     /// Streams to edge nodes for `pods/log` (the cloud's stream tunnels).
     public var podStreams: (any PodStreams)?
+    /// The random part of names made from `generateName` (tests replace it to force collisions).
+    public var generatedNameSuffix: @Sendable () -> String = APIHandler.randomNameSuffix
 
     public init(dataDirectory: String, host: String = "127.0.0.1", port: Int = Defaults.apiServerPort, insecureHTTP: Bool = false,
                 kubeconfigPath: String, fsyncEveryCommit: Bool = true, historyLimit: Int = 10_000,
@@ -103,6 +105,8 @@ public struct EmbeddedAPIServer: Sendable {
                                         advertiseAddress: "\(host):\(config.port)")
         options.metricsExporter = config.metricsExporter
         options.podStreams = config.podStreams
+        options.generatedNameSuffix = config.generatedNameSuffix
+        options.rootCAPEM = ca.certificatePEM
         let handler = APIHandler(store: store, registry: registry, options: options, logger: logger)
         try await seed(handler, token: token)
         // The kubeconfig names the port actually bound (port 0 picks a free one).
@@ -148,7 +152,7 @@ public struct EmbeddedAPIServer: Sendable {
             let body: JSON = ["apiVersion": "v1", "kind": "Namespace", "metadata": ["name": .string(ns)]]
             let r = await handler.handle(APIRequest(method: "POST", path: "/api/v1/namespaces", headers: auth, body: body.serialized()))
             if r.statusCode >= 300 && r.statusCode != 409 { throw BootstrapError(message: "seeding namespace \(ns) failed (\(r.statusCode))") }
-            try await Admission.ensureDefaultServiceAccount(ns, handler: handler)
+            try await Admission.ensureNamespaceDefaults(ns, handler: handler)
         }
         let svc: JSON = ["apiVersion": "v1", "kind": "Service",
                          "metadata": ["name": "kubernetes", "namespace": "default", "labels": ["component": "apiserver", "provider": "kubernetes"]],

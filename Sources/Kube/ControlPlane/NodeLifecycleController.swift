@@ -12,6 +12,12 @@ public struct NodeLifecycleOptions: Sendable {
     public var gracePeriod: Duration = .seconds(40)
     /// Evict pods from unreachable edge nodes too (off: a disconnected edge node is normal).
     public var evictEdgePods = false
+    /// Pods of a node that was deleted are removed after this quarantine (kube's pod GC: 40 s),
+    /// checked against the API server once more before each deletion.
+    public var orphanQuarantine: Duration = .seconds(40)
+    /// Pods bound to a node name this controller has never seen (a box still being installed)
+    /// wait for it to join; with a timeout they are removed like orphans once it passes (nil: wait).
+    public var unjoinedNodeTimeout: Duration? = nil
     public init() {}
 }
 
@@ -20,8 +26,9 @@ public struct NodeLifecycleOptions: Sendable {
 /// gets the `not-ready` taints; they are removed when the node reports Ready again. Pods on a
 /// node with NoExecute taints they do not tolerate are evicted once their tolerationSeconds
 /// run out, except on edge nodes (label `node-role.kubernetes.io/edge`), whose pods keep
-/// running through disconnections unless `evictEdgePods` is set. Pods bound to nodes that no
-/// longer exist are removed.
+/// running through disconnections unless `evictEdgePods` is set. Pods bound to a node that was
+/// deleted are removed after the orphan quarantine; pods bound to a node that has not joined yet
+/// wait for it (Pending, with a `NodeNotJoined` event) unless `unjoinedNodeTimeout` is set.
 final class NodeLifecycleController: Reconciler {
     let name = "nodelifecycle"
     let client: KubeClient
@@ -35,6 +42,8 @@ final class NodeLifecycleController: Reconciler {
     let queue: WorkQueue
     /// node → (heartbeat record, when this controller first saw it), measured on our clock.
     let health = Mutex<[String: (record: String, seen: ContinuousClock.Instant)]>([:])
+    /// What is known of node names pods are bound to but that are not in the cache.
+    let missing = Mutex<MissingNodes>(MissingNodes())
     static let manager = "node-controller"
     static let unreachable = "node.kubernetes.io/unreachable"
     static let notReady = "node.kubernetes.io/not-ready"
@@ -56,7 +65,12 @@ final class NodeLifecycleController: Reconciler {
         }
         nodes.addHandler { ev in
             switch ev {
-            case .added(let n), .updated(_, let n), .deleted(let n): queue.add(n.name)
+            case .added(let n), .updated(_, let n):
+                self.missing.withLock { $0.joined(n.name) }
+                queue.add(n.name)
+            case .deleted(let n):
+                self.missing.withLock { $0.deleted(n.name, at: .now) }
+                queue.add(n.name)
             case .synced: break
             }
         }
@@ -86,7 +100,14 @@ final class NodeLifecycleController: Reconciler {
         guard nodes.hasSynced, leases.hasSynced, pods.hasSynced else { return .requeue(after: .seconds(1)) }
         guard let node = nodes.cache.get(nodeName) else {
             health.withLock { _ = $0.removeValue(forKey: nodeName) }
-            try await collectOrphans(nodeName)
+            let now = ContinuousClock.now
+            switch missing.withLock({ $0.decide(nodeName, now: now, quarantine: options.orphanQuarantine, unjoinedTimeout: options.unjoinedNodeTimeout) }) {
+            case .wait(let d): return .requeue(after: d)
+            case .waitForJoin:
+                announceWaiting(nodeName)
+                return .done
+            case .collect: try await collectOrphans(nodeName)
+            }
             return .done
         }
         var node2 = node
@@ -218,13 +239,58 @@ final class NodeLifecycleController: Reconciler {
         return next
     }
 
-    /// Deletes pods bound to a node that no longer exists (the pod garbage collector's job).
+    /// Tells each pod waiting for its node, once, why it is not running.
+    func announceWaiting(_ nodeName: String) {
+        for p in podsByNode.objects(nodeName, in: pods.cache) where PodUtil.isActive(p) {
+            guard let uid = p["metadata"]["uid"].stringValue, missing.withLock({ $0.announced.insert(uid).inserted }) else { continue }
+            logger.info("pod waits for its node to join", metadata: ["pod": "\(p.namespace)/\(p.name)", "node": "\(nodeName)"])
+            events.record(p, .normal, reason: "NodeNotJoined", message: "Waiting for node \(nodeName) to join the cluster")
+        }
+    }
+
+    /// Deletes pods bound to a node that no longer exists (the pod garbage collector's job),
+    /// after asking the API server whether the node really is gone.
     func collectOrphans(_ nodeName: String) async throws {
+        do {
+            _ = try await client.get(R.nodes, namespace: nil, name: nodeName)
+            return  // the cache is behind: the node exists
+        } catch let e as StatusError where e.code == 404 {}
         for p in podsByNode.objects(nodeName, in: pods.cache) {
             do {
                 try await client.delete(R.pods, namespace: p.namespace, name: p.name, options: ["gracePeriodSeconds": 0])
                 logger.info("deleted pod of a removed node", metadata: ["pod": "\(p.namespace)/\(p.name)", "node": "\(nodeName)"])
             } catch let e as StatusError where e.code == 404 {}
         }
+    }
+}
+
+/// Node names pods are bound to that are not (or no longer) in the node cache, and what to do
+/// about their pods. Pure state, no I/O.
+struct MissingNodes: Sendable {
+    enum Decision: Equatable { case wait(Duration), waitForJoin, collect }
+    /// Nodes seen deleted, and when.
+    var deletedAt: [String: ContinuousClock.Instant] = [:]
+    /// Node names first found missing without having been seen deleted.
+    var firstMissing: [String: ContinuousClock.Instant] = [:]
+    /// Pods already told they wait for their node.
+    var announced: Set<String> = []
+
+    mutating func joined(_ node: String) {
+        deletedAt.removeValue(forKey: node)
+        firstMissing.removeValue(forKey: node)
+    }
+
+    mutating func deleted(_ node: String, at t: ContinuousClock.Instant) { deletedAt[node] = t }
+
+    mutating func decide(_ node: String, now: ContinuousClock.Instant, quarantine: Duration, unjoinedTimeout: Duration?) -> Decision {
+        if let t = deletedAt[node] {
+            let left = quarantine - (now - t)
+            return left > .zero ? .wait(left + .milliseconds(50)) : .collect
+        }
+        guard let timeout = unjoinedTimeout else { return .waitForJoin }
+        let first = firstMissing[node] ?? now
+        firstMissing[node] = first
+        let left = timeout - (now - first)
+        return left > .zero ? .wait(left + .milliseconds(50)) : .collect
     }
 }

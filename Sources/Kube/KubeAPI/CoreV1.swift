@@ -71,12 +71,15 @@ public enum Core {
     }
 
     public struct FieldSelector: Decodable, Sendable, Equatable {
+        public var apiVersion: String?
         public var fieldPath: String
     }
 
     public struct ResourceFieldSelector: Decodable, Sendable, Equatable {
         public var containerName: String?
         public var resource: String
+        /// A quantity (default 1; for cpu, `1m` gives millicores).
+        public var divisor: JSON?
     }
 
     public struct EnvFromSource: Decodable, Sendable, Equatable {
@@ -121,6 +124,58 @@ public enum Core {
         public var emptyDir: JSON?
         public var configMap: ConfigMapVolumeSource?
         public var secret: SecretVolumeSource?
+        public var projected: ProjectedVolumeSource?
+        public var downwardAPI: DownwardAPIVolumeSource?
+    }
+
+    /// Several sources in one directory (kube-apiserver's `kube-api-access-*` volume is one).
+    public struct ProjectedVolumeSource: Decodable, Sendable, Equatable {
+        public var sources: [VolumeProjection]?
+        public var defaultMode: Int32?
+    }
+
+    /// One source of a projected volume; exactly one member is set.
+    public struct VolumeProjection: Decodable, Sendable, Equatable {
+        public var configMap: ConfigMapProjection?
+        public var secret: SecretProjection?
+        public var downwardAPI: DownwardAPIProjection?
+        public var serviceAccountToken: ServiceAccountTokenProjection?
+        public var clusterTrustBundle: JSON?
+    }
+
+    public struct ConfigMapProjection: Decodable, Sendable, Equatable {
+        public var name: String?
+        public var items: [KeyToPath]?
+        public var optional: Bool?
+    }
+
+    public struct SecretProjection: Decodable, Sendable, Equatable {
+        public var name: String?
+        public var items: [KeyToPath]?
+        public var optional: Bool?
+    }
+
+    public struct DownwardAPIProjection: Decodable, Sendable, Equatable {
+        public var items: [DownwardAPIVolumeFile]?
+    }
+
+    public struct ServiceAccountTokenProjection: Decodable, Sendable, Equatable {
+        public var audience: String?
+        public var expirationSeconds: Int64?
+        public var path: String
+    }
+
+    public struct DownwardAPIVolumeSource: Decodable, Sendable, Equatable {
+        public var items: [DownwardAPIVolumeFile]?
+        public var defaultMode: Int32?
+    }
+
+    /// A pod field or a container's resource written to a file (`path` relative, checked on use).
+    public struct DownwardAPIVolumeFile: Decodable, Sendable, Equatable {
+        public var path: String
+        public var fieldRef: FieldSelector?
+        public var resourceFieldRef: ResourceFieldSelector?
+        public var mode: Int32?
     }
 
     public struct HostPathVolumeSource: Decodable, Sendable, Equatable {

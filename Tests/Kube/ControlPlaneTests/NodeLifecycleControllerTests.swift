@@ -111,6 +111,55 @@ import TestSupport
     }
 }
 
+extension NodeLifecycleControllerTests {
+    /// A pod pinned to a box still being installed waits for it (interop finding: it was deleted at once).
+    @Test func podsOfANodeThatHasNotJoinedWait() async throws {
+        var o = Self.options()
+        o.orphanQuarantine = .milliseconds(300)
+        try await withNodes(o) { h in
+            h.client.seed(T.pods, Fixtures.pod("pinned", nodeName: "not-yet-installed", phase: "Pending", ready: false))
+            try await eventually("NodeNotJoined event") {
+                h.client.objects(T.events, namespace: "default").contains { $0["reason"] == "NodeNotJoined" && $0["involvedObject"]["name"] == "pinned" }
+            }
+            try await consistently(for: .seconds(1), "the pinned pod is kept") { pod(h, "pinned") != nil }
+            #expect(!h.client.calls("delete", T.pods).contains { $0.name == "pinned" })
+            // The node joins: nothing happens to the pod.
+            h.client.seed(T.nodes, Fixtures.edgeNode("not-yet-installed"))
+            try await consistently(for: .milliseconds(500), "still kept after the join") { pod(h, "pinned") != nil }
+        }
+    }
+
+    /// A deleted node's pods are removed after the quarantine, not before (kube's pod GC).
+    @Test func podsOfADeletedNodeAreRemovedAfterTheQuarantine() async throws {
+        var o = Self.options()
+        o.orphanQuarantine = .milliseconds(800)
+        try await withNodes(o) { h in
+            // The controller has seen the nodes once it acted on one.
+            try await eventually(timeout: .seconds(10), "controller running") { ready(node(h, "edge")) == "Unknown" }
+            let deleted = ContinuousClock.now
+            _ = try await h.client.delete(T.nodes, namespace: nil, name: "alive", options: nil)
+            try await consistently(for: .milliseconds(500), "kept during the quarantine") { pod(h, "pod-on-alive") != nil }
+            try await eventually(timeout: .seconds(10), "removed after it") { pod(h, "pod-on-alive") == nil }
+            #expect(ContinuousClock.now - deleted >= .milliseconds(800))
+            #expect(pod(h, "pod-on-edge") != nil)
+        }
+    }
+
+    /// With a timeout, pods of a node that never joins are collected once it passes.
+    @Test func unjoinedNodeTimeoutCollects() {
+        var m = MissingNodes()
+        let t0 = ContinuousClock.now
+        #expect(m.decide("x", now: t0, quarantine: .seconds(40), unjoinedTimeout: nil) == .waitForJoin)
+        #expect(m.decide("x", now: t0, quarantine: .seconds(40), unjoinedTimeout: .seconds(10)) == .wait(.seconds(10) + .milliseconds(50)))
+        #expect(m.decide("x", now: t0 + .seconds(11), quarantine: .seconds(40), unjoinedTimeout: .seconds(10)) == .collect)
+        m.deleted("y", at: t0)
+        #expect(m.decide("y", now: t0 + .seconds(39), quarantine: .seconds(40), unjoinedTimeout: nil) == .wait(.seconds(1) + .milliseconds(50)))
+        #expect(m.decide("y", now: t0 + .seconds(40), quarantine: .seconds(40), unjoinedTimeout: nil) == .collect)
+        m.joined("y")
+        #expect(m.decide("y", now: t0 + .seconds(50), quarantine: .seconds(40), unjoinedTimeout: nil) == .waitForJoin)
+    }
+}
+
 /// The nodes whose kubelet is alive.
 final class Renewed: Sendable {
     let names = Mutex<Set<String>>(["alive"])

@@ -8,12 +8,13 @@ import Testing
 @testable import KubeClient
 
 /// Runs a real embedded API server (HTTPS, random port) for the duration of `body`.
-func withServer(historyLimit: Int = 10_000, _ body: @Sendable (HTTPKubeClient) async throws -> Void) async throws {
+func withServer(historyLimit: Int = 10_000, nameSuffix: (@Sendable () -> String)? = nil, _ body: @Sendable (HTTPKubeClient) async throws -> Void) async throws {
     let dir = FileManager.default.temporaryDirectory.appendingPathComponent("kc-\(UUID().uuidString)").path
     let logger = Logger(label: "test")
     let (portStream, portCont) = AsyncStream<Int>.makeStream()
-    let config = EmbeddedAPIServerConfiguration(dataDirectory: dir, port: 0, kubeconfigPath: dir + "/admin.kubeconfig",
+    var config = EmbeddedAPIServerConfiguration(dataDirectory: dir, port: 0, kubeconfigPath: dir + "/admin.kubeconfig",
                                                 historyLimit: historyLimit)
+    if let nameSuffix { config.generatedNameSuffix = nameSuffix }
     let server = try await EmbeddedAPIServer.open(config, logger: logger) { port in portCont.yield(port) }
     let group = ServiceGroup(configuration: .init(services: server.services.map { .init(service: $0) }, logger: logger))
     try await withThrowingTaskGroup(of: Void.self) { tasks in
@@ -54,7 +55,7 @@ func cm(_ name: String, _ v: String = "1") -> JSON {
             let patched = try await client.patch(configMaps, namespace: "default", name: "a", ["data": ["x": "y"]])
             #expect(patched["data"] == ["k": "2", "x": "y"])
             let list = try await client.list(configMaps, namespace: "default", labelSelector: "missing notin (a)")
-            #expect(list["items"].arrayValue?.count == 1)
+            #expect(list["items"].arrayValue?.compactMap { $0["metadata"]["name"].stringValue }.sorted() == ["a", "kube-root-ca.crt"])
             try await client.delete(configMaps, namespace: "default", name: "a")
             await #expect(throws: StatusError.self) { try await client.get(configMaps, namespace: "default", name: "a") }
             do {
@@ -86,5 +87,30 @@ func cm(_ name: String, _ v: String = "1") -> JSON {
                 #expect(e.code == 410)
             }
         }
+    }
+}
+
+
+/// kube-apiserver retries a taken generated name (RetryGenerateName); the client never sees the
+/// collision unless every attempt collides.
+@Test func generateNameCollisionsAreRetried() async throws {
+    let suffixes = Mutex<[String]>(["taken", "taken", "taken", "fresh"] + Array(repeating: "taken", count: 8))
+    let next: @Sendable () -> String = { suffixes.withLock { $0.isEmpty ? "later" : $0.removeFirst() } }
+    try await withServer(nameSuffix: next) { client in
+        let generated: JSON = ["apiVersion": "v1", "kind": "ConfigMap", "metadata": ["generateName": "gen-"]]
+        let first = try await client.create(configMaps, namespace: "default", generated)
+        #expect(first["metadata"]["name"].stringValue == "gen-taken")
+        let second = try await client.create(configMaps, namespace: "default", generated)
+        #expect(second["metadata"]["name"].stringValue == "gen-fresh")
+        // Eight collisions in a row: the conflict is reported, nothing is stored.
+        do {
+            _ = try await client.create(configMaps, namespace: "default", generated)
+            Issue.record("a create whose every generated name collides must fail")
+        } catch let e as StatusError {
+            #expect(e.code == 409)
+        }
+        #expect(suffixes.withLock { $0.isEmpty })
+        let names = (try await client.list(configMaps, namespace: "default")["items"].arrayValue ?? []).compactMap { $0["metadata"]["name"].stringValue }
+        #expect(Set(names) == ["gen-taken", "gen-fresh", "kube-root-ca.crt"])
     }
 }
