@@ -86,7 +86,7 @@ spec:
         command: ["sh", "-c"]
         args:
         - trap 'exit 0' TERM;
-          echo "$GREETING $(cat /etc/app/app.conf)" > /out/$POD_NAME;
+          echo "$GREETING $(cat /etc/app/app.conf) $(cat /var/run/secrets/kubernetes.io/serviceaccount/namespace) $(head -c 27 /var/run/secrets/kubernetes.io/serviceaccount/ca.crt)" > /out/$POD_NAME;
           while true; do sleep 1; done
         env:
         - name: GREETING
@@ -184,7 +184,8 @@ def test_pods_run_on_containerd_and_survive_offline(cloud, containerd, tmp_path)
     for p in web:
         f = out / p["metadata"]["name"]
         wait_for(lambda: f.exists() and f.read_text().strip(), 20, what=f"{f} written")
-        assert f.read_text().strip() == "hello-from-the-cloud mode=edge"
+        # The kube-api-access volume the API server added, as kube-apiserver does: namespace and CA.
+        assert f.read_text().strip() == "hello-from-the-cloud mode=edge default -----BEGIN CERTIFICATE-----"
     # A failing liveness probe restarts the container; kubectl shows the count.
     def flaky_restarts():
         p = json.loads(k("get", "pod", "flaky", "-o", "json"))
