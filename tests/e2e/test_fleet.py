@@ -54,11 +54,14 @@ def api(cloud):
 
 
 def expected(v1):
-    """node → {meta key: (uid, rv)}: every pod bound to a fleet node, and the Node itself."""
+    """node → {meta key: (uid, rv)}: every pod bound to a fleet node, the ConfigMap its
+    kube-api-access volume projects (kube-root-ca.crt), and the Node itself."""
     want = {f"fleet-{i}": {} for i in range(NODES)}
+    root_ca = v1.read_namespaced_config_map("kube-root-ca.crt", NS)
     for p in v1.list_namespaced_pod(NS).items:
         if p.spec.node_name in want:
             want[p.spec.node_name][f"{NS}/pod/{p.metadata.name}"] = (p.metadata.uid, int(p.metadata.resource_version))
+            want[p.spec.node_name][f"{NS}/configmap/kube-root-ca.crt"] = (root_ca.metadata.uid, int(root_ca.metadata.resource_version))
     for n in v1.list_node().items:
         if n.metadata.name in want:
             want[n.metadata.name][f"null/node/{n.metadata.name}"] = (n.metadata.uid, int(n.metadata.resource_version))

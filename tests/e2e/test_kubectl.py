@@ -6,13 +6,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import kubectl_binaries
+from conftest import client_version, kubectl_binaries
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "kubeedge-crds"
 
 
 def test_both_kubectl_versions_present():
-    assert set(kubectl_binaries()) == {"1.32", "1.37"}, kubectl_binaries()
+    binaries = kubectl_binaries()  # raises when a binary reports another version than its key
+    assert set(binaries) == {"1.32", "1.37"}, binaries
+    assert {v: client_version(b)[0] for v, b in binaries.items()} == {"1.32": "1.32", "1.37": "1.37"}, binaries
 
 
 def deployment(name, replicas=3, image="nginx:1.25"):
@@ -56,7 +58,9 @@ def test_get_namespaces_table(kubectl):
     names = {l.split()[0]: l.split()[1] for l in lines[1:]}
     for ns in ["default", "kube-system", "kube-public", "kube-node-lease"]:
         assert names[ns] == "Active"
-    assert "default" in kubectl("get", "serviceaccounts", "-n", "kube-system", "-o", "name") + "default"
+    # Every seeded namespace has its `default` ServiceAccount.
+    sas = kubectl("get", "serviceaccounts", "-n", "kube-system", "-o", "name").split()
+    assert "serviceaccount/default" in sas, sas
 
 
 def test_create_get_list_delete(kubectl, ns):

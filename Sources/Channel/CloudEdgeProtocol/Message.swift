@@ -61,6 +61,15 @@ public struct Message: Sendable, Hashable {
 
     public var isAck: Bool { route.operation == .response && content == "OK" && parentID != nil }
 
+    /// The cloud's answer to an edge request (KubeEdge's edge controller answers edgecore's
+    /// SendSync calls this way): `response` from `edgecontroller`, group `resource`, the request's
+    /// resource echoed, `parent_msg_id` = the request's id.
+    public func response(content: JSON, resourceVersion: String? = nil) -> Message {
+        Message(parentID: id, resourceVersion: resourceVersion,
+                route: Route(source: MessageSource.edgeController, group: MessageGroup.resource, operation: .response, resource: route.resource),
+                content: content)
+    }
+
     /// The KubeEdge wire form.
     public var wireJSON: JSON {
         var header: JSON = ["msg_id": .string(id), "timestamp": .int(timestamp)]
@@ -84,7 +93,9 @@ public struct Message: Sendable, Hashable {
         let h = v["header"], r = v["route"]
         guard let id = h["msg_id"].stringValue, !id.isEmpty else { throw ProtocolError("message has no header.msg_id") }
         guard let opName = r["operation"].stringValue else { throw ProtocolError("message \(id) has no route.operation") }
-        guard let op = Operation(rawValue: opName) else { throw ProtocolError("message \(id): unknown operation \"\(opName)\"") }
+        guard let op = Operation(rawValue: opName) else {
+            throw ProtocolError("message \(id): unknown operation \"\(opName)\"", reason: .unknownOperation)
+        }
         if !h["timestamp"].isNull && h["timestamp"].intValue == nil { throw ProtocolError("message \(id): header.timestamp is not an integer") }
         self.init(id: id, parentID: h["parent_msg_id"].stringValue.flatMap { $0.isEmpty ? nil : $0 },
                   timestamp: h["timestamp"].intValue ?? 0, resourceVersion: h["resourceversion"].stringValue.flatMap { $0.isEmpty ? nil : $0 },
@@ -111,6 +122,9 @@ public struct ProtocolError: Error, Sendable, CustomStringConvertible {
         /// Well-formed, about a synced kind, but not an insert/update/delete (a query, an error
         /// reply…): nothing to store.
         case notAnObjectChange
+        /// Well-formed, with an operation outside ``Operation`` (edgecore's task manager sends
+        /// some): skipped, as KubeEdge skips what it does not handle; the connection goes on.
+        case unknownOperation
     }
     public var message: String
     public var reason: Reason

@@ -13,6 +13,9 @@ public enum EdgeResourceKind: String, Sendable, Hashable, CaseIterable, CustomSt
     case lease, event, deviceStatus = "devicestatus"
     /// The node's inventory (`null/objectsync/<node>` query; see ``InventoryPart``).
     case objectSync = "objectsync"
+    /// Requests edgecore makes: a ServiceAccount token (`<ns>/serviceaccounttoken/<sa>` query
+    /// with a TokenRequest) and the cluster CA (`k8s/ca.crt` query).
+    case serviceAccountToken = "serviceaccounttoken", caCertificate = "ca.crt"
 
     /// The name on the wire (`configmap`, `podstatus`, …).
     public var wireName: String { rawValue }
@@ -40,7 +43,7 @@ public enum EdgeResourceKind: String, Sendable, Hashable, CaseIterable, CustomSt
         case .lease: .leases
         case .event: .events
         case .deviceStatus: .deviceStatuses
-        case .podStatus, .podPatch, .nodeStatus, .nodePatch, .objectSync: nil
+        case .podStatus, .podPatch, .nodeStatus, .nodePatch, .objectSync, .serviceAccountToken, .caCertificate: nil
         }
     }
 
@@ -48,7 +51,8 @@ public enum EdgeResourceKind: String, Sendable, Hashable, CaseIterable, CustomSt
     public var isSynced: Bool {
         switch self {
         case .pod, .node, .configMap, .secret, .service, .endpoints, .device, .deviceModel: true
-        case .podStatus, .podPatch, .nodeStatus, .nodePatch, .lease, .event, .deviceStatus, .objectSync: false
+        case .podStatus, .podPatch, .nodeStatus, .nodePatch, .lease, .event, .deviceStatus, .objectSync, .serviceAccountToken,
+             .caCertificate: false
         }
     }
 
@@ -67,6 +71,12 @@ public enum EdgeResourceKind: String, Sendable, Hashable, CaseIterable, CustomSt
 public enum MessageGroup {
     /// Objects and reports: everything addressed by a resource string.
     public static let resource = "resource"
+    /// What edgecore's metamanager sends its requests with (node registration, patches, leases,
+    /// queries); the cloud treats it as `resource`, as cloudcore routes by resource, not group.
+    public static let meta = "meta"
+
+    /// Messages of this group are addressed by a resource string.
+    public static func carriesResources(_ group: String) -> Bool { group == resource || group == meta }
 }
 
 /// Modules that send messages (KubeEdge's `route.source`).
@@ -134,19 +144,24 @@ public enum UpstreamReport: Sendable, Equatable {
     case nodeRegistration(name: String?, node: JSON)
     /// A node status heartbeat (`default/nodestatus/<name>` update or patch: `{"status": …}`).
     case nodeStatus(name: String?, content: JSON)
-    /// A node patch (KubeEdge's edge sends these; not applied, authorised only).
+    /// A node status patch (edgecore's kubelet: `null/nodepatch/<name>` patch, content the
+    /// strategic-merge patch as a JSON string); applied to the status, answered with the Node.
     case nodePatch(name: String?, content: JSON)
     /// Pod statuses from Edged (`<ns>/podstatus/<name>` update or patch: KubeEdge's
     /// `PodStatusRequest` `{UID, Name, Status}`, one or a list).
     case podStatus(namespace: String, name: String?, content: JSON)
-    /// A pod patch (not applied, authorised only).
+    /// A pod status patch (edgecore's kubelet: `<ns>/podpatch/<name>`, a strategic-merge patch as
+    /// a JSON string); applied to the status, answered with the Pod.
     case podPatch(namespace: String, name: String?, content: JSON)
     /// Any other pod message (the node confirms a deletion with `delete`: `{"preconditions": {"uid"}}`).
     case pod(namespace: String, name: String?, operation: Operation, content: JSON)
     /// An Event about one of the node's pods, itself or its devices (`<ns>/event/<name>` insert or update).
     case event(namespace: String, name: String?, event: JSON)
-    /// The node's Lease (`kube-node-lease/lease/<name>` insert or update).
-    case lease(name: String?, lease: JSON)
+    /// The node's Lease (`kube-node-lease/lease/<name>` insert or update; edgecore also queries it).
+    case lease(name: String?, operation: Operation, lease: JSON)
+    /// A read the node asks the cloud for (`query` of its Node, a ConfigMap or Secret its pods
+    /// use, a ServiceAccount token, the cluster CA), answered with a `response`.
+    case query(ResourceRef, content: JSON)
     /// Device twins and states (`null/devicestatus` update: `{"items": […]}`).
     case deviceStatus(report: JSON)
     /// What the node's store holds (`null/objectsync/<node>` query).
@@ -155,7 +170,7 @@ public enum UpstreamReport: Sendable, Equatable {
     /// Decodes an upstream message. Nil: a kind or operation no component handles (dropped, as
     /// KubeEdge drops them); throws for a malformed resource string or report content.
     public init?(_ m: Message) throws(ProtocolError) {
-        guard m.route.group == MessageGroup.resource else { return nil }
+        guard MessageGroup.carriesResources(m.route.group) else { return nil }
         try self.init(ref: try ResourceRef(parsing: m.route.resource), operation: m.route.operation, content: m.content)
     }
 
@@ -165,16 +180,19 @@ public enum UpstreamReport: Sendable, Equatable {
         switch (ref.kind, op) {
         case (.node, .insert), (.node, .update): self = .nodeRegistration(name: ref.name, node: c)
         case (.nodeStatus, .update), (.nodeStatus, .patch): self = .nodeStatus(name: ref.name, content: c)
+        case (.node, .query), (.configMap, .query), (.secret, .query), (.serviceAccountToken, .query), (.caCertificate, .query):
+            self = .query(ref, content: c)
         case (.nodePatch, _): self = .nodePatch(name: ref.name, content: c)
         case (.podStatus, .update), (.podStatus, .patch): self = .podStatus(namespace: ns, name: ref.name, content: c)
         case (.podPatch, _): self = .podPatch(namespace: ns, name: ref.name, content: c)
         case (.pod, _): self = .pod(namespace: ns, name: ref.name, operation: op, content: c)
         case (.event, .insert), (.event, .update): self = .event(namespace: ns, name: ref.name, event: c)
-        case (.lease, .insert), (.lease, .update): self = .lease(name: ref.name, lease: c)
+        case (.lease, .insert), (.lease, .update), (.lease, .query): self = .lease(name: ref.name, operation: op, lease: c)
         case (.deviceStatus, .update): self = .deviceStatus(report: c)
         case (.objectSync, .query): self = .inventory(node: ref.name, try InventoryPart(content: c))
         case (.node, _), (.nodeStatus, _), (.podStatus, _), (.event, _), (.lease, _), (.deviceStatus, _), (.objectSync, _),
-             (.configMap, _), (.secret, _), (.service, _), (.endpoints, _), (.device, _), (.deviceModel, _):
+             (.configMap, _), (.secret, _), (.service, _), (.endpoints, _), (.device, _), (.deviceModel, _),
+             (.serviceAccountToken, _), (.caCertificate, _):
             return nil
         }
     }
@@ -189,7 +207,8 @@ public enum UpstreamReport: Sendable, Equatable {
         case .podPatch(let ns, let name, _): (ns, .podPatch, name, .patch)
         case .pod(let ns, let name, let op, _): (ns, .pod, name, op)
         case .event(let ns, let name, _): (ns, .event, name, .insert)
-        case .lease(let name, _): ("kube-node-lease", .lease, name, .update)
+        case .lease(let name, let op, _): ("kube-node-lease", .lease, name, op)
+        case .query(let ref, _): (ref.namespace, ref.kind, ref.name, .query)
         case .deviceStatus: (nil, .deviceStatus, nil, .update)
         case .inventory(let node, _): (nil, .objectSync, node, .query)
         }
@@ -198,7 +217,7 @@ public enum UpstreamReport: Sendable, Equatable {
     var content: JSON {
         switch self {
         case .nodeRegistration(_, let c), .nodeStatus(_, let c), .nodePatch(_, let c), .podStatus(_, _, let c), .podPatch(_, _, let c),
-             .pod(_, _, _, let c), .event(_, _, let c), .lease(_, let c), .deviceStatus(let c):
+             .pod(_, _, _, let c), .event(_, _, let c), .lease(_, _, let c), .deviceStatus(let c), .query(_, let c):
             c
         case .inventory(_, let part): part.content
         }

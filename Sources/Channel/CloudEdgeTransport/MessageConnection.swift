@@ -82,6 +82,15 @@ public struct MessageReader: Sendable {
         self.inbound = inbound; self.writer = writer
     }
 
+    /// A message, or nil for a well-formed one with an operation this side does not know
+    /// (skipped); anything malformed ends the connection.
+    static func decode(_ frame: WebSocketFrame) throws -> Message? {
+        do { return try Message(bytes: frame.unmaskedData.readableBytesView) } catch {
+            if error.reason == .unknownOperation { return nil }
+            throw ConnectionClosed("bad message: \(error)")
+        }
+    }
+
     /// Calls `handle` for each message until the peer closes; throws on a protocol violation.
     public func run(_ handle: (Message, _ bytes: Int) async throws -> Void) async throws {
         for try await frame in inbound {
@@ -90,10 +99,7 @@ public struct MessageReader: Sendable {
                 guard frame.data.readableBytes <= maxMessageBytes else {
                     throw ConnectionClosed("message of \(frame.data.readableBytes) bytes exceeds the 1 MiB limit")
                 }
-                let message: Message
-                do { message = try Message(bytes: frame.unmaskedData.readableBytesView) } catch {
-                    throw ConnectionClosed("bad message: \(error)")
-                }
+                guard let message = try Self.decode(frame) else { continue }
                 try await handle(message, frame.data.readableBytes)
             case .ping:
                 try await writer.pong(frame.unmaskedData)

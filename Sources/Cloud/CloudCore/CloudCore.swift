@@ -76,10 +76,14 @@ public struct CloudCore: Service {
         let syncBox = SyncBox()
         let devices = DeviceStatusWriter(client: client, logger: logger, deviceNode: { objects.deviceNode(namespace: $0, name: $1) })
         let upstream = NodeUpstream(client: client, logger: logger, deviceNode: { objects.deviceNode(namespace: $0, name: $1) },
-                                    deviceStatuses: { try await devices.writeDeviceStatuses(node: $0, $1) }) { node, session, part, parts, records in
+                                    deviceStatuses: { try await devices.writeDeviceStatuses(node: $0, $1) },
+                                    mayRead: { node, ref in objects.isReferenced(ref, by: node) },
+                                    caPEM: secrets.ca.certificatePEM) { node, session, part, parts, records in
             await syncBox.sync()?.inventory(node, session: session, part: part, parts: parts, records: records)
         }
         let ports = PortPair()
+        // The hub answers requests from inside its own event handler: set once it exists.
+        let hubBox = AwaitedValue<CloudHub>()
         let hub = try CloudHub(configuration: c.hub, ca: secrets.ca, serverCertificate: secrets.serverCertificate,
                                authorizer: NodeAuthorizer { ns, name in objects.podNode(namespace: ns, name: name) },
                                tunnels: c.tunnels, logger: logger,
@@ -87,13 +91,19 @@ public struct CloudCore: Service {
             switch event {
             case .connected(let node): await syncBox.sync()?.connected(node)
             case .disconnected(let node, _): await syncBox.sync()?.disconnected(node)
-            case .report(let node, let report):
+            case .report(let node, let report, let request):
                 // Awaited in the node's session: one node's messages apply in order, and a slow
                 // API server slows that node's reads (back-pressure), not the others.
-                await upstream.handle(node: node, report)
+                let answer = await upstream.handle(node: node, report)
+                // edgecore waits for the answer of each request it sends synchronously (group
+                // `meta`, header `sync`); SwiftEdge's edge asks for none.
+                if let answer, request.sync || request.route.group == MessageGroup.meta {
+                    try? await hubBox.value.send(answer.response(to: request), to: node)
+                }
             case .refused: break
             }
         }
+        hubBox.set(hub)
         let sync = ReliableSync(source: objects, sender: hub, recorder: recorder, options: c.sync, logger: logger)
         for (node, records) in restored { sync.restore(node: node, records) }
         objects.attach(sync)

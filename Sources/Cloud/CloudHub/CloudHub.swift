@@ -37,7 +37,7 @@ public enum HubEvent: Sendable {
     case connected(node: String)
     case disconnected(node: String, reason: String)
     /// An upstream report (not an ack or keepalive) from an authenticated, authorised node.
-    case report(node: String, UpstreamReport)
+    case report(node: String, UpstreamReport, request: Message)
     /// A connection that was refused (bad path, certificate of another node, node limit).
     case refused(reason: String)
 }
@@ -65,7 +65,8 @@ public struct NodeAuthorizer: UpstreamAuthorizer {
             // any more: a late status or deletion confirmation) is not — the upstream handler
             // checks the binding itself and ignores it.
             if let owner = podNode(ns, name), owner != node { return "node \(node) may not write pod \(ns)/\(name) bound to \(owner)" }
-        case .configMap, .secret, .service, .endpoints, .device, .deviceModel, .event, .deviceStatus, .objectSync:
+        case .configMap, .secret, .service, .endpoints, .device, .deviceModel, .event, .deviceStatus, .objectSync,
+             .serviceAccountToken, .caCertificate:
             break
         }
         return nil
@@ -377,7 +378,7 @@ public final class CloudHub: Service {
             return
         }
         if message.route.operation == .keepalive || message.route.operation == .response { return }
-        guard message.route.group == MessageGroup.resource else {
+        guard MessageGroup.carriesResources(message.route.group) else {
             logger.debug("upstream message not handled", metadata: ["node": "\(node)", "group": "\(message.route.group)"])
             return
         }
@@ -410,7 +411,7 @@ public final class CloudHub: Service {
             logger.warning("upstream message refused", metadata: ["node": "\(node)", "resource": "\(message.route.resource)", "error": "\(error)"])
             return
         }
-        await onEvent(.report(node: node, report))
+        await onEvent(.report(node: node, report, request: message))
     }
 
     /// Closes a node's connection (it will reconnect); for operators and tests.

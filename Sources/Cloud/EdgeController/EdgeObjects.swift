@@ -249,9 +249,15 @@ public final class EdgeObjects: NodeObjectSource {
         case .configMap: return (configMaps, key)
         case .secret: return (secrets, key)
         case .pod, .node, .service, .endpoints, .device, .deviceModel, .podStatus, .podPatch, .nodeStatus, .nodePatch, .lease, .event,
-             .deviceStatus, .objectSync:
+             .deviceStatus, .objectSync, .serviceAccountToken, .caCertificate:
             return nil
         }
+    }
+
+    /// Whether a pod bound to `node` uses this ConfigMap or Secret (what the node may read).
+    public func isReferenced(_ ref: ResourceRef, by node: String) -> Bool {
+        guard ref.kind == .configMap || ref.kind == .secret, let ns = ref.namespace, let name = ref.name else { return false }
+        return referenced(by: node).contains(Self.reference(ref.kind, "\(ns)/\(name)"))
     }
 
     /// References of the pods bound to `node`.
@@ -305,7 +311,7 @@ public final class EdgeObjects: NodeObjectSource {
             // Still needed there? Only while a pod on the node references it.
             let needed = byReference.objects(Self.reference(entry.kind, entry.key), in: pods.cache).contains { nodeName($0) == node }
             return needed ? SyncedObject(o, kind: entry.kind) : nil
-        case .podStatus, .podPatch, .nodeStatus, .nodePatch, .lease, .event, .deviceStatus, .objectSync:
+        case .podStatus, .podPatch, .nodeStatus, .nodePatch, .lease, .event, .deviceStatus, .objectSync, .serviceAccountToken, .caCertificate:
             return nil  // reports, never tracked
         }
     }

@@ -25,66 +25,174 @@ public struct NodeUpstream: Sendable {
     /// Writes a node's device status report (the device controller's upstream half).
     let deviceStatuses: (@Sendable (_ node: String, _ report: JSON) async throws -> Void)?
 
+    /// The cluster CA (PEM) edgecore asks for (`k8s/ca.crt`), when known.
+    let caPEM: String?
+
     public init(client: KubeClient, logger: Logger, deviceNode: @escaping @Sendable (String, String) -> String? = { _, _ in nil },
                 deviceStatuses: (@Sendable (String, JSON) async throws -> Void)? = nil,
+                mayRead: @escaping @Sendable (String, ResourceRef) -> Bool = { _, _ in false }, caPEM: String? = nil,
                 inventory: @escaping @Sendable (String, String, Int, Int, [DeliveredRecord]) async -> Void)
     {
         self.client = client; self.logger = logger; self.inventory = inventory; self.deviceNode = deviceNode
-        self.deviceStatuses = deviceStatuses
+        self.deviceStatuses = deviceStatuses; self.mayRead = mayRead; self.caPEM = caPEM
     }
 
     /// Handles one report of a node (decoded and authorised by CloudHub). Failures are logged and
-    /// counted; nothing is lost: the node resends its state periodically.
-    public func handle(node: String, _ report: UpstreamReport) async {
+    /// counted; nothing is lost: the node resends its state periodically. Returns the answer a
+    /// request gets (edgecore waits for one: its Node after registering or patching it, its
+    /// Lease, the object it queried), or nil for a report nobody answers.
+    @discardableResult
+    public func handle(node: String, _ report: UpstreamReport) async -> UpstreamAnswer? {
         do {
+            var answer: UpstreamAnswer?
             switch report {
             case .nodeRegistration(_, let object):
-                try await register(node: node, object)
+                answer = .object(try await register(node: node, object))
             case .nodeStatus(_, let content):
                 try await writeStatus(node: node, content["status"])
+                answer = .ok
+            case .nodePatch(_, let content):
+                let patch = try Self.patchBody(content)
+                answer = .object(try await client.patch(ResourceType.nodes, namespace: nil, name: node, body: patch, patchType: .strategicMerge,
+                                                        subresource: "status", fieldManager: Self.manager))
             case .podStatus(let namespace, _, let content):
                 try await writePodStatus(node: node, namespace: namespace, content)
+                answer = .ok
+            case .podPatch(let namespace, let name, let content):
+                answer = .object(try await patchPodStatus(node: node, namespace: namespace, name: name ?? "", try Self.patchBody(content)))
             case .event(let namespace, _, let event):
                 try await recordEvent(node: node, namespace: namespace, event)
-            case .lease(_, let lease):
-                try await renewLease(node: node, lease)
+            case .lease(_, let operation, let lease):
+                answer = .object(try await self.lease(node: node, operation, lease))
+            case .query(let ref, let content):
+                answer = try await query(node: node, ref, content)
             case .pod(let namespace, let name, .delete, let content):
                 try await confirmPodDeletion(node: node, namespace: namespace, name: name ?? "", content)
+                answer = .ok
             case .deviceStatus(let content):
                 guard let deviceStatuses else {
                     logger.debug("device status report not handled (no device controller)", metadata: ["node": "\(node)"])
-                    return
+                    return nil
                 }
                 try await deviceStatuses(node, content)
             case .inventory(let owner, let part) where owner == node:
                 await receiveInventory(node: node, part)
-            case .nodePatch, .podPatch, .pod, .inventory:
+            case .pod, .inventory:
                 logger.debug("upstream report not handled", metadata: ["node": "\(node)", "resource": "\(report.resource)"])
-                return
+                return nil
             }
             applied.increment()
+            return answer
         } catch {
             failed.increment()
             logger.warning("upstream report failed", metadata: ["node": "\(node)", "resource": "\(report.resource)", "error": "\(error)"])
+            return .failure(error)
         }
     }
 
-    func register(node: String, _ reported: JSON) async throws {
+    static let manager = "swiftedge-edgecontroller"
+
+    /// A patch as edgecore sends it: the patch document as a JSON string (or an object).
+    static func patchBody(_ content: JSON) throws -> JSON {
+        if let text = content.stringValue {
+            do { return try JSON.parse(Array(text.utf8)) } catch { throw StatusError.badRequest("the patch is not JSON: \(error)") }
+        }
+        guard content.isObject else { throw StatusError.badRequest("the patch is neither a JSON object nor a JSON string") }
+        return content
+    }
+
+    /// A pod status patch from edgecore's kubelet: applied if the pod is bound to this node (and
+    /// is the one named by the patch's `metadata.uid`, when present).
+    func patchPodStatus(node: String, namespace: String, name: String, _ patch: JSON) async throws -> JSON {
+        let pod = try await client.get(ResourceType.pods, namespace: namespace, name: name)
+        guard pod["spec"]["nodeName"].stringValue == node else {
+            throw StatusError(.forbidden, "pod \(namespace)/\(name) is not bound to node \(node)")
+        }
+        if let uid = patch["metadata"]["uid"].stringValue, uid != pod["metadata"]["uid"].stringValue {
+            throw StatusError(.conflict, "pod \(namespace)/\(name) has another UID than the patch names")
+        }
+        return try await client.patch(ResourceType.pods, namespace: namespace, name: name, body: patch, patchType: .strategicMerge,
+                                      subresource: "status", fieldManager: Self.manager)
+    }
+
+    /// The node's Lease as edgecore's kubelet handles it: query (NotFound until created), insert,
+    /// update carrying the resourceVersion it was given. SwiftEdge's edge sends updates without
+    /// one and gets its Lease created on the first.
+    func lease(node: String, _ operation: Operation, _ lease: JSON) async throws -> JSON {
+        var object = lease
+        object["apiVersion"] = "coordination.k8s.io/v1"
+        object["kind"] = "Lease"
+        object["metadata"]["name"] = .string(node)
+        object["metadata"]["namespace"] = "kube-node-lease"
+        switch operation {
+        case .query:
+            return try await client.get(ResourceType.leases, namespace: "kube-node-lease", name: node)
+        case .insert:
+            object["metadata"]["resourceVersion"] = .null
+            return try await client.create(ResourceType.leases, namespace: "kube-node-lease", object, fieldManager: Self.manager)
+        case .update where lease["metadata"]["resourceVersion"].stringValue != nil:
+            return try await client.update(ResourceType.leases, namespace: "kube-node-lease", object, subresource: nil, fieldManager: Self.manager)
+        default:
+            return try await renewLease(node: node, lease)
+        }
+    }
+
+    /// May this node read this object? ConfigMaps and Secrets its pods use (kube's Node authorizer rule).
+    let mayRead: @Sendable (_ node: String, _ ref: ResourceRef) -> Bool
+
+    /// A read the node asked for.
+    func query(node: String, _ ref: ResourceRef, _ content: JSON) async throws -> UpstreamAnswer {
+        switch ref.kind {
+        case .caCertificate:
+            guard let caPEM else { throw StatusError(.notFound, "the cluster CA is not known to the cloud") }
+            return .bare(.string(caPEM))
+        case .node:
+            guard ref.name == nil || ref.name == node else { throw StatusError(.forbidden, "node \(node) may not read node \(ref.name ?? "")") }
+            return .bare(Self.typed(try await client.get(ResourceType.nodes, namespace: nil, name: node), .nodes))
+        case .configMap, .secret:
+            guard let type = ref.kind.resourceType, let name = ref.name, let ns = ref.namespace else { throw StatusError.badRequest("query without a name") }
+            guard mayRead(node, ref) else {
+                throw StatusError(.forbidden, "node \(node) may not read \(ref.kind) \(ns)/\(name): no pod of the node uses it")
+            }
+            return .bare(Self.typed(try await client.get(type, namespace: ns, name: name), type))
+        case .serviceAccountToken:
+            // Tokens for edge pods arrive with the security work (TokenRequest); until then the
+            // pod's token file stays empty and the request is refused with a clear reason.
+            throw StatusError(.serviceUnavailable, "ServiceAccount tokens for edge pods are not issued yet")
+        default:
+            throw StatusError.badRequest("\(ref.kind) cannot be queried")
+        }
+    }
+
+    /// The object with `apiVersion` and `kind` set (edgecore's metaserver keys objects by them).
+    static func typed(_ object: JSON, _ type: ResourceType) -> JSON {
+        var o = object
+        o["apiVersion"] = .string(type.apiVersion)
+        o["kind"] = .string(type.kind)
+        return o
+    }
+
+    /// Registers the node: created (labels, annotations, spec, status as reported, labelled
+    /// `node-role.kubernetes.io/edge`), or, when it exists, its labels, annotations and status merged.
+    /// Returns the Node as stored.
+    func register(node: String, _ reported: JSON) async throws -> JSON {
         var labels = reported["metadata"]["labels"].objectValue ?? [:]
         labels["node-role.kubernetes.io/edge"] = ""
+        let annotations = reported["metadata"]["annotations"]
         var object: JSON = ["apiVersion": "v1", "kind": "Node",
-                            "metadata": ["name": .string(node), "labels": .object(labels)],
+                            "metadata": ["name": .string(node), "labels": .object(labels), "annotations": annotations],
                             "spec": reported["spec"].isNull ? [:] : reported["spec"]]
         do {
             object["status"] = reported["status"]
-            _ = try await client.create(ResourceType.nodes, namespace: nil, object, fieldManager: "swiftedge-edgecontroller")
+            let created = try await client.create(ResourceType.nodes, namespace: nil, object, fieldManager: Self.manager)
             logger.info("edge node registered", metadata: ["node": "\(node)"])
             // The create may drop status (as kube-apiserver does): write it explicitly.
-            try await writeStatus(node: node, reported["status"])
+            return try await writeStatus(node: node, reported["status"]) ?? created
         } catch let e as StatusError where e.code == 409 {
-            _ = try await client.patch(ResourceType.nodes, namespace: nil, name: node, ["metadata": ["labels": .object(labels)]],
-                                       fieldManager: "swiftedge-edgecontroller")
-            try await writeStatus(node: node, reported["status"])
+            var meta: JSON = ["labels": .object(labels)]
+            if !annotations.isNull { meta["annotations"] = annotations }
+            let patched = try await client.patch(ResourceType.nodes, namespace: nil, name: node, ["metadata": meta], fieldManager: Self.manager)
+            return try await writeStatus(node: node, reported["status"]) ?? patched
         }
     }
 
@@ -112,7 +220,7 @@ public struct NodeUpstream: Sendable {
             var patch: JSON = ["status": request["Status"]]
             patch["metadata"] = ["uid": .string(uid)]
             _ = try await client.patch(ResourceType.pods, namespace: namespace, name: name, patch, subresource: "status",
-                                       fieldManager: "swiftedge-edgecontroller")
+                                       fieldManager: Self.manager)
         }
     }
 
@@ -151,26 +259,64 @@ public struct NodeUpstream: Sendable {
         }
         var e = event
         e["metadata"] = ["name": event["metadata"]["name"], "namespace": .string(namespace)]
-        do { _ = try await client.create(ResourceType.events, namespace: namespace, e, fieldManager: "swiftedge-edgecontroller") } catch let err as StatusError where err.code == 409 {}
+        do { _ = try await client.create(ResourceType.events, namespace: namespace, e, fieldManager: Self.manager) } catch let err as StatusError where err.code == 409 {}
     }
 
     /// The node's Lease in `kube-node-lease` (kubelet's heartbeat), created on first renewal.
-    func renewLease(node: String, _ lease: JSON) async throws {
+    @discardableResult
+    func renewLease(node: String, _ lease: JSON) async throws -> JSON {
         let spec: JSON = ["holderIdentity": .string(node), "leaseDurationSeconds": lease["spec"]["leaseDurationSeconds"].isNull ? 40 : lease["spec"]["leaseDurationSeconds"],
                           "renewTime": lease["spec"]["renewTime"].isNull ? .string(KubeTime.now().rfc3339Micro) : lease["spec"]["renewTime"]]
         do {
-            _ = try await client.patch(ResourceType.leases, namespace: "kube-node-lease", name: node, ["spec": spec], fieldManager: "swiftedge-edgecontroller")
+            return try await client.patch(ResourceType.leases, namespace: "kube-node-lease", name: node, ["spec": spec], fieldManager: Self.manager)
         } catch let e as StatusError where e.code == 404 {
             let object: JSON = ["apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
                                 "metadata": ["name": .string(node), "namespace": "kube-node-lease"], "spec": spec]
-            do { _ = try await client.create(ResourceType.leases, namespace: "kube-node-lease", object, fieldManager: "swiftedge-edgecontroller") }
-            catch let e as StatusError where e.code == 409 {}
+            do { return try await client.create(ResourceType.leases, namespace: "kube-node-lease", object, fieldManager: Self.manager) }
+            catch let e as StatusError where e.code == 409 {
+                return try await client.get(ResourceType.leases, namespace: "kube-node-lease", name: node)
+            }
         }
     }
 
-    func writeStatus(node: String, _ status: JSON) async throws {
-        guard !status.isNull else { return }
-        _ = try await client.patch(ResourceType.nodes, namespace: nil, name: node, ["status": status], subresource: "status",
-                                   fieldManager: "swiftedge-edgecontroller")
+    @discardableResult
+    func writeStatus(node: String, _ status: JSON) async throws -> JSON? {
+        guard !status.isNull else { return nil }
+        return try await client.patch(ResourceType.nodes, namespace: nil, name: node, ["status": status], subresource: "status",
+                                      fieldManager: Self.manager)
+    }
+}
+
+/// What the cloud answers an edge request with (KubeEdge's edgecontroller): the object as
+/// `{"Object": …, "Err": null}` (registration, patches, lease), a bare object (queries), `"OK"`
+/// (status reports, deletions), or the failure: `{"Object": null, "Err": {"ErrStatus": <Status>}}`,
+/// or for a query of an object the error itself (`{"ErrStatus": …}`).
+public enum UpstreamAnswer: Sendable {
+    case object(JSON)
+    case bare(JSON)
+    case ok
+    case failure(any Error)
+
+    /// The `response` message to `request`.
+    public func response(to request: Message) -> Message {
+        switch self {
+        case .object(let o):
+            return request.response(content: ["Object": o, "Err": .null], resourceVersion: o["metadata"]["resourceVersion"].stringValue)
+        case .bare(let o):
+            return request.response(content: o, resourceVersion: o["metadata"]["resourceVersion"].stringValue)
+        case .ok:
+            return request.response(content: "OK")
+        case .failure(let error):
+            let status: JSON
+            if let e = error as? StatusError {
+                status = ["kind": "Status", "apiVersion": "v1", "metadata": [:], "status": "Failure", "message": .string(e.message),
+                          "reason": .string(e.reason.rawValue), "code": .int(Int64(e.code))]
+            } else {
+                status = ["kind": "Status", "apiVersion": "v1", "metadata": [:], "status": "Failure", "message": .string("\(error)"),
+                          "reason": "InternalError", "code": 500]
+            }
+            let objectQuery = request.route.operation == .query && !request.route.resource.contains("/lease/")
+            return request.response(content: objectQuery ? ["ErrStatus": status] : ["Object": .null, "Err": ["ErrStatus": status]])
+        }
     }
 }

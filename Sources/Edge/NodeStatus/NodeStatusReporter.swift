@@ -135,7 +135,7 @@ public struct NodeStatusReporter: Service {
                            "metadata": ["name": .string(identity.name), "namespace": "kube-node-lease"],
                            "spec": ["holderIdentity": .string(identity.name), "leaseDurationSeconds": 40,
                                     "renewTime": .string(KubeTime.now().rfc3339Micro)]]
-        hub.send(UpstreamReport.lease(name: identity.name, lease: lease).message(source: MessageSource.edged))
+        hub.send(UpstreamReport.lease(name: identity.name, operation: .update, lease: lease).message(source: MessageSource.edged))
     }
 
     func report() {

@@ -7,8 +7,8 @@ import Testing
 @Suite struct VocabularyTests {
     @Test func wireNamesAreKubeEdges() {
         #expect(EdgeResourceKind.allCases.map(\.wireName).sorted() == [
-            "configmap", "device", "devicemodel", "devicestatus", "endpoints", "event", "lease", "node", "nodepatch", "nodestatus",
-            "objectsync", "pod", "podpatch", "podstatus", "secret", "service",
+            "ca.crt", "configmap", "device", "devicemodel", "devicestatus", "endpoints", "event", "lease", "node", "nodepatch", "nodestatus",
+            "objectsync", "pod", "podpatch", "podstatus", "secret", "service", "serviceaccounttoken",
         ])
         #expect(EdgeResourceKind.allCases.filter(\.isSynced).map(\.wireName).sorted() == [
             "configmap", "device", "devicemodel", "endpoints", "node", "pod", "secret", "service",
@@ -49,7 +49,9 @@ import Testing
             (.podStatus(namespace: "ns", name: "p", content: ["UID": "u"]), "ns/podstatus/p", .update),
             (.pod(namespace: "ns", name: "p", operation: .delete, content: ["preconditions": ["uid": "u"]]), "ns/pod/p", .delete),
             (.event(namespace: "ns", name: "e1", event: ["kind": "Event"]), "ns/event/e1", .insert),
-            (.lease(name: "n1", lease: ["kind": "Lease"]), "kube-node-lease/lease/n1", .update),
+            (.lease(name: "n1", operation: .update, lease: ["kind": "Lease"]), "kube-node-lease/lease/n1", .update),
+            (.lease(name: "n1", operation: .query, lease: .null), "kube-node-lease/lease/n1", .query),
+            (.query(ResourceRef(namespace: "ns", kind: .configMap, name: "c"), content: .null), "ns/configmap/c", .query),
             (.deviceStatus(report: ["items": []]), "null/devicestatus", .update),
             (.inventory(node: "n1", part), "null/objectsync/n1", .query),
         ]
@@ -72,9 +74,34 @@ import Testing
         }
         #expect(try UpstreamReport(m(.delete, "default/node/n1")) == nil)
         #expect(try UpstreamReport(m(.insert, "default/configmap/c")) == nil)
+        // edgecore's requests come in group `meta` and are decoded as the same reports.
+        #expect(try UpstreamReport(m(.insert, "null/node/n1", group: "meta")) == .nodeRegistration(name: "n1", node: [:]))
+        #expect(try UpstreamReport(m(.patch, "null/nodepatch/n1", group: "meta")) == .nodePatch(name: "n1", content: [:]))
+        #expect(try UpstreamReport(m(.query, "k8s/ca.crt", group: "meta")) == .query(ResourceRef(namespace: "k8s", kind: .caCertificate), content: [:]))
+        #expect(try UpstreamReport(m(.query, "ns/serviceaccounttoken/default", group: "meta"))
+                == .query(ResourceRef(namespace: "ns", kind: .serviceAccountToken, name: "default"), content: [:]))
         #expect(try UpstreamReport(m(.update, "default/podstatus/p", group: "user")) == nil)
         #expect(throws: ProtocolError.self) { try UpstreamReport(m(.query, "null/objectsync/n1")) }  // no inventory content
         #expect(throws: ProtocolError.self) { try UpstreamReport(m(.update, "nonsense")) }
+    }
+
+    /// An operation outside the vocabulary (edgecore's task manager sends `UpdateNodeActionStatus`)
+    /// is its own reason, so a connection can skip it instead of closing.
+    @Test func unknownOperationsAreTheirOwnReason() throws {
+        let wire = #"{"header":{"msg_id":"1","timestamp":1},"route":{"source":"taskmanager","group":"resource","operation":"UpdateNodeActionStatus","resource":"x"},"content":{}}"#
+        do {
+            _ = try Message(bytes: Array(wire.utf8))
+            Issue.record("an unknown operation was accepted")
+        } catch { #expect(error.reason == .unknownOperation) }
+    }
+
+    /// The answers edgecore waits for, shaped as KubeEdge's edgecontroller shapes them.
+    @Test func responsesEchoTheRequest() throws {
+        let request = Message(id: "req-1", route: Route(source: "edged", group: "meta", operation: .insert, resource: "null/node/n1"), content: [:])
+        let r = request.response(content: ["Object": ["metadata": ["name": "n1"]], "Err": .null], resourceVersion: "5")
+        #expect(r.parentID == "req-1" && r.route.operation == .response && r.route.group == "resource")
+        #expect(r.route.source == "edgecontroller" && r.route.resource == "null/node/n1" && r.resourceVersion == "5")
+        #expect(!r.isAck)
     }
 
     @Test func objectSyncsRoundTripAndRefuseReports() throws {

@@ -99,7 +99,7 @@ import Testing
                 edge.send(Message(route: Route(source: "edged", group: "resource", operation: .update, resource: "default/podstatus/p-a"),
                                   content: ["phase": "Running"]))
                 let up = await nextEvent(cloud.events) { if case .report = $0 { return true }; return false }
-                guard case .report(let from, .podStatus("default", "p-a", let content)) = up else { Issue.record("no pod status report: \(String(describing: up))"); return }
+                guard case .report(let from, .podStatus("default", "p-a", let content), _) = up else { Issue.record("no pod status report: \(String(describing: up))"); return }
                 #expect(from == "node-a")
                 #expect(content["phase"] == "Running")
 
