@@ -441,7 +441,7 @@ let package = Package(
             "ControlPlane", "ControllerRuntime", "KubeAPI", "KubeClient", "TestSupport", .product(name: "Logging", package: "swift-log"),
         ], path: "Tests/Kube/ControlPlaneTests"),
         .testTarget(name: "CloudHubTests", dependencies: [
-            "CloudHub", "EdgeHub", "CloudEdgeProtocol", "PKI", "KubeAPI",
+            "CloudHub", "EdgeHub", "CloudEdgeProtocol", "PKI", "KubeAPI", "StreamTunnel", "TestSupport",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),

@@ -160,8 +160,12 @@ public final class CloudHub: Service {
         case refused(NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>)
     }
 
+    /// The upgrade response header with which this cloud tells edges it serves the stream tunnel.
+    public static let streamTunnelHeader = "X-SwiftEdge-Stream-Tunnel"
+
     public func run() async throws {
         let tls = self.tls
+        let servesTunnels = tunnels != nil
         let server: NIOAsyncChannel<EventLoopFuture<Upgrade>, Never> = try await ServerBootstrap(group: .singletonMultiThreadedEventLoopGroup)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .serverChannelOption(.backlog, value: 1024)
@@ -170,7 +174,13 @@ public final class CloudHub: Service {
                     try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls))
                     let upgrader = NIOTypedWebSocketServerUpgrader<Upgrade>(
                         maxFrameSize: maxMessageBytes,
-                        shouldUpgrade: { channel, head in channel.eventLoop.makeSucceededFuture(HTTPHeaders()) },
+                        shouldUpgrade: { channel, head in
+                            // Advertised on the message channel: this cloud serves the stream tunnel on
+                            // its own port (KubeEdge's cloudcore does not; an edge must not dial it there).
+                            var h = HTTPHeaders()
+                            if servesTunnels { h.add(name: Self.streamTunnelHeader, value: "/stream") }
+                            return channel.eventLoop.makeSucceededFuture(h)
+                        },
                         upgradePipelineHandler: { channel, head in
                             channel.eventLoop.makeCompletedFuture {
                                 let cn = try? channel.pipeline.syncOperations.handler(type: NIOSSLServerHandler.self).peerCertificate

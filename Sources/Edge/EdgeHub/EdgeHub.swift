@@ -122,7 +122,15 @@ public final class EdgeHub: Service {
         upstreamReady.signal()
     }
 
-    enum Upgrade { case websocket(NIOAsyncChannel<WebSocketFrame, WebSocketFrame>), refused(HTTPResponseStatus) }
+    enum Upgrade { case websocket(NIOAsyncChannel<WebSocketFrame, WebSocketFrame>, streamTunnel: Bool), refused(HTTPResponseStatus) }
+
+    /// The header a SwiftEdge cloud adds to the message channel's upgrade response when it serves
+    /// the stream tunnel on the same port (KubeEdge's cloudcore does not: a second WebSocket there
+    /// would replace the node's session).
+    static let streamTunnelHeader = "X-SwiftEdge-Stream-Tunnel"
+
+    /// Whether the cloud this node last connected to serves the stream tunnel (nil: not known yet).
+    public let cloudServesStreamTunnel = StateSignal<Bool?>(nil)
 
     public func run() async throws {
         var backoff = Backoff(base: configuration.reconnectBase, max: configuration.reconnectMax)
@@ -148,6 +156,11 @@ public final class EdgeHub: Service {
     /// Dials the cloud over mTLS and upgrades to a WebSocket on `uri` (the message channel's
     /// `/<project>/<node>/events`, or the stream tunnel's `/stream`).
     func dial(uri: String) async throws -> NIOAsyncChannel<WebSocketFrame, WebSocketFrame> {
+        try await dialAdvertising(uri: uri).channel
+    }
+
+    /// Dials and also tells whether the cloud advertised the stream tunnel in its upgrade response.
+    func dialAdvertising(uri: String) async throws -> (channel: NIOAsyncChannel<WebSocketFrame, WebSocketFrame>, streamTunnel: Bool) {
         let c = configuration
         let tls = self.tls.withLock { $0 }
         let host = c.cloudHost
@@ -157,11 +170,12 @@ public final class EdgeHub: Service {
                 channel.eventLoop.makeCompletedFuture {
                     let sni = host.contains(where: \.isLetter) ? host : nil
                     try channel.pipeline.syncOperations.addHandler(try NIOSSLClientHandler(context: tls, serverHostname: sni))
-                    let upgrader = NIOTypedWebSocketClientUpgrader<Upgrade>(maxFrameSize: maxMessageBytes) { channel, _ in
-                        channel.eventLoop.makeCompletedFuture {
+                    let upgrader = NIOTypedWebSocketClientUpgrader<Upgrade>(maxFrameSize: maxMessageBytes) { channel, response in
+                        let advertised = response.headers.contains(name: Self.streamTunnelHeader)
+                        return channel.eventLoop.makeCompletedFuture {
                             try channel.pipeline.syncOperations.addHandler(NIOWebSocketFrameAggregator(
                                 minNonFinalFragmentSize: 0, maxAccumulatedFrameCount: 64, maxAccumulatedFrameSize: maxMessageBytes))
-                            return Upgrade.websocket(try NIOAsyncChannel(wrappingChannelSynchronously: channel))
+                            return Upgrade.websocket(try NIOAsyncChannel(wrappingChannelSynchronously: channel), streamTunnel: advertised)
                         }
                     }
                     var headers = HTTPHeaders()
@@ -181,14 +195,15 @@ public final class EdgeHub: Service {
                     return try channel.pipeline.syncOperations.configureUpgradableHTTPClientPipeline(configuration: pipeline)
                 }
             }
-        guard case .websocket(let ws) = try await upgrade.get() else { throw ConnectionClosed("the cloud refused the WebSocket upgrade") }
-        return ws
+        guard case .websocket(let ws, let tunnel) = try await upgrade.get() else { throw ConnectionClosed("the cloud refused the WebSocket upgrade") }
+        return (ws, tunnel)
     }
 
     func connectOnce() async throws {
         let c = configuration
         let host = c.cloudHost
-        let ws = try await dial(uri: "/\(c.projectID)/\(c.nodeName)/events")
+        let (ws, tunnel) = try await dialAdvertising(uri: "/\(c.projectID)/\(c.nodeName)/events")
+        cloudServesStreamTunnel.set(tunnel)
         try await ws.executeThenClose { inbound, outbound in
             let writer = MessageWriter(outbound: outbound, isClient: true)
             currentWriter.withLock { $0 = writer }

@@ -42,4 +42,10 @@ public final class StateSignal<Value: Sendable & Equatable>: Sendable {
         continuation.onTermination = { [weak self] _ in _ = self?.state.withLock { $0.subscribers.removeValue(forKey: id) } }
         return stream
     }
+
+    /// Waits until the value satisfies `condition` and returns it (nil if the task is cancelled first).
+    public func wait(until condition: (Value) -> Bool) async -> Value? {
+        for await v in updates() where condition(v) { return v }
+        return nil
+    }
 }
