@@ -54,7 +54,9 @@ TOML
   rm -f "$dir/cni/10-hostonly.conflist"
   echo '{"cniVersion": "0.4.0", "name": "podnet", "plugins": [{"type": "swiftedge-podnet"}]}' > "$dir/cni/10-podnet.conflist"
   if [ -f "$dir/pid" ] && kill -0 "$(cat "$dir/pid")" 2>/dev/null; then echo "$sock"; exit 0; fi
-  containerd --config "$dir/config.toml" > "$dir/containerd.log" 2>&1 &
+  # Its own session: a Ctrl-C in the terminal must not stop containerd before `stop` has
+  # killed the pods' containers through it (they would outlive it, re-parented to PID 1).
+  setsid containerd --config "$dir/config.toml" > "$dir/containerd.log" 2>&1 < /dev/null &
   echo $! > "$dir/pid"
   for _ in $(seq 1 100); do
     ctr -a "$sock" version > /dev/null 2>&1 && break
@@ -83,7 +85,12 @@ stop)
     kill -9 "$pid" 2>/dev/null || true
     rm -f "$dir/pid"
   fi
-  pkill -f "containerd-shim.* -address $sock" 2>/dev/null || true
+  # Whatever a shim still runs (containerd gone before the pods were stopped): the container
+  # processes first, then the shims.
+  for shim in $(pgrep -f "containerd-shim.* -address $sock" 2>/dev/null); do
+    pkill -KILL -P "$shim" 2>/dev/null || true
+  done
+  pkill -KILL -f "containerd-shim.* -address $sock" 2>/dev/null || true
   # Sandbox /dev/shm mounts left by a runtime that was killed.
   grep -o " $dir/[^ ]*" /proc/mounts | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
   ;;

@@ -11,7 +11,13 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   echo "== installing system packages (libsqlite3-dev, containerd, runc, CNI plugins, busybox-static)"
   DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends libsqlite3-dev ca-certificates \
-    containerd runc containernetworking-plugins busybox-static zlib1g-dev pkg-config mosquitto mosquitto-clients >/dev/null
+    containerd runc containernetworking-plugins busybox-static zlib1g-dev pkg-config mosquitto mosquitto-clients \
+    python3-pip procps >/dev/null
+fi
+# The Modbus device simulator the device step below runs (tests/e2e/modbus_sim.py) needs pymodbus.
+if ! python3 -c "import pymodbus" 2>/dev/null; then
+  echo "== installing the Modbus simulator's Python package (pymodbus)"
+  python3 -m pip install -q "pymodbus==3.16.1" 2>/dev/null || python3 -m pip install -q --break-system-packages "pymodbus==3.16.1"
 fi
 echo "== building swiftedge (release; the first build takes several minutes)"
 swift build -c release --static-swift-stdlib --product swiftedge $(bash scripts/release-flags.sh)
