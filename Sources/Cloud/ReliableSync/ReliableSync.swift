@@ -229,7 +229,10 @@ public final class ReliableSync: Service {
             stats.withLock { $0[node, default: (0, 0, 0)].skipped += 1 }
             return
         case .send(let o, let first):
-            message = ObjectSync(ref: ResourceRef(namespace: o.namespace, kind: o.edgeKind, name: o.name), change: first ? .insert : .update,
+            // A Node always goes as `update`, as cloudcore sends it: edgecore's metamanager hands
+            // a Node `insert` to edged ("resType is not pod or volume") instead of only storing it.
+            message = ObjectSync(ref: ResourceRef(namespace: o.namespace, kind: o.edgeKind, name: o.name),
+                                 change: first && o.edgeKind != .node ? .insert : .update,
                                  resourceVersion: String(o.resourceVersion), object: o.object).message
         case .delete(let r):
             var meta: JSON = ["name": .string(r.name), "uid": .string(r.uid)]

@@ -23,6 +23,14 @@ final class MemorySource: NodeObjectSource {
                                                                         "resourceVersion": .string(String(rv))]])
         objects.withLock { $0[uid] = (node, o) }
     }
+    /// The node's own Node object.
+    func putNode(_ name: String, rv: UInt64) {
+        let o = SyncedObject(uid: "node-\(name)", apiVersion: "v1", kind: "Node", namespace: nil, name: name, edgeKind: .node,
+                             resourceVersion: rv, object: ["apiVersion": "v1", "kind": "Node",
+                                                           "metadata": ["name": .string(name), "uid": .string("node-\(name)"),
+                                                                        "resourceVersion": .string(String(rv))]])
+        objects.withLock { $0["node-\(name)"] = (name, o) }
+    }
     func remove(_ uid: String) -> String? { objects.withLock { $0.removeValue(forKey: uid)?.node } }
     func expected(_ node: String) -> [String: UInt64] {
         objects.withLock { d in

@@ -68,6 +68,20 @@ import Testing
         await rig.cleanUp()
     }
 
+    /// A Node goes as `update` even the first time, as cloudcore sends it (edgecore's metamanager
+    /// hands a Node insert to edged instead of only storing it); other objects start with insert.
+    @Test func theNodeGoesAsUpdateAsCloudcoreSendsIt() async throws {
+        try await withRig { rig in
+            rig.source.putNode("n1", rv: 3)
+            rig.source.put("cm-0", node: "n1", rv: 10)
+            try await rig.connect("n1")
+            try await eventually("both sent") { rig.channel.sent(to: "n1").count >= 2 }
+            let sent = rig.channel.sent(to: "n1")
+            #expect(sent.first { $0.route.resource.hasSuffix("/node/n1") }?.route.operation == .update)
+            #expect(sent.first { $0.route.resource == "default/configmap/cm-0" }?.route.operation == .insert)
+        }
+    }
+
     @Test func objectsReachTheNodesStoreAndResyncSendsOnlyWhatChanged() async throws {
         try await withRig { rig in
             for i in 0..<5 { rig.source.put("cm-\(i)", node: "n1", rv: 10) }
