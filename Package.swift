@@ -193,6 +193,7 @@ let package = Package(
             "CloudEdgeProtocol", "KubeAPI",
             .product(name: "GRDB", package: "GRDB.swift"),
             .product(name: "Logging", package: "swift-log"),
+            .product(name: "Metrics", package: "swift-metrics"),
         ], path: "Sources/Edge/MetaStore"),
         // Self-signed CA, certificates (PEM) and join tokens: the API server's, CloudHub's and the nodes'.
         .target(name: "PKI", dependencies: [
@@ -421,7 +422,7 @@ let package = Package(
             .product(name: "SwiftProtobuf", package: "swift-protobuf"),
         ], path: "Tests/Generated/ContractTests"),
         .testTarget(name: "EdgedTests", dependencies: [
-            "Edged", "ContainerRuntime", "CRI", "KubeAPI", "PKI",
+            "Edged", "ContainerRuntime", "CRI", "KubeAPI", "PKI", "MetaStore",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "NIOEmbedded", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),

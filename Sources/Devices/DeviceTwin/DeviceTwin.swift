@@ -100,8 +100,15 @@ public final class DeviceTwin: Service {
             group.addTask { for await up in self.connection.updates().cancelOnGracefulShutdown() { self.connectionChanged(up) } }
             group.addTask {
                 await cancelWhenGracefulShutdown {
-                    for await change in feed where change.record.type == .device || change.record.type == .deviceModel {
-                        await self.apply(change)
+                    var feed = feed
+                    while true {
+                        for await change in feed where change.record.type == .device || change.record.type == .deviceModel {
+                            await self.apply(change)
+                        }
+                        if Task.isCancelled || Task.isShuttingDownGracefully { return }
+                        // Ended because it fell behind: subscribe again, then re-read the store.
+                        feed = self.store.changes()
+                        await self.reread()
                     }
                 }
             }
@@ -132,6 +139,28 @@ public final class DeviceTwin: Service {
         let keys = book.withLock { Set($0.devices.keys) }
         unsent.withLock { $0.formUnion(keys) }
         logger.info("device twins loaded", metadata: ["devices": "\(devices.count)", "models": "\(models.count)", "mappers": "\(savedMappers.count)"])
+    }
+
+    /// Brings the twins back in line with the store after the change feed ended this subscriber:
+    /// every model and device applied again, devices no longer stored removed.
+    func reread() async {
+        logger.warning("fell behind the local store's changes; re-reading devices and models")
+        do {
+            let models = try await store.list(type: .deviceModel)
+            let devices = try await store.list(type: .device)
+            for m in models { await apply(MetaChange(kind: .modified, record: m)) }
+            for d in devices { await apply(MetaChange(kind: .modified, record: d)) }
+            let stored = Set(devices.map { "\($0.value["metadata"]["namespace"].stringValue ?? "default")/\($0.value["metadata"]["name"].stringValue ?? "")" })
+            for key in book.withLock({ Array($0.devices.keys) }) where !stored.contains(key) {
+                let parts = key.split(separator: "/", maxSplits: 1).map(String.init)
+                guard parts.count == 2 else { continue }
+                let gone = MetaRecord(key: ResourceRef(namespace: parts[0], kind: .device, name: parts[1]).description, type: .device, uid: "",
+                                      resourceVersion: 0, value: ["metadata": ["namespace": .string(parts[0]), "name": .string(parts[1])]])
+                await apply(MetaChange(kind: .deleted, record: gone))
+            }
+        } catch {
+            logger.error("cannot re-read devices from the local store", metadata: ["error": "\(error)"])
+        }
     }
 
     func apply(_ change: MetaChange) async {

@@ -102,7 +102,7 @@ public final class Edged: Service {
         let builder = RuntimeConfigBuilder(nodeName: configuration.nodeName, nodeIP: configuration.nodeIP,
                                            podsDirectory: configuration.podsDirectory, logDirectory: configuration.logDirectory,
                                            lookup: { [store] key in try await store.get(key)?.value })
-        let changes = store.changes()
+        var changes = store.changes()
         let stored = try await store.list(type: .pod)
         try await withThrowingDiscardingTaskGroup { group in
             group.addTask { await self.relist() }
@@ -126,15 +126,41 @@ public final class Edged: Service {
             restoring.withLock { $0 = (Set(known.filter { !$0.deleting }.map(\.uid)), .now) }
             if !known.isEmpty { logger.info("restoring pods from the local store", metadata: ["pods": "\(known.count)"]) }
             for pod in known { self.dispatch(pod, group: &group, builder: builder, runtimeName: runtimeName) }
-            for await change in changes.cancelOnGracefulShutdown() where change.record.type == .pod {
-                if change.kind == .deleted {
-                    guard let h = handles.withLock({ $0[change.record.uid] }) else { continue }
-                    h.desired.withLock { $0 = nil }
-                    h.wake.signal()
-                    continue
+            while true {
+                for await change in changes.cancelOnGracefulShutdown() where change.record.type == .pod {
+                    if change.kind == .deleted {
+                        guard let h = handles.withLock({ $0[change.record.uid] }) else { continue }
+                        h.desired.withLock { $0 = nil }
+                        h.wake.signal()
+                        continue
+                    }
+                    do { self.dispatch(try PodModel(change.record.value), group: &group, builder: builder, runtimeName: runtimeName) } catch {
+                        logger.warning("pod cannot run", metadata: ["key": "\(change.record.key)", "error": "\(error)"])
+                    }
                 }
-                do { self.dispatch(try PodModel(change.record.value), group: &group, builder: builder, runtimeName: runtimeName) } catch {
-                    logger.warning("pod cannot run", metadata: ["key": "\(change.record.key)", "error": "\(error)"])
+                if Task.isCancelled || Task.isShuttingDownGracefully { break }
+                // The feed ended this subscriber (it fell behind): subscribe again, then re-read
+                // every pod, so nothing committed in between is missed.
+                logger.warning("fell behind the local store's changes; re-reading the pods")
+                changes = store.changes()
+                do {
+                    let now = try await store.list(type: .pod)
+                    var present = Set<String>()
+                    for r in now {
+                        do {
+                            let pod = try PodModel(r.value)
+                            present.insert(pod.uid)
+                            self.dispatch(pod, group: &group, builder: builder, runtimeName: runtimeName)
+                        } catch {
+                            logger.warning("stored pod cannot run", metadata: ["key": "\(r.key)", "error": "\(error)"])
+                        }
+                    }
+                    for h in handles.withLock({ Array($0.values) }) where !present.contains(h.uid) {
+                        h.desired.withLock { $0 = nil }
+                        h.wake.signal()
+                    }
+                } catch {
+                    logger.error("cannot re-read the pods from the local store", metadata: ["error": "\(error)"])
                 }
             }
             // Shutting down: workers finish the round they are in (up to 10 s), then stop;

@@ -3,6 +3,7 @@ import Foundation
 import GRDB
 import KubeAPI
 import Logging
+import Metrics
 import Synchronization
 
 /// A failure of the edge store, with what to do about it.
@@ -19,6 +20,9 @@ public struct MetaRecord: Sendable, Equatable {
     public var uid: String
     public var resourceVersion: UInt64
     public var value: JSON
+    public init(key: String, type: EdgeResourceKind, uid: String, resourceVersion: UInt64, value: JSON) {
+        self.key = key; self.type = type; self.uid = uid; self.resourceVersion = resourceVersion; self.value = value
+    }
 }
 
 /// A committed change of the edge store.
@@ -26,6 +30,7 @@ public struct MetaChange: Sendable, Equatable {
     public enum Kind: String, Sendable { case added = "ADDED", modified = "MODIFIED", deleted = "DELETED" }
     public var kind: Kind
     public var record: MetaRecord
+    public init(kind: Kind, record: MetaRecord) { self.kind = kind; self.record = record }
 }
 
 /// Everything the edge node received, persisted (the source of truth while offline).
@@ -36,8 +41,9 @@ public protocol MetaStorage: Sendable {
     func list(type: EdgeResourceKind) async throws -> [MetaRecord]
     /// What the store holds, without contents: sent to the cloud on every connect.
     func inventory() async throws -> [InventoryItem]
-    /// Changes committed from now on (for watches); a subscriber that falls more than
-    /// `MetaChangeFeed.buffer` changes behind loses the oldest and should relist.
+    /// Changes committed from now on (for watches). A subscriber that falls more than
+    /// `MetaChangeFeed.buffer` changes behind gets no gap: its stream ends, and it subscribes
+    /// again and re-reads the store (as a Kubernetes watcher relists).
     func changes() -> AsyncStream<MetaChange>
 }
 
@@ -50,16 +56,19 @@ public protocol LocalStateStorage: Sendable {
     func saveLocalState(kind: String, _ entries: [String: [UInt8]?]) async throws
 }
 
-/// Fans committed changes out to subscribers.
+/// Fans committed changes out to subscribers. One that falls `buffer` changes behind is ended
+/// (never handed a stream with a gap in it); it resubscribes and re-reads the store.
 public final class MetaChangeFeed: Sendable {
     public static let buffer = 10_000
+    let limit: Int
     let subscribers = Mutex<[Int: AsyncStream<MetaChange>.Continuation]>([:])
     let nextID = Mutex(0)
+    let overflows = Counter(label: "swiftedge_metastore_feed_overflows_total")
 
-    public init() {}
+    public init(buffer: Int = MetaChangeFeed.buffer) { limit = max(1, buffer) }
 
     public func subscribe() -> AsyncStream<MetaChange> {
-        let (stream, sink) = AsyncStream<MetaChange>.makeStream(bufferingPolicy: .bufferingNewest(Self.buffer))
+        let (stream, sink) = AsyncStream<MetaChange>.makeStream(bufferingPolicy: .bufferingOldest(limit))
         let id = nextID.withLock { $0 += 1; return $0 }
         subscribers.withLock { $0[id] = sink }
         sink.onTermination = { [weak self] _ in _ = self?.subscribers.withLock { $0.removeValue(forKey: id) } }
@@ -67,7 +76,14 @@ public final class MetaChangeFeed: Sendable {
     }
 
     public func publish(_ c: MetaChange) {
-        for s in subscribers.withLock({ Array($0.values) }) { s.yield(c) }
+        for (id, s) in subscribers.withLock({ Array($0) }) {
+            if case .dropped = s.yield(c) {
+                // Too far behind: ended, so it cannot miss this change without knowing.
+                subscribers.withLock { _ = $0.removeValue(forKey: id) }
+                s.finish()
+                overflows.increment()
+            }
+        }
     }
 }
 
