@@ -89,6 +89,22 @@ class Edge:
             self.proc.wait(timeout=20)
         self.logf.close()
 
+    def store_ready(self):
+        """Whether the edge has created its store (file and table): a freshly recovered node has
+        not, for a moment. Other database errors raise."""
+        path = self.dir / "edge.db"
+        if not path.exists():
+            return False
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=2)
+        try:
+            return con.execute("select count(*) from sqlite_master where type = 'table' and name = 'meta'").fetchone()[0] == 1
+        except sqlite3.OperationalError as e:
+            if "database is locked" in str(e):
+                return False
+            raise
+        finally:
+            con.close()
+
     def stored(self, type_):
         """{key: (rv, object)} of `type_` in the edge's store. Any database error raises (a missing
         file, a missing table, a corrupt file), so an empty answer means the store really holds

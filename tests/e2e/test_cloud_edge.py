@@ -255,6 +255,7 @@ def test_corrupt_edge_database_is_recovered_from_the_cloud(cloud, tmp_path):
     edge.start()
     wait_for(lambda: "moved aside" in edge.log.read_text(), 30, what="recovery logged")
     assert list(edge.dir.glob("edge.db.corrupt-*"))
+    wait_for(edge.store_ready, 30, what="the new store created")
     wait_for(lambda: sorted(edge.stored("pod")) == [f"default/pod/c-{i}" for i in range(3)], 30, what="pods sent again")
     wait_for(lambda: "null/node/shop-4" in edge.stored("node"), 30, what="the Node sent again")
     # SIGTERM with the node still connected: the cloud closes the connection and exits 0 (checked by stop()).
