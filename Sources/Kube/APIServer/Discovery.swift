@@ -140,7 +140,8 @@ enum OpenAPI {
         for t in registry.allTypes where t.group == group && t.version == version {
             let gvk: JSON = ["group": .string(t.group), "version": .string(t.version), "kind": .string(t.kind)]
             let base = "/" + gvPath(group, version) + (t.namespaced ? "/namespaces/{namespace}" : "") + "/\(t.resource)"
-            let ref: JSON = ["$ref": .string("#/components/schemas/\(schemaName(t))")]
+            let builtin = t.isCustom ? nil : BuiltinSchemas.cached(t)
+            let ref: JSON = ["$ref": .string("#/components/schemas/\(builtin?.root ?? schemaName(t))")]
             let body: JSON = ["content": ["application/json": ["schema": ref]]]
             func op(_ action: String) -> JSON {
                 ["x-kubernetes-group-version-kind": gvk, "x-kubernetes-action": .string(action), "parameters": params,
@@ -148,12 +149,14 @@ enum OpenAPI {
             }
             paths[base] = ["get": op("list"), "post": op("post")]
             paths[base + "/{name}"] = ["get": op("get"), "put": op("put"), "patch": op("patch"), "delete": op("delete")]
-            // Built-in schemas are not published: kubectl then computes strategic-merge patches
-            // from its compiled-in types, which carry the list merge keys.
+            // Built-in schemas come from the types' field table, with the list merge metadata
+            // kubectl's apply reads from them (BuiltinSchemas).
             if t.isCustom {
                 var schema: JSON = registry.schema(for: t) ?? ["type": "object", "x-kubernetes-preserve-unknown-fields": true]
                 schema["x-kubernetes-group-version-kind"] = [gvk]
                 schemas[schemaName(t)] = schema
+            } else if let builtin {
+                schemas.merge(builtin.schemas) { a, _ in a }
             } else {
                 schemas[schemaName(t)] = ["type": "object", "x-kubernetes-preserve-unknown-fields": true]
             }

@@ -16,7 +16,7 @@ public enum KubeProtobuf {
 
     /// Go struct embedding (`json:",inline"`): these fields' members appear in the parent object.
     /// (Only message-typed fields of these names: RuntimeClass's string `handler` stays.)
-    static let inlineFields: Set<String> = ["localObjectReference", "ephemeralContainerCommon", "persistentVolumeSource",
+    public static let inlineFields: Set<String> = ["localObjectReference", "ephemeralContainerCommon", "persistentVolumeSource",
                                             "volumeSource", "ingressRuleValue", "handler"]
 
     /// Decodes a `k8s\0` + `runtime.Unknown` envelope into a JSON object with apiVersion and kind.
@@ -323,5 +323,33 @@ final class ProtoSchema: Sendable {
             msgs[current]?[num] = Field(name: String(p[2]), label: label, type: String(p[4]))
         }
         messages = msgs
+    }
+}
+
+extension KubeProtobuf {
+    /// One field of a built-in type as the API defines it: its JSON name, whether it is a list or
+    /// a map (with the map's value type), and its type (a scalar such as `string`, `int32`, or a
+    /// message name such as `k8s.io.api.core.v1.PodSpec`). What the OpenAPI schemas are made of.
+    public struct FieldShape: Sendable {
+        public let name: String
+        public let repeated: Bool
+        /// The value type of a map field (keys are strings), nil otherwise.
+        public let mapValue: String?
+        public let type: String
+    }
+
+    /// The message name of a built-in kind (`k8s.io.api.apps.v1.Deployment`).
+    public static func message(apiVersion: String, kind: String) -> String? { messageName(apiVersion: apiVersion, kind: kind) }
+
+    /// The fields of a message in field-number order; nil for a message outside the table.
+    public static func fields(of message: String) -> [FieldShape]? {
+        guard let fields = ProtoSchema.shared.messages[message] else { return nil }
+        return fields.sorted { $0.key < $1.key }.map { _, f in
+            switch f.label {
+            case .optional: FieldShape(name: f.name, repeated: false, mapValue: nil, type: f.type)
+            case .repeated: FieldShape(name: f.name, repeated: true, mapValue: nil, type: f.type)
+            case .map(_, let value): FieldShape(name: f.name, repeated: false, mapValue: value, type: value)
+            }
+        }
     }
 }
