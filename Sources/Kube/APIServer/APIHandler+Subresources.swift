@@ -89,6 +89,11 @@ extension APIHandler {
             if type.tracksGeneration || type.isCustom {
                 updated["metadata"]["generation"] = .int((current["metadata"]["generation"].intValue ?? 0) + 1)
             }
+            // `kubectl scale` (or an autoscaler) owns the replicas it set: a later apply of another
+            // value conflicts with it, as on kube-apiserver.
+            updated["metadata"]["managedFields"] = FieldManager.encode(FieldManager.update(
+                old: current, new: updated, manager: fieldManager(req), operation: "Update", apiVersion: type.apiVersion,
+                subresource: "scale", keyed: !type.isCustom, now: KubeTime.now().rfc3339))
             return .put(updated)
         }
         guard let stored = result.object else { throw notFound(t) }

@@ -60,42 +60,6 @@ extension APIHandler {
         return unknown.map { "unknown field \"\($0)\"" }
     }
 
-    static func managedFieldsEntry(manager: String, operation: String, apiVersion: String, object: JSON, subresource: String? = nil) -> JSON {
-        var e: JSON = ["manager": .string(manager), "operation": .string(operation), "apiVersion": .string(apiVersion),
-                       "time": .string(KubeTime.now().rfc3339), "fieldsType": "FieldsV1",
-                       "fieldsV1": fieldSet(object, top: true)]
-        if let s = subresource { e["subresource"] = .string(s) }
-        return e
-    }
-
-    /// A FieldsV1 set: `f:<name>` per object member, lists and scalars as leaves.
-    static func fieldSet(_ v: JSON, top: Bool = false) -> JSON {
-        guard case .object(let o) = v else { return .emptyObject }
-        var out: [String: JSON] = [:]
-        for (k, x) in o {
-            if top && (k == "apiVersion" || k == "kind") { continue }
-            if top && k == "metadata" {
-                var md: [String: JSON] = [:]
-                for mk in ["labels", "annotations", "finalizers", "ownerReferences"] where !x[mk].isNull {
-                    md["f:\(mk)"] = fieldSet(x[mk])
-                }
-                if !md.isEmpty { out["f:metadata"] = .object(md) }
-                continue
-            }
-            out["f:\(k)"] = fieldSet(x)
-        }
-        return .object(out)
-    }
-
-    static func recordManagedFields(_ obj: inout JSON, entry: JSON) {
-        var list = obj["metadata"]["managedFields"].arrayValue ?? []
-        list.removeAll {
-            $0["manager"] == entry["manager"] && $0["operation"] == entry["operation"] && $0["subresource"] == entry["subresource"]
-        }
-        list.append(entry)
-        obj["metadata"]["managedFields"] = .array(list)
-    }
-
     /// Everything but metadata and status: a change here bumps `metadata.generation`.
     static func specContent(_ v: JSON) -> JSON {
         var c = v
@@ -142,7 +106,7 @@ extension APIHandler {
 
     // MARK: create
 
-    func create(_ req: APIRequest, _ t: RequestTarget, operation: String = "Update") async throws -> APIResponse {
+    func create(_ req: APIRequest, _ t: RequestTarget, operation: String = "Update", appliedConfig: JSON? = nil) async throws -> APIResponse {
         var obj = try decodeBody(req)
         try checkTypeMeta(&obj, t.type)
         let warnings = try checkFields(&obj, t.type, req)
@@ -193,7 +157,17 @@ extension APIHandler {
         }
         try validateMetadata(obj, type: t.type, name: name)
         try await Admission.admitCreate(&obj, type: t.type, handler: self)
-        Self.recordManagedFields(&obj, entry: Self.managedFieldsEntry(manager: fieldManager(req), operation: operation, apiVersion: t.type.apiVersion, object: obj))
+        // An apply that creates owns what it applied; a create owns everything it set.
+        let stamp = KubeTime.now().rfc3339
+        let entries: [FieldManager.Entry]
+        if operation == "Apply", let config = appliedConfig {
+            entries = [FieldManager.Entry(manager: fieldManager(req), operation: "Apply", apiVersion: t.type.apiVersion, subresource: nil, time: stamp,
+                                          fields: FieldManager.leaves(of: config, keyed: !t.type.isCustom, includeStatus: false))]
+        } else {
+            entries = FieldManager.update(old: nil, new: obj, manager: fieldManager(req), operation: operation, apiVersion: t.type.apiVersion,
+                                          subresource: nil, keyed: !t.type.isCustom, now: stamp)
+        }
+        obj["metadata"]["managedFields"] = FieldManager.encode(entries)
         if isDryRun(req) { return .json(201, obj, headers: warningHeaders(warnings)) }
         // A generated name that is taken is generated again, as kube-apiserver does (RetryGenerateName):
         // the client never sees a conflict it did not cause.
@@ -249,7 +223,7 @@ extension APIHandler {
     /// Applies an updated object (from PUT or PATCH) to the current one, enforcing kube's rules.
     /// Returns `nil` when the result equals the current object.
     func mergeUpdate(new input: JSON, current: JSON, type: ResourceType, subresource: Subresource?, req: APIRequest,
-                     checkRV: Bool, operation: String) throws -> Mutation
+                     checkRV: Bool, operation: String, managedFields applied: JSON? = nil) throws -> Mutation
     {
         var obj = input
         let name = current["metadata"]["name"].stringValue ?? ""
@@ -310,7 +284,11 @@ extension APIHandler {
         cmpNew["metadata"]["managedFields"] = .null
         cmpOld["metadata"]["managedFields"] = .null
         if cmpNew == cmpOld { return .unchanged }
-        Self.recordManagedFields(&obj, entry: Self.managedFieldsEntry(manager: fieldManager(req), operation: operation, apiVersion: type.apiVersion, object: input, subresource: subresource?.rawValue))
+        // Field ownership: an apply's was worked out with its merge; an update owns what it changed.
+        obj["metadata"]["managedFields"] = applied ?? FieldManager.encode(FieldManager.update(
+            old: current, new: obj, manager: fieldManager(req), operation: operation, apiVersion: type.apiVersion,
+            subresource: subresource?.rawValue, keyed: !type.isCustom, now: KubeTime.now().rfc3339))
+        if obj["metadata"]["managedFields"].arrayValue?.isEmpty == true { obj["metadata"]["managedFields"] = .null }
         // An object being deleted goes away once its last finalizer is removed.
         if !cmd["deletionTimestamp"].isNull, (obj["metadata"]["finalizers"].arrayValue ?? []).isEmpty {
             return .delete
@@ -344,6 +322,16 @@ extension APIHandler {
         var resp = try objectResponse(200, stored, req, type)
         resp.addHeaders(warningHeaders(warnings))
         return resp
+    }
+
+    /// kube-apiserver's answer to a conflicting apply (kubectl prints it with its --force-conflicts advice).
+    static func applyConflict(_ conflicts: [FieldManager.Conflict], type: ResourceType, name: String) -> StatusError {
+        let lines = conflicts.map { "conflict with \"\($0.manager)\" using \($0.apiVersion): \(FieldManager.display($0.path))" }
+        let message = conflicts.count == 1 ? "Apply failed with 1 conflict: \(lines[0])"
+            : "Apply failed with \(conflicts.count) conflicts: " + lines.joined(separator: "\n")
+        return StatusError(.conflict, message, name: name, group: type.group, kind: type.resource,
+                           causes: conflicts.map { .init(reason: "FieldManagerConflict", message: "conflict with \"\($0.manager)\" using \($0.apiVersion)",
+                                                         field: FieldManager.display($0.path)) })
     }
 
     func applyPatch(_ current: JSON, patchType: PatchType, patch: JSON, type: ResourceType) throws(StatusError) -> JSON {
@@ -390,7 +378,7 @@ extension APIHandler {
                 createReq.body = applied.serialized()
                 createReq.headers["content-type"] = "application/json"
                 return try await create(createReq, RequestTarget(type: type, namespace: t.namespace, name: nil, subresource: nil),
-                                        operation: "Apply")
+                                        operation: "Apply", appliedConfig: applied)
             }
         }
         if isDryRun(req) {
@@ -402,10 +390,22 @@ extension APIHandler {
             return try objectResponse(200, cur, req, type)
         }
         let op = patchType == .apply ? "Apply" : "Update"
+        let manager = fieldManager(req), force = req.query["force"] == "true"
         let result = try await store.write(k) { [self] cur in
             guard let cur else { throw StatusError.notFound(type.resource, group: type.group, name: name) }
             let current = try cur.decode()
-            var patched = try applyPatch(current, patchType: patchType, patch: patchBody, type: type)
+            var base = current
+            var ownership: JSON?
+            if patchType == .apply {
+                var config = patchBody
+                config["metadata"]["managedFields"] = .null
+                let r = FieldManager.apply(config: config, current: current, manager: manager, apiVersion: type.apiVersion,
+                                           subresource: subresource?.rawValue, force: force, keyed: !type.isCustom, now: KubeTime.now().rfc3339)
+                if !r.conflicts.isEmpty { throw Self.applyConflict(r.conflicts, type: type, name: name) }
+                base = r.base
+                ownership = FieldManager.encode(r.entries)
+            }
+            var patched = try applyPatch(base, patchType: patchType, patch: patchBody, type: type)
             if subresource == .status {
                 // Patches through /status only change status.
                 var merged = current
@@ -414,7 +414,8 @@ extension APIHandler {
                 patched = merged
             }
             guard patched.isObject else { throw StatusError.badRequest("patch result is not an object") }
-            return try mergeUpdate(new: patched, current: current, type: type, subresource: subresource, req: req, checkRV: true, operation: op)
+            return try mergeUpdate(new: patched, current: current, type: type, subresource: subresource, req: req, checkRV: true, operation: op,
+                                   managedFields: ownership)
         }
         guard let stored = result.object else { throw notFound(t) }
         if result.eventType != nil && Admission.hasAfterWrite(type) {
