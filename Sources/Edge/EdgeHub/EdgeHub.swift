@@ -78,6 +78,8 @@ public final class EdgeHub: Service {
     let upstreamReady = WakeSignal()
     /// Whether the message channel to the cloud is up: the one signal the edge components follow.
     public let connection = StateSignal(false)
+    /// Requests waiting for the cloud's `response` (by request id).
+    let pendingRequests = Mutex<[String: CheckedContinuation<Message?, Never>]>([:])
     let currentWriter = Mutex<MessageWriter?>(nil)
     let dropped = Counter(label: "swiftedge_edgehub_upstream_dropped_total")
     let reconnects = Counter(label: "swiftedge_edgehub_reconnects_total")
@@ -114,6 +116,26 @@ public final class EdgeHub: Service {
     }
 
     /// Queues an upstream message (sent when connected, within the rate limit).
+    /// Sends a request the cloud answers (`sync`, as edgecore's SendSync) and waits for its
+    /// `response`; nil when none comes within `timeout` (disconnected, or a cloud that does not answer).
+    public func request(_ message: Message, timeout: Duration = .seconds(10)) async -> Message? {
+        var m = message
+        m.sync = true
+        let id = m.id
+        return await withTaskGroup(of: Void.self) { group -> Message? in
+            let answer = await withCheckedContinuation { (c: CheckedContinuation<Message?, Never>) in
+                pendingRequests.withLock { $0[id] = c }
+                send(m)
+                group.addTask {
+                    try? await Task.sleep(for: timeout)
+                    self.pendingRequests.withLock { $0.removeValue(forKey: id) }?.resume(returning: nil)
+                }
+            }
+            group.cancelAll()
+            return answer
+        }
+    }
+
     public func send(_ message: Message) {
         upstream.withLock { q in
             q.append(message)
@@ -222,7 +244,11 @@ public final class EdgeHub: Service {
                 group.addTask {
                     try await MessageReader(inbound: inbound, writer: writer).run { message, _ in
                         self.logger.trace("downstream message", metadata: ["message": "\(message.id)", "resource": "\(message.route.resource)"])
-                        if message.route.operation == .response && message.parentID != nil { return }
+                        if message.route.operation == .response, let parent = message.parentID {
+                            // The answer to one of this node's requests, or an answer nobody waits for.
+                            self.pendingRequests.withLock { $0.removeValue(forKey: parent) }?.resume(returning: message)
+                            return
+                        }
                         do { try await self.deliver(message) } catch let e as ProtocolError where e.reason == .unknownKind {
                             // Well-formed but outside this node's vocabulary: not stored, so not
                             // acknowledged (the cloud keeps it pending); the session goes on.

@@ -129,13 +129,40 @@ public struct NodeStatusReporter: Service {
         hub.send(UpstreamReport.nodeRegistration(name: identity.name, node: node()).message(source: MessageSource.edged))
     }
 
-    /// Renews the node's Lease (`kube-node-lease/lease/<node>`), kubelet's cheap heartbeat.
-    func renewLease() {
-        let lease: JSON = ["apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-                           "metadata": ["name": .string(identity.name), "namespace": "kube-node-lease"],
-                           "spec": ["holderIdentity": .string(identity.name), "leaseDurationSeconds": 40,
-                                    "renewTime": .string(KubeTime.now().rfc3339Micro)]]
-        hub.send(UpstreamReport.lease(name: identity.name, operation: .update, lease: lease).message(source: MessageSource.edged))
+    /// Renews the node's Lease (`kube-node-lease/lease/<node>`), kubelet's cheap heartbeat, the way
+    /// edgecore's kubelet does it through cloudcore: query it (NotFound: insert it), then update it
+    /// carrying the resourceVersion the cloud last returned; a refused update queries again.
+    /// `known`: the Lease's resourceVersion the cloud last returned (nil: query it first); returns the new one.
+    func renewLease(_ known: String?) async -> String? {
+        func lease(_ rv: String?) -> JSON {
+            var meta: JSON = ["name": .string(identity.name), "namespace": "kube-node-lease"]
+            if let rv { meta["resourceVersion"] = .string(rv) }
+            return ["apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": meta,
+                    "spec": ["holderIdentity": .string(identity.name), "leaseDurationSeconds": 40,
+                             "renewTime": .string(KubeTime.now().rfc3339Micro)]]
+        }
+        func ask(_ op: CloudEdgeProtocol.Operation, _ content: JSON) async -> LeaseAnswer {
+            guard let r = await hub.request(UpstreamReport.lease(name: identity.name, operation: op, lease: content).message(source: MessageSource.edged),
+                                            timeout: .seconds(5))
+            else { return .none }
+            return LeaseAnswer(r.content)
+        }
+        var rv = known
+        if rv == nil {
+            switch await ask(.query, .null) {
+            case .lease(let v): rv = v
+            case .notFound:
+                if case .lease(let v) = await ask(.insert, lease(nil)) { return v }
+                return nil
+            case .failed, .none:
+                return nil
+            }
+        }
+        switch await ask(.update, lease(rv)) {
+        case .lease(let v): return v
+        case .notFound, .failed: return nil
+        case .none: return rv
+        }
     }
 
     func report() {
@@ -157,19 +184,39 @@ public struct NodeStatusReporter: Service {
                     let tick = min(interval, .seconds(1))
                     var last = ContinuousClock.now
                     var lastHealth = runtime?()
+                    var leaseVersion: String?
                     while !Task.isCancelled {
                         do { try await Task.sleep(for: tick) } catch { return }
                         let health = runtime?()
                         let changed = health?.ready != lastHealth?.ready || health?.version != lastHealth?.version
                         guard changed || ContinuousClock.now - last >= interval, hub.isConnected else { continue }
                         report()
-                        renewLease()
+                        leaseVersion = await renewLease(leaseVersion)
                         last = .now
                         lastHealth = health
                     }
                 }
                 await group.waitForAll()
             }
+        }
+    }
+}
+
+/// The cloud's answer about the node's Lease (`{"Object": <Lease>, "Err": …}`).
+enum LeaseAnswer: Equatable {
+    case lease(resourceVersion: String?)
+    case notFound
+    case failed
+    case none
+
+    init(_ content: JSON) {
+        let err = content["Err"]["ErrStatus"]
+        if !err.isNull {
+            self = err["code"].intValue == 404 || err["reason"].stringValue == "NotFound" ? .notFound : .failed
+        } else if content["Object"].isObject {
+            self = .lease(resourceVersion: content["Object"]["metadata"]["resourceVersion"].stringValue)
+        } else {
+            self = .failed
         }
     }
 }
