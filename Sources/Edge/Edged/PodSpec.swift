@@ -11,6 +11,8 @@ public struct PodModel: Sendable, Equatable {
     public var restartPolicy: RestartPolicy
     public var hostNetwork: Bool
     public var hostPID: Bool
+    /// Containers see each other's processes (`shareProcessNamespace`); otherwise each has its own.
+    public var shareProcessNamespace: Bool
     public var hostIPC: Bool
     public var serviceAccountName: String
     public var terminationGracePeriodSeconds: Int64
@@ -47,6 +49,7 @@ public struct PodModel: Sendable, Equatable {
         restartPolicy = p
         hostNetwork = spec?.hostNetwork ?? false
         hostPID = spec?.hostPID ?? false
+        shareProcessNamespace = spec?.shareProcessNamespace ?? false
         hostIPC = spec?.hostIPC ?? false
         serviceAccountName = spec?.serviceAccountName ?? "default"
         terminationGracePeriodSeconds = spec?.terminationGracePeriodSeconds ?? 30

@@ -53,7 +53,7 @@ struct RuntimeConfigBuilder: Sendable {
         // (the runtime cannot set one without a private UTS namespace).
         if !pod.hostNetwork { c.hostname = pod.name }
         c.linux.securityContext.namespaceOptions.network = pod.hostNetwork ? .node : .pod
-        c.linux.securityContext.namespaceOptions.pid = pod.hostPID ? .node : .container
+        c.linux.securityContext.namespaceOptions.pid = pod.hostPID ? .node : (pod.shareProcessNamespace ? .pod : .container)
         c.linux.securityContext.namespaceOptions.ipc = pod.hostIPC ? .node : .pod
         for container in pod.containers {
             for p in container.ports {
@@ -86,6 +86,11 @@ struct RuntimeConfigBuilder: Sendable {
         c.logPath = "\(spec.name)/\(attempt).log"
         c.stdin = spec.stdin
         c.tty = spec.tty
+        // As kubelet: each container its own PID namespace unless the pod shares one (or the
+        // node's); the pod's network and IPC namespaces (or the node's).
+        c.linux.securityContext.namespaceOptions.network = pod.hostNetwork ? .node : .pod
+        c.linux.securityContext.namespaceOptions.pid = pod.hostPID ? .node : (pod.shareProcessNamespace ? .pod : .container)
+        c.linux.securityContext.namespaceOptions.ipc = pod.hostIPC ? .node : .pod
         let limits = spec.resources.limits ?? [:], requests = spec.resources.requests ?? [:]
         if let cpu = Quantity.milliValue(limits["cpu"] ?? .null) {
             c.linux.resources.cpuPeriod = 100_000

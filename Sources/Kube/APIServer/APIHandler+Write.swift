@@ -2,6 +2,7 @@ import Foundation
 import KubeAPI
 import KubeProtobuf
 import ObjectStore
+import Synchronization
 
 extension APIHandler {
     // MARK: Common write preparation
@@ -58,6 +59,11 @@ extension APIHandler {
             throw StatusError.badRequest("strict decoding error: \(msg)")
         }
         return unknown.map { "unknown field \"\($0)\"" }
+    }
+
+    /// managedFields without their timestamps (a re-apply of the same fields is no change).
+    static func withoutTimes(_ managed: JSON) -> JSON {
+        .array((managed.arrayValue ?? []).map { var e = $0; e["time"] = .null; return e })
     }
 
     /// Everything but metadata and status: a change here bumps `metadata.generation`.
@@ -283,7 +289,10 @@ extension APIHandler {
         var cmpNew = obj, cmpOld = current
         cmpNew["metadata"]["managedFields"] = .null
         cmpOld["metadata"]["managedFields"] = .null
-        if cmpNew == cmpOld { return .unchanged }
+        // An apply that changes only who owns what (a manager dropping a field another still
+        // applies) is a write: ownership decides what a later apply removes.
+        let ownershipChanged = applied.map { Self.withoutTimes($0) != Self.withoutTimes(current["metadata"]["managedFields"]) } ?? false
+        if cmpNew == cmpOld && !ownershipChanged { return .unchanged }
         // Field ownership: an apply's was worked out with its merge; an update owns what it changed.
         obj["metadata"]["managedFields"] = applied ?? FieldManager.encode(FieldManager.update(
             old: current, new: obj, manager: fieldManager(req), operation: operation, apiVersion: type.apiVersion,
@@ -391,6 +400,7 @@ extension APIHandler {
         }
         let op = patchType == .apply ? "Apply" : "Update"
         let manager = fieldManager(req), force = req.query["force"] == "true"
+        let patchWarnings = Mutex<[String]>([])
         let result = try await store.write(k) { [self] cur in
             guard let cur else { throw StatusError.notFound(type.resource, group: type.group, name: name) }
             let current = try cur.decode()
@@ -406,6 +416,12 @@ extension APIHandler {
                 ownership = FieldManager.encode(r.entries)
             }
             var patched = try applyPatch(base, patchType: patchType, patch: patchBody, type: type)
+            if patchType != .apply && subresource == nil {
+                // Unknown fields the patch brought in: refused (Strict), or dropped with a warning
+                // (Warn, the default), as kube-apiserver decodes a patched object.
+                let w = try checkFields(&patched, type, req)
+                if !w.isEmpty { patchWarnings.withLock { $0 = w } }
+            }
             if subresource == .status {
                 // Patches through /status only change status.
                 var merged = current
@@ -421,7 +437,9 @@ extension APIHandler {
         if result.eventType != nil && Admission.hasAfterWrite(type) {
             try await Admission.afterWrite(type: type, object: try stored.decode(), old: nil, handler: self)
         }
-        return try objectResponse(200, stored, req, type)
+        var resp = try objectResponse(200, stored, req, type)
+        resp.addHeaders(warningHeaders(patchWarnings.withLock { $0 }))
+        return resp
     }
 
     // MARK: delete

@@ -42,12 +42,16 @@ enum Admission {
         case ("apps", "deployments"), ("apps", "replicasets"), ("apps", "statefulsets"), ("apps", "daemonsets"):
             try defaultWorkload(&obj, type: type)
             obj["status"] = .null
+        case ("batch", "cronjobs"):
+            defaultCronJob(&obj)
+            obj["status"] = .null
         case ("batch", "jobs"):
             defaultJob(&obj)
             try validatePodSpec(obj["spec"]["template"]["spec"], path: "spec.template.spec", type: type, obj: obj)
             obj["status"] = .null
         case ("apiextensions.k8s.io", "customresourcedefinitions"):
             try CRDSchema.validateDefinition(obj, existing: handler.registry)
+            CRDSchema.defaultSpec(&obj)
             obj["status"] = CRDSchema.status(for: obj)
         default:
             break
@@ -172,8 +176,14 @@ enum Admission {
         default: break
         }
         defaultPodSpec(&spec["template"]["spec"])
+        dropNullTimestamp(&spec["template"])
         obj["spec"] = spec
         var causes: [StatusError.Cause] = []
+        for f in ["replicas", "revisionHistoryLimit", "minReadySeconds", "progressDeadlineSeconds"] {
+            if let n = spec[f].intValue, n < 0 {
+                causes.append(.init(reason: "FieldValueInvalid", message: "Invalid value: \(n): must be greater than or equal to 0", field: "spec.\(f)"))
+            }
+        }
         if spec["selector"].isNull { causes.append(required("spec.selector")) }
         else if let sel = try? LabelSelector.from(object: spec["selector"]) {
             var labels: [String: String] = [:]
@@ -186,6 +196,29 @@ enum Admission {
         }
         if !causes.isEmpty { throw invalid(type, obj, causes) }
         try validatePodSpec(spec["template"]["spec"], path: "spec.template.spec", type: type, obj: obj)
+    }
+
+    /// `metadata.creationTimestamp: null` in a pod template (kubectl 1.32's rollout undo sends it)
+    /// is no value: kube drops it, so the template — and its hash — is the revision's again.
+    static func dropNullTimestamp(_ template: inout JSON) {
+        if case .object(var md) = template["metadata"], md["creationTimestamp"] == .null, md.keys.contains("creationTimestamp") {
+            md.removeValue(forKey: "creationTimestamp")
+            template["metadata"] = .object(md)
+        }
+    }
+
+    /// A CronJob's defaults, as kube-apiserver sets them.
+    static func defaultCronJob(_ obj: inout JSON) {
+        var spec = obj["spec"]
+        if spec["concurrencyPolicy"].isNull { spec["concurrencyPolicy"] = "Allow" }
+        if spec["suspend"].isNull { spec["suspend"] = false }
+        if spec["successfulJobsHistoryLimit"].isNull { spec["successfulJobsHistoryLimit"] = 3 }
+        if spec["failedJobsHistoryLimit"].isNull { spec["failedJobsHistoryLimit"] = 1 }
+        var job = spec["jobTemplate"]
+        defaultPodSpec(&job["spec"]["template"]["spec"])
+        dropNullTimestamp(&job["spec"]["template"])
+        spec["jobTemplate"] = job
+        obj["spec"] = spec
     }
 
     static func defaultJob(_ obj: inout JSON) {
@@ -215,12 +248,14 @@ enum Admission {
         if spec["sessionAffinity"].isNull { spec["sessionAffinity"] = "None" }
         if type != "ExternalName" {
             var ports = spec["ports"].arrayValue ?? []
-            if ports.isEmpty {
+            if ports.isEmpty && spec["clusterIP"].stringValue != "None" {  // a headless Service may have none
                 throw invalid(BuiltinResources.all.first { $0.resource == "services" }!, obj, [required("spec.ports")])
             }
             for i in ports.indices {
                 if ports[i]["protocol"].isNull { ports[i]["protocol"] = "TCP" }
                 if ports[i]["targetPort"].isNull { ports[i]["targetPort"] = ports[i]["port"] }
+                // `kubectl create service clusterip` sends nodePort 0: no node port, as kube stores it.
+                if ports[i]["nodePort"].intValue == 0, type != "NodePort", type != "LoadBalancer" { ports[i]["nodePort"] = .null }
             }
             spec["ports"] = .array(ports)
             if spec["internalTrafficPolicy"].isNull { spec["internalTrafficPolicy"] = "Cluster" }
@@ -238,13 +273,14 @@ enum Admission {
             if type == "NodePort" || type == "LoadBalancer" {
                 let used = try await usedNodePorts(handler)
                 var next = 30000 + Int.random(in: 0..<2000)
-                for i in ports.indices where ports[i]["nodePort"].isNull {
+                for i in ports.indices where ports[i]["nodePort"].isNull || ports[i]["nodePort"].intValue == 0 {
                     while used.contains(next) { next += 1 }
                     ports[i]["nodePort"] = .int(Int64(next))
                     next += 1
                 }
                 spec["ports"] = .array(ports)
                 if spec["externalTrafficPolicy"].isNull { spec["externalTrafficPolicy"] = "Cluster" }
+                if type == "NodePort", spec["healthCheckNodePort"].intValue == 0 { spec["healthCheckNodePort"] = .null }
             }
         }
         obj["spec"] = spec
@@ -303,7 +339,10 @@ enum Admission {
             if old["spec"]["clusterIP"] != .null, obj["spec"]["clusterIP"].isNull { obj["spec"]["clusterIP"] = old["spec"]["clusterIP"] }
             if obj["spec"]["clusterIPs"].isNull { obj["spec"]["clusterIPs"] = old["spec"]["clusterIPs"] }
         case ("apiextensions.k8s.io", "customresourcedefinitions"):
+            CRDSchema.defaultSpec(&obj)
             obj["status"] = CRDSchema.status(for: obj)
+        case ("batch", "cronjobs"):
+            defaultCronJob(&obj)
         default:
             break
         }

@@ -34,6 +34,14 @@ enum CRDSchema {
         if !causes.isEmpty { throw StatusError.invalid(kind: "CustomResourceDefinition", group: "apiextensions.k8s.io", name: name, causes: causes) }
     }
 
+    /// kube-apiserver's defaults of a CRD's spec: `conversion.strategy: None`, the names' `singular`
+    /// and `listKind`.
+    static func defaultSpec(_ crd: inout JSON) {
+        if crd["spec"]["conversion"].isNull { crd["spec"]["conversion"] = ["strategy": "None"] }
+        if crd["spec"]["names"]["singular"].isNull { crd["spec"]["names"]["singular"] = .string((crd["spec"]["names"]["kind"].stringValue ?? "").lowercased()) }
+        if crd["spec"]["names"]["listKind"].isNull { crd["spec"]["names"]["listKind"] = .string((crd["spec"]["names"]["kind"].stringValue ?? "") + "List") }
+    }
+
     static func status(for crd: JSON) -> JSON {
         let now = KubeTime.now().rfc3339
         var names = crd["spec"]["names"]

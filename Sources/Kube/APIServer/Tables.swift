@@ -219,6 +219,31 @@ enum Tables {
                     }),
                     Column(name: "Completions", cell: { o in .string("\(o["status"]["succeeded"].intValue ?? 0)/\(o["spec"]["completions"].intValue ?? 1)") }),
                     ageColumn] + Array(workloadWide())
+        case ("batch", "cronjobs"):
+            return [nameColumn,
+                    Column(name: "Schedule", cell: { str($0["spec"]["schedule"], "") }),
+                    Column(name: "Timezone", cell: { str($0["spec"]["timeZone"]) }),
+                    Column(name: "Suspend", cell: { o in .string(o["spec"]["suspend"].boolValue == true ? "True" : "False") }),
+                    Column(name: "Active", type: "integer", cell: { o in .int(Int64(o["status"]["active"].arrayValue?.count ?? 0)) }),
+                    Column(name: "Last Schedule", cell: { o in
+                        guard let s = o["status"]["lastScheduleTime"].stringValue, let t = KubeTime.parse(s) else { return "<none>" }
+                        return .string(KubeTime.humanDuration(seconds: KubeTime.now().seconds - t.seconds))
+                    }),
+                    ageColumn]
+        case ("rbac.authorization.k8s.io", "rolebindings"), ("rbac.authorization.k8s.io", "clusterrolebindings"):
+            @Sendable func subjects(_ o: JSON, _ kind: String) -> JSON {
+                let names = (o["subjects"].arrayValue ?? []).filter { $0["kind"].stringValue == kind }.map { s -> String in
+                    let n = s["name"].stringValue ?? ""
+                    return kind == "ServiceAccount" ? "\(s["namespace"].stringValue ?? "")/\(n)" : n
+                }
+                return names.isEmpty ? "" : .string(names.joined(separator: ", "))
+            }
+            return [nameColumn,
+                    Column(name: "Role", cell: { o in .string("\(o["roleRef"]["kind"].stringValue ?? "")/\(o["roleRef"]["name"].stringValue ?? "")") }),
+                    ageColumn,
+                    Column(name: "Users", priority: 1, cell: { subjects($0, "User") }),
+                    Column(name: "Groups", priority: 1, cell: { subjects($0, "Group") }),
+                    Column(name: "ServiceAccounts", priority: 1, cell: { subjects($0, "ServiceAccount") })]
         case ("coordination.k8s.io", "leases"):
             return [nameColumn, Column(name: "Holder", cell: { str($0["spec"]["holderIdentity"], "") }), ageColumn]
         case ("apiextensions.k8s.io", "customresourcedefinitions"):

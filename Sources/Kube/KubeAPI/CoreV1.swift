@@ -23,6 +23,7 @@ public enum Core {
         public var restartPolicy: String?
         public var hostNetwork: Bool?
         public var hostPID: Bool?
+        public var shareProcessNamespace: Bool?
         public var hostIPC: Bool?
         public var terminationGracePeriodSeconds: Int64?
         public var serviceAccountName: String?

@@ -1,3 +1,4 @@
+import CRI
 import Foundation
 import KubeAPI
 import NIOCore
@@ -77,6 +78,19 @@ import Testing
         await #expect(throws: ConfigError.self) { _ = try await builder([:]).mounts(bad, bad.containers[0]) }
         #expect(!FileManager.default.fileExists(atPath: directory + "/pods/uid-v/volumes/x"))
         try? FileManager.default.removeItem(atPath: directory)
+    }
+
+    /// As kubelet: each container its own PID namespace (it shared the pod's: `ps` showed the pause
+    /// process as PID 1), unless the pod asks to share one.
+    @Test func containersGetTheirOwnPIDNamespace() async throws {
+        let p = try pod(volumes: [], mounts: [])
+        let c = try await builder([:]).containerConfig(p, p.containers[0], attempt: 0, podIP: "")
+        #expect(c.linux.securityContext.namespaceOptions.pid == .container)
+        #expect(c.linux.securityContext.namespaceOptions.network == .pod && c.linux.securityContext.namespaceOptions.ipc == .pod)
+        var shared = p
+        shared.shareProcessNamespace = true
+        let s = try await builder([:]).containerConfig(shared, shared.containers[0], attempt: 0, podIP: "")
+        #expect(s.linux.securityContext.namespaceOptions.pid == .pod)
     }
 
     @Test func httpsProbesReachATLSServer() async throws {
