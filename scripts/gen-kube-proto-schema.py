@@ -13,7 +13,8 @@ import sys
 from pathlib import Path
 
 API_GROUPS = ["core/v1", "apps/v1", "batch/v1", "coordination/v1", "discovery/v1", "events/v1",
-              "policy/v1", "rbac/v1", "autoscaling/v1", "networking/v1", "authorization/v1", "authentication/v1"]
+              "policy/v1", "rbac/v1", "autoscaling/v1", "autoscaling/v2", "networking/v1", "authorization/v1", "authentication/v1",
+              "certificates/v1", "node/v1", "scheduling/v1", "storage/v1"]
 MACHINERY = ["pkg/apis/meta/v1", "pkg/runtime", "pkg/runtime/schema", "pkg/util/intstr", "pkg/api/resource"]
 
 FIELD = re.compile(r"^\s*(optional|repeated)\s+([\w.]+)\s+(\w+)\s*=\s*(\d+)")

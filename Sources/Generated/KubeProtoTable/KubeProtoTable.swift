@@ -1767,6 +1767,109 @@ F 1 replicas o int32
 M k8s.io.api.autoscaling.v1.ScaleStatus
 F 1 replicas o int32
 F 2 selector o string
+M k8s.io.api.autoscaling.v2.ContainerResourceMetricSource
+F 1 name o string
+F 2 target o k8s.io.api.autoscaling.v2.MetricTarget
+F 3 container o string
+M k8s.io.api.autoscaling.v2.ContainerResourceMetricStatus
+F 1 name o string
+F 2 current o k8s.io.api.autoscaling.v2.MetricValueStatus
+F 3 container o string
+M k8s.io.api.autoscaling.v2.CrossVersionObjectReference
+F 1 kind o string
+F 2 name o string
+F 3 apiVersion o string
+M k8s.io.api.autoscaling.v2.ExternalMetricSource
+F 1 metric o k8s.io.api.autoscaling.v2.MetricIdentifier
+F 2 target o k8s.io.api.autoscaling.v2.MetricTarget
+M k8s.io.api.autoscaling.v2.ExternalMetricStatus
+F 1 metric o k8s.io.api.autoscaling.v2.MetricIdentifier
+F 2 current o k8s.io.api.autoscaling.v2.MetricValueStatus
+M k8s.io.api.autoscaling.v2.HPAScalingPolicy
+F 1 type o string
+F 2 value o int32
+F 3 periodSeconds o int32
+M k8s.io.api.autoscaling.v2.HPAScalingRules
+F 3 stabilizationWindowSeconds o int32
+F 1 selectPolicy o string
+F 2 policies r k8s.io.api.autoscaling.v2.HPAScalingPolicy
+F 4 tolerance o k8s.io.apimachinery.pkg.api.resource.Quantity
+M k8s.io.api.autoscaling.v2.HorizontalPodAutoscaler
+F 1 metadata o k8s.io.apimachinery.pkg.apis.meta.v1.ObjectMeta
+F 2 spec o k8s.io.api.autoscaling.v2.HorizontalPodAutoscalerSpec
+F 3 status o k8s.io.api.autoscaling.v2.HorizontalPodAutoscalerStatus
+M k8s.io.api.autoscaling.v2.HorizontalPodAutoscalerBehavior
+F 1 scaleUp o k8s.io.api.autoscaling.v2.HPAScalingRules
+F 2 scaleDown o k8s.io.api.autoscaling.v2.HPAScalingRules
+M k8s.io.api.autoscaling.v2.HorizontalPodAutoscalerCondition
+F 1 type o string
+F 2 status o string
+F 3 lastTransitionTime o k8s.io.apimachinery.pkg.apis.meta.v1.Time
+F 4 reason o string
+F 5 message o string
+F 6 observedGeneration o int64
+M k8s.io.api.autoscaling.v2.HorizontalPodAutoscalerList
+F 1 metadata o k8s.io.apimachinery.pkg.apis.meta.v1.ListMeta
+F 2 items r k8s.io.api.autoscaling.v2.HorizontalPodAutoscaler
+M k8s.io.api.autoscaling.v2.HorizontalPodAutoscalerSpec
+F 1 scaleTargetRef o k8s.io.api.autoscaling.v2.CrossVersionObjectReference
+F 2 minReplicas o int32
+F 3 maxReplicas o int32
+F 4 metrics r k8s.io.api.autoscaling.v2.MetricSpec
+F 5 behavior o k8s.io.api.autoscaling.v2.HorizontalPodAutoscalerBehavior
+M k8s.io.api.autoscaling.v2.HorizontalPodAutoscalerStatus
+F 1 observedGeneration o int64
+F 2 lastScaleTime o k8s.io.apimachinery.pkg.apis.meta.v1.Time
+F 3 currentReplicas o int32
+F 4 desiredReplicas o int32
+F 5 currentMetrics r k8s.io.api.autoscaling.v2.MetricStatus
+F 6 conditions r k8s.io.api.autoscaling.v2.HorizontalPodAutoscalerCondition
+M k8s.io.api.autoscaling.v2.MetricIdentifier
+F 1 name o string
+F 2 selector o k8s.io.apimachinery.pkg.apis.meta.v1.LabelSelector
+M k8s.io.api.autoscaling.v2.MetricSpec
+F 1 type o string
+F 2 object o k8s.io.api.autoscaling.v2.ObjectMetricSource
+F 3 pods o k8s.io.api.autoscaling.v2.PodsMetricSource
+F 4 resource o k8s.io.api.autoscaling.v2.ResourceMetricSource
+F 7 containerResource o k8s.io.api.autoscaling.v2.ContainerResourceMetricSource
+F 5 external o k8s.io.api.autoscaling.v2.ExternalMetricSource
+M k8s.io.api.autoscaling.v2.MetricStatus
+F 1 type o string
+F 2 object o k8s.io.api.autoscaling.v2.ObjectMetricStatus
+F 3 pods o k8s.io.api.autoscaling.v2.PodsMetricStatus
+F 4 resource o k8s.io.api.autoscaling.v2.ResourceMetricStatus
+F 7 containerResource o k8s.io.api.autoscaling.v2.ContainerResourceMetricStatus
+F 5 external o k8s.io.api.autoscaling.v2.ExternalMetricStatus
+M k8s.io.api.autoscaling.v2.MetricTarget
+F 1 type o string
+F 2 value o k8s.io.apimachinery.pkg.api.resource.Quantity
+F 3 averageValue o k8s.io.apimachinery.pkg.api.resource.Quantity
+F 4 averageUtilization o int32
+M k8s.io.api.autoscaling.v2.MetricValueStatus
+F 1 value o k8s.io.apimachinery.pkg.api.resource.Quantity
+F 2 averageValue o k8s.io.apimachinery.pkg.api.resource.Quantity
+F 3 averageUtilization o int32
+M k8s.io.api.autoscaling.v2.ObjectMetricSource
+F 1 describedObject o k8s.io.api.autoscaling.v2.CrossVersionObjectReference
+F 2 target o k8s.io.api.autoscaling.v2.MetricTarget
+F 3 metric o k8s.io.api.autoscaling.v2.MetricIdentifier
+M k8s.io.api.autoscaling.v2.ObjectMetricStatus
+F 1 metric o k8s.io.api.autoscaling.v2.MetricIdentifier
+F 2 current o k8s.io.api.autoscaling.v2.MetricValueStatus
+F 3 describedObject o k8s.io.api.autoscaling.v2.CrossVersionObjectReference
+M k8s.io.api.autoscaling.v2.PodsMetricSource
+F 1 metric o k8s.io.api.autoscaling.v2.MetricIdentifier
+F 2 target o k8s.io.api.autoscaling.v2.MetricTarget
+M k8s.io.api.autoscaling.v2.PodsMetricStatus
+F 1 metric o k8s.io.api.autoscaling.v2.MetricIdentifier
+F 2 current o k8s.io.api.autoscaling.v2.MetricValueStatus
+M k8s.io.api.autoscaling.v2.ResourceMetricSource
+F 1 name o string
+F 2 target o k8s.io.api.autoscaling.v2.MetricTarget
+M k8s.io.api.autoscaling.v2.ResourceMetricStatus
+F 1 name o string
+F 2 current o k8s.io.api.autoscaling.v2.MetricValueStatus
 M k8s.io.api.networking.v1.HTTPIngressPath
 F 1 path o string
 F 3 pathType o string
@@ -1991,6 +2094,189 @@ F 1 username o string
 F 2 uid o string
 F 3 groups r string
 F 4 extra m string,k8s.io.api.authentication.v1.ExtraValue
+M k8s.io.api.certificates.v1.CertificateSigningRequest
+F 1 metadata o k8s.io.apimachinery.pkg.apis.meta.v1.ObjectMeta
+F 2 spec o k8s.io.api.certificates.v1.CertificateSigningRequestSpec
+F 3 status o k8s.io.api.certificates.v1.CertificateSigningRequestStatus
+M k8s.io.api.certificates.v1.CertificateSigningRequestCondition
+F 1 type o string
+F 6 status o string
+F 2 reason o string
+F 3 message o string
+F 4 lastUpdateTime o k8s.io.apimachinery.pkg.apis.meta.v1.Time
+F 5 lastTransitionTime o k8s.io.apimachinery.pkg.apis.meta.v1.Time
+M k8s.io.api.certificates.v1.CertificateSigningRequestList
+F 1 metadata o k8s.io.apimachinery.pkg.apis.meta.v1.ListMeta
+F 2 items r k8s.io.api.certificates.v1.CertificateSigningRequest
+M k8s.io.api.certificates.v1.CertificateSigningRequestSpec
+F 1 request o bytes
+F 7 signerName o string
+F 8 expirationSeconds o int32
+F 5 usages r string
+F 2 username o string
+F 3 uid o string
+F 4 groups r string
+F 6 extra m string,k8s.io.api.certificates.v1.ExtraValue
+M k8s.io.api.certificates.v1.CertificateSigningRequestStatus
+F 1 conditions r k8s.io.api.certificates.v1.CertificateSigningRequestCondition
+F 2 certificate o bytes
+M k8s.io.api.certificates.v1.ClusterTrustBundle
+F 1 metadata o k8s.io.apimachinery.pkg.apis.meta.v1.ObjectMeta
+F 2 spec o k8s.io.api.certificates.v1.ClusterTrustBundleSpec
+M k8s.io.api.certificates.v1.ClusterTrustBundleList
+F 1 metadata o k8s.io.apimachinery.pkg.apis.meta.v1.ListMeta
+F 2 items r k8s.io.api.certificates.v1.ClusterTrustBundle
+M k8s.io.api.certificates.v1.ClusterTrustBundleSpec
+F 1 signerName o string
+F 2 trustBundle o string
+M k8s.io.api.certificates.v1.ExtraValue
+F 1 items r string
+M k8s.io.api.certificates.v1.PodCertificateRequest
+F 1 metadata o k8s.io.apimachinery.pkg.apis.meta.v1.ObjectMeta
+F 2 spec o k8s.io.api.certificates.v1.PodCertificateRequestSpec
+F 3 status o k8s.io.api.certificates.v1.PodCertificateRequestStatus
+M k8s.io.api.certificates.v1.PodCertificateRequestList
+F 1 metadata o k8s.io.apimachinery.pkg.apis.meta.v1.ListMeta
+F 2 items r k8s.io.api.certificates.v1.PodCertificateRequest
+M k8s.io.api.certificates.v1.PodCertificateRequestSpec
+F 1 signerName o string
+F 2 podName o string
+F 3 podUID o string
+F 4 serviceAccountName o string
+F 5 serviceAccountUID o string
+F 6 nodeName o string
+F 7 nodeUID o string
+F 8 maxExpirationSeconds o int32
+F 12 stubPKCS10Request o bytes
+F 11 unverifiedUserAnnotations m string,string
+M k8s.io.api.certificates.v1.PodCertificateRequestStatus
+F 1 conditions r k8s.io.apimachinery.pkg.apis.meta.v1.Condition
+F 2 certificateChain o string
+F 4 notBefore o k8s.io.apimachinery.pkg.apis.meta.v1.Time
+F 5 beginRefreshAt o k8s.io.apimachinery.pkg.apis.meta.v1.Time
+F 6 notAfter o k8s.io.apimachinery.pkg.apis.meta.v1.Time
+M k8s.io.api.node.v1.Overhead
+F 1 podFixed m string,k8s.io.apimachinery.pkg.api.resource.Quantity
+M k8s.io.api.node.v1.RuntimeClass
+F 1 metadata o k8s.io.apimachinery.pkg.apis.meta.v1.ObjectMeta
+F 2 handler o string
+F 3 overhead o k8s.io.api.node.v1.Overhead
+F 4 scheduling o k8s.io.api.node.v1.Scheduling
+M k8s.io.api.node.v1.RuntimeClassList
+F 1 metadata o k8s.io.apimachinery.pkg.apis.meta.v1.ListMeta
+F 2 items r k8s.io.api.node.v1.RuntimeClass
+M k8s.io.api.node.v1.Scheduling
+F 1 nodeSelector m string,string
+F 2 tolerations r k8s.io.api.core.v1.Toleration
+M k8s.io.api.scheduling.v1.PriorityClass
+F 1 metadata o k8s.io.apimachinery.pkg.apis.meta.v1.ObjectMeta
+F 2 value o int32
+F 3 globalDefault o bool
+F 4 description o string
+F 5 preemptionPolicy o string
+M k8s.io.api.scheduling.v1.PriorityClassList
+F 1 metadata o k8s.io.apimachinery.pkg.apis.meta.v1.ListMeta
+F 2 items r k8s.io.api.scheduling.v1.PriorityClass
+M k8s.io.api.storage.v1.CSIDriver
+F 1 metadata o k8s.io.apimachinery.pkg.apis.meta.v1.ObjectMeta
+F 2 spec o k8s.io.api.storage.v1.CSIDriverSpec
+M k8s.io.api.storage.v1.CSIDriverList
+F 1 metadata o k8s.io.apimachinery.pkg.apis.meta.v1.ListMeta
+F 2 items r k8s.io.api.storage.v1.CSIDriver
+M k8s.io.api.storage.v1.CSIDriverSpec
+F 1 attachRequired o bool
+F 2 podInfoOnMount o bool
+F 3 volumeLifecycleModes r string
+F 4 storageCapacity o bool
+F 5 fsGroupPolicy o string
+F 6 tokenRequests r k8s.io.api.storage.v1.TokenRequest
+F 7 requiresRepublish o bool
+F 8 seLinuxMount o bool
+F 9 nodeAllocatableUpdatePeriodSeconds o int64
+F 10 serviceAccountTokenInSecrets o bool
+F 11 preventPodSchedulingIfMissing o bool
+M k8s.io.api.storage.v1.CSINode
+F 1 metadata o k8s.io.apimachinery.pkg.apis.meta.v1.ObjectMeta
+F 2 spec o k8s.io.api.storage.v1.CSINodeSpec
+F 3 status o k8s.io.api.storage.v1.CSINodeStatus
+M k8s.io.api.storage.v1.CSINodeDriver
+F 1 name o string
+F 2 nodeID o string
+F 3 topologyKeys r string
+F 4 allocatable o k8s.io.api.storage.v1.VolumeNodeResources
+M k8s.io.api.storage.v1.CSINodeList
+F 1 metadata o k8s.io.apimachinery.pkg.apis.meta.v1.ListMeta
+F 2 items r k8s.io.api.storage.v1.CSINode
+M k8s.io.api.storage.v1.CSINodeSpec
+F 1 drivers r k8s.io.api.storage.v1.CSINodeDriver
+M k8s.io.api.storage.v1.CSINodeStatus
+F 1 storageHealth r k8s.io.api.storage.v1.StorageHealth
+M k8s.io.api.storage.v1.CSIStorageCapacity
+F 1 metadata o k8s.io.apimachinery.pkg.apis.meta.v1.ObjectMeta
+F 2 nodeTopology o k8s.io.apimachinery.pkg.apis.meta.v1.LabelSelector
+F 3 storageClassName o string
+F 4 capacity o k8s.io.apimachinery.pkg.api.resource.Quantity
+F 5 maximumVolumeSize o k8s.io.apimachinery.pkg.api.resource.Quantity
+M k8s.io.api.storage.v1.CSIStorageCapacityList
+F 1 metadata o k8s.io.apimachinery.pkg.apis.meta.v1.ListMeta
+F 2 items r k8s.io.api.storage.v1.CSIStorageCapacity
+M k8s.io.api.storage.v1.StorageClass
+F 1 metadata o k8s.io.apimachinery.pkg.apis.meta.v1.ObjectMeta
+F 2 provisioner o string
+F 3 parameters m string,string
+F 4 reclaimPolicy o string
+F 5 mountOptions r string
+F 6 allowVolumeExpansion o bool
+F 7 volumeBindingMode o string
+F 8 allowedTopologies r k8s.io.api.core.v1.TopologySelectorTerm
+M k8s.io.api.storage.v1.StorageClassList
+F 1 metadata o k8s.io.apimachinery.pkg.apis.meta.v1.ListMeta
+F 2 items r k8s.io.api.storage.v1.StorageClass
+M k8s.io.api.storage.v1.StorageHealth
+F 1 name o string
+F 2 healthConditions r k8s.io.api.storage.v1.StorageHealthCondition
+M k8s.io.api.storage.v1.StorageHealthCondition
+F 1 status o string
+F 2 reason o string
+F 3 message o string
+F 4 accessMode o string
+F 5 volumeMode o string
+F 6 lastTransitionTime o k8s.io.apimachinery.pkg.apis.meta.v1.Time
+M k8s.io.api.storage.v1.TokenRequest
+F 1 audience o string
+F 2 expirationSeconds o int64
+M k8s.io.api.storage.v1.VolumeAttachment
+F 1 metadata o k8s.io.apimachinery.pkg.apis.meta.v1.ObjectMeta
+F 2 spec o k8s.io.api.storage.v1.VolumeAttachmentSpec
+F 3 status o k8s.io.api.storage.v1.VolumeAttachmentStatus
+M k8s.io.api.storage.v1.VolumeAttachmentList
+F 1 metadata o k8s.io.apimachinery.pkg.apis.meta.v1.ListMeta
+F 2 items r k8s.io.api.storage.v1.VolumeAttachment
+M k8s.io.api.storage.v1.VolumeAttachmentSource
+F 1 persistentVolumeName o string
+F 2 inlineVolumeSpec o k8s.io.api.core.v1.PersistentVolumeSpec
+M k8s.io.api.storage.v1.VolumeAttachmentSpec
+F 1 attacher o string
+F 2 source o k8s.io.api.storage.v1.VolumeAttachmentSource
+F 3 nodeName o string
+M k8s.io.api.storage.v1.VolumeAttachmentStatus
+F 1 attached o bool
+F 2 attachmentMetadata m string,string
+F 3 attachError o k8s.io.api.storage.v1.VolumeError
+F 4 detachError o k8s.io.api.storage.v1.VolumeError
+M k8s.io.api.storage.v1.VolumeAttributesClass
+F 1 metadata o k8s.io.apimachinery.pkg.apis.meta.v1.ObjectMeta
+F 2 driverName o string
+F 3 parameters m string,string
+M k8s.io.api.storage.v1.VolumeAttributesClassList
+F 1 metadata o k8s.io.apimachinery.pkg.apis.meta.v1.ListMeta
+F 2 items r k8s.io.api.storage.v1.VolumeAttributesClass
+M k8s.io.api.storage.v1.VolumeError
+F 1 time o k8s.io.apimachinery.pkg.apis.meta.v1.Time
+F 2 message o string
+F 3 errorCode o int32
+M k8s.io.api.storage.v1.VolumeNodeResources
+F 1 count o int32
 M k8s.io.apimachinery.pkg.apis.meta.v1.APIGroup
 F 1 name o string
 F 2 versions r k8s.io.apimachinery.pkg.apis.meta.v1.GroupVersionForDiscovery

@@ -13,6 +13,8 @@ extension APIHandler {
             return try await update(req, t, subresource: .status)
         case (.status, "PATCH"):
             return try await patch(req, t, subresource: .status)
+        case (.approval, "PUT"):
+            return try await update(req, t, subresource: .approval)
         case (.scale, "GET"):
             guard let o = await store.get(key(t)) else { throw notFound(t) }
             return .json(200, try scaleObject(try o.decode(), t.type))

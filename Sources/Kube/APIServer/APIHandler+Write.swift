@@ -252,6 +252,11 @@ extension APIHandler {
             var merged = current
             merged["status"] = obj["status"]
             obj = merged
+        case .approval:
+            // Only the approval conditions change (Approved/Denied), as kube's CSR approval does.
+            var merged = current
+            merged["status"]["conditions"] = obj["status"]["conditions"]
+            obj = merged
         case .none:
             if type.subresources.contains(.status) { obj["status"] = current["status"] }
         default: break

@@ -173,6 +173,37 @@ public final class APIHandler: Sendable {
             review["status"] = ["allowed": true, "reason": "swiftedge: authenticated requests are allowed (RBAC is stored, not enforced)"]
             return .json(201, review)
         }
+        if type.resource == "tokenreviews" && type.group == "authentication.k8s.io" {
+            // Whether a bearer token is one this server accepts (the admin token is the only kind yet).
+            guard req.method == "POST", target.name == nil else {
+                throw StatusError(.methodNotAllowed, "the server does not allow this method on the requested resource")
+            }
+            var review = try decodeBody(req)
+            try checkTypeMeta(&review, type)
+            let token = review["spec"]["token"].stringValue ?? ""
+            review["status"] = options.tokens.contains(token)
+                ? ["authenticated": true, "user": ["username": "kubernetes-admin", "groups": ["system:masters", "system:authenticated"]]]
+                : ["authenticated": false, "error": "invalid bearer token"]
+            return .json(201, review)
+        }
+        if (type.resource == "selfsubjectrulesreviews" && type.group == "authorization.k8s.io")
+            || (type.resource == "selfsubjectreviews" && type.group == "authentication.k8s.io")
+        {
+            // What the caller may do and who it is: with one administrator token and RBAC not
+            // enforced yet, everything, as the cluster administrator (the security work changes this).
+            guard req.method == "POST", target.name == nil else {
+                throw StatusError(.methodNotAllowed, "the server does not allow this method on the requested resource")
+            }
+            var review = try decodeBody(req)
+            try checkTypeMeta(&review, type)
+            if type.group == "authentication.k8s.io" {
+                review["status"] = ["userInfo": ["username": "kubernetes-admin", "groups": ["system:masters", "system:authenticated"]]]
+            } else {
+                review["status"] = ["resourceRules": [["verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]]],
+                                    "nonResourceRules": [["verbs": ["*"], "nonResourceURLs": ["*"]]], "incomplete": false]
+            }
+            return .json(201, review)
+        }
         if type.resource == "bindings" && type.group.isEmpty {
             // POST /namespaces/{ns}/bindings binds the pod named in the Binding's metadata.
             guard req.method == "POST", target.name == nil else {

@@ -23,6 +23,7 @@ enum Admission {
             if obj["spec"]["serviceAccountName"].isNull { obj["spec"]["serviceAccountName"] = "default" }
             if obj["spec"]["serviceAccount"].isNull { obj["spec"]["serviceAccount"] = obj["spec"]["serviceAccountName"] }
             try await mountServiceAccountToken(&obj, handler: handler)
+            try await resolvePriority(&obj, handler: handler)
             addDefaultTolerations(&obj["spec"])
             try validatePodSpec(obj["spec"], path: "spec", type: type, obj: obj)
             obj["status"] = ["phase": "Pending", "qosClass": .string(qosClass(obj["spec"]))]
@@ -39,6 +40,14 @@ enum Admission {
             try validateBase64Data(obj, type: type)
         case ("", "configmaps"):
             break
+        case ("scheduling.k8s.io", "priorityclasses"):
+            if obj["globalDefault"].isNull { obj["globalDefault"] = false }
+            if obj["preemptionPolicy"].isNull { obj["preemptionPolicy"] = "PreemptLowerPriority" }
+        case ("certificates.k8s.io", "certificatesigningrequests"):
+            // The requester, as kube-apiserver records it (one administrator identity until authentication lands).
+            obj["spec"]["username"] = "kubernetes-admin"
+            obj["spec"]["groups"] = ["system:masters", "system:authenticated"]
+            obj["status"] = .emptyObject
         case ("apps", "deployments"), ("apps", "replicasets"), ("apps", "statefulsets"), ("apps", "daemonsets"):
             try defaultWorkload(&obj, type: type)
             obj["status"] = .null
@@ -272,6 +281,16 @@ enum Admission {
             }
             if type == "NodePort" || type == "LoadBalancer" {
                 let used = try await usedNodePorts(handler)
+                for (i, p) in ports.enumerated() {
+                    if let n = p["nodePort"].intValue, n != 0 {
+                        guard (30000...32767).contains(n) else {
+                            throw invalid(ResourceType.services, obj, [.init(reason: "FieldValueInvalid", message: "Invalid value: \(n): provided port is not in the valid range. The range of valid ports is 30000-32767", field: "spec.ports[\(i)].nodePort")])
+                        }
+                        if used.contains(Int(n)) {
+                            throw invalid(ResourceType.services, obj, [.init(reason: "FieldValueInvalid", message: "Invalid value: \(n): provided port is already allocated", field: "spec.ports[\(i)].nodePort")])
+                        }
+                    }
+                }
                 var next = 30000 + Int.random(in: 0..<2000)
                 for i in ports.indices where ports[i]["nodePort"].isNull || ports[i]["nodePort"].intValue == 0 {
                     while used.contains(next) { next += 1 }
@@ -390,6 +409,18 @@ enum Admission {
                 return .put(fixed)
             }
         }
+    }
+
+    /// kube's Priority admission: a pod naming a PriorityClass gets its value and preemption
+    /// policy; a class that does not exist is refused.
+    static func resolvePriority(_ obj: inout JSON, handler: APIHandler) async throws {
+        guard let name = obj["spec"]["priorityClassName"].stringValue, !name.isEmpty else { return }
+        let t = ResourceType(group: "scheduling.k8s.io", version: "v1", resource: "priorityclasses", kind: "PriorityClass", namespaced: false)
+        guard let stored = await handler.store.get(t.storageKey(namespace: nil, name: name)), let pc = try? stored.decode() else {
+            throw StatusError(.forbidden, "pods \"\(obj["metadata"]["name"].stringValue ?? "")\" is forbidden: no PriorityClass with name \(name) was found")
+        }
+        obj["spec"]["priority"] = pc["value"].isNull ? 0 : pc["value"]
+        if obj["spec"]["preemptionPolicy"].isNull { obj["spec"]["preemptionPolicy"] = pc["preemptionPolicy"].isNull ? "PreemptLowerPriority" : pc["preemptionPolicy"] }
     }
 
     static let rootCAConfigMap = "kube-root-ca.crt"

@@ -37,6 +37,7 @@ enum Discovery {
         case .exec, .attach, .portforward: return ("", "", "\(t.kind)\(s.rawValue.capitalized)Options", ["create", "get"])
         case .proxy: return ("", "", "\(t.kind)ProxyOptions", ["create", "delete", "get", "patch", "update"])
         case .finalize: return ("", "", t.kind, ["update"])
+        case .approval: return ("", "", t.kind, ["get", "patch", "update"])
         }
     }
 

@@ -158,6 +158,28 @@ public struct EmbeddedAPIServer: Sendable {
                          "metadata": ["name": "kubernetes", "namespace": "default", "labels": ["component": "apiserver", "provider": "kubernetes"]],
                          "spec": ["clusterIP": "10.96.0.1", "ports": [["name": "https", "port": 443, "protocol": "TCP", "targetPort": .int(Int64(Defaults.apiServerPort))]]]]
         _ = await handler.handle(APIRequest(method: "POST", path: "/api/v1/namespaces/default/services", headers: auth, body: svc.serialized()))
+        // What kube-apiserver bootstraps: the system priority classes and the user-facing roles
+        // (admin/edit/view aggregate rules from labelled ClusterRoles, as kube's do).
+        let classes: [(String, Int64, String)] = [("system-node-critical", 2_000_001_000, "Used for system critical pods that must not be moved from their current node."),
+                                                  ("system-cluster-critical", 2_000_000_000, "Used for system critical pods that must run in the cluster, but can be moved to another node if necessary.")]
+        for (name, value, description) in classes {
+            let pc: JSON = ["apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass", "metadata": ["name": .string(name)],
+                            "value": .int(value), "description": .string(description), "preemptionPolicy": "PreemptLowerPriority"]
+            _ = await handler.handle(APIRequest(method: "POST", path: "/apis/scheduling.k8s.io/v1/priorityclasses", headers: auth, body: pc.serialized()))
+        }
+        var roles: [JSON] = [["apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+                              "metadata": ["name": "cluster-admin", "labels": ["kubernetes.io/bootstrapping": "rbac-defaults"]],
+                              "rules": [["apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]], ["nonResourceURLs": ["*"], "verbs": ["*"]]]]]
+        for name in ["admin", "edit", "view"] {
+            let selector: JSON = .object(["rbac.authorization.k8s.io/aggregate-to-\(name)": "true"])
+            roles.append(["apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+                          "metadata": ["name": .string(name), "labels": ["kubernetes.io/bootstrapping": "rbac-defaults"]],
+                          "aggregationRule": ["clusterRoleSelectors": [["matchLabels": selector]]],
+                          "rules": []])
+        }
+        for role in roles {
+            _ = await handler.handle(APIRequest(method: "POST", path: "/apis/rbac.authorization.k8s.io/v1/clusterroles", headers: auth, body: role.serialized()))
+        }
     }
 
     static func writeKubeconfig(path: String, server: String, caPEM: String, token: String, insecure: Bool) throws {

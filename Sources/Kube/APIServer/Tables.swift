@@ -244,6 +244,26 @@ enum Tables {
                     Column(name: "Users", priority: 1, cell: { subjects($0, "User") }),
                     Column(name: "Groups", priority: 1, cell: { subjects($0, "Group") }),
                     Column(name: "ServiceAccounts", priority: 1, cell: { subjects($0, "ServiceAccount") })]
+        case ("scheduling.k8s.io", "priorityclasses"):
+            return [nameColumn,
+                    Column(name: "Value", type: "integer", cell: { $0["value"].isNull ? 0 : $0["value"] }),
+                    Column(name: "Global-Default", cell: { o in .string(o["globalDefault"].boolValue == true ? "true" : "false") }),
+                    ageColumn,
+                    Column(name: "PreemptionPolicy", cell: { str($0["preemptionPolicy"], "PreemptLowerPriority") })]
+        case ("certificates.k8s.io", "certificatesigningrequests"):
+            return [nameColumn, ageColumn,
+                    Column(name: "SignerName", cell: { str($0["spec"]["signerName"], "") }),
+                    Column(name: "Requestor", cell: { str($0["spec"]["username"], "") }),
+                    Column(name: "RequestedDuration", cell: { o in
+                        guard let s = o["spec"]["expirationSeconds"].intValue else { return "<none>" }
+                        return .string(KubeTime.humanDuration(seconds: s))
+                    }),
+                    Column(name: "Condition", cell: { o in
+                        let c = (o["status"]["conditions"].arrayValue ?? []).compactMap { $0["type"].stringValue }
+                        var parts = c.isEmpty ? ["Pending"] : c
+                        if !(o["status"]["certificate"].stringValue ?? "").isEmpty { parts.append("Issued") }
+                        return .string(parts.joined(separator: ","))
+                    })]
         case ("coordination.k8s.io", "leases"):
             return [nameColumn, Column(name: "Holder", cell: { str($0["spec"]["holderIdentity"], "") }), ageColumn]
         case ("apiextensions.k8s.io", "customresourcedefinitions"):

@@ -65,7 +65,12 @@ public struct ControllerManager: Service {
         let podsByOwner = InformerIndex.byControllerUID()
         informers.informer(R.pods).addHandler { podsByOwner.handle($0) }
         let schedulerEvents = EventRecorder(client: client, component: Scheduler.schedulerName, logger: logger)
-        let controllerEvents = EventRecorder(client: client, component: "controller-manager", logger: logger)
+        // One recorder per controller, named as kube-controller-manager's (`kubectl describe` shows the source).
+        let rsEvents = EventRecorder(client: client, component: "replicaset-controller", logger: logger)
+        let deploymentEvents = EventRecorder(client: client, component: "deployment-controller", logger: logger)
+        let daemonSetEvents = EventRecorder(client: client, component: "daemonset-controller", logger: logger)
+        let statefulSetEvents = EventRecorder(client: client, component: "statefulset-controller", logger: logger)
+        let jobEvents = EventRecorder(client: client, component: "job-controller", logger: logger)
         let nodeEvents = EventRecorder(client: client, component: "node-controller", logger: logger)
 
         var loops: [ControllerLoop] = []
@@ -75,11 +80,11 @@ public struct ControllerManager: Service {
             return q
         }
         _ = add(options.schedulerWorkers) { Scheduler(client: client, informers: informers, events: schedulerEvents, queue: $0, logger: logger) }
-        _ = add(options.workers) { ReplicaSetController(client: client, informers: informers, podsByOwner: podsByOwner, events: controllerEvents, queue: $0, logger: logger) }
-        _ = add(options.workers) { DeploymentController(client: client, informers: informers, events: controllerEvents, queue: $0, logger: logger) }
-        _ = add(2) { DaemonSetController(client: client, informers: informers, podsByOwner: podsByOwner, events: controllerEvents, queue: $0, logger: logger) }
-        _ = add(2) { StatefulSetController(client: client, informers: informers, podsByOwner: podsByOwner, events: controllerEvents, queue: $0, logger: logger) }
-        _ = add(2) { JobController(client: client, informers: informers, podsByOwner: podsByOwner, events: controllerEvents, queue: $0,
+        _ = add(options.workers) { ReplicaSetController(client: client, informers: informers, podsByOwner: podsByOwner, events: rsEvents, queue: $0, logger: logger) }
+        _ = add(options.workers) { DeploymentController(client: client, informers: informers, events: deploymentEvents, queue: $0, logger: logger) }
+        _ = add(2) { DaemonSetController(client: client, informers: informers, podsByOwner: podsByOwner, events: daemonSetEvents, queue: $0, logger: logger) }
+        _ = add(2) { StatefulSetController(client: client, informers: informers, podsByOwner: podsByOwner, events: statefulSetEvents, queue: $0, logger: logger) }
+        _ = add(2) { JobController(client: client, informers: informers, podsByOwner: podsByOwner, events: jobEvents, queue: $0,
                                    backoffBase: options.jobBackoff, logger: logger) }
         _ = add(options.workers) { EndpointsController(client: client, informers: informers, queue: $0, logger: logger) }
         var lifecycle: NodeLifecycleController?
@@ -94,7 +99,7 @@ public struct ControllerManager: Service {
         logger.info("controllers starting", metadata: ["controllers": "\(allLoops.map(\.reconciler.name).joined(separator: ","))"])
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await informers.run() }
-            for r in [schedulerEvents, controllerEvents, nodeEvents] { group.addTask { await r.run() } }
+            for r in [schedulerEvents, rsEvents, deploymentEvents, daemonSetEvents, statefulSetEvents, jobEvents, nodeEvents] { group.addTask { await r.run() } }
             group.addTask {
                 await informers.waitForSync()
                 guard !Task.isCancelled else { return }  // stopped before the caches synced

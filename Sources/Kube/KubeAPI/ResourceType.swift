@@ -1,6 +1,8 @@
 /// Subresources an API resource may serve.
 public enum Subresource: String, Sendable, Hashable, CaseIterable {
     case status, scale, binding, eviction, log, exec, attach, portforward, proxy, finalize
+    /// A CertificateSigningRequest's approval conditions (`kubectl certificate approve|deny`).
+    case approval
 }
 
 /// Where a scalable resource keeps its replica counts (the `/scale` subresource).
@@ -83,6 +85,17 @@ public enum BuiltinResources {
         .serviceAccounts,
         .persistentVolumeClaims,
         .persistentVolumes,
+        ResourceType(group: "", version: "v1", resource: "resourcequotas", singular: "resourcequota", kind: "ResourceQuota",
+                     namespaced: true, shortNames: ["quota"], subresources: [.status]),
+        ResourceType(group: "", version: "v1", resource: "limitranges", singular: "limitrange", kind: "LimitRange",
+                     namespaced: true, shortNames: ["limits"]),
+        ResourceType(group: "", version: "v1", resource: "podtemplates", singular: "podtemplate", kind: "PodTemplate", namespaced: true),
+        // Stored and scalable; no replication controller runs (Deployments are the way).
+        ResourceType(group: "", version: "v1", resource: "replicationcontrollers", singular: "replicationcontroller",
+                     kind: "ReplicationController", namespaced: true, shortNames: ["rc"], categories: ["all"],
+                     subresources: [.status, .scale],
+                     scale: ScalePaths(specReplicas: ["spec", "replicas"], statusReplicas: ["status", "replicas"], labelSelector: nil),
+                     tracksGeneration: true),
         // apps/v1
         .deployments,
         .replicaSets,
@@ -92,6 +105,32 @@ public enum BuiltinResources {
         // batch/v1
         .jobs,
         .cronJobs,
+        // autoscaling/v2 (stored; no autoscaler acts on it yet)
+        ResourceType(group: "autoscaling", version: "v2", resource: "horizontalpodautoscalers", singular: "horizontalpodautoscaler",
+                     kind: "HorizontalPodAutoscaler", namespaced: true, shortNames: ["hpa"], categories: ["all"], subresources: [.status]),
+        // certificates.k8s.io/v1 (stored, approved or denied through /approval; nothing signs them yet)
+        ResourceType(group: "certificates.k8s.io", version: "v1", resource: "certificatesigningrequests",
+                     singular: "certificatesigningrequest", kind: "CertificateSigningRequest", namespaced: false,
+                     shortNames: ["csr"], subresources: [.status, .approval]),
+        // networking.k8s.io/v1 (stored)
+        ResourceType(group: "networking.k8s.io", version: "v1", resource: "ingresses", singular: "ingress", kind: "Ingress",
+                     namespaced: true, shortNames: ["ing"], subresources: [.status]),
+        ResourceType(group: "networking.k8s.io", version: "v1", resource: "ingressclasses", singular: "ingressclass",
+                     kind: "IngressClass", namespaced: false),
+        ResourceType(group: "networking.k8s.io", version: "v1", resource: "networkpolicies", singular: "networkpolicy",
+                     kind: "NetworkPolicy", namespaced: true, shortNames: ["netpol"]),
+        // scheduling.k8s.io/v1, node.k8s.io/v1 (stored)
+        ResourceType(group: "scheduling.k8s.io", version: "v1", resource: "priorityclasses", singular: "priorityclass",
+                     kind: "PriorityClass", namespaced: false, shortNames: ["pc"]),
+        ResourceType(group: "node.k8s.io", version: "v1", resource: "runtimeclasses", singular: "runtimeclass",
+                     kind: "RuntimeClass", namespaced: false),
+        // storage.k8s.io/v1 (stored; the storage work brings the binder and CSI)
+        ResourceType(group: "storage.k8s.io", version: "v1", resource: "storageclasses", singular: "storageclass",
+                     kind: "StorageClass", namespaced: false, shortNames: ["sc"]),
+        ResourceType(group: "storage.k8s.io", version: "v1", resource: "csidrivers", singular: "csidriver", kind: "CSIDriver", namespaced: false),
+        ResourceType(group: "storage.k8s.io", version: "v1", resource: "csinodes", singular: "csinode", kind: "CSINode", namespaced: false),
+        ResourceType(group: "storage.k8s.io", version: "v1", resource: "volumeattachments", singular: "volumeattachment",
+                     kind: "VolumeAttachment", namespaced: false, subresources: [.status]),
         // coordination.k8s.io/v1
         .leases,
         // discovery.k8s.io/v1
@@ -119,6 +158,13 @@ public enum BuiltinResources {
         // authorization.k8s.io/v1 (answered, not stored)
         ResourceType(group: "authorization.k8s.io", version: "v1", resource: "selfsubjectaccessreviews",
                      singular: "selfsubjectaccessreview", kind: "SelfSubjectAccessReview", namespaced: false, verbs: ["create"]),
+        ResourceType(group: "authorization.k8s.io", version: "v1", resource: "selfsubjectrulesreviews",
+                     singular: "selfsubjectrulesreview", kind: "SelfSubjectRulesReview", namespaced: false, verbs: ["create"]),
+        // authentication.k8s.io/v1 (answered, not stored: `kubectl auth whoami`)
+        ResourceType(group: "authentication.k8s.io", version: "v1", resource: "selfsubjectreviews",
+                     singular: "selfsubjectreview", kind: "SelfSubjectReview", namespaced: false, verbs: ["create"]),
+        ResourceType(group: "authentication.k8s.io", version: "v1", resource: "tokenreviews",
+                     singular: "tokenreview", kind: "TokenReview", namespaced: false, verbs: ["create"]),
         // apiextensions.k8s.io/v1
         ResourceType(group: "apiextensions.k8s.io", version: "v1", resource: "customresourcedefinitions",
                      singular: "customresourcedefinition", kind: "CustomResourceDefinition", namespaced: false,
