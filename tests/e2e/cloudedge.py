@@ -106,21 +106,26 @@ class Edge:
             con.close()
 
     def stored(self, type_):
-        """{key: (rv, object)} of `type_` in the edge's store. Any database error raises (a missing
-        file, a missing table, a corrupt file), so an empty answer means the store really holds
-        none: only a busy database (`database is locked`) is tried again, for about 10 s."""
-        path, deadline = self.dir / "edge.db", time.monotonic() + 10
-        while True:
-            con = None
-            try:
-                con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=2)
-                rows = con.execute("select key, rv, value from meta where type = ?", (type_,)).fetchall()
-                break
-            except sqlite3.Error as e:
-                if "database is locked" not in str(e) or time.monotonic() > deadline:
-                    raise AssertionError(f"reading {type_} from {path} failed: {e}") from e
-                time.sleep(0.1)
-            finally:
-                if con is not None:
-                    con.close()
+        """{key: (rv, object)} of `type_` in the edge's store (see read_store: an empty answer means
+        the store really holds none)."""
+        rows = read_store(self.dir / "edge.db", "select key, rv, value from meta where type = ?", (type_,), what=type_)
         return {k: (rv, json.loads(v)) for k, rv, v in rows}
+
+
+def read_store(path, sql, args, what):
+    """Rows of `sql` on an edge's store (<data-dir>/edge.db). Any database error raises (a missing
+    file, a missing table, a corrupt file); only a busy database (`database is locked`) is tried
+    again, for about 10 s."""
+    deadline = time.monotonic() + 10
+    while True:
+        con = None
+        try:
+            con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=2)
+            return con.execute(sql, args).fetchall()
+        except sqlite3.Error as e:
+            if "database is locked" not in str(e) or time.monotonic() > deadline:
+                raise AssertionError(f"reading {what} from {path} failed: {e}") from e
+            time.sleep(0.1)
+        finally:
+            if con is not None:
+                con.close()

@@ -6,9 +6,7 @@ only what changed."""
 import json
 import re
 import signal
-import sqlite3
 import subprocess
-import time
 import urllib.request
 
 import pytest

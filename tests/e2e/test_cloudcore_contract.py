@@ -11,7 +11,6 @@ Every wait has a deadline; the only fixed-length waits are observation windows i
 must NOT happen (a second connection, a close).
 """
 import json
-import sqlite3
 import subprocess
 import time
 import uuid
@@ -21,6 +20,7 @@ import pytest
 import websocket
 import yaml
 
+from cloudedge import read_store
 from conftest import BIN
 from cloudcore_imitation import DEFAULT_PROJECT_ID, CloudCoreImitation, new_message
 from kubeedge_edge import MISSING, get_path
@@ -84,22 +84,10 @@ class SwiftEdge:
         return self.log.read_text(errors="replace")[-n:] if self.log.exists() else "(no log)"
 
     def stored(self, key):
-        """(type, rv, object) of `key` in the edge's store (<data-dir>/edge.db, table meta), or None; a busy
-        database is tried again for a few seconds, any other error raises."""
-        path, deadline = self.dir / "edge.db", time.monotonic() + 10
-        while True:
-            con = None
-            try:
-                con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=2)
-                row = con.execute("select type, rv, value from meta where key = ?", (key,)).fetchone()
-                return None if row is None else (row[0], row[1], json.loads(row[2]))
-            except sqlite3.Error as e:
-                if "locked" not in str(e) or time.monotonic() > deadline:
-                    raise AssertionError(f"reading {key} from {path} failed: {e}") from e
-                time.sleep(0.1)
-            finally:
-                if con is not None:
-                    con.close()
+        """(type, rv, object) of `key` in the edge's store, or None (cloudedge.read_store: a busy
+        database is tried again, any other error raises)."""
+        rows = read_store(self.dir / "edge.db", "select type, rv, value from meta where key = ?", (key,), what=key)
+        return (rows[0][0], rows[0][1], json.loads(rows[0][2])) if rows else None
 
 
 @pytest.fixture

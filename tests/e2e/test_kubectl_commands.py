@@ -19,6 +19,7 @@ import uuid
 import pytest
 import yaml
 
+from kubectl_support import Stream, eventually
 from conftest import Kubectl, Server, kubectl_binaries
 from nodeagent import NodeAgent
 
@@ -120,20 +121,6 @@ def apply(k, ns, obj):
     return k("apply", "-n", ns, "-f", "-", input=obj if isinstance(obj, str) else json.dumps(obj))
 
 
-def eventually(fn, timeout=10, what="condition", check=bool, interval=0.2):
-    """fn() until check(value); on the deadline an AssertionError naming what and the last value."""
-    deadline = time.time() + timeout
-    last = None
-    while True:
-        try:
-            last = fn()
-            if check(last):
-                return last
-        except (AssertionError, KeyError, IndexError, TypeError, ValueError) as e:
-            last = f"<{type(e).__name__}: {str(e).strip()[-400:]}>"
-        if time.time() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}; last seen: {str(last)[:700]}")
-        time.sleep(interval)
 
 
 def cols(line):
@@ -162,42 +149,6 @@ def run_env(k, env, *args, timeout=60, check=True, input=None):
     return p
 
 
-class Stream:
-    """A running kubectl whose output (stdout+stderr) a thread collects."""
-
-    def __init__(self, proc):
-        self.proc, self.lines = proc, []
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self):
-        for line in self.proc.stdout:
-            self.lines.append(line.rstrip("\n"))
-
-    @property
-    def text(self):
-        return "\n".join(self.lines)
-
-    def until(self, pred, timeout, what):
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if pred(self.text):
-                return self.text
-            if self.proc.poll() is not None:
-                time.sleep(0.2)
-                if pred(self.text):
-                    return self.text
-                break
-            time.sleep(0.05)
-        raise AssertionError(f"{what}: not seen within {timeout}s (kubectl {'exited ' + str(self.proc.poll()) if self.proc.poll() is not None else 'running'}); output:\n{self.text[-1500:]}")
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
 
 def pod(name, labels=None, node=WORKER, cpu=None, image="nginx:1.25", **spec):

@@ -7,8 +7,6 @@ import hashlib
 import json
 import os
 import re
-import subprocess
-import threading
 import time
 import urllib.request
 from datetime import datetime, timedelta, timezone
@@ -16,6 +14,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from cloudedge import Cloud, Edge
+from kubectl_support import Stream, eventually
 from conftest import Kubectl, free_port, kubectl_binaries
 from test_edged import containerd  # noqa: F401  (module fixture: a private containerd with the busybox image)
 
@@ -70,19 +69,6 @@ class Env:
         self.cloud, self.edge, self.admin = cloud, edge, admin
 
 
-def eventually(fn, timeout=10, what="condition", check=bool, interval=0.2):
-    deadline = time.time() + timeout
-    last = None
-    while True:
-        try:
-            last = fn()
-            if check(last):
-                return last
-        except (AssertionError, KeyError, IndexError, TypeError, ValueError, StopIteration) as e:
-            last = f"<{type(e).__name__}: {str(e).strip()[-400:]}>"
-        if time.time() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}; last seen: {str(last)[:700]}")
-        time.sleep(interval)
 
 
 @pytest.fixture(scope="module")
@@ -119,49 +105,6 @@ def tick(k):
     return int(last[-1].split()[1]) if last else 0
 
 
-class Stream:
-    """A running kubectl whose output (stdout+stderr) a thread collects; stdin kept open."""
-
-    def __init__(self, k, *args):
-        self.proc = subprocess.Popen([k.binary, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     text=True, env=k.env())
-        self.lines = []
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self):
-        for line in self.proc.stdout:
-            self.lines.append(line.rstrip("\n"))
-
-    @property
-    def text(self):
-        return "\n".join(self.lines)
-
-    def send(self, data):
-        self.proc.stdin.write(data)
-        self.proc.stdin.flush()
-
-    def until(self, pred, timeout, what):
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if pred(self.text):
-                return self.text
-            if self.proc.poll() is not None:
-                time.sleep(0.3)
-                if pred(self.text):
-                    return self.text
-                break
-            time.sleep(0.05)
-        state = f"exited {self.proc.poll()}" if self.proc.poll() is not None else "still running"
-        raise AssertionError(f"{what}: not seen within {timeout}s (kubectl {state}); output:\n{self.text[-1500:]}")
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
 
 def get(url, timeout=10):
@@ -193,7 +136,7 @@ def test_logs(kubectl):
 
 def test_logs_follow(kubectl):
     k = kubectl
-    s = Stream(k, "logs", "-f", "app", "-c", "main", "--tail=1")
+    s = Stream.interactive(k, "logs", "-f", "app", "-c", "main", "--tail=1")
     try:
         out = s.until(lambda t: len(re.findall(r"^tick \d+$", t, re.M)) >= 4, 15, "4 ticks followed")
         ticks = [int(n) for n in re.findall(r"^tick (\d+)$", out, re.M)]
@@ -254,7 +197,7 @@ def test_exec_container_pid_namespace(kubectl):
 
 def test_attach(kubectl):
     k = kubectl
-    s = Stream(k, "attach", "app", "-c", "main")
+    s = Stream.interactive(k, "attach", "app", "-c", "main")
     try:
         out = s.until(lambda t: len(re.findall(r"^tick \d+$", t, re.M)) >= 3, 15, "3 ticks from attach")
         ticks = [int(n) for n in re.findall(r"^tick (\d+)$", out, re.M)]
@@ -262,7 +205,7 @@ def test_attach(kubectl):
     finally:
         s.stop()
     # -i: what is typed reaches the container's stdin.
-    s = Stream(k, "attach", "-i", "app", "-c", "reader")
+    s = Stream.interactive(k, "attach", "-i", "app", "-c", "reader")
     try:
         word = f"hello-{k.version}"
         time.sleep(1)
@@ -304,7 +247,7 @@ def test_port_forward(kubectl):
     k = kubectl
     for target, remote in (("pod/app", "8080"), ("svc/web", "80"), ("pod/app", "http")):
         local = free_port()
-        s = Stream(k, "port-forward", target, f"{local}:{remote}")
+        s = Stream.interactive(k, "port-forward", target, f"{local}:{remote}")
         try:
             s.until(lambda t: f"Forwarding from 127.0.0.1:{local} -> 8080" in t, 20, f"port-forward {target} listening")
             for _ in range(2):

@@ -240,3 +240,24 @@ public enum UpstreamReport: Sendable, Equatable {
                        content: content)
     }
 }
+
+/// The content of KubeEdge's answer to a request that carries an object (edgecontroller's
+/// `ObjectResp`): `{"Object": <object>, "Err": null}`, or `{"Object": null, "Err": {"ErrStatus": <Status>}}`.
+/// The cloud writes it for node registration, node/pod patches and leases; the edge reads it.
+public enum ObjectResponse: Sendable, Equatable {
+    case object(JSON)
+    case error(status: JSON)
+
+    public var content: JSON {
+        switch self {
+        case .object(let o): ["Object": o, "Err": .null]
+        case .error(let status): ["Object": .null, "Err": ["ErrStatus": status]]
+        }
+    }
+
+    /// Reads the content of an answer; nil when it is not of this shape.
+    public init?(content: JSON) {
+        let status = content["Err"]["ErrStatus"]
+        if !status.isNull { self = .error(status: status) } else if content["Object"].isObject { self = .object(content["Object"]) } else { return nil }
+    }
+}

@@ -64,8 +64,8 @@ public struct NodeUpstream: Sendable {
                 try await recordEvent(node: node, namespace: namespace, event)
             case .lease(_, let operation, let lease):
                 answer = .object(try await self.lease(node: node, operation, lease))
-            case .query(let ref, let content):
-                answer = try await query(node: node, ref, content)
+            case .query(let ref, _):
+                answer = try await query(node: node, ref)
             case .pod(let namespace, let name, .delete, let content):
                 try await confirmPodDeletion(node: node, namespace: namespace, name: name ?? "", content)
                 answer = .ok
@@ -115,13 +115,11 @@ public struct NodeUpstream: Sendable {
                                       subresource: "status", fieldManager: Self.manager)
     }
 
-    /// The node's Lease as edgecore's kubelet handles it: query (NotFound until created), insert,
-    /// update carrying the resourceVersion it was given. SwiftEdge's edge sends updates without
-    /// one and gets its Lease created on the first.
+    /// The node's Lease as edgecore's kubelet (and SwiftEdge's edge) handle it: query (NotFound
+    /// until created), insert, update carrying the resourceVersion it was given. An update without
+    /// one (an edge of an earlier SwiftEdge) renews the Lease, creating it if needed.
     func lease(node: String, _ operation: Operation, _ lease: JSON) async throws -> JSON {
-        var object = lease
-        object["apiVersion"] = "coordination.k8s.io/v1"
-        object["kind"] = "Lease"
+        var object = ResourceType.leases.withTypeMeta(lease)
         object["metadata"]["name"] = .string(node)
         object["metadata"]["namespace"] = "kube-node-lease"
         switch operation {
@@ -141,20 +139,20 @@ public struct NodeUpstream: Sendable {
     let mayRead: @Sendable (_ node: String, _ ref: ResourceRef) -> Bool
 
     /// A read the node asked for.
-    func query(node: String, _ ref: ResourceRef, _ content: JSON) async throws -> UpstreamAnswer {
+    func query(node: String, _ ref: ResourceRef) async throws -> UpstreamAnswer {
         switch ref.kind {
         case .caCertificate:
             guard let caPEM else { throw StatusError(.notFound, "the cluster CA is not known to the cloud") }
             return .bare(.string(caPEM))
         case .node:
             guard ref.name == nil || ref.name == node else { throw StatusError(.forbidden, "node \(node) may not read node \(ref.name ?? "")") }
-            return .bare(Self.typed(try await client.get(ResourceType.nodes, namespace: nil, name: node), .nodes))
+            return .bare(ResourceType.nodes.withTypeMeta(try await client.get(ResourceType.nodes, namespace: nil, name: node)))
         case .configMap, .secret:
             guard let type = ref.kind.resourceType, let name = ref.name, let ns = ref.namespace else { throw StatusError.badRequest("query without a name") }
             guard mayRead(node, ref) else {
                 throw StatusError(.forbidden, "node \(node) may not read \(ref.kind) \(ns)/\(name): no pod of the node uses it")
             }
-            return .bare(Self.typed(try await client.get(type, namespace: ns, name: name), type))
+            return .bare(type.withTypeMeta(try await client.get(type, namespace: ns, name: name)))
         case .serviceAccountToken:
             // Tokens for edge pods arrive with the security work (TokenRequest); until then the
             // pod's token file stays empty and the request is refused with a clear reason.
@@ -162,14 +160,6 @@ public struct NodeUpstream: Sendable {
         default:
             throw StatusError.badRequest("\(ref.kind) cannot be queried")
         }
-    }
-
-    /// The object with `apiVersion` and `kind` set (edgecore's metaserver keys objects by them).
-    static func typed(_ object: JSON, _ type: ResourceType) -> JSON {
-        var o = object
-        o["apiVersion"] = .string(type.apiVersion)
-        o["kind"] = .string(type.kind)
-        return o
     }
 
     /// Registers the node: created (labels, annotations, spec, status as reported, labelled
@@ -301,22 +291,16 @@ public enum UpstreamAnswer: Sendable {
     public func response(to request: Message) -> Message {
         switch self {
         case .object(let o):
-            return request.response(content: ["Object": o, "Err": .null], resourceVersion: o["metadata"]["resourceVersion"].stringValue)
+            return request.response(content: ObjectResponse.object(o).content, resourceVersion: o["metadata"]["resourceVersion"].stringValue)
         case .bare(let o):
             return request.response(content: o, resourceVersion: o["metadata"]["resourceVersion"].stringValue)
         case .ok:
             return request.response(content: "OK")
         case .failure(let error):
-            let status: JSON
-            if let e = error as? StatusError {
-                status = ["kind": "Status", "apiVersion": "v1", "metadata": [:], "status": "Failure", "message": .string(e.message),
-                          "reason": .string(e.reason.rawValue), "code": .int(Int64(e.code))]
-            } else {
-                status = ["kind": "Status", "apiVersion": "v1", "metadata": [:], "status": "Failure", "message": .string("\(error)"),
-                          "reason": "InternalError", "code": 500]
-            }
-            let objectQuery = request.route.operation == .query && !request.route.resource.contains("/lease/")
-            return request.response(content: objectQuery ? ["ErrStatus": status] : ["Object": .null, "Err": ["ErrStatus": status]])
+            let status = (error as? StatusError ?? StatusError(.internalError, "\(error)")).status
+            // A query of an object gets the error itself; leases and the other requests get it in an ObjectResp.
+            let objectQuery = request.route.operation == .query && (try? ResourceRef(parsing: request.route.resource))?.kind != .lease
+            return request.response(content: objectQuery ? ["ErrStatus": status] : ObjectResponse.error(status: status).content)
         }
     }
 }

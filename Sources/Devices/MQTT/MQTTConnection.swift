@@ -51,7 +51,6 @@ public final class MQTTConnection: Sendable {
                 group.addTask {
                     // The only reader of the connection: CONNACK (as id 0), acks, incoming publishes.
                     var reason = Failure("the broker closed the connection")
-                    var overflowed = false
                     do {
                         var reader = MQTTPacketReader()
                         readLoop: for try await b in inbound {
@@ -67,7 +66,6 @@ public final class MQTTConnection: Sendable {
                                     if case .dropped = sink.yield(m) {
                                         reason = Failure("more than \(inboundLimit) messages from the broker wait to be processed; "
                                                          + "reconnecting so that the broker redelivers what was not acknowledged")
-                                        overflowed = true
                                         break readLoop
                                     }
                                     if m.qos == .atLeastOnce, let id = m.packetID {

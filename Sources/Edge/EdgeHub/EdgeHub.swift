@@ -115,7 +115,6 @@ public final class EdgeHub: Service {
         await w.close(.goingAway, reason: reason)
     }
 
-    /// Queues an upstream message (sent when connected, within the rate limit).
     /// Sends a request the cloud answers (`sync`, as edgecore's SendSync) and waits for its
     /// `response`; nil when none comes within `timeout` (disconnected, or a cloud that does not answer).
     public func request(_ message: Message, timeout: Duration = .seconds(10)) async -> Message? {
@@ -136,6 +135,7 @@ public final class EdgeHub: Service {
         }
     }
 
+    /// Queues an upstream message (sent when connected, within the rate limit).
     public func send(_ message: Message) {
         upstream.withLock { q in
             q.append(message)

@@ -111,10 +111,7 @@ public final class Edged: Service {
             if let connection {
                 group.addTask { for await up in connection.updates().cancelOnGracefulShutdown() { self.connectionChanged(up) } }
             }
-            var known: [PodModel] = []
-            for r in stored {
-                do { known.append(try PodModel(r.value)) } catch { logger.warning("stored pod cannot run", metadata: ["key": "\(r.key)", "error": "\(error)"]) }
-            }
+            let known = runnable(stored)
             // Pods the runtime has for this node but the store no longer holds (deleted while
             // the node was down): removed.
             let wanted = Set(known.map(\.uid))
@@ -144,17 +141,9 @@ public final class Edged: Service {
                 logger.warning("fell behind the local store's changes; re-reading the pods")
                 changes = store.changes()
                 do {
-                    let now = try await store.list(type: .pod)
-                    var present = Set<String>()
-                    for r in now {
-                        do {
-                            let pod = try PodModel(r.value)
-                            present.insert(pod.uid)
-                            self.dispatch(pod, group: &group, builder: builder, runtimeName: runtimeName)
-                        } catch {
-                            logger.warning("stored pod cannot run", metadata: ["key": "\(r.key)", "error": "\(error)"])
-                        }
-                    }
+                    let now = runnable(try await store.list(type: .pod))
+                    for pod in now { self.dispatch(pod, group: &group, builder: builder, runtimeName: runtimeName) }
+                    let present = Set(now.map(\.uid))
                     for h in handles.withLock({ Array($0.values) }) where !present.contains(h.uid) {
                         h.desired.withLock { $0 = nil }
                         h.wake.signal()
@@ -172,6 +161,16 @@ public final class Edged: Service {
                 try? await Task.sleep(for: .milliseconds(20))
             }
             group.cancelAll()
+        }
+    }
+
+    /// The stored pods that can run; one that cannot is logged and left out.
+    func runnable(_ records: [MetaRecord]) -> [PodModel] {
+        records.compactMap { r in
+            do { return try PodModel(r.value) } catch {
+                logger.warning("stored pod cannot run", metadata: ["key": "\(r.key)", "error": "\(error)"])
+                return nil
+            }
         }
     }
 

@@ -37,12 +37,8 @@ struct ProbeRunner: Sendable {
                 guard scheme == "HTTP" || scheme == "HTTPS" else { return .failure("unknown probe scheme \(scheme)") }
                 let p = try resolve(port, ports)
                 let target = h ?? host
-                var context: NIOSSLContext?
-                if scheme == "HTTPS" {
-                    guard let tls else { return .failure("TLS is unavailable for HTTPS probes") }
-                    context = tls
-                }
-                let tlsContext = context
+                if scheme == "HTTPS" && tls == nil { return .failure("TLS is unavailable for HTTPS probes") }
+                let tlsContext = scheme == "HTTPS" ? tls : nil
                 let status = try await withTimeout(probe.timeoutSeconds) {
                     try await Self.connect(host: target, port: p, tls: tlsContext) { i, o in try await Self.get(i, o, host: target, port: p, path: path, headers: headers) }
                 }
@@ -76,14 +72,13 @@ struct ProbeRunner: Sendable {
     static func connect<T: Sendable>(host: String, port: Int, tls: NIOSSLContext? = nil,
                                      _ body: (NIOAsyncChannelInboundStream<ByteBuffer>, NIOAsyncChannelOutboundWriter<ByteBuffer>) async throws -> T) async throws -> T
     {
-        let sslContext = tls
         let sni = host.contains(":") || host.allSatisfy({ $0.isNumber || $0 == "." }) ? nil : host
         let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .connectTimeout(.seconds(5))
             .connect(host: host, port: port) { ch in
                 ch.eventLoop.makeCompletedFuture {
-                    if let sslContext {
-                        try ch.pipeline.syncOperations.addHandler(try NIOSSLClientHandler(context: sslContext, serverHostname: sni))
+                    if let tls {
+                        try ch.pipeline.syncOperations.addHandler(try NIOSSLClientHandler(context: tls, serverHostname: sni))
                     }
                     return try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: ch)
                 }

@@ -52,9 +52,7 @@ struct RuntimeConfigBuilder: Sendable {
         // Host-network pods share the node's network and UTS namespaces: no hostname is set
         // (the runtime cannot set one without a private UTS namespace).
         if !pod.hostNetwork { c.hostname = pod.name }
-        c.linux.securityContext.namespaceOptions.network = pod.hostNetwork ? .node : .pod
-        c.linux.securityContext.namespaceOptions.pid = pod.hostPID ? .node : (pod.shareProcessNamespace ? .pod : .container)
-        c.linux.securityContext.namespaceOptions.ipc = pod.hostIPC ? .node : .pod
+        c.linux.securityContext.namespaceOptions = namespaceOptions(pod)
         for container in pod.containers {
             for p in container.ports {
                 var m = Runtime_V1_PortMapping()
@@ -66,6 +64,17 @@ struct RuntimeConfigBuilder: Sendable {
             }
         }
         return c
+    }
+
+    /// The namespaces of the pod's sandbox and of each of its containers, as kubelet sets them: the
+    /// pod's network and IPC namespaces (or the node's), and each container its own PID namespace
+    /// unless the pod shares one (`shareProcessNamespace`) or uses the node's.
+    func namespaceOptions(_ pod: PodModel) -> Runtime_V1_NamespaceOption {
+        var o = Runtime_V1_NamespaceOption()
+        o.network = pod.hostNetwork ? .node : .pod
+        o.pid = pod.hostPID ? .node : (pod.shareProcessNamespace ? .pod : .container)
+        o.ipc = pod.hostIPC ? .node : .pod
+        return o
     }
 
     func containerConfig(_ pod: PodModel, _ spec: ContainerSpec, attempt: UInt32, podIP: String) async throws -> Runtime_V1_ContainerConfig {
@@ -86,11 +95,7 @@ struct RuntimeConfigBuilder: Sendable {
         c.logPath = "\(spec.name)/\(attempt).log"
         c.stdin = spec.stdin
         c.tty = spec.tty
-        // As kubelet: each container its own PID namespace unless the pod shares one (or the
-        // node's); the pod's network and IPC namespaces (or the node's).
-        c.linux.securityContext.namespaceOptions.network = pod.hostNetwork ? .node : .pod
-        c.linux.securityContext.namespaceOptions.pid = pod.hostPID ? .node : (pod.shareProcessNamespace ? .pod : .container)
-        c.linux.securityContext.namespaceOptions.ipc = pod.hostIPC ? .node : .pod
+        c.linux.securityContext.namespaceOptions = namespaceOptions(pod)
         let limits = spec.resources.limits ?? [:], requests = spec.resources.requests ?? [:]
         if let cpu = Quantity.milliValue(limits["cpu"] ?? .null) {
             c.linux.resources.cpuPeriod = 100_000

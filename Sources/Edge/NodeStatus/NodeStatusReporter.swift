@@ -210,13 +210,10 @@ enum LeaseAnswer: Equatable {
     case none
 
     init(_ content: JSON) {
-        let err = content["Err"]["ErrStatus"]
-        if !err.isNull {
-            self = err["code"].intValue == 404 || err["reason"].stringValue == "NotFound" ? .notFound : .failed
-        } else if content["Object"].isObject {
-            self = .lease(resourceVersion: content["Object"]["metadata"]["resourceVersion"].stringValue)
-        } else {
-            self = .failed
+        switch ObjectResponse(content: content) {
+        case .object(let lease): self = .lease(resourceVersion: lease["metadata"]["resourceVersion"].stringValue)
+        case .error(let status): self = status["code"].intValue == 404 || status["reason"].stringValue == "NotFound" ? .notFound : .failed
+        case nil: self = .failed
         }
     }
 }

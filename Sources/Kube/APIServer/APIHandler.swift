@@ -49,6 +49,33 @@ public final class APIHandler: Sendable {
         self.store = store; self.registry = registry; self.options = options; self.logger = logger
     }
 
+    /// The one identity this server knows until authentication lands: the administrator token's.
+    static let adminUser: JSON = ["username": "kubernetes-admin", "groups": ["system:masters", "system:authenticated"]]
+
+    /// How a review kind is answered (its `status`, from the review sent), nil for other kinds.
+    /// With one administrator token and RBAC not enforced yet, the caller may do everything, as
+    /// the cluster administrator (the security work changes this).
+    func reviewAnswer(_ type: ResourceType) -> (@Sendable (JSON) -> JSON)? {
+        switch (type.group, type.resource) {
+        case ("authorization.k8s.io", "selfsubjectaccessreviews"):
+            return { _ in ["allowed": true, "reason": "swiftedge: authenticated requests are allowed (RBAC is stored, not enforced)"] }
+        case ("authorization.k8s.io", "selfsubjectrulesreviews"):
+            return { _ in ["resourceRules": [["verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]]],
+                           "nonResourceRules": [["verbs": ["*"], "nonResourceURLs": ["*"]]], "incomplete": false] }
+        case ("authentication.k8s.io", "selfsubjectreviews"):
+            return { _ in ["userInfo": Self.adminUser] }
+        case ("authentication.k8s.io", "tokenreviews"):
+            // Whether a bearer token is one this server accepts (the admin token is the only kind yet).
+            let tokens = options.tokens
+            return { review in
+                tokens.contains(review["spec"]["token"].stringValue ?? "")
+                    ? ["authenticated": true, "user": Self.adminUser] : ["authenticated": false, "error": "invalid bearer token"]
+            }
+        default:
+            return nil
+        }
+    }
+
     /// The per-object index used by the store: labels and selectable fields.
     public static let indexer: SQLiteObjectStore.Indexer = { key, obj in
         var labels: [String: String] = [:]
@@ -163,45 +190,14 @@ public final class APIHandler: Sendable {
             return try await subresourceRequest(req, target, sub)
         }
         if type.group == Self.metricsGroup { return try await metricsRequest(req, target) }
-        if type.resource == "selfsubjectaccessreviews" && type.group == "authorization.k8s.io" {
-            // Every authenticated user is an administrator until RBAC is enforced.
+        if let answer = reviewAnswer(type) {
+            // Reviews are answered, not stored.
             guard req.method == "POST", target.name == nil else {
                 throw StatusError(.methodNotAllowed, "the server does not allow this method on the requested resource")
             }
             var review = try decodeBody(req)
             try checkTypeMeta(&review, type)
-            review["status"] = ["allowed": true, "reason": "swiftedge: authenticated requests are allowed (RBAC is stored, not enforced)"]
-            return .json(201, review)
-        }
-        if type.resource == "tokenreviews" && type.group == "authentication.k8s.io" {
-            // Whether a bearer token is one this server accepts (the admin token is the only kind yet).
-            guard req.method == "POST", target.name == nil else {
-                throw StatusError(.methodNotAllowed, "the server does not allow this method on the requested resource")
-            }
-            var review = try decodeBody(req)
-            try checkTypeMeta(&review, type)
-            let token = review["spec"]["token"].stringValue ?? ""
-            review["status"] = options.tokens.contains(token)
-                ? ["authenticated": true, "user": ["username": "kubernetes-admin", "groups": ["system:masters", "system:authenticated"]]]
-                : ["authenticated": false, "error": "invalid bearer token"]
-            return .json(201, review)
-        }
-        if (type.resource == "selfsubjectrulesreviews" && type.group == "authorization.k8s.io")
-            || (type.resource == "selfsubjectreviews" && type.group == "authentication.k8s.io")
-        {
-            // What the caller may do and who it is: with one administrator token and RBAC not
-            // enforced yet, everything, as the cluster administrator (the security work changes this).
-            guard req.method == "POST", target.name == nil else {
-                throw StatusError(.methodNotAllowed, "the server does not allow this method on the requested resource")
-            }
-            var review = try decodeBody(req)
-            try checkTypeMeta(&review, type)
-            if type.group == "authentication.k8s.io" {
-                review["status"] = ["userInfo": ["username": "kubernetes-admin", "groups": ["system:masters", "system:authenticated"]]]
-            } else {
-                review["status"] = ["resourceRules": [["verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]]],
-                                    "nonResourceRules": [["verbs": ["*"], "nonResourceURLs": ["*"]]], "incomplete": false]
-            }
+            review["status"] = answer(review)
             return .json(201, review)
         }
         if type.resource == "bindings" && type.group.isEmpty {

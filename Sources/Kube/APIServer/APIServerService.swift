@@ -43,7 +43,7 @@ public struct APIServerService: Service {
             }
         // kubectl writes large stdin (and port-forward uploads) in frames well above the library's
         // 16 KiB default; 1 MiB per frame, as per message before.
-        // HTTP/1.0 clients get their connection closed after the response (HTTP10Connections).
+        // HTTP/1.0 clients are answered in HTTP/1.0, the connection closed unless they keep it alive (HTTP10Connections).
         let webSocket = HTTP1WebSocketUpgradeChannel.Configuration(
             http1: .init(additionalChannelHandlers: [HTTP10Connections.Installer()]),
             ws: WebSocketServerConfiguration(maxFrameSize: 1 << 20))

@@ -45,8 +45,8 @@ enum Admission {
             if obj["preemptionPolicy"].isNull { obj["preemptionPolicy"] = "PreemptLowerPriority" }
         case ("certificates.k8s.io", "certificatesigningrequests"):
             // The requester, as kube-apiserver records it (one administrator identity until authentication lands).
-            obj["spec"]["username"] = "kubernetes-admin"
-            obj["spec"]["groups"] = ["system:masters", "system:authenticated"]
+            obj["spec"]["username"] = APIHandler.adminUser["username"]
+            obj["spec"]["groups"] = APIHandler.adminUser["groups"]
             obj["status"] = .emptyObject
         case ("apps", "deployments"), ("apps", "replicasets"), ("apps", "statefulsets"), ("apps", "daemonsets"):
             try defaultWorkload(&obj, type: type)
@@ -415,8 +415,7 @@ enum Admission {
     /// policy; a class that does not exist is refused.
     static func resolvePriority(_ obj: inout JSON, handler: APIHandler) async throws {
         guard let name = obj["spec"]["priorityClassName"].stringValue, !name.isEmpty else { return }
-        let t = ResourceType(group: "scheduling.k8s.io", version: "v1", resource: "priorityclasses", kind: "PriorityClass", namespaced: false)
-        guard let stored = await handler.store.get(t.storageKey(namespace: nil, name: name)), let pc = try? stored.decode() else {
+        guard let stored = await handler.store.get(ResourceType.priorityClasses.storageKey(namespace: nil, name: name)), let pc = try? stored.decode() else {
             throw StatusError(.forbidden, "pods \"\(obj["metadata"]["name"].stringValue ?? "")\" is forbidden: no PriorityClass with name \(name) was found")
         }
         obj["spec"]["priority"] = pc["value"].isNull ? 0 : pc["value"]

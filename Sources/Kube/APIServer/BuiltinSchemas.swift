@@ -50,7 +50,7 @@ enum BuiltinSchemas {
                         break
                     }
                     properties[f.name] = list
-                } else if f.mapValue != nil {
+                } else if f.isMap {
                     properties[f.name] = ["type": "object", "additionalProperties": item]
                 } else {
                     properties[f.name] = item

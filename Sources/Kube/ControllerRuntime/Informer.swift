@@ -87,7 +87,7 @@ public struct Informer: Sendable {
                                              fieldSelector: fieldSelector, limit: 500, continueToken: token)
             for item in page["items"].arrayValue ?? [] {
                 var obj = Self.trimmed(item)
-                if obj["kind"].isNull { obj["kind"] = .string(type.kind); obj["apiVersion"] = .string(type.apiVersion) }
+                if obj["kind"].isNull { obj = type.withTypeMeta(obj) }
                 fresh[InformerCache.key(obj)] = obj
             }
             rv = page["metadata"]["resourceVersion"].stringValue ?? rv

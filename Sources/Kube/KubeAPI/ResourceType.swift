@@ -63,6 +63,15 @@ public struct ResourceType: Sendable, Hashable {
         storagePrefix + (namespaced ? (namespace ?? "") : "") + "/" + name
     }
 
+    /// `object` with this type's `apiVersion` and `kind` (lists and some clients leave them out;
+    /// edgecore's metaserver keys objects by them).
+    public func withTypeMeta(_ object: JSON) -> JSON {
+        var o = object
+        o["apiVersion"] = .string(apiVersion)
+        o["kind"] = .string(kind)
+        return o
+    }
+
     public func storagePrefix(namespace: String?) -> String {
         if namespaced, let ns = namespace { return storagePrefix + ns + "/" }
         return storagePrefix
@@ -120,8 +129,7 @@ public enum BuiltinResources {
         ResourceType(group: "networking.k8s.io", version: "v1", resource: "networkpolicies", singular: "networkpolicy",
                      kind: "NetworkPolicy", namespaced: true, shortNames: ["netpol"]),
         // scheduling.k8s.io/v1, node.k8s.io/v1 (stored)
-        ResourceType(group: "scheduling.k8s.io", version: "v1", resource: "priorityclasses", singular: "priorityclass",
-                     kind: "PriorityClass", namespaced: false, shortNames: ["pc"]),
+        .priorityClasses,
         ResourceType(group: "node.k8s.io", version: "v1", resource: "runtimeclasses", singular: "runtimeclass",
                      kind: "RuntimeClass", namespaced: false),
         // storage.k8s.io/v1 (stored; the storage work brings the binder and CSI)
@@ -194,6 +202,7 @@ extension ResourceType {
     public static let controllerRevisions = ResourceType(group: "apps", version: "v1", resource: "controllerrevisions", singular: "controllerrevision", kind: "ControllerRevision", namespaced: true)
     public static let jobs = ResourceType(group: "batch", version: "v1", resource: "jobs", kind: "Job", namespaced: true, categories: ["all"], subresources: [.status], tracksGeneration: true)
     public static let cronJobs = ResourceType(group: "batch", version: "v1", resource: "cronjobs", singular: "cronjob", kind: "CronJob", namespaced: true, shortNames: ["cj"], categories: ["all"], subresources: [.status], tracksGeneration: true)
+    public static let priorityClasses = ResourceType(group: "scheduling.k8s.io", version: "v1", resource: "priorityclasses", singular: "priorityclass", kind: "PriorityClass", namespaced: false, shortNames: ["pc"])
     public static let leases = ResourceType(group: "coordination.k8s.io", version: "v1", resource: "leases", kind: "Lease", namespaced: true)
     public static let endpointSlices = ResourceType(group: "discovery.k8s.io", version: "v1", resource: "endpointslices", singular: "endpointslice", kind: "EndpointSlice", namespaced: true)
     // KubeEdge's devices (served through its CustomResourceDefinitions).

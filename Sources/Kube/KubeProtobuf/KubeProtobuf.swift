@@ -328,13 +328,13 @@ final class ProtoSchema: Sendable {
 
 extension KubeProtobuf {
     /// One field of a built-in type as the API defines it: its JSON name, whether it is a list or
-    /// a map (with the map's value type), and its type (a scalar such as `string`, `int32`, or a
+    /// a map (then its type is the value's), and its type (a scalar such as `string`, `int32`, or a
     /// message name such as `k8s.io.api.core.v1.PodSpec`). What the OpenAPI schemas are made of.
     public struct FieldShape: Sendable {
         public let name: String
         public let repeated: Bool
-        /// The value type of a map field (keys are strings), nil otherwise.
-        public let mapValue: String?
+        /// A map with string keys; `type` is then the value type.
+        public let isMap: Bool
         public let type: String
     }
 
@@ -346,9 +346,9 @@ extension KubeProtobuf {
         guard let fields = ProtoSchema.shared.messages[message] else { return nil }
         return fields.sorted { $0.key < $1.key }.map { _, f in
             switch f.label {
-            case .optional: FieldShape(name: f.name, repeated: false, mapValue: nil, type: f.type)
-            case .repeated: FieldShape(name: f.name, repeated: true, mapValue: nil, type: f.type)
-            case .map(_, let value): FieldShape(name: f.name, repeated: false, mapValue: value, type: value)
+            case .optional: FieldShape(name: f.name, repeated: false, isMap: false, type: f.type)
+            case .repeated: FieldShape(name: f.name, repeated: true, isMap: false, type: f.type)
+            case .map(_, let value): FieldShape(name: f.name, repeated: false, isMap: true, type: value)
             }
         }
     }
