@@ -1008,7 +1008,6 @@ def test_create_priorityclass(kubectl, ns):
     k("delete", "priorityclass", name)
 
 
-@pytest.mark.xfail(strict=True, reason="known gap (docs/kubectl-commands.md): no disruption controller computes PodDisruptionBudget status")
 def test_create_poddisruptionbudget(kubectl, ns, worker):
     k = kubectl
     apply(k, ns, deployment("guarded"))
@@ -1106,7 +1105,6 @@ def test_cordon_uncordon(kubectl, ns, nodes):
                check=lambda t: all(x["key"] != "node.kubernetes.io/unschedulable" for x in t))
 
 
-@pytest.mark.xfail(strict=True, reason="known gap (docs/kubectl-commands.md): no disruption controller: drain waits for PDB status that never comes")
 def test_drain(kubectl, ns, nodes):
     k = kubectl
     a = nodes(f"{ns}-a", labels={"pool": ns}).name

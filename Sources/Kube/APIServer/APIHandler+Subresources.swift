@@ -142,11 +142,74 @@ extension APIHandler {
         let type = t.type
         let name = t.name ?? ""
         let options = opts
+        let dryRun = req.query["dryRun"] == "All" || (d["dryRun"].arrayValue ?? []).contains("All")
+        guard let current = await store.get(key(t)) else { throw StatusError.notFound(type.resource, name: name) }
+        let pod = try current.decode()
+        // A pod already going, or not running (Pending, Succeeded, Failed), costs no budget.
+        if !pod["metadata"]["deletionTimestamp"].isNull || ["Pending", "Succeeded", "Failed"].contains(pod["status"]["phase"].stringValue ?? "Pending") {
+            // evicted as a delete
+        } else {
+            try await takeDisruption(for: pod, dryRun: dryRun)
+        }
+        if dryRun { return .json(201, Self.successStatus) }
         _ = try await store.write(key(t)) { cur in
             guard let cur else { throw StatusError.notFound(type.resource, name: name) }
             return try Self.deleteMutation(try cur.decode(), type: type, options: options)
         }
         return .json(201, Self.successStatus)
+    }
+
+    /// Charges an eviction to the pod's PodDisruptionBudget (policy/v1 eviction rules): refused
+    /// with 429 while the budget allows no disruption (kubectl drain retries), 500 when more than
+    /// one budget selects the pod; the pod is recorded in `status.disruptedPods` until the
+    /// disruption controller sees it gone.
+    func takeDisruption(for pod: JSON, dryRun: Bool) async throws {
+        let pdbType = ResourceType.podDisruptionBudgets
+        let namespace = pod["metadata"]["namespace"].stringValue ?? ""
+        let podName = pod["metadata"]["name"].stringValue ?? ""
+        var labels: [String: String] = [:]
+        for (k, v) in pod["metadata"]["labels"].objectValue ?? [:] { labels[k] = v.stringValue ?? "" }
+        let page = try await store.list(prefix: pdbType.storagePrefix(namespace: namespace), startAfter: nil, limit: nil, revision: nil, filter: nil)
+        let budgets = try page.items.map { try $0.decode() }.filter { b in
+            guard !b["spec"]["selector"].isNull, let sel = try? LabelSelector.from(object: b["spec"]["selector"]) else { return false }
+            return sel.matches(labels)
+        }
+        guard let budget = budgets.first else { return }
+        if budgets.count > 1 {
+            throw StatusError(.internalError, "This pod has more than one PodDisruptionBudget, which the eviction subresource does not support.")
+        }
+        let ready = (pod["status"]["conditions"].arrayValue ?? []).contains { $0["type"].stringValue == "Ready" && $0["status"].stringValue == "True" }
+        if !ready {
+            // An unhealthy pod may go when the budget is met without it (or always, if the budget says so).
+            let status = budget["status"]
+            if budget["spec"]["unhealthyPodEvictionPolicy"].stringValue == "AlwaysAllow" { return }
+            let desired = status["desiredHealthy"].intValue ?? 0
+            if desired > 0 && (status["currentHealthy"].intValue ?? 0) >= desired { return }
+        }
+        let budgetName = budget["metadata"]["name"].stringValue ?? ""
+        _ = try await store.write(pdbType.storageKey(namespace: namespace, name: budgetName)) { cur in
+            guard let cur else { return .unchanged }
+            var b = try cur.decode()
+            func refused(_ why: String) -> StatusError {
+                StatusError(.tooManyRequests, "Cannot evict pod as it would violate the pod's disruption budget.",
+                            causes: [.init(reason: "DisruptionBudget", message: why)])
+            }
+            if (b["status"]["observedGeneration"].intValue ?? 0) < (b["metadata"]["generation"].intValue ?? 0) {
+                throw refused("The disruption budget \(budgetName) is still being processed by the server.")
+            }
+            let allowed = b["status"]["disruptionsAllowed"].intValue ?? 0
+            if allowed < 0 { throw StatusError(.forbidden, "pdb disruptions allowed is negative") }
+            if (b["status"]["disruptedPods"].objectValue?.count ?? 0) > 2000 {
+                throw StatusError(.forbidden, "DisruptedPods map too big - too many evictions not confirmed by PDB controller")
+            }
+            if allowed == 0 {
+                throw refused("The disruption budget \(budgetName) needs \(b["status"]["desiredHealthy"].intValue ?? 0) healthy pods and has \(b["status"]["currentHealthy"].intValue ?? 0) currently")
+            }
+            if dryRun { return .unchanged }
+            b["status"]["disruptionsAllowed"] = .int(allowed - 1)
+            b["status"]["disruptedPods"][podName] = .string(KubeTime.now().rfc3339)
+            return .put(b)
+        }
     }
 
     func finalizeNamespace(_ req: APIRequest, _ t: RequestTarget) async throws -> APIResponse {

@@ -244,6 +244,19 @@ enum Tables {
                     Column(name: "Users", priority: 1, cell: { subjects($0, "User") }),
                     Column(name: "Groups", priority: 1, cell: { subjects($0, "Group") }),
                     Column(name: "ServiceAccounts", priority: 1, cell: { subjects($0, "ServiceAccount") })]
+        case ("policy", "poddisruptionbudgets"):
+            @Sendable func intOrPercent(_ v: JSON) -> JSON {
+                switch v {
+                case .int(let i): return .string(String(i))
+                case .string(let x): return .string(x)
+                default: return "N/A"
+                }
+            }
+            return [nameColumn,
+                    Column(name: "Min Available", cell: { intOrPercent($0["spec"]["minAvailable"]) }),
+                    Column(name: "Max Unavailable", cell: { intOrPercent($0["spec"]["maxUnavailable"]) }),
+                    Column(name: "Allowed Disruptions", type: "integer", cell: { .int($0["status"]["disruptionsAllowed"].intValue ?? 0) }),
+                    ageColumn]
         case ("scheduling.k8s.io", "priorityclasses"):
             return [nameColumn,
                     Column(name: "Value", type: "integer", cell: { $0["value"].isNull ? 0 : $0["value"] }),

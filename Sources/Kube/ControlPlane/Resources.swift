@@ -15,6 +15,7 @@ enum R {
     static let controllerRevisions = ResourceType.controllerRevisions
     static let jobs = ResourceType.jobs
     static let leases = ResourceType.leases
+    static let podDisruptionBudgets = ResourceType.podDisruptionBudgets
 }
 
 /// Splits an informer key (`ns/name` or `name`).

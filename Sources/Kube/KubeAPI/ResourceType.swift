@@ -147,9 +147,7 @@ public enum BuiltinResources {
         ResourceType(group: "events.k8s.io", version: "v1", resource: "events", kind: "Event", namespaced: true,
                      shortNames: ["ev"]),
         // policy/v1
-        ResourceType(group: "policy", version: "v1", resource: "poddisruptionbudgets",
-                     singular: "poddisruptionbudget", kind: "PodDisruptionBudget", namespaced: true,
-                     shortNames: ["pdb"], subresources: [.status], tracksGeneration: true),
+        .podDisruptionBudgets,
         // rbac.authorization.k8s.io/v1
         ResourceType(group: "rbac.authorization.k8s.io", version: "v1", resource: "roles", kind: "Role", namespaced: true),
         ResourceType(group: "rbac.authorization.k8s.io", version: "v1", resource: "rolebindings", singular: "rolebinding",
@@ -191,6 +189,9 @@ extension ResourceType {
     public static let secrets = ResourceType(group: "", version: "v1", resource: "secrets", kind: "Secret", namespaced: true)
     public static let services = ResourceType(group: "", version: "v1", resource: "services", kind: "Service", namespaced: true, shortNames: ["svc"], categories: ["all"], subresources: [.status, .proxy])
     public static let endpoints = ResourceType(group: "", version: "v1", resource: "endpoints", singular: "endpoints", kind: "Endpoints", namespaced: true, shortNames: ["ep"])
+    public static let podDisruptionBudgets = ResourceType(group: "policy", version: "v1", resource: "poddisruptionbudgets",
+                                                          singular: "poddisruptionbudget", kind: "PodDisruptionBudget", namespaced: true,
+                                                          shortNames: ["pdb"], subresources: [.status], tracksGeneration: true)
     public static let events = ResourceType(group: "", version: "v1", resource: "events", kind: "Event", namespaced: true, shortNames: ["ev"])
     public static let serviceAccounts = ResourceType(group: "", version: "v1", resource: "serviceaccounts", singular: "serviceaccount", kind: "ServiceAccount", namespaced: true, shortNames: ["sa"])
     public static let persistentVolumeClaims = ResourceType(group: "", version: "v1", resource: "persistentvolumeclaims", singular: "persistentvolumeclaim", kind: "PersistentVolumeClaim", namespaced: true, shortNames: ["pvc"], subresources: [.status])
