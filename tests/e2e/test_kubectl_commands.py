@@ -909,7 +909,6 @@ def test_create_namespace(kubectl, cp):
     k("delete", "namespace", name, "--wait=false")
 
 
-@pytest.mark.xfail(strict=True, reason="known gap (docs/kubectl-commands.md): no quota controller computes ResourceQuota status")
 def test_create_quota(kubectl, ns):
     k = kubectl
     assert "resourcequota/q created" in k("create", "quota", "q", "--hard=secrets=1,pods=5,requests.cpu=2", "-n", ns)
@@ -923,6 +922,17 @@ def test_create_quota(kubectl, ns):
     p = eventually(lambda: k.run("create", "secret", "generic", "s2", "--from-literal=a=b", "-n", ns, check=False), 10,
                    "the second secret refused", check=lambda p: p.returncode != 0)
     assert 'exceeded quota: q, requested: secrets=1, used: secrets=1, limited: secrets=1' in p.stderr, p.stderr
+    # A quota on requests.cpu wants every container to say what it requests; requests add up.
+    p = k.run("run", "greedy", "--image=nginx", "-n", ns, check=False)
+    assert p.returncode != 0 and 'failed quota: q: must specify requests.cpu for: greedy' in p.stderr, p.stderr
+    k("create", "-n", ns, "-f", "-", input=json.dumps(pod("modest", node="nowhere", cpu="1500m")))
+    p = k.run("create", "-n", ns, "-f", "-", input=json.dumps(pod("big", node="nowhere", cpu="1")), check=False)
+    assert p.returncode != 0 and 'exceeded quota: q, requested: requests.cpu=1, used: requests.cpu=1500m, limited: requests.cpu=2' in p.stderr, p.stderr
+    # Deleting frees what was used: the controller recounts and the second secret fits.
+    k("delete", "secret", "s1", "-n", ns)
+    eventually(lambda: k.run("create", "secret", "generic", "s2", "--from-literal=a=b", "-n", ns, check=False), 30,
+               "the second secret accepted once the first is gone", check=lambda p: p.returncode == 0)
+    must_match(k("describe", "quota", "q", "-n", ns), r"^pods\s+1\s+5$", r"^requests\.cpu\s+1500m\s+2$", r"^secrets\s+1\s+1$")
 
 
 def test_create_rbac(kubectl, ns):

@@ -174,6 +174,7 @@ extension APIHandler {
                                           subresource: nil, keyed: !t.type.isCustom, now: stamp)
         }
         obj["metadata"]["managedFields"] = FieldManager.encode(entries)
+        try await Admission.chargeQuotas(obj, type: t.type, handler: self, dryRun: isDryRun(req))
         if isDryRun(req) { return .json(201, obj, headers: warningHeaders(warnings)) }
         // A generated name that is taken is generated again, as kube-apiserver does (RetryGenerateName):
         // the client never sees a conflict it did not cause.

@@ -305,6 +305,63 @@ enum Admission {
         obj["spec"] = spec
     }
 
+    /// kube's ResourceQuota admission: a create that would take its namespace past a quota's
+    /// hard limit is refused (403 "exceeded quota"); otherwise its usage is charged to the quota's
+    /// `status.used` at once, so the next create sees it (the quota controller recomputes usage
+    /// from the objects later, undoing a charge whose create then failed). Quotas with scopes are
+    /// not applied.
+    static func chargeQuotas(_ obj: JSON, type: ResourceType, handler: APIHandler, dryRun: Bool) async throws {
+        guard type.namespaced, let namespace = obj["metadata"]["namespace"].stringValue else { return }
+        let quotaType = ResourceType.resourceQuotas
+        let page = try await handler.store.list(prefix: quotaType.storagePrefix(namespace: namespace), startAfter: nil, limit: nil,
+                                                revision: nil, filter: nil)
+        guard !page.items.isEmpty else { return }
+        let name = obj["metadata"]["name"].stringValue ?? ""
+        @Sendable func forbidden(_ why: String) -> StatusError {
+            StatusError(.forbidden, "\(type.resource) \"\(name)\" is forbidden: \(why)", name: name, group: type.group, kind: type.resource)
+        }
+        for item in page.items {
+            let quota = try item.decode()
+            let quotaName = quota["metadata"]["name"].stringValue ?? ""
+            let names = Set((quota["spec"]["hard"].objectValue ?? [:]).keys)
+            guard ResourceQuotaUsage.isTracked(type, in: names), (quota["spec"]["scopes"].arrayValue ?? []).isEmpty,
+                quota["spec"]["scopeSelector"].isNull
+            else { continue }
+            if type.group.isEmpty && type.resource == "pods" {
+                let missing = names.sorted().compactMap { n -> String? in
+                    let c = ResourceQuotaUsage.containersMissing(n, in: obj["spec"])
+                    return c.isEmpty ? nil : "\(n) for: \(c.joined(separator: ","))"
+                }
+                if !missing.isEmpty { throw forbidden("failed quota: \(quotaName): must specify \(missing.joined(separator: "; "))") }
+            }
+            let usage = ResourceQuotaUsage.usage(of: obj, type: type, names: names).filter { $0.value > 0 }.sorted { $0.key < $1.key }
+            guard !usage.isEmpty else { continue }
+            _ = try await handler.store.write(item.key) { cur in
+                guard let cur else { return .unchanged }
+                var q = try cur.decode()
+                var exceeded: [(name: String, requested: Int64, used: Int64, hard: Int64)] = []
+                for (n, add) in usage {
+                    guard let hard = ResourceQuotaUsage.parse(q["status"]["hard"][n]) else {
+                        throw forbidden("status unknown for quota: \(quotaName), resource: \(n)")
+                    }
+                    let used = ResourceQuotaUsage.parse(q["status"]["used"][n]) ?? 0
+                    if used + add > hard { exceeded.append((n, add, used, hard)) }
+                }
+                if !exceeded.isEmpty {
+                    func list(_ value: ((name: String, requested: Int64, used: Int64, hard: Int64)) -> Int64) -> String {
+                        exceeded.map { "\($0.name)=\(ResourceQuotaUsage.render($0.name, value($0)))" }.joined(separator: ",")
+                    }
+                    throw forbidden("exceeded quota: \(quotaName), requested: \(list { $0.requested }), used: \(list { $0.used }), limited: \(list { $0.hard })")
+                }
+                if dryRun { return .unchanged }
+                for (n, add) in usage {
+                    q["status"]["used"][n] = .string(ResourceQuotaUsage.render(n, (ResourceQuotaUsage.parse(q["status"]["used"][n]) ?? 0) + add))
+                }
+                return .put(q)
+            }
+        }
+    }
+
     static func allServices(_ handler: APIHandler) async throws -> [JSON] {
         let t = BuiltinResources.all.first { $0.resource == "services" }!
         let page = try await handler.store.list(prefix: t.storagePrefix, startAfter: nil, limit: nil, revision: nil, filter: nil)

@@ -23,7 +23,8 @@ public struct ControllerManagerOptions: Sendable {
 }
 
 /// The embedded control plane: scheduler and controllers (Deployment, ReplicaSet, DaemonSet,
-/// StatefulSet, Job, Endpoints/EndpointSlices, disruption budgets, node lifecycle) behind one leader election.
+/// StatefulSet, Job, Endpoints/EndpointSlices, disruption budgets, resource quotas,
+/// node lifecycle) behind one leader election.
 /// Everything goes through the Kubernetes API, so it runs the same against any cluster; it is
 /// meant for the embedded API server, whose own controllers do not exist otherwise.
 public struct ControllerManager: Service {
@@ -88,6 +89,7 @@ public struct ControllerManager: Service {
                                    backoffBase: options.jobBackoff, logger: logger) }
         _ = add(options.workers) { EndpointsController(client: client, informers: informers, queue: $0, logger: logger) }
         _ = add(2) { DisruptionController(client: client, informers: informers, queue: $0, logger: logger) }
+        _ = add(2) { ResourceQuotaController(client: client, informers: informers, queue: $0, logger: logger) }
         var lifecycle: NodeLifecycleController?
         _ = add(2) { q in
             let c = NodeLifecycleController(client: client, informers: informers, events: nodeEvents, queue: q,

@@ -16,6 +16,7 @@ enum R {
     static let jobs = ResourceType.jobs
     static let leases = ResourceType.leases
     static let podDisruptionBudgets = ResourceType.podDisruptionBudgets
+    static let resourceQuotas = ResourceType.resourceQuotas
 }
 
 /// Splits an informer key (`ns/name` or `name`).

@@ -3,15 +3,20 @@ public enum Quantity {
     /// Parses a quantity into thousandths of its unit (CPU: millicores), rounding up like Kubernetes.
     public static func milliValue(_ q: JSON) -> Int64? {
         guard let (num, scale) = parse(q) else { return nil }
-        let v = num * scale * 1000
-        return v.isFinite ? Int64(v.rounded(.up)) : nil
+        return roundedUp(num * scale * 1000)
     }
 
     /// Parses a quantity into whole units (memory: bytes), rounding up.
     public static func value(_ q: JSON) -> Int64? {
         guard let (num, scale) = parse(q) else { return nil }
-        let v = num * scale
-        return v.isFinite ? Int64(v.rounded(.up)) : nil
+        return roundedUp(num * scale)
+    }
+
+    /// Rounds up, but not across floating-point noise (`700m` is 0.7 × 1e-3 × 1000 = 700.0000000001).
+    static func roundedUp(_ v: Double) -> Int64? {
+        guard v.isFinite, abs(v) < 9e18 else { return nil }
+        let nearest = v.rounded()
+        return Int64(abs(v - nearest) <= 1e-9 * max(1, abs(v)) ? nearest : v.rounded(.up))
     }
 
     static let suffixes: [(String, Double)] = [

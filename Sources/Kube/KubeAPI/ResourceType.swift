@@ -94,8 +94,7 @@ public enum BuiltinResources {
         .serviceAccounts,
         .persistentVolumeClaims,
         .persistentVolumes,
-        ResourceType(group: "", version: "v1", resource: "resourcequotas", singular: "resourcequota", kind: "ResourceQuota",
-                     namespaced: true, shortNames: ["quota"], subresources: [.status]),
+        .resourceQuotas,
         ResourceType(group: "", version: "v1", resource: "limitranges", singular: "limitrange", kind: "LimitRange",
                      namespaced: true, shortNames: ["limits"]),
         ResourceType(group: "", version: "v1", resource: "podtemplates", singular: "podtemplate", kind: "PodTemplate", namespaced: true),
@@ -192,6 +191,8 @@ extension ResourceType {
     public static let podDisruptionBudgets = ResourceType(group: "policy", version: "v1", resource: "poddisruptionbudgets",
                                                           singular: "poddisruptionbudget", kind: "PodDisruptionBudget", namespaced: true,
                                                           shortNames: ["pdb"], subresources: [.status], tracksGeneration: true)
+    public static let resourceQuotas = ResourceType(group: "", version: "v1", resource: "resourcequotas", singular: "resourcequota",
+                                                    kind: "ResourceQuota", namespaced: true, shortNames: ["quota"], subresources: [.status])
     public static let events = ResourceType(group: "", version: "v1", resource: "events", kind: "Event", namespaced: true, shortNames: ["ev"])
     public static let serviceAccounts = ResourceType(group: "", version: "v1", resource: "serviceaccounts", singular: "serviceaccount", kind: "ServiceAccount", namespaced: true, shortNames: ["sa"])
     public static let persistentVolumeClaims = ResourceType(group: "", version: "v1", resource: "persistentvolumeclaims", singular: "persistentvolumeclaim", kind: "PersistentVolumeClaim", namespaced: true, shortNames: ["pvc"], subresources: [.status])
