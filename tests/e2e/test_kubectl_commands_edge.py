@@ -257,12 +257,24 @@ def test_port_forward(kubectl):
             s.stop()
 
 
-@pytest.mark.xfail(strict=True, reason="known gap (docs/kubectl-commands.md): pods/proxy and services/proxy are not implemented")
 def test_proxy_to_pod_and_service(kubectl):
     """`kubectl proxy` / `get --raw` through the API server's pods/proxy and services/proxy."""
     k = kubectl
     assert k("get", "--raw", "/api/v1/namespaces/default/pods/app:8080/proxy/index.html") == "hello-from-the-pod\n"
     assert k("get", "--raw", "/api/v1/namespaces/default/services/web:http/proxy/index.html") == "hello-from-the-pod\n"
+    # The pod's own answer comes back as it is: a 404 of its web server is kubectl's NotFound.
+    p = k.run("get", "--raw", "/api/v1/namespaces/default/pods/app:8080/proxy/missing.html", check=False)
+    assert p.returncode != 0 and "NotFound" in p.stderr, p.stderr
+    # `kubectl proxy`: a local HTTP port in front of the API server, as a browser would use it.
+    port = free_port()
+    s = Stream(k.popen("proxy", f"--port={port}"))
+    try:
+        s.until(lambda t: f"Starting to serve on 127.0.0.1:{port}" in t, 10, "kubectl proxy serving")
+        url = f"http://127.0.0.1:{port}/api/v1/namespaces/default/pods/app:8080/proxy/index.html"
+        with urllib.request.urlopen(url, timeout=10) as r:
+            assert r.status == 200 and r.read() == b"hello-from-the-pod\n"
+    finally:
+        s.stop()
 
 
 # ---------------------------------------------------------------- top

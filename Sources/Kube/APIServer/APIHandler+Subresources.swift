@@ -32,6 +32,8 @@ extension APIHandler {
             return try await streamWithoutUpgrade(req, t, .exec)
         case (.attach, _) where options.podStreams != nil:
             return try await streamWithoutUpgrade(req, t, .attach)
+        case (.proxy, _) where options.podStreams != nil:
+            return try await proxy(req, t, options.podStreams!)
         case (.log, "GET"), (.exec, _), (.attach, _), (.portforward, _), (.proxy, _):
             guard let o = await store.get(key(t)) else { throw notFound(t) }
             let pod = try o.decode()

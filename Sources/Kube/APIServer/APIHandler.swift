@@ -181,6 +181,10 @@ public final class APIHandler: Sendable {
         if r.count > 3 && target.subresource != .proxy {
             throw StatusError(.notFound, "the server could not find the requested resource")
         }
+        if target.subresource == .proxy {
+            target.proxyPath = "/" + r.dropFirst(3).joined(separator: "/")
+            if req.path.hasSuffix("/") && r.count > 3 { target.proxyPath += "/" }
+        }
         if type.namespaced && target.namespace == nil && target.name != nil {
             throw StatusError(.notFound, "the server could not find the requested resource")
         }

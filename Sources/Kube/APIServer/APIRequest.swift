@@ -58,6 +58,8 @@ struct RequestTarget {
     var namespace: String?
     var name: String?
     var subresource: Subresource?
+    /// What follows `…/proxy` in a proxy URL (`/index.html`).
+    var proxyPath = ""
 }
 
 /// Writes chunks of a streamed response; a write throws once the client is gone.
