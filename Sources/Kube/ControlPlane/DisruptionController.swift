@@ -122,23 +122,8 @@ final class DisruptionController: Reconciler {
         podsByNamespace = byNamespace
         pods.addHandler { byNamespace.handle($0) }
         budgets.enqueueKeys(into: queue)
-        let pdbs = budgets
         // A pod change matters to the budgets in its namespace that select it (before or after).
-        pods.addHandler { ev in
-            let changed: [JSON]
-            switch ev {
-            case .added(let p), .deleted(let p): changed = [p]
-            case .updated(let old, let new):
-                if old["status"] == new["status"] && old["metadata"]["labels"] == new["metadata"]["labels"] && old.isDeleting == new.isDeleting { return }
-                changed = [old, new]
-            case .synced: return
-            }
-            let ns = changed[0].namespace
-            for pdb in pdbs.cache.list() where pdb.namespace == ns {
-                guard let sel = try? LabelSelector.from(object: pdb["spec"]["selector"]) else { continue }
-                if changed.contains(where: { sel.matches($0.labels) }) { queue.add(InformerCache.key(pdb)) }
-            }
-        }
+        pods.enqueueSelecting(budgets, into: queue) { try? LabelSelector.from(object: $0["spec"]["selector"]) }
     }
 
     func reconcile(_ key: String) async throws -> ReconcileResult {

@@ -22,23 +22,11 @@ final class EndpointsController: Reconciler {
         pods = informers.informer(R.pods)
         endpoints = informers.informer(R.endpoints)
         slices = informers.informer(R.endpointSlices)
-        let svcs = services
         services.enqueueKeys(into: queue)
         // A pod change affects the services in its namespace whose selector matches it (before or after).
-        pods.addHandler { ev in
-            let changed: [JSON]
-            switch ev {
-            case .added(let p), .deleted(let p): changed = [p]
-            case .updated(let old, let new):
-                if old["status"] == new["status"] && old["metadata"]["labels"] == new["metadata"]["labels"] && old.isDeleting == new.isDeleting { return }
-                changed = [old, new]
-            case .synced: return
-            }
-            let ns = changed[0].namespace
-            for svc in svcs.cache.list() where svc.namespace == ns {
-                guard let sel = svc["spec"]["selector"].objectValue, !sel.isEmpty else { continue }
-                if changed.contains(where: { p in sel.allSatisfy { p.labels[$0.key] == $0.value.stringValue } }) { queue.add(InformerCache.key(svc)) }
-            }
+        pods.enqueueSelecting(services, into: queue) { svc in
+            guard let sel = svc["spec"]["selector"].objectValue, !sel.isEmpty else { return nil }
+            return LabelSelector(requirements: sel.sorted { $0.key < $1.key }.map { .equals($0.key, $0.value.stringValue ?? "") })
         }
     }
 

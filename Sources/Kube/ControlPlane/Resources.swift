@@ -1,3 +1,4 @@
+import ControllerRuntime
 import KubeAPI
 
 /// The resource types the controllers read and write.
@@ -46,6 +47,29 @@ extension JSON {
     var asControllerRef: JSON {
         ["apiVersion": self["apiVersion"], "kind": self["kind"], "name": self["metadata"]["name"], "uid": self["metadata"]["uid"],
          "controller": true, "blockOwnerDeletion": true]
+    }
+}
+
+extension SharedInformer {
+    /// For a pod informer: a pod change a selector can see (added, deleted, status, labels or
+    /// deletion changed) enqueues the `owners` in the pod's namespace whose selector (nil: selects
+    /// nothing) matches the pod before or after.
+    func enqueueSelecting(_ owners: SharedInformer, into queue: WorkQueue, selector: @escaping @Sendable (JSON) -> LabelSelector?) {
+        addHandler { ev in
+            let changed: [JSON]
+            switch ev {
+            case .added(let p), .deleted(let p): changed = [p]
+            case .updated(let old, let new):
+                if old["status"] == new["status"] && old["metadata"]["labels"] == new["metadata"]["labels"] && old.isDeleting == new.isDeleting { return }
+                changed = [old, new]
+            case .synced: return
+            }
+            let ns = changed[0].namespace
+            for owner in owners.cache.list() where owner.namespace == ns {
+                guard let sel = selector(owner) else { continue }
+                if changed.contains(where: { sel.matches($0.labels) }) { queue.add(InformerCache.key(owner)) }
+            }
+        }
     }
 }
 
