@@ -19,14 +19,27 @@ class Cloud:
         self.log = self.dir / "cloud.log"
         self.proc = None
 
-    def start(self):
-        self.logf = open(self.log, "ab")
-        starts = self.log.read_text().count("CloudHub listening") if self.log.exists() else 0
-        self.proc = subprocess.Popen([str(BIN), "cloud", "--data-dir", str(self.dir), "--port", str(self.api_port),
-                                      "--cloudhub-port", str(self.hub_port), "--cert-port", str(self.cert_port),
-                                      "--metrics-port", str(self.metrics_port), *self.extra_args],
-                                     stdout=self.logf, stderr=subprocess.STDOUT)
-        wait_for(lambda: self.proc.poll() is None and self.log.read_text().count("CloudHub listening") > starts, 60, what="cloud start")
+    def start(self, attempts=3):
+        """Starts the cloud and waits for CloudHub. A port free_port() handed out can be taken by another
+        process before the cloud binds it: when the cloud exits at start, it is retried on fresh ports
+        (a restart of a running cloud keeps its ports). A failure shows the end of the cloud's log."""
+        for attempt in range(attempts):
+            self.logf = open(self.log, "ab")
+            starts = self.log.read_text().count("CloudHub listening") if self.log.exists() else 0
+            self.proc = subprocess.Popen([str(BIN), "cloud", "--data-dir", str(self.dir), "--port", str(self.api_port),
+                                          "--cloudhub-port", str(self.hub_port), "--cert-port", str(self.cert_port),
+                                          "--metrics-port", str(self.metrics_port), *self.extra_args],
+                                         stdout=self.logf, stderr=subprocess.STDOUT)
+            state = wait_for(lambda: "exited" if self.proc.poll() is not None else
+                             self.log.read_text().count("CloudHub listening") > starts and "up", 60,
+                             what="cloud start", detail=lambda: self.log.read_text()[-3000:])
+            if state == "up":
+                return self
+            self.logf.close()
+            tail = self.log.read_text()[-3000:]
+            if starts or attempt == attempts - 1 or "in use" not in tail.lower():
+                raise AssertionError(f"cloud exited {self.proc.returncode} at start:\n{tail}")
+            self.api_port, self.hub_port, self.cert_port, self.metrics_port = free_port(), free_port(), free_port(), free_port()
         return self
 
     def stop(self, sig=signal.SIGTERM):

@@ -231,11 +231,13 @@ def api_client(server):
     return config.new_client_from_config(config_file=str(server.kubeconfig))
 
 
-def wait_for(pred, timeout=15, interval=0.05, what="condition"):
+def wait_for(pred, timeout=15, interval=0.05, what="condition", detail=None):
+    """Polls pred until it returns something truthy (returned) or the deadline passes (AssertionError,
+    with detail(), e.g. the end of a log, in the message)."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         v = pred()
         if v:
             return v
         time.sleep(interval)
-    raise AssertionError(f"timed out waiting for {what}")
+    raise AssertionError(f"timed out waiting for {what}" + (f":\n{detail()}" if detail else ""))

@@ -90,3 +90,23 @@ def test_metrics_endpoint(server):
     assert "swiftedge_apiserver_requests_total" in r.text and "swiftedge_store_writes_total" in r.text
     import requests
     assert requests.get(server.url + "/metrics", verify=server.ca, timeout=10).status_code == 401
+
+
+def test_cloud_with_a_port_in_use_exits_with_the_error(tmp_path):
+    """A CloudHub port another process holds ends `swiftedge cloud` with the bind error at once; it
+    used to hang forever with the API server up and CloudHub never listening (CI's 60 s start timeouts)."""
+    import socket
+    import subprocess
+    from conftest import BIN
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    try:
+        r = subprocess.run([str(BIN), "cloud", "--data-dir", str(tmp_path / "cloud"), "--port", "0",
+                            "--cloudhub-port", str(holder.getsockname()[1]), "--cert-port", "0", "--metrics-port", "0"],
+                           capture_output=True, text=True, timeout=30)
+    finally:
+        holder.close()
+    assert r.returncode != 0
+    assert "Address already in use" in r.stdout + r.stderr
+    assert "CloudHub listening" not in r.stdout + r.stderr

@@ -141,7 +141,7 @@ public struct CloudCore: Service {
                 }
             }
             group.addTask {
-                let (h, ce) = await ports.both()
+                guard let (h, ce) = await ports.both() else { return }
                 await onReady(h, ce)
                 while !Task.isShuttingDownGracefully {
                     // Cancelled by a graceful shutdown: the loop ends without an error.
@@ -152,7 +152,12 @@ public struct CloudCore: Service {
                     }
                 }
             }
-            try await group.waitForAll()
+            // The first server to fail (a port in use, say) ends CloudCore with its error: the others
+            // are cancelled, and the wait for both ports ends (waitForAll would wait for them all).
+            do { while try await group.next() != nil {} } catch {
+                await ports.abandon()
+                throw error
+            }
         }
     }
 }
@@ -168,7 +173,8 @@ actor SyncBox {
 actor PortPair {
     var hub: Int?
     var cert: Int?
-    var waiters: [CheckedContinuation<(Int, Int), Never>] = []
+    var abandoned = false
+    var waiters: [CheckedContinuation<(Int, Int)?, Never>] = []
     func set(hub p: Int) { hub = p; flush() }
     func set(cert p: Int) { cert = p; flush() }
     func flush() {
@@ -176,8 +182,16 @@ actor PortPair {
         for w in waiters { w.resume(returning: (h, c)) }
         waiters = []
     }
-    func both() async -> (Int, Int) {
+    /// A server failed: waiters get nil, now and later.
+    func abandon() {
+        abandoned = true
+        for w in waiters { w.resume(returning: nil) }
+        waiters = []
+    }
+    /// Both ports once both servers listen; nil when one failed first.
+    func both() async -> (Int, Int)? {
         if let h = hub, let c = cert { return (h, c) }
+        if abandoned { return nil }
         return await withCheckedContinuation { waiters.append($0) }
     }
 }
