@@ -30,15 +30,14 @@ class Cloud:
                                           "--cloudhub-port", str(self.hub_port), "--cert-port", str(self.cert_port),
                                           "--metrics-port", str(self.metrics_port), *self.extra_args],
                                          stdout=self.logf, stderr=subprocess.STDOUT)
-            state = wait_for(lambda: "exited" if self.proc.poll() is not None else
-                             self.log.read_text().count("CloudHub listening") > starts and "up", 60,
-                             what="cloud start", detail=lambda: self.log.read_text()[-3000:])
-            if state == "up":
+            tail = lambda: self.log.read_text()[-3000:]  # noqa: E731
+            wait_for(lambda: self.proc.poll() is not None or self.log.read_text().count("CloudHub listening") > starts, 60,
+                     what="cloud start", detail=tail)
+            if self.proc.poll() is None:
                 return self
             self.logf.close()
-            tail = self.log.read_text()[-3000:]
-            if starts or attempt == attempts - 1 or "in use" not in tail.lower():
-                raise AssertionError(f"cloud exited {self.proc.returncode} at start:\n{tail}")
+            if starts or attempt == attempts - 1 or "in use" not in tail().lower():
+                raise AssertionError(f"cloud exited {self.proc.returncode} at start:\n{tail()}")
             self.api_port, self.hub_port, self.cert_port, self.metrics_port = free_port(), free_port(), free_port(), free_port()
         return self
 

@@ -1,8 +1,10 @@
 """Every acknowledged write survives a restart, kill -9 included."""
 import signal
+import socket
+import subprocess
 import threading
 
-from conftest import Server
+from conftest import BIN, Server
 
 
 def test_kill9_keeps_acknowledged_writes(tmp_path):
@@ -95,9 +97,6 @@ def test_metrics_endpoint(server):
 def test_cloud_with_a_port_in_use_exits_with_the_error(tmp_path):
     """A CloudHub port another process holds ends `swiftedge cloud` with the bind error at once; it
     used to hang forever with the API server up and CloudHub never listening (CI's 60 s start timeouts)."""
-    import socket
-    import subprocess
-    from conftest import BIN
     holder = socket.socket()
     holder.bind(("127.0.0.1", 0))
     holder.listen()
