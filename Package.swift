@@ -97,6 +97,11 @@ let package = Package(
         ], path: "Sources/Cloud/DeviceController"),
         // Kubernetes object model: JSON values, metadata, selectors, patch engines, resource registry.
         .target(name: "KubeAPI", path: "Sources/Kube/KubeAPI"),
+        // Identities and RBAC: UserInfo, ServiceAccount tokens (JWT, ES256), the RBAC evaluator and bootstrap policy.
+        .target(name: "KubeAuth", dependencies: [
+            "KubeAPI",
+            .product(name: "Crypto", package: "swift-crypto"),
+        ], path: "Sources/Kube/KubeAuth"),
         // Reads Kubernetes protobuf bodies (kubectl's typed clients, client-go) into JSON.
         .target(name: "KubeProtobuf", dependencies: ["KubeProtoTable", "KubeAPI"], path: "Sources/Kube/KubeProtobuf"),
         // Revisioned object store (SQLite via GRDB) with watch history and compaction.
@@ -124,7 +129,7 @@ let package = Package(
         ], path: "Sources/Kube/ControllerRuntime"),
         // The embedded control plane: scheduler and core controllers (ordinary API clients).
         .target(name: "ControlPlane", dependencies: [
-            "KubeAPI", "KubeClient", "ControllerRuntime",
+            "KubeAPI", "KubeAuth", "KubeClient", "ControllerRuntime",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Metrics", package: "swift-metrics"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -204,7 +209,7 @@ let package = Package(
         ], path: "Sources/Channel/PKI"),
         // The Kubernetes-compatible HTTP API server.
         .target(name: "APIServer", dependencies: ["DefaultSettings", "SPDYStreams",
-            "KubeAPI", "ObjectStore", "PKI", "KubeProtobuf", "StreamTunnel", "SPDY",
+            "KubeAPI", "KubeAuth", "ObjectStore", "PKI", "KubeProtobuf", "StreamTunnel", "SPDY",
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
             .product(name: "HummingbirdTLS", package: "hummingbird"),
@@ -416,6 +421,7 @@ let package = Package(
                 path: "Tests/Support/TestSupport"),
         .testTarget(name: "CloudEdgeProtocolTests", dependencies: ["CloudEdgeProtocol", "KubeAPI"], path: "Tests/Channel/CloudEdgeProtocolTests"),
         .testTarget(name: "AsyncSupportTests", dependencies: ["AsyncSupport"], path: "Tests/Support/AsyncSupportTests"),
+        .testTarget(name: "KubeAuthTests", dependencies: ["KubeAuth", "KubeAPI"], path: "Tests/Kube/KubeAuthTests"),
         .testTarget(name: "KubeAPITests", dependencies: ["KubeAPI", "KubeProtobuf"], path: "Tests/Kube/KubeAPITests"),
         .testTarget(name: "ContractTests", dependencies: [
             "CRI", "DMI",

@@ -960,7 +960,6 @@ def test_create_rbac(kubectl, ns):
     k("delete", "clusterrole,clusterrolebinding", cr)
 
 
-@pytest.mark.xfail(strict=True, reason="known gap (docs/kubectl-commands.md): no TokenRequest (serviceaccounts/token) yet: the security issue")
 def test_create_serviceaccount_and_token(kubectl, ns, cp):
     k = kubectl
     assert "serviceaccount/bot created" in k("create", "serviceaccount", "bot", "-n", ns)
@@ -1231,7 +1230,6 @@ def test_events(kubectl, ns, worker):
 # ---------------------------------------------------------------- auth, certificates
 
 
-@pytest.mark.xfail(strict=True, reason="known gap (docs/kubectl-commands.md): RBAC is not enforced yet (impersonated users are allowed everything): the security issue")
 def test_auth_can_i_and_whoami(kubectl, ns):
     k = kubectl
     assert k("auth", "can-i", "create", "deployments", "-n", ns).strip() == "yes"
@@ -1262,7 +1260,6 @@ def test_auth_can_i_and_whoami(kubectl, ns):
     assert who["username"] == "jane" and "devs" in who["groups"] and "system:authenticated" in who["groups"], who
 
 
-@pytest.mark.xfail(strict=True, reason="known gap (docs/kubectl-commands.md): approval works; nothing signs approved CSRs yet (the security issue)")
 def test_certificate_approve_deny(kubectl, cp, tmp_path):
     k = kubectl
     user = f"jane-{k.version.replace('.', '')}-{uuid.uuid4().hex[:4]}"

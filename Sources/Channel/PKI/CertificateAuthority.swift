@@ -86,6 +86,14 @@ public struct CertificateAuthority: Sendable {
             if let o = organization { OrganizationName(o) }
             CommonName(commonName)
         }
+        return try sign(publicKey: publicKey, subject: subject, dnsNames: dnsNames, ipAddresses: ipAddresses, server: server,
+                        client: client, validity: validity)
+    }
+
+    /// Signs a certificate for `subject` as given (a CSR's, kept whole: every O, every CN).
+    public func sign(publicKey: Certificate.PublicKey, subject: DistinguishedName, dnsNames: [String] = [], ipAddresses: [String] = [],
+                     server: Bool, client: Bool, validity: TimeInterval) throws -> Certificate
+    {
         var sans: [GeneralName] = dnsNames.map { .dnsName($0) }
         for ip in ipAddresses {
             guard let bytes = Self.parseIP(ip) else { throw PKIError("invalid IP address \(ip)") }

@@ -7,6 +7,7 @@ import Foundation
 import KubeClient
 import Logging
 import Metrics
+import PKI
 import Prometheus
 import ServiceLifecycle
 
@@ -44,8 +45,35 @@ public struct EmbeddedServerOptions: ParsableArguments {
     @Flag(inversion: .prefixedNo, help: "Run the embedded control plane (scheduler and controllers) in this process.")
     var controllers = true
 
+    @Option(help: "RBAC (enforce Roles and bindings) or AlwaysAllow (every authenticated caller may do everything).")
+    var authorizationMode: AuthorizationMode = .rbac
+
     var dataDirectory: String { dataDir ?? Defaults.apiServerDataDirectory }
     var kubeconfigPath: String { adminKubeconfig ?? dataDirectory + "/admin.kubeconfig" }
+}
+
+/// kube-apiserver's authorization modes that SwiftEdge serves.
+public enum AuthorizationMode: String, ExpressibleByArgument, Sendable {
+    case rbac = "RBAC"
+    case alwaysAllow = "AlwaysAllow"
+}
+
+/// Signs approved CertificateSigningRequests with a CA (the csrsigning controller's signer).
+struct CASigner: CertificateSigner {
+    let ca: CertificateAuthority
+    func sign(requestPEM: String, clientAuth: Bool, serverAuth: Bool, validity: TimeInterval) throws -> String {
+        try ca.signRequest(pem: requestPEM, clientAuth: clientAuth, serverAuth: serverAuth, validity: validity)
+    }
+
+    /// The signer of `--cluster-signing-cert-file`/`--cluster-signing-key-file` (nil when neither is given).
+    static func load(certFile: String?, keyFile: String?) throws -> CASigner? {
+        guard certFile != nil || keyFile != nil else { return nil }
+        guard let certFile, let keyFile else {
+            throw ValidationError("--cluster-signing-cert-file and --cluster-signing-key-file go together")
+        }
+        return CASigner(ca: try CertificateAuthority(certificatePEM: try String(contentsOfFile: certFile, encoding: .utf8),
+                                                     privateKeyPEM: try String(contentsOfFile: keyFile, encoding: .utf8)))
+    }
 }
 
 /// The embedded server opened, plus a way for in-process clients to reach it once it listens.
@@ -64,6 +92,7 @@ extension EmbeddedServerOptions {
             kubeconfigPath: kubeconfigPath, fsyncEveryCommit: fsync, historyLimit: historyLimit,
             compactionInterval: .seconds(compactionInterval), bookmarkInterval: .seconds(bookmarkInterval))
         config.podStreams = podStreams
+        config.enforceRBAC = authorizationMode == .rbac
         config.metricsExporter = {
             var out: [UInt8] = []
             registry.emit(into: &out)
@@ -91,7 +120,9 @@ extension EmbeddedServerOptions {
         }
         var services = server.services
         if controllers {
-            services.append(ControllerManager(options: control.options(), logger: controllerLogger) { try await makeClient(controllerLogger) })
+            var options = control.options()
+            options.certificateSigner = CASigner(ca: server.ca)
+            services.append(ControllerManager(options: options, logger: controllerLogger) { try await makeClient(controllerLogger) })
         }
         return OpenedServer(server: server, services: services, makeClient: makeClient)
     }
@@ -188,6 +219,12 @@ public struct ControllerManagerCommand: AsyncParsableCommand {
     @Option(help: "kubeconfig of the API server to manage.")
     var kubeconfig: String
 
+    @Option(help: "PEM CA certificate that signs approved CertificateSigningRequests (with --cluster-signing-key-file).")
+    var clusterSigningCertFile: String?
+
+    @Option(help: "PEM private key of the signing CA.")
+    var clusterSigningKeyFile: String?
+
     @OptionGroup var control: ControllerOptions
 
     @OptionGroup var logging: LoggingOptions
@@ -196,7 +233,8 @@ public struct ControllerManagerCommand: AsyncParsableCommand {
         _ = bootstrapObservability()
         let logger = logging.makeLogger("swiftedge.controllers")
         let config = try KubeConfig.load(path: kubeconfig)
-        let options = control.options()
+        var options = control.options()
+        options.certificateSigner = try CASigner.load(certFile: clusterSigningCertFile, keyFile: clusterSigningKeyFile)
         logger.info("controller manager starting", metadata: ["server": "\(config.server)", "identity": "\(options.identity)"])
         let manager = ControllerManager(options: options, logger: logger) { try HTTPKubeClient(config: config, logger: logger) }
         let group = ServiceGroup(configuration: .init(services: [.init(service: manager)],

@@ -174,30 +174,8 @@ public final class EdgeObjects: NodeObjectSource {
     /// The ConfigMaps and Secrets a pod needs on its node.
     static func references(of pod: JSON) -> [String] {
         let ns = pod["metadata"]["namespace"].stringValue ?? ""
-        var out = Set<String>()
-        func cm(_ name: String?) { if let name, !name.isEmpty { out.insert(reference(.configMap, "\(ns)/\(name)")) } }
-        func secret(_ name: String?) { if let name, !name.isEmpty { out.insert(reference(.secret, "\(ns)/\(name)")) } }
-        let spec = pod["spec"]
-        for v in spec["volumes"].arrayValue ?? [] {
-            cm(v["configMap"]["name"].stringValue)
-            secret(v["secret"]["secretName"].stringValue)
-            for source in v["projected"]["sources"].arrayValue ?? [] {
-                cm(source["configMap"]["name"].stringValue)
-                secret(source["secret"]["name"].stringValue)
-            }
-        }
-        for c in (spec["containers"].arrayValue ?? []) + (spec["initContainers"].arrayValue ?? []) + (spec["ephemeralContainers"].arrayValue ?? []) {
-            for e in c["env"].arrayValue ?? [] {
-                cm(e["valueFrom"]["configMapKeyRef"]["name"].stringValue)
-                secret(e["valueFrom"]["secretKeyRef"]["name"].stringValue)
-            }
-            for e in c["envFrom"].arrayValue ?? [] {
-                cm(e["configMapRef"]["name"].stringValue)
-                secret(e["secretRef"]["name"].stringValue)
-            }
-        }
-        for s in spec["imagePullSecrets"].arrayValue ?? [] { secret(s["name"].stringValue) }
-        return out.sorted()
+        let refs = PodReferences(pod: pod)
+        return (refs.configMaps.map { reference(.configMap, "\(ns)/\($0)") } + refs.secrets.map { reference(.secret, "\(ns)/\($0)") }).sorted()
     }
 
     static let edgeLabel = "node-role.kubernetes.io/edge"

@@ -2,6 +2,7 @@ import HTTPTypes
 import Hummingbird
 import HummingbirdWebSocket
 import KubeAPI
+import PKI
 import Logging
 import NIOCore
 import StreamTunnel
@@ -60,7 +61,7 @@ extension APIHandler {
     /// Decides whether an HTTP request is a `pods/exec` or `pods/attach` WebSocket upgrade this
     /// server serves (through the node's stream tunnel). Anything it does not accept goes the
     /// normal way and gets the usual error (401, 404, 400 with the reason, …).
-    public func execUpgrade(_ request: HTTPRequest) async -> ShouldUpgradeResult<WebSocketDataHandler<HTTP1WebSocketUpgradeChannel.Context>> {
+    public func execUpgrade(_ request: HTTPRequest, clientIdentity: CertificateIdentity? = nil) async -> ShouldUpgradeResult<WebSocketDataHandler<HTTP1WebSocketUpgradeChannel.Context>> {
         guard let streams = options.podStreams, let target = request.path else { return .dontUpgrade }
         let pathAndQuery = target.split(separator: "?", maxSplits: 1)
         let parts = pathAndQuery[0].split(separator: "/").map(String.init)
@@ -69,8 +70,21 @@ extension APIHandler {
         else { return .dontUpgrade }
         var headers: [String: String] = [:]
         for f in request.headerFields { headers[f.name.canonicalName] = f.value }
-        do { try authenticate(APIRequest(method: "GET", path: String(pathAndQuery[0]), headers: headers)) } catch { return .dontUpgrade }
         let offered = (headers["sec-websocket-protocol"] ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+        do {
+            // A WebSocket upgrade for exec/attach/port-forward needs `create` (kube since 1.31).
+            _ = try await admit(APIRequest(method: "GET", path: String(pathAndQuery[0]), headers: headers, clientIdentity: clientIdentity), upgrade: true)
+        } catch {
+            // Refused: upgraded anyway so the client reads the Status on the error channel (see below).
+            let status = (error as? StatusError) ?? StatusError(.internalError, "\(error)")
+            guard let first = offered.first, let protocolName = HTTPField.Name("Sec-WebSocket-Protocol") else { return .dontUpgrade }
+            var refusal = HTTPFields()
+            refusal[protocolName] = first
+            return .upgrade(refusal) { _, outbound, _ in
+                try await outbound.writeBinaryMessage(ByteBuffer(bytes: [3] + status.status.serialized()))
+                try await outbound.close(.normalClosure, reason: nil)
+            }
+        }
         if kind == .portforward {
             return await portForwardUpgrade(namespace: parts[3], name: parts[5], offered: offered, streams: streams)
         }

@@ -24,6 +24,8 @@ extension APIHandler {
             return try await bind(req, t)
         case (.eviction, "POST"):
             return try await evict(req, t)
+        case (.token, "POST"):
+            return try await tokenRequest(req, t)
         case (.finalize, "PUT"):
             return try await finalizeNamespace(req, t)
         case (.log, "GET") where options.podStreams != nil:

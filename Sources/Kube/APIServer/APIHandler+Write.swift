@@ -162,7 +162,8 @@ extension APIHandler {
             }
         }
         try validateMetadata(obj, type: t.type, name: name)
-        try await Admission.admitCreate(&obj, type: t.type, handler: self)
+        try await Admission.admitCreate(&obj, type: t.type, handler: self, user: req.user)
+        if let noEscalation = try await escalationGuard(req, t) { try noEscalation(obj) }
         // An apply that creates owns what it applied; a create owns everything it set.
         let stamp = KubeTime.now().rfc3339
         let entries: [FieldManager.Entry]
@@ -319,16 +320,19 @@ extension APIHandler {
         let type = t.type
         let k = key(t)
         let name = t.name ?? ""
+        let noEscalation = try await escalationGuard(req, t)
         if isDryRun(req) {
             guard let cur = await store.get(k) else { throw notFound(t) }
             let m = try mergeUpdate(new: input, current: try cur.decode(), type: type, subresource: subresource, req: req, checkRV: true, operation: "Update")
-            if case .put(let v) = m { return .json(200, v) }
+            if case .put(let v) = m { try noEscalation?(v); return .json(200, v) }
             return try objectResponse(200, cur, req, type)
         }
         let result = try await store.write(k) { [self] cur in
             guard let cur else { throw StatusError.notFound(type.resource, group: type.group, name: name) }
             let current = try cur.decode()
-            return try mergeUpdate(new: input, current: current, type: type, subresource: subresource, req: req, checkRV: true, operation: "Update")
+            let m = try mergeUpdate(new: input, current: current, type: type, subresource: subresource, req: req, checkRV: true, operation: "Update")
+            if case .put(let v) = m { try noEscalation?(v) }
+            return m
         }
         guard let stored = result.object else { throw notFound(t) }
         if result.eventType != nil && Admission.hasAfterWrite(type) {
@@ -396,12 +400,13 @@ extension APIHandler {
                                         operation: "Apply", appliedConfig: applied)
             }
         }
+        let noEscalation = try await escalationGuard(req, t)
         if isDryRun(req) {
             guard let cur = await store.get(k) else { throw notFound(t) }
             let current = try cur.decode()
             let patched = try applyPatch(current, patchType: patchType, patch: patchBody, type: type)
             let m = try mergeUpdate(new: patched, current: current, type: type, subresource: subresource, req: req, checkRV: true, operation: patchType == .apply ? "Apply" : "Update")
-            if case .put(let v) = m { return .json(200, v) }
+            if case .put(let v) = m { try noEscalation?(v); return .json(200, v) }
             return try objectResponse(200, cur, req, type)
         }
         let op = patchType == .apply ? "Apply" : "Update"
@@ -436,8 +441,10 @@ extension APIHandler {
                 patched = merged
             }
             guard patched.isObject else { throw StatusError.badRequest("patch result is not an object") }
-            return try mergeUpdate(new: patched, current: current, type: type, subresource: subresource, req: req, checkRV: true, operation: op,
-                                   managedFields: ownership)
+            let m = try mergeUpdate(new: patched, current: current, type: type, subresource: subresource, req: req, checkRV: true, operation: op,
+                                    managedFields: ownership)
+            if case .put(let v) = m { try noEscalation?(v) }
+            return m
         }
         guard let stored = result.object else { throw notFound(t) }
         if result.eventType != nil && Admission.hasAfterWrite(type) {

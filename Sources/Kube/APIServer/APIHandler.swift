@@ -1,14 +1,15 @@
 import DefaultSettings
 import Foundation
 import KubeAPI
+import KubeAuth
 import Logging
 import Metrics
 import ObjectStore
 
 /// Options of the HTTP API that tests and operators may change.
 public struct APIHandlerOptions: Sendable {
-    /// Bearer tokens accepted (the admin token is one of them).
-    public var tokens: Set<String>
+    /// Who callers are and whether RBAC decides what they may do.
+    public var access: AccessOptions
     /// Renders the Prometheus exposition served at `/metrics` (nil: no endpoint).
     public var metricsExporter: (@Sendable () -> [UInt8])?
     /// Request bodies above this size get 413.
@@ -30,7 +31,8 @@ public struct APIHandlerOptions: Sendable {
     public init(tokens: Set<String>, maxBodyBytes: Int = 3 * 1024 * 1024, bookmarkInterval: Duration = .seconds(60),
                 maxWatchSeconds: Int = 1800, advertiseAddress: String = "127.0.0.1:\(Defaults.apiServerPort)")
     {
-        self.tokens = tokens; self.maxBodyBytes = maxBodyBytes; self.bookmarkInterval = bookmarkInterval
+        self.access = AccessOptions(tokens: Dictionary(uniqueKeysWithValues: tokens.map { ($0, UserInfo.admin) }))
+        self.maxBodyBytes = maxBodyBytes; self.bookmarkInterval = bookmarkInterval
         self.maxWatchSeconds = maxWatchSeconds; self.advertiseAddress = advertiseAddress
     }
 }
@@ -44,36 +46,12 @@ public final class APIHandler: Sendable {
     let logger: Logger
     let requestCounter = Counter(label: "swiftedge_apiserver_requests_total")
     let watchGauge = Meter(label: "swiftedge_apiserver_watches")
+    /// The RBAC objects as a policy (kept current by a ``PolicyWatcher`` over the same store).
+    public let policies: PolicyCache
 
     public init(store: any ObjectStorage, registry: ResourceRegistry, options: APIHandlerOptions, logger: Logger) {
         self.store = store; self.registry = registry; self.options = options; self.logger = logger
-    }
-
-    /// The one identity this server knows until authentication lands: the administrator token's.
-    static let adminUser: JSON = ["username": "kubernetes-admin", "groups": ["system:masters", "system:authenticated"]]
-
-    /// How a review kind is answered (its `status`, from the review sent), nil for other kinds.
-    /// With one administrator token and RBAC not enforced yet, the caller may do everything, as
-    /// the cluster administrator (the security work changes this).
-    func reviewAnswer(_ type: ResourceType) -> (@Sendable (JSON) -> JSON)? {
-        switch (type.group, type.resource) {
-        case ("authorization.k8s.io", "selfsubjectaccessreviews"):
-            return { _ in ["allowed": true, "reason": "swiftedge: authenticated requests are allowed (RBAC is stored, not enforced)"] }
-        case ("authorization.k8s.io", "selfsubjectrulesreviews"):
-            return { _ in ["resourceRules": [["verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]]],
-                           "nonResourceRules": [["verbs": ["*"], "nonResourceURLs": ["*"]]], "incomplete": false] }
-        case ("authentication.k8s.io", "selfsubjectreviews"):
-            return { _ in ["userInfo": Self.adminUser] }
-        case ("authentication.k8s.io", "tokenreviews"):
-            // Whether a bearer token is one this server accepts (the admin token is the only kind yet).
-            let tokens = options.tokens
-            return { review in
-                tokens.contains(review["spec"]["token"].stringValue ?? "")
-                    ? ["authenticated": true, "user": Self.adminUser] : ["authenticated": false, "error": "invalid bearer token"]
-            }
-        default:
-            return nil
-        }
+        self.policies = PolicyCache(store: store)
     }
 
     /// The per-object index used by the store: labels and selectable fields.
@@ -103,21 +81,14 @@ public final class APIHandler: Sendable {
         }
     }
 
-    func authenticate(_ req: APIRequest) throws(StatusError) {
-        guard let auth = req.header("authorization"), auth.hasPrefix("Bearer ") || auth.hasPrefix("bearer ") else {
-            throw StatusError(.unauthorized, "Unauthorized")
-        }
-        let token = String(auth.dropFirst(7)).trimmingCharacters(in: .whitespaces)
-        guard options.tokens.contains(token) else { throw StatusError(.unauthorized, "Unauthorized") }
-    }
-
-    func route(_ req: APIRequest) async throws -> APIResponse {
-        let parts = req.path.split(separator: "/").map(String.init)
+    func route(_ request: APIRequest) async throws -> APIResponse {
+        let parts = request.path.split(separator: "/").map(String.init)
         // Unauthenticated health endpoints (as kube-apiserver allows for system:anonymous).
         if parts.count == 1, ["healthz", "livez", "readyz"].contains(parts[0]) {
             return .raw(200, Array("ok".utf8), contentType: "text/plain; charset=utf-8")
         }
-        try authenticate(req)
+        var req = request
+        req.user = try await admit(request)
         guard let head = parts.first else {
             return .json(200, ["paths": .array(["/api", "/apis", "/healthz", "/livez", "/readyz", "/version", "/openapi/v2", "/openapi/v3"].map { .string($0) })])
         }
@@ -127,6 +98,12 @@ public final class APIHandler: Sendable {
         case "metrics" where parts.count == 1:
             guard let exporter = options.metricsExporter else { throw StatusError(.notFound, "the server could not find the requested resource") }
             return .raw(200, exporter(), contentType: "text/plain; version=0.0.4; charset=utf-8")
+        case ".well-known" where parts == [".well-known", "openid-configuration"]:
+            guard let issuer = options.access.serviceAccountTokens else { throw StatusError(.notFound, "the server could not find the requested resource") }
+            return .json(200, issuer.discoveryDocument(jwksURI: "https://\(options.advertiseAddress)/openid/v1/jwks"))
+        case "openid" where parts == ["openid", "v1", "jwks"]:
+            guard let issuer = options.access.serviceAccountTokens else { throw StatusError(.notFound, "the server could not find the requested resource") }
+            return .raw(200, issuer.jwks.serialized(), contentType: "application/jwk-set+json")
         case "openapi":
             return try OpenAPI.handle(parts: Array(parts.dropFirst()), query: req.query, registry: registry)
         case "api":
@@ -194,14 +171,14 @@ public final class APIHandler: Sendable {
             return try await subresourceRequest(req, target, sub)
         }
         if type.group == Self.metricsGroup { return try await metricsRequest(req, target) }
-        if let answer = reviewAnswer(type) {
+        if Reviews.answered(type) {
             // Reviews are answered, not stored.
             guard req.method == "POST", target.name == nil else {
                 throw StatusError(.methodNotAllowed, "the server does not allow this method on the requested resource")
             }
             var review = try decodeBody(req)
             try checkTypeMeta(&review, type)
-            review["status"] = answer(review)
+            review["status"] = try await answerReview(type, review, user: req.user ?? .admin, namespace: target.namespace)
             return .json(201, review)
         }
         if type.resource == "bindings" && type.group.isEmpty {

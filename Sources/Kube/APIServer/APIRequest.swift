@@ -1,4 +1,6 @@
 import KubeAPI
+import KubeAuth
+import PKI
 
 /// A transport-independent HTTP request as the API handlers see it.
 public struct APIRequest: Sendable {
@@ -7,9 +9,15 @@ public struct APIRequest: Sendable {
     public var query: [String: String]
     public var headers: [String: String]
     public var body: [UInt8]
+    /// The TLS client certificate's identity, when the client presented one the CA signed.
+    public var clientIdentity: CertificateIdentity?
+    /// Who the request acts as, once authenticated (impersonation applied).
+    public var user: UserInfo?
 
-    public init(method: String, path: String, query: [String: String] = [:], headers: [String: String] = [:], body: [UInt8] = []) {
+    public init(method: String, path: String, query: [String: String] = [:], headers: [String: String] = [:], body: [UInt8] = [],
+                clientIdentity: CertificateIdentity? = nil) {
         self.method = method; self.path = path; self.query = query; self.headers = headers; self.body = body
+        self.clientIdentity = clientIdentity
     }
 
     public func header(_ name: String) -> String? { headers[name.lowercased()] }

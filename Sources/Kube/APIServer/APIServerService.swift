@@ -20,8 +20,10 @@ public struct APIServerService: Service {
         public var port: Int
         /// PEM certificate and key; nil serves plain HTTP (only behind an explicit flag).
         public var tls: CertificateAndKey?
-        public init(host: String = "127.0.0.1", port: Int = Defaults.apiServerPort, tls: CertificateAndKey?) {
-            self.host = host; self.port = port; self.tls = tls
+        /// CA whose client certificates authenticate (kube's `--client-ca-file`); nil: none are asked for.
+        public var clientCAPEM: String?
+        public init(host: String = "127.0.0.1", port: Int = Defaults.apiServerPort, tls: CertificateAndKey?, clientCAPEM: String? = nil) {
+            self.host = host; self.port = port; self.tls = tls; self.clientCAPEM = clientCAPEM
         }
     }
 
@@ -38,8 +40,9 @@ public struct APIServerService: Service {
         let handler = self.handler
         // `pods/exec` arrives as a WebSocket upgrade; everything else is plain HTTP.
         let execUpgrade: @Sendable (HTTPRequest, any Channel, Logger) async throws
-            -> ShouldUpgradeResult<WebSocketDataHandler<HTTP1WebSocketUpgradeChannel.Context>> = { request, _, _ in
-                await handler.execUpgrade(request)
+            -> ShouldUpgradeResult<WebSocketDataHandler<HTTP1WebSocketUpgradeChannel.Context>> = { request, channel, _ in
+                let identity = request.headerFields[.authorization] == nil ? await KubeRequestContext.peerIdentity(channel) : nil
+                return await handler.execUpgrade(request, clientIdentity: identity)
             }
         // kubectl writes large stdin (and port-forward uploads) in frames well above the library's
         // 16 KiB default; 1 MiB per frame, as per message before.
@@ -53,6 +56,11 @@ public struct APIServerService: Service {
             let key = try NIOSSLPrivateKey(bytes: Array(tls.privateKeyPEM.utf8), format: .pem)
             var tlsConfig = TLSConfiguration.makeServerConfiguration(certificateChain: chain, privateKey: .privateKey(key))
             tlsConfig.applicationProtocols = ["http/1.1"]
+            if let ca = configuration.clientCAPEM {
+                // Client certificates are optional (tokens also authenticate); one that is sent must chain to the CA.
+                tlsConfig.trustRoots = .certificates(try NIOSSLCertificate.fromPEMBytes(Array(ca.utf8)))
+                tlsConfig.certificateVerification = .optionalVerification
+            }
             server = try .tls(.http1WebSocketUpgrade(configuration: webSocket, shouldUpgrade: execUpgrade), tlsConfiguration: tlsConfig)
         } else {
             server = .http1WebSocketUpgrade(configuration: webSocket, shouldUpgrade: execUpgrade)
@@ -69,8 +77,25 @@ public struct APIServerService: Service {
     }
 }
 
+/// Hummingbird's per-request context plus the connection, for the TLS client certificate.
+struct KubeRequestContext: RequestContext {
+    var coreContext: CoreRequestContextStorage
+    let channel: any Channel
+
+    init(source: ApplicationRequestContextSource) {
+        coreContext = .init(source: source)
+        channel = source.channel
+    }
+
+    /// The verified client certificate's identity on `channel`, if the client sent one.
+    static func peerIdentity(_ channel: any Channel) async -> CertificateIdentity? {
+        guard let cert = try? await channel.nioSSL_peerCertificate().get(), let der = try? cert.toDERBytes() else { return nil }
+        return CertificateIdentity(certificateDER: der)
+    }
+}
+
 struct KubeResponder: HTTPResponder {
-    typealias Context = BasicRequestContext
+    typealias Context = KubeRequestContext
     let handler: APIHandler
 
     struct Writer: ChunkWriter {
@@ -104,7 +129,9 @@ struct KubeResponder: HTTPResponder {
         }
         let path = request.uri.path
         let query = APIRequest.parseQuery(Substring(request.uri.query ?? ""))
-        let apiReq = APIRequest(method: request.method.rawValue, path: path, query: query, headers: headers, body: body)
+        // Only looked up without a bearer token (a token, when sent, decides who the caller is).
+        let identity = headers["authorization"] == nil ? await KubeRequestContext.peerIdentity(context.channel) : nil
+        let apiReq = APIRequest(method: request.method.rawValue, path: path, query: query, headers: headers, body: body, clientIdentity: identity)
         let resp = await handler.handle(apiReq)
         return Self.render(resp)
     }

@@ -1,5 +1,6 @@
 import Foundation
 import KubeAPI
+import KubeAuth
 import ObjectStore
 
 /// Per-kind defaulting and validation (what kube-apiserver's registry strategies and default
@@ -15,7 +16,7 @@ enum Admission {
 
     // MARK: create
 
-    static func admitCreate(_ obj: inout JSON, type: ResourceType, handler: APIHandler) async throws {
+    static func admitCreate(_ obj: inout JSON, type: ResourceType, handler: APIHandler, user: UserInfo?) async throws {
         guard !type.isCustom else { return }
         switch (type.group, type.resource) {
         case ("", "pods"):
@@ -44,9 +45,12 @@ enum Admission {
             if obj["globalDefault"].isNull { obj["globalDefault"] = false }
             if obj["preemptionPolicy"].isNull { obj["preemptionPolicy"] = "PreemptLowerPriority" }
         case ("certificates.k8s.io", "certificatesigningrequests"):
-            // The requester, as kube-apiserver records it (one administrator identity until authentication lands).
-            obj["spec"]["username"] = APIHandler.adminUser["username"]
-            obj["spec"]["groups"] = APIHandler.adminUser["groups"]
+            // The requester, as kube-apiserver records it.
+            let requester = user ?? .admin
+            obj["spec"]["username"] = .string(requester.username)
+            obj["spec"]["groups"] = .array(requester.groups.map { .string($0) })
+            if !requester.uid.isEmpty { obj["spec"]["uid"] = .string(requester.uid) }
+            if !requester.extra.isEmpty { obj["spec"]["extra"] = .object(requester.extra.mapValues { .array($0.map { .string($0) }) }) }
             obj["status"] = .emptyObject
         case ("apps", "deployments"), ("apps", "replicasets"), ("apps", "statefulsets"), ("apps", "daemonsets"):
             try defaultWorkload(&obj, type: type)

@@ -38,6 +38,7 @@ enum Discovery {
         case .proxy: return ("", "", "\(t.kind)ProxyOptions", ["create", "delete", "get", "patch", "update"])
         case .finalize: return ("", "", t.kind, ["update"])
         case .approval: return ("", "", t.kind, ["get", "patch", "update"])
+        case .token: return ("authentication.k8s.io", "v1", "TokenRequest", ["create"])
         }
     }
 

@@ -1,6 +1,7 @@
 import DefaultSettings
 import Foundation
 import KubeAPI
+import KubeAuth
 import Logging
 import ObjectStore
 import PKI
@@ -28,6 +29,8 @@ public struct EmbeddedAPIServerConfiguration: Sendable {
     public var podStreams: (any PodStreams)?
     /// The random part of names made from `generateName` (tests replace it to force collisions).
     public var generatedNameSuffix: @Sendable () -> String = APIHandler.randomNameSuffix
+    /// Enforce RBAC (kube's `--authorization-mode=RBAC`); false allows every authenticated caller everything (`AlwaysAllow`).
+    public var enforceRBAC = true
 
     public init(dataDirectory: String, host: String = "127.0.0.1", port: Int = Defaults.apiServerPort, insecureHTTP: Bool = false,
                 kubeconfigPath: String, fsyncEveryCommit: Bool = true, historyLimit: Int = 10_000,
@@ -54,6 +57,8 @@ public struct EmbeddedAPIServer: Sendable {
     public let adminToken: String
     public let caPEM: String
     public let serverURL: String
+    /// The cluster CA (it signs client certificates: the CSR signer uses it).
+    public let ca: CertificateAuthority
 
     public static func open(_ config: EmbeddedAPIServerConfiguration, logger: Logger,
                             onRunning: @escaping @Sendable (Int) async -> Void = { _ in }) async throws -> EmbeddedAPIServer
@@ -103,6 +108,10 @@ public struct EmbeddedAPIServer: Sendable {
         let url = "\(scheme)://\(host):\(config.port)"
         var options = APIHandlerOptions(tokens: [token], bookmarkInterval: config.bookmarkInterval,
                                         advertiseAddress: "\(host):\(config.port)")
+        // ServiceAccount tokens are signed with a key of their own (kube's --service-account-signing-key-file).
+        let saKey = try loadOrCreate(dir + "/pki/sa.key") { ServiceAccountTokenIssuer.generateKeyPEM() }
+        options.access = AccessOptions(tokens: [token: .admin], serviceAccountTokens: try ServiceAccountTokenIssuer(privateKeyPEM: saKey + "\n"),
+                                       enforceRBAC: config.enforceRBAC)
         options.metricsExporter = config.metricsExporter
         options.podStreams = config.podStreams
         options.generatedNameSuffix = config.generatedNameSuffix
@@ -120,11 +129,12 @@ public struct EmbeddedAPIServer: Sendable {
             }
             await onRunning(port)
         }
-        let http = APIServerService(handler: handler, configuration: .init(host: config.host, port: config.port, tls: tls),
+        let http = APIServerService(handler: handler, configuration: .init(host: config.host, port: config.port, tls: tls, clientCAPEM: ca.certificatePEM),
                                     logger: logger, onRunning: announce)
         let upkeep = Maintenance(store: store, registry: registry, compactionInterval: config.compactionInterval, logger: logger)
-        return EmbeddedAPIServer(store: store, handler: handler, services: [http, upkeep], adminToken: token,
-                                 caPEM: ca.certificatePEM, serverURL: url)
+        let policies = PolicyWatcher(cache: handler.policies, logger: logger)
+        return EmbeddedAPIServer(store: store, handler: handler, services: [policies, http, upkeep], adminToken: token,
+                                 caPEM: ca.certificatePEM, serverURL: url, ca: ca)
     }
 
     static func loadOrCreate(_ path: String, _ make: () -> String) throws -> String {
@@ -167,18 +177,11 @@ public struct EmbeddedAPIServer: Sendable {
                             "value": .int(value), "description": .string(description), "preemptionPolicy": "PreemptLowerPriority"]
             _ = await handler.handle(APIRequest(method: "POST", path: "/apis/scheduling.k8s.io/v1/priorityclasses", headers: auth, body: pc.serialized()))
         }
-        var roles: [JSON] = [["apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-                              "metadata": ["name": "cluster-admin", "labels": ["kubernetes.io/bootstrapping": "rbac-defaults"]],
-                              "rules": [["apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]], ["nonResourceURLs": ["*"], "verbs": ["*"]]]]]
-        for name in ["admin", "edit", "view"] {
-            let selector: JSON = .object(["rbac.authorization.k8s.io/aggregate-to-\(name)": "true"])
-            roles.append(["apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-                          "metadata": ["name": .string(name), "labels": ["kubernetes.io/bootstrapping": "rbac-defaults"]],
-                          "aggregationRule": ["clusterRoleSelectors": [["matchLabels": selector]]],
-                          "rules": []])
-        }
-        for role in roles {
+        for role in BootstrapPolicy.clusterRoles {
             _ = await handler.handle(APIRequest(method: "POST", path: "/apis/rbac.authorization.k8s.io/v1/clusterroles", headers: auth, body: role.serialized()))
+        }
+        for binding in BootstrapPolicy.clusterRoleBindings {
+            _ = await handler.handle(APIRequest(method: "POST", path: "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", headers: auth, body: binding.serialized()))
         }
     }
 

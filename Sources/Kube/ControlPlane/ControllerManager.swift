@@ -18,6 +18,8 @@ public struct ControllerManagerOptions: Sendable {
     /// Concurrent binding workers of the scheduler.
     public var schedulerWorkers = 16
     public var workers = 4
+    /// Signs approved CertificateSigningRequests (nil: no csrsigning controller, as without cluster-signing files).
+    public var certificateSigner: (any CertificateSigner)?
 
     public init(identity: String) { self.identity = identity }
 }
@@ -90,6 +92,10 @@ public struct ControllerManager: Service {
         _ = add(options.workers) { EndpointsController(client: client, informers: informers, queue: $0, logger: logger) }
         _ = add(2) { DisruptionController(client: client, informers: informers, queue: $0, logger: logger) }
         _ = add(2) { ResourceQuotaController(client: client, informers: informers, queue: $0, logger: logger) }
+        _ = add(1) { ClusterRoleAggregationController(client: client, informers: informers, queue: $0, logger: logger) }
+        if let signer = options.certificateSigner {
+            _ = add(1) { CertificateSigningController(client: client, informers: informers, queue: $0, signer: signer, logger: logger) }
+        }
         var lifecycle: NodeLifecycleController?
         _ = add(2) { q in
             let c = NodeLifecycleController(client: client, informers: informers, events: nodeEvents, queue: q,

@@ -18,6 +18,8 @@ enum R {
     static let leases = ResourceType.leases
     static let podDisruptionBudgets = ResourceType.podDisruptionBudgets
     static let resourceQuotas = ResourceType.resourceQuotas
+    static let certificateSigningRequests = ResourceType.certificateSigningRequests
+    static let clusterRoles = ResourceType.clusterRoles
 }
 
 /// Splits an informer key (`ns/name` or `name`).

@@ -3,6 +3,8 @@ public enum Subresource: String, Sendable, Hashable, CaseIterable {
     case status, scale, binding, eviction, log, exec, attach, portforward, proxy, finalize
     /// A CertificateSigningRequest's approval conditions (`kubectl certificate approve|deny`).
     case approval
+    /// A ServiceAccount's bound tokens (TokenRequest, `kubectl create token`).
+    case token
 }
 
 /// Where a scalable resource keeps its replica counts (the `/scale` subresource).
@@ -116,10 +118,8 @@ public enum BuiltinResources {
         // autoscaling/v2 (stored; no autoscaler acts on it yet)
         ResourceType(group: "autoscaling", version: "v2", resource: "horizontalpodautoscalers", singular: "horizontalpodautoscaler",
                      kind: "HorizontalPodAutoscaler", namespaced: true, shortNames: ["hpa"], categories: ["all"], subresources: [.status]),
-        // certificates.k8s.io/v1 (stored, approved or denied through /approval; nothing signs them yet)
-        ResourceType(group: "certificates.k8s.io", version: "v1", resource: "certificatesigningrequests",
-                     singular: "certificatesigningrequest", kind: "CertificateSigningRequest", namespaced: false,
-                     shortNames: ["csr"], subresources: [.status, .approval]),
+        // certificates.k8s.io/v1 (approved or denied through /approval, signed by the control plane's signer)
+        .certificateSigningRequests,
         // networking.k8s.io/v1 (stored)
         ResourceType(group: "networking.k8s.io", version: "v1", resource: "ingresses", singular: "ingress", kind: "Ingress",
                      namespaced: true, shortNames: ["ing"], subresources: [.status]),
@@ -151,8 +151,7 @@ public enum BuiltinResources {
         ResourceType(group: "rbac.authorization.k8s.io", version: "v1", resource: "roles", kind: "Role", namespaced: true),
         ResourceType(group: "rbac.authorization.k8s.io", version: "v1", resource: "rolebindings", singular: "rolebinding",
                      kind: "RoleBinding", namespaced: true),
-        ResourceType(group: "rbac.authorization.k8s.io", version: "v1", resource: "clusterroles", singular: "clusterrole",
-                     kind: "ClusterRole", namespaced: false),
+        .clusterRoles,
         ResourceType(group: "rbac.authorization.k8s.io", version: "v1", resource: "clusterrolebindings",
                      singular: "clusterrolebinding", kind: "ClusterRoleBinding", namespaced: false),
         // metrics.k8s.io/v1beta1 (measured by the nodes when asked, not stored; `kubectl top`)
@@ -165,6 +164,10 @@ public enum BuiltinResources {
                      singular: "selfsubjectaccessreview", kind: "SelfSubjectAccessReview", namespaced: false, verbs: ["create"]),
         ResourceType(group: "authorization.k8s.io", version: "v1", resource: "selfsubjectrulesreviews",
                      singular: "selfsubjectrulesreview", kind: "SelfSubjectRulesReview", namespaced: false, verbs: ["create"]),
+        ResourceType(group: "authorization.k8s.io", version: "v1", resource: "subjectaccessreviews",
+                     singular: "subjectaccessreview", kind: "SubjectAccessReview", namespaced: false, verbs: ["create"]),
+        ResourceType(group: "authorization.k8s.io", version: "v1", resource: "localsubjectaccessreviews",
+                     singular: "localsubjectaccessreview", kind: "LocalSubjectAccessReview", namespaced: true, verbs: ["create"]),
         // authentication.k8s.io/v1 (answered, not stored: `kubectl auth whoami`)
         ResourceType(group: "authentication.k8s.io", version: "v1", resource: "selfsubjectreviews",
                      singular: "selfsubjectreview", kind: "SelfSubjectReview", namespaced: false, verbs: ["create"]),
@@ -188,13 +191,18 @@ extension ResourceType {
     public static let secrets = ResourceType(group: "", version: "v1", resource: "secrets", kind: "Secret", namespaced: true)
     public static let services = ResourceType(group: "", version: "v1", resource: "services", kind: "Service", namespaced: true, shortNames: ["svc"], categories: ["all"], subresources: [.status, .proxy])
     public static let endpoints = ResourceType(group: "", version: "v1", resource: "endpoints", singular: "endpoints", kind: "Endpoints", namespaced: true, shortNames: ["ep"])
+    public static let certificateSigningRequests = ResourceType(group: "certificates.k8s.io", version: "v1", resource: "certificatesigningrequests",
+                                                                singular: "certificatesigningrequest", kind: "CertificateSigningRequest", namespaced: false,
+                                                                shortNames: ["csr"], subresources: [.status, .approval])
+    public static let clusterRoles = ResourceType(group: "rbac.authorization.k8s.io", version: "v1", resource: "clusterroles", singular: "clusterrole",
+                                                  kind: "ClusterRole", namespaced: false)
     public static let podDisruptionBudgets = ResourceType(group: "policy", version: "v1", resource: "poddisruptionbudgets",
                                                           singular: "poddisruptionbudget", kind: "PodDisruptionBudget", namespaced: true,
                                                           shortNames: ["pdb"], subresources: [.status], tracksGeneration: true)
     public static let resourceQuotas = ResourceType(group: "", version: "v1", resource: "resourcequotas", singular: "resourcequota",
                                                     kind: "ResourceQuota", namespaced: true, shortNames: ["quota"], subresources: [.status])
     public static let events = ResourceType(group: "", version: "v1", resource: "events", kind: "Event", namespaced: true, shortNames: ["ev"])
-    public static let serviceAccounts = ResourceType(group: "", version: "v1", resource: "serviceaccounts", singular: "serviceaccount", kind: "ServiceAccount", namespaced: true, shortNames: ["sa"])
+    public static let serviceAccounts = ResourceType(group: "", version: "v1", resource: "serviceaccounts", singular: "serviceaccount", kind: "ServiceAccount", namespaced: true, shortNames: ["sa"], subresources: [.token])
     public static let persistentVolumeClaims = ResourceType(group: "", version: "v1", resource: "persistentvolumeclaims", singular: "persistentvolumeclaim", kind: "PersistentVolumeClaim", namespaced: true, shortNames: ["pvc"], subresources: [.status])
     public static let persistentVolumes = ResourceType(group: "", version: "v1", resource: "persistentvolumes", singular: "persistentvolume", kind: "PersistentVolume", namespaced: false, shortNames: ["pv"], subresources: [.status])
     public static let deployments = ResourceType(group: "apps", version: "v1", resource: "deployments", kind: "Deployment", namespaced: true, shortNames: ["deploy"], categories: ["all"], subresources: [.status, .scale], scale: .apps, tracksGeneration: true)
