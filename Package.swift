@@ -222,6 +222,7 @@ let package = Package(
             .product(name: "NIOHTTP1", package: "swift-nio"),
             .product(name: "NIOHTTPTypesHTTP1", package: "swift-nio-extras"),
             .product(name: "HTTPTypes", package: "swift-http-types"),
+            .product(name: "AsyncHTTPClient", package: "async-http-client"),
         ], path: "Sources/Kube/APIServer"),
         // Simulated edge nodes (join, EdgeHub, in-memory store) for fleet tests and benchmarks.
         .target(name: "FleetSimulator", dependencies: ["AsyncSupport",

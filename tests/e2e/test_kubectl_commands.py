@@ -239,7 +239,7 @@ def test_api_resources(kubectl):
     assert not missing, f"category all lacks {missing} (has {sorted(all_cat)})"
 
 
-@pytest.mark.xfail(strict=True, reason="known gap (docs/kubectl-commands.md): admissionregistration, apiregistration, autoscaling/v1 and flowcontrol are not served")
+@pytest.mark.xfail(strict=True, reason="known gap (docs/kubectl-commands.md): apiregistration, autoscaling/v1 and flowcontrol are not served")
 def test_api_versions(kubectl):
     versions = set(kubectl("api-versions").split())
     want = {"v1", "apps/v1", "batch/v1", "autoscaling/v1", "autoscaling/v2", "policy/v1", "rbac.authorization.k8s.io/v1",

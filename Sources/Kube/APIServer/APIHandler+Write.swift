@@ -115,7 +115,7 @@ extension APIHandler {
     func create(_ req: APIRequest, _ t: RequestTarget, operation: String = "Update", appliedConfig: JSON? = nil) async throws -> APIResponse {
         var obj = try decodeBody(req)
         try checkTypeMeta(&obj, t.type)
-        let warnings = try checkFields(&obj, t.type, req)
+        var warnings = try checkFields(&obj, t.type, req)
         var md = obj["metadata"].objectValue ?? [:]
         if t.type.namespaced {
             let ns = t.namespace ?? ""
@@ -162,8 +162,17 @@ extension APIHandler {
             }
         }
         try validateMetadata(obj, type: t.type, name: name)
+        let admission = AdmissionAttributes(operation: .create, type: t.type, subresource: "", namespace: t.namespace ?? "", name: name,
+                                            user: req.user ?? .admin, dryRun: isDryRun(req))
+        let hooked = try await hasWebhooks(admission)
+        if hooked {
+            let (mutated, w) = try await webhookMutate(admission, object: obj, old: nil)
+            warnings += w
+            obj = mutated
+        }
         try await Admission.admitCreate(&obj, type: t.type, handler: self, user: req.user)
         if let noEscalation = try await escalationGuard(req, t) { try noEscalation(obj) }
+        if hooked { warnings += try await webhookValidate(admission, object: obj, old: nil) }
         // An apply that creates owns what it applied; a create owns everything it set.
         let stamp = KubeTime.now().rfc3339
         let entries: [FieldManager.Entry]
@@ -315,7 +324,7 @@ extension APIHandler {
     func update(_ req: APIRequest, _ t: RequestTarget, subresource: Subresource? = nil) async throws -> APIResponse {
         var obj = try decodeBody(req)
         try checkTypeMeta(&obj, t.type)
-        let warnings = subresource == nil ? try checkFields(&obj, t.type, req) : []
+        var warnings = subresource == nil ? try checkFields(&obj, t.type, req) : []
         let input = obj
         let type = t.type
         let k = key(t)
@@ -327,12 +336,23 @@ extension APIHandler {
             if case .put(let v) = m { try noEscalation?(v); return .json(200, v) }
             return try objectResponse(200, cur, req, type)
         }
-        let result = try await store.write(k) { [self] cur in
-            guard let cur else { throw StatusError.notFound(type.resource, group: type.group, name: name) }
-            let current = try cur.decode()
+        let compute: @Sendable (JSON) throws -> Mutation = { [self] current in
             let m = try mergeUpdate(new: input, current: current, type: type, subresource: subresource, req: req, checkRV: true, operation: "Update")
             if case .put(let v) = m { try noEscalation?(v) }
             return m
+        }
+        let result: WriteResult
+        let admission = AdmissionAttributes(operation: .update, type: type, subresource: subresource?.rawValue ?? "", namespace: t.namespace ?? "",
+                                            name: name, user: req.user ?? .admin, dryRun: false)
+        if try await hasWebhooks(admission) {
+            let (r, w) = try await writeThroughWebhooks(k, admission, notFound: notFound(t), compute: compute)
+            result = r
+            warnings += w
+        } else {
+            result = try await store.write(k) { cur in
+                guard let cur else { throw StatusError.notFound(type.resource, group: type.group, name: name) }
+                return try compute(try cur.decode())
+            }
         }
         guard let stored = result.object else { throw notFound(t) }
         if result.eventType != nil && Admission.hasAfterWrite(type) {
@@ -412,9 +432,7 @@ extension APIHandler {
         let op = patchType == .apply ? "Apply" : "Update"
         let manager = fieldManager(req), force = req.query["force"] == "true"
         let patchWarnings = Mutex<[String]>([])
-        let result = try await store.write(k) { [self] cur in
-            guard let cur else { throw StatusError.notFound(type.resource, group: type.group, name: name) }
-            let current = try cur.decode()
+        let compute: @Sendable (JSON) throws -> Mutation = { [self] current in
             var base = current
             var ownership: JSON?
             if patchType == .apply {
@@ -446,12 +464,24 @@ extension APIHandler {
             if case .put(let v) = m { try noEscalation?(v) }
             return m
         }
+        let result: WriteResult
+        var hookWarnings: [String] = []
+        let admission = AdmissionAttributes(operation: .update, type: type, subresource: subresource?.rawValue ?? "", namespace: t.namespace ?? "",
+                                            name: name, user: req.user ?? .admin, dryRun: false)
+        if try await hasWebhooks(admission) {
+            (result, hookWarnings) = try await writeThroughWebhooks(k, admission, notFound: notFound(t), compute: compute)
+        } else {
+            result = try await store.write(k) { cur in
+                guard let cur else { throw StatusError.notFound(type.resource, group: type.group, name: name) }
+                return try compute(try cur.decode())
+            }
+        }
         guard let stored = result.object else { throw notFound(t) }
         if result.eventType != nil && Admission.hasAfterWrite(type) {
             try await Admission.afterWrite(type: type, object: try stored.decode(), old: nil, handler: self)
         }
         var resp = try objectResponse(200, stored, req, type)
-        resp.addHeaders(warningHeaders(patchWarnings.withLock { $0 }))
+        resp.addHeaders(warningHeaders(patchWarnings.withLock { $0 } + hookWarnings))
         return resp
     }
 
@@ -543,6 +573,11 @@ extension APIHandler {
         }
         if type.resource == "namespaces" && type.group.isEmpty, ["default", "kube-system", "kube-public"].contains(name) {
             throw StatusError(.forbidden, "namespaces \"\(name)\" is forbidden: this namespace may not be deleted")
+        }
+        let admission = AdmissionAttributes(operation: .delete, type: type, subresource: "", namespace: t.namespace ?? "", name: name,
+                                            user: req.user ?? .admin, dryRun: opts.dryRun)
+        if try await hasWebhooks(admission), let cur = await store.get(k) {
+            _ = try await webhookValidate(admission, object: nil, old: try cur.decode())
         }
         if opts.dryRun {
             guard let cur = await store.get(k) else { throw notFound(t) }

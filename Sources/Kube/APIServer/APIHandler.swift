@@ -46,12 +46,15 @@ public final class APIHandler: Sendable {
     let logger: Logger
     let requestCounter = Counter(label: "swiftedge_apiserver_requests_total")
     let watchGauge = Meter(label: "swiftedge_apiserver_watches")
-    /// The RBAC objects as a policy (kept current by a ``PolicyWatcher`` over the same store).
+    /// The RBAC objects as a policy (kept current by a ``StoreChangeWatcher`` over the same store).
     public let policies: PolicyCache
+    /// The admission webhook configurations (kept current by a ``StoreChangeWatcher``).
+    public let webhooks: WebhookCache
 
     public init(store: any ObjectStorage, registry: ResourceRegistry, options: APIHandlerOptions, logger: Logger) {
         self.store = store; self.registry = registry; self.options = options; self.logger = logger
         self.policies = PolicyCache(store: store)
+        self.webhooks = WebhookCache(store: store)
     }
 
     /// The per-object index used by the store: labels and selectable fields.

@@ -42,26 +42,40 @@ public final class PolicyCache: Sendable {
     }
 }
 
-/// Keeps a ``PolicyCache`` current: watches the store's RBAC objects and invalidates the cache
-/// at every change (and after a watch restart, in case one was missed).
-public struct PolicyWatcher: Service {
-    let cache: PolicyCache
-    let logger: Logger
+/// Keeps a cache of stored objects current (``PolicyCache``, ``WebhookCache``): watches the
+/// store under `prefix` and calls `invalidate` at every change (and after a watch restart, in
+/// case one was missed).
+public struct StoreChangeWatcher: Service {
+    let store: any ObjectStorage
+    let prefix: String
+    let invalidate: @Sendable () -> Void
 
-    public init(cache: PolicyCache, logger: Logger) { self.cache = cache; self.logger = logger }
+    public init(store: any ObjectStorage, prefix: String, invalidate: @escaping @Sendable () -> Void) {
+        self.store = store; self.prefix = prefix; self.invalidate = invalidate
+    }
+
+    /// Watches the RBAC objects for `cache`.
+    public static func policies(_ cache: PolicyCache) -> StoreChangeWatcher {
+        StoreChangeWatcher(store: cache.store, prefix: PolicyCache.prefix) { cache.invalidate() }
+    }
+
+    /// Watches the admission webhook configurations for `cache`.
+    public static func webhooks(_ cache: WebhookCache) -> StoreChangeWatcher {
+        StoreChangeWatcher(store: cache.store, prefix: WebhookCache.prefix) { cache.invalidate() }
+    }
 
     public func run() async throws {
-        let store = cache.store
+        let store = self.store, prefix = self.prefix, invalidate = self.invalidate
         await withDiscardingTaskGroup { group in
             group.addTask {
                 while !Task.isCancelled {
                     let after = await store.currentRevision()
-                    cache.invalidate()
-                    guard let sub = try? await store.watch(prefix: PolicyCache.prefix, after: after) else {
+                    invalidate()
+                    guard let sub = try? await store.watch(prefix: prefix, after: after) else {
                         try? await Task.sleep(for: .seconds(1))
                         continue
                     }
-                    for await item in sub.stream { if case .event = item { cache.invalidate() } }
+                    for await item in sub.stream { if case .event = item { invalidate() } }
                     await store.cancelWatch(sub.id)
                 }
             }

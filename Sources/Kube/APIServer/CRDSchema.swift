@@ -287,6 +287,7 @@ enum KnownFields {
         case ("rbac.authorization.k8s.io", "clusterroles"): return base.union(["rules", "aggregationRule"])
         case ("rbac.authorization.k8s.io", _): return base.union(["subjects", "roleRef"])
         case ("apps", "controllerrevisions"): return base.union(["data", "revision"])
+        case ("admissionregistration.k8s.io", _): return base.union(["webhooks"])
         default: return base.union(["spec", "status"])
         }
     }

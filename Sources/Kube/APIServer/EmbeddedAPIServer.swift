@@ -132,8 +132,8 @@ public struct EmbeddedAPIServer: Sendable {
         let http = APIServerService(handler: handler, configuration: .init(host: config.host, port: config.port, tls: tls, clientCAPEM: ca.certificatePEM),
                                     logger: logger, onRunning: announce)
         let upkeep = Maintenance(store: store, registry: registry, compactionInterval: config.compactionInterval, logger: logger)
-        let policies = PolicyWatcher(cache: handler.policies, logger: logger)
-        return EmbeddedAPIServer(store: store, handler: handler, services: [policies, http, upkeep], adminToken: token,
+        let watchers = [StoreChangeWatcher.policies(handler.policies), StoreChangeWatcher.webhooks(handler.webhooks)]
+        return EmbeddedAPIServer(store: store, handler: handler, services: watchers + [http, upkeep], adminToken: token,
                                  caPEM: ca.certificatePEM, serverURL: url, ca: ca)
     }
 

@@ -173,6 +173,13 @@ public enum BuiltinResources {
                      singular: "selfsubjectreview", kind: "SelfSubjectReview", namespaced: false, verbs: ["create"]),
         ResourceType(group: "authentication.k8s.io", version: "v1", resource: "tokenreviews",
                      singular: "tokenreview", kind: "TokenReview", namespaced: false, verbs: ["create"]),
+        // admissionregistration.k8s.io/v1 (the API server calls the webhooks they name)
+        ResourceType(group: "admissionregistration.k8s.io", version: "v1", resource: "validatingwebhookconfigurations",
+                     singular: "validatingwebhookconfiguration", kind: "ValidatingWebhookConfiguration", namespaced: false,
+                     categories: ["api-extensions"]),
+        ResourceType(group: "admissionregistration.k8s.io", version: "v1", resource: "mutatingwebhookconfigurations",
+                     singular: "mutatingwebhookconfiguration", kind: "MutatingWebhookConfiguration", namespaced: false,
+                     categories: ["api-extensions"]),
         // apiextensions.k8s.io/v1
         ResourceType(group: "apiextensions.k8s.io", version: "v1", resource: "customresourcedefinitions",
                      singular: "customresourcedefinition", kind: "CustomResourceDefinition", namespaced: false,
