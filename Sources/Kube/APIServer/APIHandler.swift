@@ -50,6 +50,7 @@ public final class APIHandler: Sendable {
     public let policies: PolicyCache
     /// The admission webhook configurations (kept current by a ``StoreChangeWatcher``).
     public let webhooks: WebhookCache
+    let verifiedTokens = VerifiedTokenCache()
 
     public init(store: any ObjectStorage, registry: ResourceRegistry, options: APIHandlerOptions, logger: Logger) {
         self.store = store; self.registry = registry; self.options = options; self.logger = logger

@@ -85,6 +85,25 @@ public struct StoreChangeWatcher: Service {
     }
 }
 
+/// ServiceAccount tokens whose signature was verified, with their claims (an ECDSA check per
+/// request would cost more than the request; kube-apiserver caches the same). Bounded: emptied
+/// when full.
+public final class VerifiedTokenCache: Sendable {
+    let entries = Mutex<[String: ServiceAccountClaims]>([:])
+    let capacity: Int
+
+    public init(capacity: Int = 10_000) { self.capacity = capacity }
+
+    func claims(_ token: String) -> ServiceAccountClaims? { entries.withLock { $0[token] } }
+
+    func remember(_ token: String, _ claims: ServiceAccountClaims) {
+        entries.withLock { e in
+            if e.count >= capacity { e.removeAll(keepingCapacity: true) }
+            e[token] = claims
+        }
+    }
+}
+
 /// How the API server recognises callers (kube-apiserver's authenticators) and whether RBAC is enforced.
 public struct AccessOptions: Sendable {
     /// Static bearer tokens and the users they stand for (the admin token: `kubernetes-admin` in `system:masters`).
@@ -160,10 +179,17 @@ extension APIHandler {
     /// Who a bearer token stands for (also TokenReview's answer).
     func authenticateToken(_ token: String) async -> Result<UserInfo, TokenError> {
         if let user = options.access.tokens[token] { return .success(user) }
-        guard let issuer = options.access.serviceAccountTokens, issuer.isCandidate(token) else { return .failure(.malformed) }
+        guard let issuer = options.access.serviceAccountTokens else { return .failure(.malformed) }
+        let now = Int64(Date().timeIntervalSince1970)
         let claims: ServiceAccountClaims
-        do { claims = try issuer.verify(token, audiences: options.access.apiAudiences, now: Int64(Date().timeIntervalSince1970)) } catch {
-            return .failure(error)
+        if let known = verifiedTokens.claims(token), known.exp > now {
+            claims = known  // signature already checked; what it is bound to is checked below every time
+        } else {
+            guard issuer.isCandidate(token) else { return .failure(.malformed) }
+            do { claims = try issuer.verify(token, audiences: options.access.apiAudiences, now: now) } catch {
+                return .failure(error)
+            }
+            verifiedTokens.remember(token, claims)
         }
         let k = claims.kubernetes
         // A bound token is only as alive as what it is bound to (kube checks the same objects).
