@@ -86,7 +86,7 @@ let package = Package(
         ], path: "Sources/Channel/SPDYStreams"),
         // KubeEdge's edgecontroller: what each node is sent (EdgeObjects) and what nodes report (NodeUpstream).
         .target(name: "EdgeController", dependencies: [
-            "CloudEdgeProtocol", "ControllerRuntime", "KubeAPI", "KubeClient", "ReliableSync",
+            "CloudEdgeProtocol", "ControllerRuntime", "KubeAPI", "KubeAuth", "KubeClient", "PKI", "ReliableSync",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Metrics", package: "swift-metrics"),
         ], path: "Sources/Cloud/EdgeController"),
@@ -143,7 +143,7 @@ let package = Package(
             .product(name: "NIOWebSocket", package: "swift-nio"),
         ], path: "Sources/Channel/CloudEdgeTransport"),
         // CloudHub: the edge nodes' WebSocket server (mTLS), sessions, acks, node authorization.
-        .target(name: "CloudHub", dependencies: ["DefaultSettings", "AsyncSupport",
+        .target(name: "CloudHub", dependencies: ["DefaultSettings", "AsyncSupport", "HTTPService",
             "CloudEdgeProtocol", "CloudEdgeTransport", "PKI", "KubeAPI", "StreamTunnel",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
@@ -208,7 +208,7 @@ let package = Package(
             .product(name: "SwiftASN1", package: "swift-asn1"),
         ], path: "Sources/Channel/PKI"),
         // The Kubernetes-compatible HTTP API server.
-        .target(name: "APIServer", dependencies: ["DefaultSettings", "SPDYStreams",
+        .target(name: "APIServer", dependencies: ["DefaultSettings", "SPDYStreams", "HTTPService",
             "KubeAPI", "KubeAuth", "ObjectStore", "PKI", "KubeProtobuf", "StreamTunnel", "SPDY",
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
@@ -247,7 +247,7 @@ let package = Package(
         ], path: "Sources/Edge/NodeStatus"),
         // MetaServer: the edge's local, read-only Kubernetes-style API over the node's store.
         .target(name: "MetaServer", dependencies: ["DefaultSettings",
-            "HTTPService",
+            "HTTPService", "AsyncSupport", "KubeAuth", "PKI",
             "MetaStore", "KubeAPI", "CloudEdgeProtocol",
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "HummingbirdCore", package: "hummingbird"),
@@ -300,6 +300,8 @@ let package = Package(
             "KubeAPI",
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "HummingbirdCore", package: "hummingbird"),
+            .product(name: "HummingbirdTLS", package: "hummingbird"),
+            .product(name: "NIOSSL", package: "swift-nio-ssl"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -323,7 +325,7 @@ let package = Package(
         // The edge node's composition (`swiftedge edge` / `swiftedge-edge`): channel, store,
         // MetaServer, node status, Edged on the CRI runtime.
         .target(name: "EdgeCore", dependencies: ["DefaultSettings", "ComponentConfig",
-            "CommandSupport", "EdgeHub", "MetaStore", "MetaServer", "NodeStatus", "Edged", "ContainerRuntime", "MetricsEndpoint",
+            "CommandSupport", "CloudEdgeProtocol", "EdgeHub", "MetaStore", "MetaServer", "NodeStatus", "Edged", "ContainerRuntime", "MetricsEndpoint",
             "DeviceTwin", "MQTT", "KubeAPI",
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
             .product(name: "ArgumentParser", package: "swift-argument-parser"),

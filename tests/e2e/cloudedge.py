@@ -90,6 +90,19 @@ class Edge:
              "--remote-runtime-endpoint", f"unix://{self.runtime}" if self.runtime else "", "--pod-logs-dir", str(self.dir / "logs")]
         return a + (["--token", token] if token else [])
 
+    def metaserver_kubeconfig(self, ca_pem, path, token=None):
+        """A kubeconfig for the node's MetaServer (HTTPS, its certificate verified with the cluster
+        CA `ca_pem`): as the node itself (its client certificate) or, with `token`, as the token's owner."""
+        ca = path.with_name(path.name + ".ca.crt")
+        ca.write_text(ca_pem)
+        user = {"token": token} if token else {"client-certificate": str(self.dir / "certs" / "server.crt"),
+                                               "client-key": str(self.dir / "certs" / "server.key")}
+        path.write_text(json.dumps({
+            "apiVersion": "v1", "kind": "Config", "current-context": "m",
+            "clusters": [{"name": "m", "cluster": {"server": f"https://127.0.0.1:{self.metaserver_port}", "certificate-authority": str(ca)}}],
+            "users": [{"name": "m", "user": user}], "contexts": [{"name": "m", "context": {"cluster": "m", "user": "m"}}]}))
+        return path
+
     def start(self, token=None):
         self.logf = open(self.log, "ab")
         self.proc = subprocess.Popen(self.args(token), stdout=self.logf, stderr=subprocess.STDOUT)

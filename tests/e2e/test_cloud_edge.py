@@ -6,7 +6,9 @@ only what changed."""
 import json
 import re
 import signal
+import ssl
 import subprocess
+import urllib.error
 import urllib.request
 
 import pytest
@@ -183,9 +185,19 @@ def test_metaserver_serves_the_node_offline(cloud, tmp_path):
     binaries = kubectl_binaries()
     kubectl = binaries[max(binaries)]
 
+    # MetaServer serves HTTPS with a certificate from the cluster's signer; the node's own client
+    # certificate reads everything it holds; nobody else gets in without credentials.
+    ca = k("get", "configmap", "kube-root-ca.crt", "-o", "jsonpath={.data.ca\\.crt}")
+    kubeconfig = edge.metaserver_kubeconfig(ca, tmp_path / "metaserver.kubeconfig")
+    wait_for(lambda: (edge.dir / "certs" / "metaserver.crt").exists(), 30, what="MetaServer serving certificate")
+
     def local(*args):
-        return subprocess.run([kubectl, "--kubeconfig", "/dev/null", "--server", f"http://127.0.0.1:{edge.metaserver_port}", *args],
-                              capture_output=True, text=True, timeout=60)
+        return subprocess.run([kubectl, "--kubeconfig", str(kubeconfig), *args], capture_output=True, text=True, timeout=60)
+
+    anonymous = ssl.create_default_context(cafile=str(kubeconfig) + ".ca.crt")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(f"https://127.0.0.1:{edge.metaserver_port}/api/v1/pods", context=anonymous, timeout=10)
+    assert refused.value.code == 401 and json.loads(refused.value.read())["reason"] == "Unauthorized"
 
     def names(*args):
         p = local("get", "pods", "-o", "json", *args)
@@ -205,8 +217,8 @@ def test_metaserver_serves_the_node_offline(cloud, tmp_path):
     assert "web" in local("get", "svc", "-n", "default").stdout
 
     # A watch (as `kubectl get -w` does it: list, then watch from the list's resourceVersion).
-    watcher = subprocess.Popen([kubectl, "--kubeconfig", "/dev/null", "--server", f"http://127.0.0.1:{edge.metaserver_port}",
-                                "get", "pods", "-n", "default", "-w", "-o", "name"], stdout=subprocess.PIPE, text=True)
+    watcher = subprocess.Popen([kubectl, "--kubeconfig", str(kubeconfig), "get", "pods", "-n", "default", "-w", "-o", "name"],
+                               stdout=subprocess.PIPE, text=True)
     seen = []
     try:
         for _ in range(3):

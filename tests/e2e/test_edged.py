@@ -3,6 +3,7 @@ with a token and pointed at a private containerd (scripts/containerd.sh: busybox
 built locally), `kubectl apply` in the cloud. Covers env and files from a ConfigMap, probes and
 restart counts, offline autonomy (cloud stopped, edge restarted: same containers, MetaServer
 still serves the pods), convergence when the cloud returns, and deletion."""
+import base64
 import json
 import os
 import shutil
@@ -197,6 +198,11 @@ def test_pods_run_on_containerd_and_survive_offline(cloud, containerd, tmp_path)
     web_ids = {p["metadata"]["name"]: p["status"]["containerStatuses"][0]["containerID"].split("://")[1] for p in web}
     assert set(web_ids.values()) <= containerd.running()
 
+    # The node's MetaServer, as the node itself (its client certificate; the cluster CA verifies MetaServer).
+    metaserver = edge.metaserver_kubeconfig(k("get", "configmap", "kube-root-ca.crt", "-o", "jsonpath={.data.ca\\.crt}"),
+                                            tmp_path / "metaserver.kubeconfig")
+    wait_for(lambda: (edge.dir / "certs" / "metaserver.crt").exists(), 30, what="MetaServer serving certificate")
+
     # The cloud goes away: containers keep running.
     cloud.stop()
     assert set(web_ids.values()) <= containerd.running()
@@ -216,8 +222,8 @@ def test_pods_run_on_containerd_and_survive_offline(cloud, containerd, tmp_path)
         assert mains == {cid}, f"{name}: containers {mains}, expected only {cid}"
     wait_for(lambda: containerd.containers(pod="flaky") - flaky_before, 30, what="flaky restarted while offline")
     # MetaServer serves the pods from the local store, to a real kubectl.
-    local = subprocess.run([k.binary, "--kubeconfig", "/dev/null", "--server", f"http://127.0.0.1:{edge.metaserver_port}", "get", "pods",
-                            "-o", "name"], capture_output=True, text=True, timeout=30, env=k.env())
+    local = subprocess.run([k.binary, "--kubeconfig", str(metaserver), "get", "pods", "-o", "name"], capture_output=True, text=True,
+                           timeout=30, env=k.env())
     assert local.returncode == 0, local.stderr
     assert all(f"pod/{n}" in local.stdout for n in web_ids), local.stdout
 
@@ -521,3 +527,128 @@ spec:
         pf.wait(timeout=10)
     k("delete", "pod", "isolated", "--wait=false")
     edge.stop()
+
+
+IN_CLUSTER = """
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: svc-reader}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: nobody}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: read-services}
+rules:
+- {apiGroups: [""], resources: [services], verbs: [get, list, watch]}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: svc-reader-reads-services}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: read-services}
+subjects:
+- {kind: ServiceAccount, name: svc-reader}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: shop-api}
+spec:
+  ports: [{port: 80, targetPort: 8080}]
+"""
+
+# A busybox in-cluster client: what an operator's client library does with the ServiceAccount
+# volume and KUBERNETES_SERVICE_HOST/PORT, once a second; the last answer lands in /out, every
+# error is appended to NAME.refused.
+IN_CLUSTER_POD = """
+apiVersion: v1
+kind: Pod
+metadata: {name: NAME}
+spec:
+  nodeName: NODE
+  serviceAccountName: ACCOUNT
+  hostNetwork: true
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: client
+    image: docker.io/local/busybox:1
+    command: ["sh", "-c"]
+    args:
+    - |
+      trap 'exit 0' TERM
+      sa=/var/run/secrets/kubernetes.io/serviceaccount
+      while true; do
+        if wget -q -O /out/NAME.tmp --no-check-certificate --header "Authorization: Bearer $(cat $sa/token)" \
+             "https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT/api/v1/namespaces/$(cat $sa/namespace)/services" 2>/out/NAME.err
+        then mv /out/NAME.tmp /out/NAME.json; else cat /out/NAME.err >> /out/NAME.refused; fi
+        sleep 1
+      done
+    volumeMounts:
+    - {name: out, mountPath: /out}
+  volumes:
+  - name: out
+    hostPath: {path: OUT, type: DirectoryOrCreate}
+"""
+
+
+def test_edge_pods_use_the_kubernetes_api_in_cluster_offline(cloud, containerd, tmp_path):
+    """Issue 18's acceptance: a pod on an edge node with a bound ServiceAccount token lists the
+    Services of its namespace through the node's MetaServer — also with the cloud stopped; a pod
+    whose ServiceAccount lacks the Role gets 403. The token and CA are the pod's own (projected
+    kube-api-access volume), used again by a real kubectl that verifies MetaServer's certificate."""
+    binaries = kubectl_binaries()
+    k = Kubectl(binaries[max(binaries)], max(binaries), cloud.kubeconfig, tmp_path)
+    edge = Edge(tmp_path, cloud, "shop-6", runtime=containerd.sock).start(cloud.token())
+    wait_for(lambda: node_heartbeat(k, "shop-6")[0] == "True", 30, what="node Ready")
+    out = tmp_path / "out"
+    k("apply", "-f", "-", input=IN_CLUSTER)
+    for name, account in [("reader", "svc-reader"), ("outsider", "nobody")]:
+        k("apply", "-f", "-", input=IN_CLUSTER_POD.replace("NAME", name).replace("ACCOUNT", account).replace("NODE", "shop-6")
+          .replace("OUT", str(out)))
+    k("wait", "--for=condition=Ready", "pod/reader", "pod/outsider", "--timeout=90s", timeout=100)
+
+    def services(f):
+        try:
+            return sorted(s["metadata"]["name"] for s in json.loads(f.read_text())["items"])
+        except (OSError, ValueError):
+            return None
+    wait_for(lambda: services(out / "reader.json") == ["kubernetes", "shop-api"], 60, what="the reader pod listed its namespace's Services",
+             detail=lambda: (out / "reader.refused").read_text() if (out / "reader.refused").exists() else edge.log.read_text()[-2000:])
+    wait_for(lambda: (out / "outsider.refused").exists() and "403" in (out / "outsider.refused").read_text(), 30,
+             what="the pod without the Role refused with 403", detail=lambda: (out / "outsider.refused").read_text())
+    assert not (out / "outsider.json").exists()
+    # RBAC objects reached the node only as far as they grant its pods' accounts something.
+    assert "default/rolebinding/svc-reader-reads-services" in edge.stored("rolebinding")
+    assert "default/role/read-services" in edge.stored("role")
+
+    # The pod's own credentials (projected volume: a bound token, the cluster CA) with a real
+    # kubectl that verifies MetaServer's serving certificate against that CA.
+    uid = json.loads(k("get", "pod", "reader", "-o", "json"))["metadata"]["uid"]
+    volume = next((edge.dir / "pods" / uid / "volumes" / "projected").glob("kube-api-access-*"))
+    token = (volume / "token").read_text()
+    claims = json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))
+    assert claims["kubernetes.io"]["pod"]["uid"] == uid and claims["kubernetes.io"]["serviceaccount"]["name"] == "svc-reader"
+    as_pod = edge.metaserver_kubeconfig((volume / "ca.crt").read_text(), tmp_path / "pod.kubeconfig", token=token)
+
+    def pod_kubectl(*args):
+        return subprocess.run([k.binary, "--kubeconfig", str(as_pod), *args], capture_output=True, text=True, timeout=30, env=k.env())
+    listed = pod_kubectl("get", "services", "-n", "default", "-o", "name")
+    assert listed.returncode == 0 and listed.stdout.split() == ["service/kubernetes", "service/shop-api"], listed.stderr
+    secrets = pod_kubectl("get", "secrets", "-n", "default")
+    assert secrets.returncode != 0 and ('secrets is forbidden: User "system:serviceaccount:default:svc-reader" cannot list resource '
+                                        '"secrets" in API group "" in the namespace "default"') in secrets.stderr, secrets.stderr
+
+    # The cloud stops: fresh requests are still answered (and still refused) from the node's store.
+    cloud.stop()
+    for f in ["reader.json", "outsider.refused"]:
+        (out / f).unlink()
+    wait_for(lambda: services(out / "reader.json") == ["kubernetes", "shop-api"], 30, what="Services listed with the cloud stopped")
+    wait_for(lambda: (out / "outsider.refused").exists() and "403" in (out / "outsider.refused").read_text(), 30,
+             what="refused with the cloud stopped")
+    assert pod_kubectl("get", "services", "-n", "default", "-o", "name").stdout.split() == ["service/kubernetes", "service/shop-api"]
+    # A token the node did not issue is nobody's.
+    forged = pod_kubectl("--token", token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB"), "get", "services")
+    assert forged.returncode != 0 and "Unauthorized" in forged.stderr, forged.stderr
+    edge.stop()
+    cloud.start()

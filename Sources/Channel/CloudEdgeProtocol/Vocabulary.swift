@@ -8,6 +8,9 @@ public enum EdgeResourceKind: String, Sendable, Hashable, CaseIterable, CustomSt
     // Objects the cloud syncs to nodes; a node stores them (MetaManager) and acknowledges each.
     case pod, node, configMap = "configmap", secret, service, endpoints
     case device, deviceModel = "devicemodel"
+    /// RBAC objects that grant the ServiceAccounts of the node's pods anything: MetaServer
+    /// authorizes in-cluster clients with them while offline.
+    case role, roleBinding = "rolebinding", clusterRole = "clusterrole", clusterRoleBinding = "clusterrolebinding"
     // Reports a node sends up.
     case podStatus = "podstatus", podPatch = "podpatch", nodeStatus = "nodestatus", nodePatch = "nodepatch"
     case lease, event, deviceStatus = "devicestatus"
@@ -16,6 +19,9 @@ public enum EdgeResourceKind: String, Sendable, Hashable, CaseIterable, CustomSt
     /// Requests edgecore makes: a ServiceAccount token (`<ns>/serviceaccounttoken/<sa>` query
     /// with a TokenRequest) and the cluster CA (`k8s/ca.crt` query).
     case serviceAccountToken = "serviceaccounttoken", caCertificate = "ca.crt"
+    /// A serving certificate for the node's MetaServer (`null/certificatesigningrequest/<name>`
+    /// query carrying a CertificateSigningRequest; answered with it signed).
+    case certificateSigningRequest = "certificatesigningrequest"
 
     /// The name on the wire (`configmap`, `podstatus`, …).
     public var wireName: String { rawValue }
@@ -43,6 +49,11 @@ public enum EdgeResourceKind: String, Sendable, Hashable, CaseIterable, CustomSt
         case .lease: .leases
         case .event: .events
         case .deviceStatus: .deviceStatuses
+        case .role: .roles
+        case .roleBinding: .roleBindings
+        case .clusterRole: .clusterRoles
+        case .clusterRoleBinding: .clusterRoleBindings
+        case .certificateSigningRequest: .certificateSigningRequests
         case .podStatus, .podPatch, .nodeStatus, .nodePatch, .objectSync, .serviceAccountToken, .caCertificate: nil
         }
     }
@@ -50,9 +61,10 @@ public enum EdgeResourceKind: String, Sendable, Hashable, CaseIterable, CustomSt
     /// Objects of this kind are synced to nodes and stored there.
     public var isSynced: Bool {
         switch self {
-        case .pod, .node, .configMap, .secret, .service, .endpoints, .device, .deviceModel: true
+        case .pod, .node, .configMap, .secret, .service, .endpoints, .device, .deviceModel, .role, .roleBinding, .clusterRole,
+             .clusterRoleBinding: true
         case .podStatus, .podPatch, .nodeStatus, .nodePatch, .lease, .event, .deviceStatus, .objectSync, .serviceAccountToken,
-             .caCertificate: false
+             .caCertificate, .certificateSigningRequest: false
         }
     }
 
@@ -180,7 +192,8 @@ public enum UpstreamReport: Sendable, Equatable {
         switch (ref.kind, op) {
         case (.node, .insert), (.node, .update): self = .nodeRegistration(name: ref.name, node: c)
         case (.nodeStatus, .update), (.nodeStatus, .patch): self = .nodeStatus(name: ref.name, content: c)
-        case (.node, .query), (.configMap, .query), (.secret, .query), (.serviceAccountToken, .query), (.caCertificate, .query):
+        case (.node, .query), (.configMap, .query), (.secret, .query), (.serviceAccountToken, .query), (.caCertificate, .query),
+             (.certificateSigningRequest, .query):
             self = .query(ref, content: c)
         case (.nodePatch, _): self = .nodePatch(name: ref.name, content: c)
         case (.podStatus, .update), (.podStatus, .patch): self = .podStatus(namespace: ns, name: ref.name, content: c)
@@ -192,7 +205,8 @@ public enum UpstreamReport: Sendable, Equatable {
         case (.objectSync, .query): self = .inventory(node: ref.name, try InventoryPart(content: c))
         case (.node, _), (.nodeStatus, _), (.podStatus, _), (.event, _), (.lease, _), (.deviceStatus, _), (.objectSync, _),
              (.configMap, _), (.secret, _), (.service, _), (.endpoints, _), (.device, _), (.deviceModel, _),
-             (.serviceAccountToken, _), (.caCertificate, _):
+             (.serviceAccountToken, _), (.caCertificate, _), (.certificateSigningRequest, _), (.role, _), (.roleBinding, _),
+             (.clusterRole, _), (.clusterRoleBinding, _):
             return nil
         }
     }

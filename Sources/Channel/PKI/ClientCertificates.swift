@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 import SwiftASN1
 import X509
@@ -70,5 +71,78 @@ extension CertificateAuthority {
         withUnsafeMutableBytes(of: &addr) { $0.copyBytes(from: b) }
         var buf = [CChar](repeating: 0, count: Int(INET6_ADDRSTRLEN))
         return inet_ntop(AF_INET6, &addr, &buf, socklen_t(buf.count)) != nil ? String(cString: buf) : ""
+    }
+}
+
+/// What a PEM PKCS#10 request asks for: subject and subject alternative names, read after its
+/// signature was checked.
+public struct CertificateRequestContents: Sendable, Hashable {
+    public var commonName: String
+    public var organizations: [String]
+    public var dnsNames: [String]
+    public var ipAddresses: [String]
+    /// Any other kind of alternative name (email, URI): kubelet-serving requests may not carry one.
+    public var otherNames: Int
+
+    public init(pem: String) throws(SigningError) {
+        let csr: CertificateSigningRequest
+        do { csr = try CertificateSigningRequest(pemEncoded: pem) } catch {
+            throw SigningError("the request is not a PEM certificate signing request: \(error)")
+        }
+        guard csr.publicKey.isValidSignature(csr.signature, for: csr) else { throw SigningError("the certificate request's signature is invalid") }
+        commonName = csr.subject.commonName ?? ""
+        organizations = csr.subject.organizations
+        dnsNames = []; ipAddresses = []; otherNames = 0
+        let sans: SubjectAlternativeNames? = (try? csr.attributes.extensionRequest?.extensions.subjectAlternativeNames) ?? nil
+        for name in sans ?? SubjectAlternativeNames([]) {
+            switch name {
+            case .dnsName(let d): dnsNames.append(d)
+            case .ipAddress(let bytes): ipAddresses.append(CertificateAuthority.formatIP(Array(bytes.bytes)))
+            default: otherNames += 1
+            }
+        }
+    }
+}
+
+/// A fresh ECDSA P-256 key and a PEM request for a node's serving certificate (kube's
+/// `kubernetes.io/kubelet-serving`: `CN=system:node:<name>`, `O=system:nodes`, the node's DNS
+/// names and IP addresses as alternative names).
+public func makeNodeServingCSR(nodeName: String, dnsNames: [String], ipAddresses: [String]) throws -> (csrPEM: String, privateKeyPEM: String) {
+    let key = P256.Signing.PrivateKey()
+    let subject = try DistinguishedName {
+        OrganizationName("system:nodes")
+        CommonName("system:node:\(nodeName)")
+    }
+    var sans: [GeneralName] = dnsNames.map { .dnsName($0) }
+    for ip in ipAddresses {
+        guard let bytes = CertificateAuthority.parseIP(ip) else { throw PKIError("invalid IP address \(ip)") }
+        sans.append(.ipAddress(ASN1OctetString(contentBytes: ArraySlice(bytes))))
+    }
+    let list = sans
+    let request = ExtensionRequest(extensions: try Certificate.Extensions([Certificate.Extension(SubjectAlternativeNames(list), critical: false)]))
+    let attributes = CertificateSigningRequest.Attributes([try .init(request)])
+    let csr = try CertificateSigningRequest(version: .v1, subject: subject, privateKey: .init(key), attributes: attributes)
+    return (try csr.serializeAsPEM().pemString, key.pemRepresentation)
+}
+
+/// A PEM certificate's validity end and alternative names (to tell whether a stored serving
+/// certificate still fits).
+public struct CertificateInfo: Sendable {
+    public var notAfter: Date
+    public var dnsNames: Set<String>
+    public var ipAddresses: Set<String>
+
+    public init(pem: String) throws {
+        let cert = try Certificate(pemEncoded: pem)
+        notAfter = cert.notValidAfter
+        dnsNames = []; ipAddresses = []
+        let sans: SubjectAlternativeNames? = (try? cert.extensions.subjectAlternativeNames) ?? nil
+        for name in sans ?? SubjectAlternativeNames([]) {
+            switch name {
+            case .dnsName(let d): dnsNames.insert(d)
+            case .ipAddress(let bytes): ipAddresses.insert(CertificateAuthority.formatIP(Array(bytes.bytes)))
+            default: break
+            }
+        }
     }
 }

@@ -78,7 +78,7 @@ public struct CloudCore: Service {
         let upstream = NodeUpstream(client: client, logger: logger, deviceNode: { objects.deviceNode(namespace: $0, name: $1) },
                                     deviceStatuses: { try await devices.writeDeviceStatuses(node: $0, $1) },
                                     mayRead: { node, ref in objects.isReferenced(ref, by: node) },
-                                    caPEM: secrets.ca.certificatePEM) { node, session, part, parts, records in
+                                    caPEM: secrets.ca.certificatePEM, pod: { objects.pod(namespace: $0, name: $1) }) { node, session, part, parts, records in
             await syncBox.sync()?.inventory(node, session: session, part: part, parts: parts, records: records)
         }
         let ports = PortPair()

@@ -65,6 +65,11 @@ struct CASigner: CertificateSigner {
         try ca.signRequest(pem: requestPEM, clientAuth: clientAuth, serverAuth: serverAuth, validity: validity)
     }
 
+    func subject(ofRequestPEM pem: String) throws -> (commonName: String, organizations: [String], otherNames: Int) {
+        let c = try CertificateRequestContents(pem: pem)
+        return (c.commonName, c.organizations, c.otherNames)
+    }
+
     /// The signer of `--cluster-signing-cert-file`/`--cluster-signing-key-file` (nil when neither is given).
     static func load(certFile: String?, keyFile: String?) throws -> CASigner? {
         guard certFile != nil || keyFile != nil else { return nil }

@@ -1,4 +1,5 @@
 import Foundation
+import HTTPService
 import HTTPTypes
 import Hummingbird
 import HummingbirdTLS
@@ -35,7 +36,7 @@ public struct CertificateServer: Service {
     }
 
     public func run() async throws {
-        let router = Router(context: CertificateRequestContext.self)
+        let router = Router(context: ConnectionRequestContext.self)
         let ca = self.ca, logger = self.logger
         let validity = Double(certificateValidity.components.seconds) + Double(certificateValidity.components.attoseconds) / 1e18
         router.get("ca.crt") { _, _ -> Response in
@@ -51,10 +52,10 @@ public struct CertificateServer: Service {
             }
             guard !node.isEmpty else { return refuse(.badRequest, "missing NodeName header") }
             // A client certificate, if any, was verified against the CA in the TLS handshake.
-            let peer = try? await context.channel.nioSSL_peerCertificate().get()
+            let peer = await context.peerCertificateDER()
             let renewal: Bool
             if let peer {
-                let cn = (try? Certificate(derEncoded: peer.toDERBytes()))?.subject.commonName
+                let cn = (try? Certificate(derEncoded: peer))?.subject.commonName
                 guard cn == "system:node:\(node)" else {
                     return refuse(.forbidden, "the certificate of \(cn ?? "nobody") may not renew the certificate of node \(node)")
                 }
@@ -86,15 +87,5 @@ public struct CertificateServer: Service {
                               configuration: .init(address: .hostname(host, port: port)),
                               onServerRunning: { channel in await onRunning(channel.localAddress?.port ?? 0) }, logger: logger)
         try await app.runService(gracefulShutdownSignals: [])
-    }
-}
-
-/// Request context that keeps the connection, so a handler can see the client certificate.
-struct CertificateRequestContext: RequestContext {
-    var coreContext: CoreRequestContextStorage
-    let channel: any Channel
-    init(source: ApplicationRequestContextSource) {
-        coreContext = .init(source: source)
-        channel = source.channel
     }
 }

@@ -1,6 +1,7 @@
 import CloudEdgeProtocol
 import ControllerRuntime
 import KubeAPI
+import KubeAuth
 import KubeClient
 import Logging
 import ReliableSync
@@ -23,6 +24,10 @@ public final class EdgeObjects: NodeObjectSource {
     let endpoints: SharedInformer
     let devices: SharedInformer
     let deviceModels: SharedInformer
+    let roles: SharedInformer
+    let roleBindings: SharedInformer
+    let clusterRoles: SharedInformer
+    let clusterRoleBindings: SharedInformer
     /// Devices by `spec.nodeName`.
     let devicesByNode = InformerIndex(EdgeObjects.boundNode)
     /// Devices by the model they use (`<ns>/<model>`).
@@ -49,6 +54,21 @@ public final class EdgeObjects: NodeObjectSource {
         endpoints = informers.informer(ResourceType.endpoints)
         devices = informers.informer(ResourceType.devices)
         deviceModels = informers.informer(ResourceType.deviceModels)
+        roles = informers.informer(ResourceType.roles)
+        roleBindings = informers.informer(ResourceType.roleBindings)
+        clusterRoles = informers.informer(ResourceType.clusterRoles)
+        clusterRoleBindings = informers.informer(ResourceType.clusterRoleBindings)
+        for (informer, kind) in [(roles, EdgeResourceKind.role), (roleBindings, .roleBinding), (clusterRoles, .clusterRole),
+                                 (clusterRoleBindings, .clusterRoleBinding)] {
+            informer.addHandler { [self] ev in
+                switch ev {
+                // Who is granted what may have changed for any node with pods: each looks again.
+                case .added(let o), .updated(_, let o): track(o, kind); for n in nodesWithPods() { notify(o, node: n) }
+                case .deleted(let o): for n in nodesWithPods() { notify(o, node: n) }; untrack(o)
+                case .synced: break
+                }
+            }
+        }
         devices.addHandler { [self] ev in
             devicesByNode.handle(ev)
             devicesByModel.handle(ev)
@@ -79,13 +99,18 @@ public final class EdgeObjects: NodeObjectSource {
             switch ev {
             case .added(let p):
                 track(p, .pod); notify(p, node: nodeName(p)); notifyReferenced(by: p, node: nodeName(p))
+                notifyGrants(of: p, node: nodeName(p))
             case .updated(let old, let p):
                 track(p, .pod); notify(p, node: nodeName(p))
                 // What the node must hold may have changed: references added or dropped, or the pod moved.
                 notifyReferenced(by: old, node: nodeName(old)); notifyReferenced(by: p, node: nodeName(p))
-                if nodeName(old) != nodeName(p) { notify(p, node: nodeName(old)) }
+                if nodeName(old) != nodeName(p) { notify(p, node: nodeName(old)); notifyGrants(of: old, node: nodeName(old)) }
+                if nodeName(old) != nodeName(p) || Self.serviceAccount(of: old) != Self.serviceAccount(of: p) {
+                    notifyGrants(of: p, node: nodeName(p))
+                }
             case .deleted(let p):
                 notify(p, node: nodeName(p)); untrack(p); notifyReferenced(by: p, node: nodeName(p))
+                notifyGrants(of: p, node: nodeName(p))
             case .synced: break
             }
         }
@@ -122,6 +147,53 @@ public final class EdgeObjects: NodeObjectSource {
                 case .synced: break
                 }
             }
+        }
+    }
+
+    /// The ServiceAccount a pod runs as (`<ns>`, `<name>`; `default` when unset).
+    static func serviceAccount(of pod: JSON) -> UserInfo {
+        let ns = pod["metadata"]["namespace"].stringValue ?? "default"
+        let sa = pod["spec"]["serviceAccountName"].stringValue.flatMap { $0.isEmpty ? nil : $0 } ?? "default"
+        return UserInfo(username: ServiceAccountName.username(namespace: ns, name: sa), groups: ServiceAccountName.groups(namespace: ns))
+    }
+
+    /// The ServiceAccounts of the pods bound to a node.
+    func serviceAccounts(on node: String) -> [UserInfo] {
+        Array(Set(byNode.objects(node, in: pods.cache).map(Self.serviceAccount(of:))))
+    }
+
+    /// The RBAC objects that grant `users` anything: the bindings naming them (or their groups)
+    /// and the roles those bindings grant, with their kinds.
+    func grants(to users: [UserInfo]) -> [(object: JSON, kind: EdgeResourceKind)] {
+        guard !users.isEmpty else { return [] }
+        var out: [(JSON, EdgeResourceKind)] = []
+        for (informer, kind) in [(roleBindings, EdgeResourceKind.roleBinding), (clusterRoleBindings, .clusterRoleBinding)] {
+            for b in informer.cache.list() {
+                guard let g = RBACPolicy.binding(b, appliesToAnyOf: users), g.applies else { continue }
+                out.append((b, kind))
+                if g.roleKind == "Role", kind == .roleBinding, let ns = b["metadata"]["namespace"].stringValue,
+                   let r = roles.cache.get("\(ns)/\(g.roleName)") {
+                    out.append((r, .role))
+                } else if g.roleKind == "ClusterRole", let r = clusterRoles.cache.get(g.roleName) {
+                    out.append((r, .clusterRole))
+                }
+            }
+        }
+        var seen = Set<String>()
+        return out.filter { seen.insert($0.0["metadata"]["uid"].stringValue ?? "").inserted }
+    }
+
+    /// A pod came, went or changed its ServiceAccount: the grants of that account, for its node.
+    func notifyGrants(of pod: JSON, node: String?) {
+        guard let node else { return }
+        for g in grants(to: [Self.serviceAccount(of: pod)]) { notify(g.object, node: node) }
+    }
+
+    /// Nodes that run at least one pod (the ones RBAC objects may concern).
+    func nodesWithPods() -> [String] {
+        nodes.cache.list().compactMap { n in
+            guard let name = n["metadata"]["name"].stringValue, !byNode.objects(name, in: pods.cache).isEmpty else { return nil }
+            return name
         }
     }
 
@@ -227,7 +299,8 @@ public final class EdgeObjects: NodeObjectSource {
         case .configMap: return (configMaps, key)
         case .secret: return (secrets, key)
         case .pod, .node, .service, .endpoints, .device, .deviceModel, .podStatus, .podPatch, .nodeStatus, .nodePatch, .lease, .event,
-             .deviceStatus, .objectSync, .serviceAccountToken, .caCertificate:
+             .deviceStatus, .objectSync, .serviceAccountToken, .caCertificate, .certificateSigningRequest, .role, .roleBinding, .clusterRole,
+             .clusterRoleBinding:
             return nil
         }
     }
@@ -260,6 +333,7 @@ public final class EdgeObjects: NodeObjectSource {
         if isEdgeNode(node) {
             for o in services.cache.list() + endpoints.cache.list() { if let uid = o["metadata"]["uid"].stringValue { out.append(uid) } }
         }
+        for g in grants(to: serviceAccounts(on: node)) { if let uid = g.object["metadata"]["uid"].stringValue { out.append(uid) } }
         return out
     }
 
@@ -289,10 +363,18 @@ public final class EdgeObjects: NodeObjectSource {
             // Still needed there? Only while a pod on the node references it.
             let needed = byReference.objects(Self.reference(entry.kind, entry.key), in: pods.cache).contains { nodeName($0) == node }
             return needed ? SyncedObject(o, kind: entry.kind) : nil
-        case .podStatus, .podPatch, .nodeStatus, .nodePatch, .lease, .event, .deviceStatus, .objectSync, .serviceAccountToken, .caCertificate:
+        case .role, .roleBinding, .clusterRole, .clusterRoleBinding:
+            // Only while it grants a ServiceAccount of the node's pods something.
+            guard let g = grants(to: serviceAccounts(on: node)).first(where: { $0.object["metadata"]["uid"].stringValue == uid }) else { return nil }
+            return SyncedObject(g.object, kind: g.kind)
+        case .podStatus, .podPatch, .nodeStatus, .nodePatch, .lease, .event, .deviceStatus, .objectSync, .serviceAccountToken, .caCertificate,
+             .certificateSigningRequest:
             return nil  // reports, never tracked
         }
     }
+
+    /// A pod from the cache (token requests of a node's pods are checked against it).
+    public func pod(namespace: String, name: String) -> JSON? { pods.cache.get("\(namespace)/\(name)") }
 
     /// The node a pod is bound to (for node authorization of upstream messages).
     public func podNode(namespace: String, name: String) -> String? {

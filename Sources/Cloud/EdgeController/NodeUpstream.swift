@@ -28,13 +28,20 @@ public struct NodeUpstream: Sendable {
     /// The cluster CA (PEM) edgecore asks for (`k8s/ca.crt`), when known.
     let caPEM: String?
 
+    /// A pod from the cloud's cache (nil: unknown), for token requests of the node's pods.
+    let pod: @Sendable (_ namespace: String, _ name: String) -> JSON?
+
+    /// How long a node's serving-certificate request may wait for the signer.
+    var signingTimeout: Duration = .seconds(30)
+
     public init(client: KubeClient, logger: Logger, deviceNode: @escaping @Sendable (String, String) -> String? = { _, _ in nil },
                 deviceStatuses: (@Sendable (String, JSON) async throws -> Void)? = nil,
                 mayRead: @escaping @Sendable (String, ResourceRef) -> Bool = { _, _ in false }, caPEM: String? = nil,
+                pod: @escaping @Sendable (String, String) -> JSON? = { _, _ in nil },
                 inventory: @escaping @Sendable (String, String, Int, Int, [DeliveredRecord]) async -> Void)
     {
         self.client = client; self.logger = logger; self.inventory = inventory; self.deviceNode = deviceNode
-        self.deviceStatuses = deviceStatuses; self.mayRead = mayRead; self.caPEM = caPEM
+        self.deviceStatuses = deviceStatuses; self.mayRead = mayRead; self.caPEM = caPEM; self.pod = pod
     }
 
     /// Handles one report of a node (decoded and authorised by CloudHub). Failures are logged and
@@ -64,8 +71,8 @@ public struct NodeUpstream: Sendable {
                 try await recordEvent(node: node, namespace: namespace, event)
             case .lease(_, let operation, let lease):
                 answer = .object(try await self.lease(node: node, operation, lease))
-            case .query(let ref, _):
-                answer = try await query(node: node, ref)
+            case .query(let ref, let content):
+                answer = try await query(node: node, ref, content)
             case .pod(let namespace, let name, .delete, let content):
                 try await confirmPodDeletion(node: node, namespace: namespace, name: name ?? "", content)
                 answer = .ok
@@ -139,7 +146,7 @@ public struct NodeUpstream: Sendable {
     let mayRead: @Sendable (_ node: String, _ ref: ResourceRef) -> Bool
 
     /// A read the node asked for.
-    func query(node: String, _ ref: ResourceRef) async throws -> UpstreamAnswer {
+    func query(node: String, _ ref: ResourceRef, _ content: JSON) async throws -> UpstreamAnswer {
         switch ref.kind {
         case .caCertificate:
             guard let caPEM else { throw StatusError(.notFound, "the cluster CA is not known to the cloud") }
@@ -154,9 +161,9 @@ public struct NodeUpstream: Sendable {
             }
             return .bare(type.withTypeMeta(try await client.get(type, namespace: ns, name: name)))
         case .serviceAccountToken:
-            // Tokens for edge pods arrive with the security work (TokenRequest); until then the
-            // pod's token file stays empty and the request is refused with a clear reason.
-            throw StatusError(.serviceUnavailable, "ServiceAccount tokens for edge pods are not issued yet")
+            return .bare(try await serviceAccountToken(node: node, ref, content))
+        case .certificateSigningRequest:
+            return .bare(try await servingCertificate(node: node, content))
         default:
             throw StatusError.badRequest("\(ref.kind) cannot be queried")
         }

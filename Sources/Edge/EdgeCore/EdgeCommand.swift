@@ -1,4 +1,5 @@
 import ArgumentParser
+import CloudEdgeProtocol
 import CommandSupport
 import ComponentConfig
 import ContainerRuntime
@@ -54,6 +55,11 @@ public struct EdgeCommand: AsyncParsableCommand {
 
     @Option(help: "MetaServer port on 127.0.0.1 (the node's local read API; 0: none; default 10550).")
     var metaserverPort: Int?
+
+    @Flag(inversion: .prefixedNo, help: """
+        MetaServer serves HTTPS and authenticates every request (the node's client certificate, or a pod's ServiceAccount token) and authorizes it with RBAC (KubeEdge's requireAuthorization); pods get KUBERNETES_SERVICE_HOST/PORT pointing at it. --no-metaserver-authorization: plain HTTP for anyone on the node.
+        """)
+    var metaserverAuthorization = true
 
     @Option(help: "The node's InternalIP address (default 127.0.0.1).")
     var nodeIP: String?
@@ -190,6 +196,7 @@ public struct EdgeCommand: AsyncParsableCommand {
             throw ValidationError("\(error)")
         }
         let store = try SQLiteMetaStore(path: s.database, recover: recoverStore, logger: logger)
+        let podTokens = PodTokenStore(storage: store)
         var config = EdgeHubConfiguration(cloudHost: s.cloud, nodeName: s.nodeName, credentials: credentials)
         config.cloudPort = s.cloudhubPort
         config.heartbeat = .seconds(s.heartbeat)
@@ -205,9 +212,19 @@ public struct EdgeCommand: AsyncParsableCommand {
         var runtime: CRIRuntime?
         if !s.remoteRuntimeEndpoint.isEmpty {
             let cri = try CRIRuntime(endpoint: s.remoteRuntimeEndpoint, logger: logger)
-            let e = Edged(configuration: EdgedConfiguration(nodeName: s.nodeName, nodeIP: s.nodeIP, podsDirectory: s.podsDir,
-                                                            logDirectory: s.podLogsDir),
-                          runtime: cri, store: store, upstream: { hub.send($0) }, connection: hub.connection, logger: logger)
+            var edgedConfig = EdgedConfiguration(nodeName: s.nodeName, nodeIP: s.nodeIP, podsDirectory: s.podsDir, logDirectory: s.podLogsDir)
+            if metaserverAuthorization && s.metaserverPort > 0 { edgedConfig.inClusterAPI = InClusterAPI(host: "127.0.0.1", port: s.metaserverPort) }
+            // Pods' bound tokens come from the cloud's TokenRequest, over the channel.
+            let tokens = ServiceAccountTokenSource(store: podTokens) { namespace, serviceAccount, request in
+                let ref = ResourceRef(namespace: namespace, kind: .serviceAccountToken, name: serviceAccount)
+                guard let answer = await hub.request(UpstreamReport.query(ref, content: request).message(source: MessageSource.edged), timeout: .seconds(15)) else {
+                    throw TokenRequestError("the cloud did not answer the token request (offline?)")
+                }
+                if let refusal = answer.content["ErrStatus"]["message"].stringValue { throw TokenRequestError(refusal) }
+                return answer.content
+            }
+            let e = Edged(configuration: edgedConfig, runtime: cri, store: store, upstream: { hub.send($0) }, connection: hub.connection,
+                          tokens: tokens, logger: logger)
             edged = e
             runtime = cri
         }
@@ -248,7 +265,17 @@ public struct EdgeCommand: AsyncParsableCommand {
         if s.metricsPort > 0 {
             services.append(.init(service: MetricsEndpoint(registry: registry, host: "127.0.0.1", port: s.metricsPort, logger: logger)))
         }
-        if s.metaserverPort > 0 { services.append(.init(service: MetaServer(store: store, port: s.metaserverPort, logger: logger))) }
+        if s.metaserverPort > 0 {
+            var security: MetaServerSecurity?
+            if metaserverAuthorization {
+                var ips = ["127.0.0.1"]
+                if !ips.contains(s.nodeIP) { ips.append(s.nodeIP) }
+                let certificates = MetaServerCertificates(directory: s.dataDir + "/certs", nodeName: s.nodeName, dnsNames: ["localhost", s.nodeName],
+                                                          ipAddresses: ips, request: { await hub.request($0, timeout: .seconds(40)) }, logger: logger)
+                security = MetaServerSecurity(nodeName: s.nodeName, clientCAPEM: credentials.caPEM, tokens: podTokens) { try await certificates.obtain() }
+            }
+            services.append(.init(service: MetaServer(store: store, port: s.metaserverPort, security: security, logger: logger)))
+        }
         if s.rotateCertificates {
             services.append(.init(service: CertificateRotation(bootstrap: bootstrap, credentials: credentials, logger: logger) { renewed in
                 try await hub.updateCredentials(renewed)

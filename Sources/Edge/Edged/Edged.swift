@@ -33,6 +33,8 @@ public struct EdgedConfiguration: Sendable {
     public var logDirectory: String
     /// How often the runtime is relisted to notice exited containers (kubelet's PLEG: 1 s).
     public var relistPeriod: Duration = .seconds(1)
+    /// What pods' in-cluster clients are pointed at (the node's MetaServer), if it serves them.
+    public var inClusterAPI: InClusterAPI?
     public init(nodeName: String, nodeIP: String, podsDirectory: String, logDirectory: String) {
         self.nodeName = nodeName; self.nodeIP = nodeIP; self.podsDirectory = podsDirectory; self.logDirectory = logDirectory
     }
@@ -49,6 +51,7 @@ public final class Edged: Service {
     let runtime: any ContainerRuntime
     let store: any MetaStorage
     let upstream: @Sendable (Message) -> Void
+    let tokens: ServiceAccountTokenSource?
     let logger: Logger
     let metrics = EdgedMetrics()
     let handles = Mutex<[String: PodHandle]>([:])
@@ -77,9 +80,11 @@ public final class Edged: Service {
     let connection: StateSignal<Bool>?
 
     public init(configuration: EdgedConfiguration, runtime: any ContainerRuntime, store: any MetaStorage,
-                upstream: @escaping @Sendable (Message) -> Void, connection: StateSignal<Bool>? = nil, logger: Logger)
+                upstream: @escaping @Sendable (Message) -> Void, connection: StateSignal<Bool>? = nil,
+                tokens: ServiceAccountTokenSource? = nil, logger: Logger)
     {
         self.configuration = configuration; self.runtime = runtime; self.store = store; self.upstream = upstream; self.logger = logger
+        self.tokens = tokens
         self.connection = connection
     }
 
@@ -101,7 +106,8 @@ public final class Edged: Service {
         logger.info("container runtime ready", metadata: ["runtime": "\(version.runtimeName)", "version": "\(version.runtimeVersion)"])
         let builder = RuntimeConfigBuilder(nodeName: configuration.nodeName, nodeIP: configuration.nodeIP,
                                            podsDirectory: configuration.podsDirectory, logDirectory: configuration.logDirectory,
-                                           lookup: { [store] key in try await store.get(key)?.value })
+                                           lookup: { [store] key in try await store.get(key)?.value }, tokens: tokens,
+                                           inClusterAPI: configuration.inClusterAPI)
         var changes = store.changes()
         let stored = try await store.list(type: .pod)
         try await withThrowingDiscardingTaskGroup { group in

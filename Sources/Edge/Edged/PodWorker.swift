@@ -157,6 +157,12 @@ final class PodWorker {
             }
         }
         if changed { containers = try await statuses().filter { sandboxOf[$0.id] == sandbox.id } }
+        if containers.contains(where: { $0.state == .containerRunning }) {
+            // ServiceAccount tokens of running containers are renewed before they expire.
+            do { try await builder.refreshTokenVolumes(pod) } catch {
+                logger.warning("cannot refresh the pod's ServiceAccount token", metadata: ["error": "\(error)"])
+            }
+        }
         let status = podStatus(pod, sandbox: sandbox, containers: containers, podIP: podIP)
         lastStatus = status
         for p in probeStates.values { wake = min(wake, p.nextRun) }
@@ -357,6 +363,7 @@ final class PodWorker {
         for c in containers { do { try await runtime.removeContainer(c.id) } catch let e as RuntimeError where e.kind == .notFound {} }
         for s in sandboxes { do { try await runtime.removePodSandbox(s.id) } catch let e as RuntimeError where e.kind == .notFound {} }
         try? FileManager.default.removeItem(atPath: "\(builder.podsDirectory)/\(uid)")
+        try await builder.tokens?.store.remove(podUID: uid)
         if !sandboxes.isEmpty { logger.info("pod removed from the runtime", metadata: ["sandboxes": "\(sandboxes.count)", "containers": "\(containers.count)"]) }
     }
 }

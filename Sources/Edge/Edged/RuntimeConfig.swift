@@ -25,6 +25,13 @@ struct ConfigError: Error, CustomStringConvertible {
 /// Reads an object the node holds by its store key (`<ns>/configmap/<name>`).
 typealias ObjectLookup = @Sendable (String) async throws -> JSON?
 
+/// The API address in-cluster clients of the node's pods are given.
+public struct InClusterAPI: Sendable, Equatable {
+    public var host: String
+    public var port: Int
+    public init(host: String, port: Int) { self.host = host; self.port = port }
+}
+
 /// Builds CRI configs for a pod from its spec and the node's store.
 struct RuntimeConfigBuilder: Sendable {
     let nodeName: String
@@ -34,6 +41,10 @@ struct RuntimeConfigBuilder: Sendable {
     /// Container logs: `<logDirectory>/<ns>_<name>_<uid>/<container>/<attempt>.log`, as kubelet.
     let logDirectory: String
     let lookup: ObjectLookup
+    /// Tokens for `serviceAccountToken` projections (nil: the files stay empty).
+    var tokens: ServiceAccountTokenSource? = nil
+    /// The address in-cluster clients are given (`KUBERNETES_SERVICE_HOST/PORT`): the node's MetaServer.
+    var inClusterAPI: InClusterAPI? = nil
 
     func sandboxConfig(_ pod: PodModel, attempt: UInt32) -> Runtime_V1_PodSandboxConfig {
         var c = Runtime_V1_PodSandboxConfig()
@@ -119,6 +130,13 @@ struct RuntimeConfigBuilder: Sendable {
             if known[k] != nil { out.removeAll { $0.0 == k } }
             known[k] = v
             out.append((k, v))
+        }
+        // kubelet's variables for the `kubernetes` Service, pointing at the node's MetaServer (the
+        // pod's own env and envFrom may override them).
+        if let api = inClusterAPI {
+            let port = String(api.port)
+            for (k, v) in [("KUBERNETES_SERVICE_HOST", api.host), ("KUBERNETES_SERVICE_PORT", port), ("KUBERNETES_SERVICE_PORT_HTTPS", port),
+                           ("KUBERNETES_PORT", "tcp://\(api.host):\(port)")] { add(k, v) }
         }
         for source in spec.envFrom {
             let prefix = source.prefix ?? ""
@@ -266,6 +284,16 @@ struct RuntimeConfigBuilder: Sendable {
 
     // MARK: volumes
 
+    /// Rewrites the projected volumes that carry ServiceAccount tokens (a token past 80 % of its
+    /// life is replaced), for running pods. Errors are left to the next round.
+    func refreshTokenVolumes(_ pod: PodModel) async throws {
+        guard tokens != nil else { return }
+        var only = pod
+        only.volumes = pod.volumes.filter { v in (v.projected?.sources ?? []).contains { $0.serviceAccountToken != nil } }
+        guard !only.volumes.isEmpty else { return }
+        _ = try await prepareVolumes(only)
+    }
+
     func volumeDirectory(_ pod: PodModel) -> String { "\(podsDirectory)/\(pod.uid)/volumes" }
 
     /// Prepares every volume of the pod on the node and returns their host paths. ConfigMap
@@ -317,9 +345,11 @@ struct RuntimeConfigBuilder: Sendable {
                     } else if let d = source.downwardAPI {
                         part = try downwardFiles(pod, d.items ?? [])
                     } else if let t = source.serviceAccountToken {
-                        // No token is issued for edge pods yet (the security work brings bound tokens):
-                        // the file exists, empty, so in-cluster clients start and get 401 when they call.
-                        part = [t.path: []]
+                        // Without a token source (no cloud channel) the file exists, empty: in-cluster
+                        // clients start and get 401 when they call.
+                        var token: [UInt8] = []
+                        if let tokens { token = Array(try await tokens.token(pod, volume: name, t).utf8) }
+                        part = [t.path: token]
                     } else {
                         throw ConfigError(message: "volume \(name): unsupported projected source (only configMap, secret, downwardAPI and serviceAccountToken)")
                     }

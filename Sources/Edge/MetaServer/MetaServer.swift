@@ -4,6 +4,7 @@ import HummingbirdCore
 import CloudEdgeProtocol
 import HTTPService
 import KubeAPI
+import KubeAuth
 import Logging
 import MetaStore
 import NIOCore
@@ -72,27 +73,35 @@ enum MetaResource: String, CaseIterable {
 
 /// MetaServer: a read-only, Kubernetes-style API for edge applications on 127.0.0.1:10550,
 /// served from the node's local store (MetaManager), so it answers the same online or offline.
-/// `kubectl --server http://127.0.0.1:10550 get pods -A` lists the node's pods. get, list and
-/// watch (label and name/namespace field selectors) for pods, configmaps, secrets, services,
-/// endpoints and nodes.
+/// get, list and watch (label and name/namespace field selectors) for pods, configmaps, secrets,
+/// services, endpoints and nodes. With ``MetaServerSecurity`` (the default of `swiftedge edge`) it
+/// is the pods' in-cluster API server: HTTPS, every request authenticated and authorized
+/// (KubeEdge's `requireAuthorization`); without, plain HTTP for anyone on the node.
 public struct MetaServer: Service {
     let store: any MetaStorage
     let host: String
     let port: Int
+    let security: MetaServerSecurity?
     let logger: Logger
     let onRunning: @Sendable (Int) async -> Void
 
-    public init(store: any MetaStorage, host: String = "127.0.0.1", port: Int = Defaults.metaServerPort, logger: Logger,
-                onRunning: @escaping @Sendable (Int) async -> Void = { _ in })
+    public init(store: any MetaStorage, host: String = "127.0.0.1", port: Int = Defaults.metaServerPort, security: MetaServerSecurity? = nil,
+                logger: Logger, onRunning: @escaping @Sendable (Int) async -> Void = { _ in })
     {
-        self.store = store; self.host = host; self.port = port; self.logger = logger; self.onRunning = onRunning
+        self.store = store; self.host = host; self.port = port; self.security = security; self.logger = logger; self.onRunning = onRunning
     }
 
     public func run() async throws {
         let onRunning = self.onRunning, logger = self.logger
         let watches = OpenWatches()
-        let server = HTTPService(responder: MetaResponder(store: store, watches: watches), host: host, port: port,
-                                 serverName: "swiftedge-metaserver", logger: logger) { ch in
+        var tls: ServerTLSIdentity?
+        if let security {
+            // Nothing is served before the certificate is there (stored, or signed by the cloud).
+            let cert = try await security.servingCertificate()
+            tls = ServerTLSIdentity(certificatePEM: cert.certificatePEM, privateKeyPEM: cert.privateKeyPEM, clientCAPEM: security.clientCAPEM)
+        }
+        let server = HTTPService(responder: MetaResponder(store: store, watches: watches, security: security), host: host, port: port,
+                                 serverName: "swiftedge-metaserver", tls: tls, logger: logger) { ch in
             let bound = ch.localAddress?.port ?? 0
             logger.info("MetaServer listening", metadata: ["address": "\(ch.localAddress?.description ?? "")"])
             await onRunning(bound)
@@ -127,11 +136,23 @@ final class OpenWatches: Sendable {
 }
 
 struct MetaResponder: HTTPResponder {
-    typealias Context = BasicRequestContext
+    typealias Context = ConnectionRequestContext
     let store: any MetaStorage
     let watches: OpenWatches
+    var security: MetaServerSecurity? = nil
 
     func respond(to request: Request, context: Context) async throws -> Response {
+        var user: UserInfo?
+        if let security {
+            do {
+                guard let u = try await security.authenticate(authorization: request.headers[.authorization],
+                                                              peerCertificateDER: await context.peerCertificateDER(), store: store)
+                else { return reply(401, status("Unauthorized", "Unauthorized", code: 401)) }
+                user = u
+            } catch {
+                return reply(500, status("InternalError", "authenticating the request failed: \(error)", code: 500))
+            }
+        }
         guard request.method == .get else {
             return reply(405, status("MethodNotAllowed", "MetaServer is read-only", code: 405))
         }
@@ -139,6 +160,12 @@ struct MetaResponder: HTTPResponder {
             return reply(404, status("NotFound", "the server could not find the requested resource", code: 404))
         }
         do {
+            if let security, let user {
+                let watching = request.uri.queryParameters.get("watch").map { $0 == "true" || $0 == "1" } == true
+                if let refusal = try await security.authorize(user, what, watch: watching, store: store) {
+                    return reply(refusal.code, refusal.status)
+                }
+            }
             if request.uri.queryParameters.get("watch").map({ $0 == "true" || $0 == "1" }) == true {
                 guard case .list(let r, let ns) = what else {
                     return reply(405, status("MethodNotAllowed", "watch a collection (with fieldSelector=metadata.name=<name> for one object)", code: 405))

@@ -55,7 +55,16 @@ extension APIHandler {
             body["spec"]["boundObjectRef"]["uid"] = .string(uid)
         }
         let now = Int64(Date().timeIntervalSince1970)
-        let token = try issuer.issue(ServiceAccountClaims(issuer: issuer.issuer, audiences: audiences, issuedAt: now, lifetime: Int64(seconds),
+        // kube-apiserver's --service-account-extend-token-expiration (default on): a pod-bound token
+        // asked for 3607 s (the kube-api-access volume's) is valid a year, warned about after
+        // 3607 s; its status still says 3607 s, so kubelet (and Edged) refresh it as usual, and a
+        // node that is offline meanwhile keeps a working token.
+        var lifetime = Int64(seconds)
+        if claims.pod != nil && seconds == Self.warnOnlyTokenSeconds {
+            claims.warnafter = now + lifetime
+            lifetime = Self.extendedTokenSeconds
+        }
+        let token = try issuer.issue(ServiceAccountClaims(issuer: issuer.issuer, audiences: audiences, issuedAt: now, lifetime: lifetime,
                                                           jti: UUID().uuidString.lowercased(), kubernetes: claims))
         body["metadata"] = ["name": .string(name), "namespace": .string(namespace), "creationTimestamp": .null]
         body["spec"]["audiences"] = .array(audiences.map { .string($0) })
@@ -64,4 +73,8 @@ extension APIHandler {
                           "expirationTimestamp": .string(KubeTime(seconds: now + Int64(seconds)).rfc3339)]
         return .json(201, body)
     }
+
+    /// kube's WarnOnlyBoundTokenExpirationSeconds and ExpirationExtensionSeconds.
+    static let warnOnlyTokenSeconds = 3607
+    static let extendedTokenSeconds: Int64 = 365 * 24 * 3600
 }

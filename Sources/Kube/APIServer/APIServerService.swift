@@ -1,6 +1,7 @@
 import DefaultSettings
 import Foundation
 import HTTPTypes
+import HTTPService
 import Hummingbird
 import HummingbirdWebSocket
 import HummingbirdCore
@@ -41,7 +42,7 @@ public struct APIServerService: Service {
         // `pods/exec` arrives as a WebSocket upgrade; everything else is plain HTTP.
         let execUpgrade: @Sendable (HTTPRequest, any Channel, Logger) async throws
             -> ShouldUpgradeResult<WebSocketDataHandler<HTTP1WebSocketUpgradeChannel.Context>> = { request, channel, _ in
-                let identity = request.headerFields[.authorization] == nil ? await KubeRequestContext.peerIdentity(channel) : nil
+                let identity = request.headerFields[.authorization] == nil ? await ConnectionRequestContext.peerIdentity(channel) : nil
                 return await handler.execUpgrade(request, clientIdentity: identity)
             }
         // kubectl writes large stdin (and port-forward uploads) in frames well above the library's
@@ -78,24 +79,15 @@ public struct APIServerService: Service {
 }
 
 /// Hummingbird's per-request context plus the connection, for the TLS client certificate.
-struct KubeRequestContext: RequestContext {
-    var coreContext: CoreRequestContextStorage
-    let channel: any Channel
-
-    init(source: ApplicationRequestContextSource) {
-        coreContext = .init(source: source)
-        channel = source.channel
-    }
-
+extension ConnectionRequestContext {
     /// The verified client certificate's identity on `channel`, if the client sent one.
     static func peerIdentity(_ channel: any Channel) async -> CertificateIdentity? {
-        guard let cert = try? await channel.nioSSL_peerCertificate().get(), let der = try? cert.toDERBytes() else { return nil }
-        return CertificateIdentity(certificateDER: der)
+        await peerCertificateDER(channel).flatMap { CertificateIdentity(certificateDER: $0) }
     }
 }
 
 struct KubeResponder: HTTPResponder {
-    typealias Context = KubeRequestContext
+    typealias Context = ConnectionRequestContext
     let handler: APIHandler
 
     struct Writer: ChunkWriter {
@@ -130,7 +122,7 @@ struct KubeResponder: HTTPResponder {
         let path = request.uri.path
         let query = APIRequest.parseQuery(Substring(request.uri.query ?? ""))
         // Only looked up without a bearer token (a token, when sent, decides who the caller is).
-        let identity = headers["authorization"] == nil ? await KubeRequestContext.peerIdentity(context.channel) : nil
+        let identity = headers["authorization"] == nil ? await ConnectionRequestContext.peerIdentity(context.channel) : nil
         let apiReq = APIRequest(method: request.method.rawValue, path: path, query: query, headers: headers, body: body, clientIdentity: identity)
         let resp = await handler.handle(apiReq)
         return Self.render(resp)

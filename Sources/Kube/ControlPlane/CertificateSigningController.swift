@@ -9,6 +9,9 @@ import Logging
 public protocol CertificateSigner: Sendable {
     /// A PEM certificate for the PEM PKCS#10 request, with client and/or server usages, valid for `validity` seconds.
     func sign(requestPEM: String, clientAuth: Bool, serverAuth: Bool, validity: TimeInterval) throws -> String
+    /// The subject a PEM request asks for, and how many of its alternative names are neither DNS
+    /// names nor IP addresses (kubelet-serving requests may carry only those).
+    func subject(ofRequestPEM pem: String) throws -> (commonName: String, organizations: [String], otherNames: Int)
 }
 
 /// kube-controller-manager's csrsigning controller: an approved CertificateSigningRequest for one
@@ -43,7 +46,10 @@ final class CertificateSigningController: Reconciler {
         case notOurs
     }
 
-    static func decide(signerName: String, usages: [String], username: String) -> Decision {
+    /// `subject` is the request's (kube's ValidateKubeletServingCSR checks it, not the requester:
+    /// approving is where the requester counts).
+    static func decide(signerName: String, usages: [String],
+                       subject: (commonName: String, organizations: [String], otherNames: Int)?) -> Decision {
         let usages = Set(usages)
         switch signerName {
         case "kubernetes.io/kube-apiserver-client", "kubernetes.io/kube-apiserver-client-kubelet":
@@ -55,7 +61,10 @@ final class CertificateSigningController: Reconciler {
             let extra = usages.subtracting(["server auth", "digital signature", "key encipherment"])
             guard usages.contains("server auth") else { return .refuse("missing required usages: [server auth]") }
             guard extra.isEmpty else { return .refuse("invalid usage for serving certificate: \(extra.sorted().joined(separator: ","))") }
-            guard username.hasPrefix("system:node:") else { return .refuse("kubelet serving certificates may only be requested by nodes") }
+            guard let subject, subject.commonName.hasPrefix("system:node:"), subject.organizations == ["system:nodes"] else {
+                return .refuse("subject must be CN=system:node:<name>, O=system:nodes")
+            }
+            guard subject.otherNames == 0 else { return .refuse("only DNS names and IP addresses are allowed as subject alternative names") }
             return .sign(clientAuth: false, serverAuth: true)
         default:
             return .notOurs
@@ -68,8 +77,9 @@ final class CertificateSigningController: Reconciler {
         func has(_ type: String) -> Bool { conditions.contains { $0["type"].stringValue == type && $0["status"].stringValue != "False" } }
         guard has("Approved"), !has("Denied"), !has("Failed"), (csr["status"]["certificate"].stringValue ?? "").isEmpty else { return .done }
         let spec = csr["spec"]
+        let requestPEM = Data(base64Encoded: spec["request"].stringValue ?? "").flatMap { String(data: $0, encoding: .utf8) }
         let decision = Self.decide(signerName: spec["signerName"].stringValue ?? "", usages: (spec["usages"].arrayValue ?? []).compactMap(\.stringValue),
-                                   username: spec["username"].stringValue ?? "")
+                                   subject: requestPEM.flatMap { try? signer.subject(ofRequestPEM: $0) })
         var updated = csr
         switch decision {
         case .notOurs:

@@ -148,12 +148,7 @@ public enum BuiltinResources {
         // policy/v1
         .podDisruptionBudgets,
         // rbac.authorization.k8s.io/v1
-        ResourceType(group: "rbac.authorization.k8s.io", version: "v1", resource: "roles", kind: "Role", namespaced: true),
-        ResourceType(group: "rbac.authorization.k8s.io", version: "v1", resource: "rolebindings", singular: "rolebinding",
-                     kind: "RoleBinding", namespaced: true),
-        .clusterRoles,
-        ResourceType(group: "rbac.authorization.k8s.io", version: "v1", resource: "clusterrolebindings",
-                     singular: "clusterrolebinding", kind: "ClusterRoleBinding", namespaced: false),
+        .roles, .roleBindings, .clusterRoles, .clusterRoleBindings,
         // metrics.k8s.io/v1beta1 (measured by the nodes when asked, not stored; `kubectl top`)
         ResourceType(group: "metrics.k8s.io", version: "v1beta1", resource: "nodes", singular: "", kind: "NodeMetrics",
                      namespaced: false, verbs: ["get", "list"]),
@@ -203,6 +198,11 @@ extension ResourceType {
                                                                 shortNames: ["csr"], subresources: [.status, .approval])
     public static let clusterRoles = ResourceType(group: "rbac.authorization.k8s.io", version: "v1", resource: "clusterroles", singular: "clusterrole",
                                                   kind: "ClusterRole", namespaced: false)
+    public static let roles = ResourceType(group: "rbac.authorization.k8s.io", version: "v1", resource: "roles", kind: "Role", namespaced: true)
+    public static let roleBindings = ResourceType(group: "rbac.authorization.k8s.io", version: "v1", resource: "rolebindings", singular: "rolebinding",
+                                                  kind: "RoleBinding", namespaced: true)
+    public static let clusterRoleBindings = ResourceType(group: "rbac.authorization.k8s.io", version: "v1", resource: "clusterrolebindings",
+                                                         singular: "clusterrolebinding", kind: "ClusterRoleBinding", namespaced: false)
     public static let podDisruptionBudgets = ResourceType(group: "policy", version: "v1", resource: "poddisruptionbudgets",
                                                           singular: "poddisruptionbudget", kind: "PodDisruptionBudget", namespaced: true,
                                                           shortNames: ["pdb"], subresources: [.status], tracksGeneration: true)

@@ -106,7 +106,7 @@ public struct Subject: Codable, Sendable, Hashable {
     }
 
     /// kube's appliesTo: ServiceAccount subjects without a namespace take the binding's.
-    func applies(to user: UserInfo, bindingNamespace: String) -> Bool {
+    public func applies(to user: UserInfo, bindingNamespace: String) -> Bool {
         switch kind {
         case "User": return user.username == name
         case "Group": return user.groups.contains(name)
@@ -161,13 +161,15 @@ public struct RBACPolicy: Sendable {
     public init() {}
 
     /// Builds the snapshot from stored objects; objects that do not decode are skipped (kube
-    /// validates them at write, so they grant nothing here).
-    public init(clusterRoles: [JSON], roles: [JSON], clusterRoleBindings: [JSON], roleBindings: [JSON]) {
+    /// validates them at write, so they grant nothing here). With `aggregate` false, aggregated
+    /// ClusterRoles keep the rules the aggregation controller wrote (a node holds only some of
+    /// the ClusterRoles an aggregation selects).
+    public init(clusterRoles: [JSON], roles: [JSON], clusterRoleBindings: [JSON], roleBindings: [JSON], aggregate: Bool = true) {
         let decoder = JSONValueDecoder()
         let cluster = clusterRoles.compactMap { try? decoder.decode(RoleObject.self, from: $0) }
         for role in cluster {
             guard let name = role.metadata.name else { continue }
-            clusterRoleRules[name] = Self.effectiveRules(role, all: cluster)
+            clusterRoleRules[name] = aggregate ? Self.effectiveRules(role, all: cluster) : role.rules ?? []
         }
         for role in roles.compactMap({ try? decoder.decode(RoleObject.self, from: $0) }) {
             guard let name = role.metadata.name, let ns = role.metadata.namespace else { continue }
@@ -180,6 +182,15 @@ public struct RBACPolicy: Sendable {
             guard let ns = b.metadata.namespace else { continue }
             namespaceBindings[ns, default: []].append(Binding(namespace: ns, subjects: b.subjects ?? [], roleRef: b.roleRef))
         }
+    }
+
+    /// Whether a RoleBinding or ClusterRoleBinding names any of `users` among its subjects, and
+    /// the role it grants (`kind`, `name`); nil for an object that is not a binding.
+    public static func binding(_ object: JSON, appliesToAnyOf users: [UserInfo]) -> (applies: Bool, roleKind: String, roleName: String)? {
+        guard let b = try? JSONValueDecoder().decode(BindingObject.self, from: object) else { return nil }
+        let ns = b.metadata.namespace ?? ""
+        let applies = (b.subjects ?? []).contains { s in users.contains { s.applies(to: $0, bindingNamespace: ns) } }
+        return (applies, b.roleRef.kind, b.roleRef.name)
     }
 
     /// The rules of a ClusterRole with an aggregation rule: those of every other ClusterRole a

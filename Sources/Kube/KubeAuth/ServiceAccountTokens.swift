@@ -16,8 +16,11 @@ public struct ServiceAccountClaims: Codable, Sendable, Hashable {
         public var pod: Ref?
         public var secret: Ref?
         public var node: Ref?
-        public init(namespace: String, serviceaccount: Ref, pod: Ref? = nil, secret: Ref? = nil, node: Ref? = nil) {
+        /// kube's `warnafter`: when an extended token would have expired (it stays valid, with a warning).
+        public var warnafter: Int64?
+        public init(namespace: String, serviceaccount: Ref, pod: Ref? = nil, secret: Ref? = nil, node: Ref? = nil, warnafter: Int64? = nil) {
             self.namespace = namespace; self.serviceaccount = serviceaccount; self.pod = pod; self.secret = secret; self.node = node
+            self.warnafter = warnafter
         }
     }
 

@@ -20,7 +20,7 @@ public struct MetricsEndpoint: Service {
     }
 
     public func run() async throws {
-        let router = Router()
+        let router = Router(context: ConnectionRequestContext.self)
         let registry = self.registry
         router.get("metrics") { _, _ -> Response in
             var buffer: [UInt8] = []

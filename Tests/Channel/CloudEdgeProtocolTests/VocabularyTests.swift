@@ -6,12 +6,16 @@ import Testing
 /// KubeEdge's edgecore and cloudcore send and expect), so a renamed case or a changed route fails.
 @Suite struct VocabularyTests {
     @Test func wireNamesAreKubeEdges() {
+        // KubeEdge's names, plus SwiftEdge's own: the RBAC kinds MetaServer authorizes with and the
+        // MetaServer's serving-certificate request (`certificatesigningrequest`, KubeEdge's csr type name).
         #expect(EdgeResourceKind.allCases.map(\.wireName).sorted() == [
-            "ca.crt", "configmap", "device", "devicemodel", "devicestatus", "endpoints", "event", "lease", "node", "nodepatch", "nodestatus",
-            "objectsync", "pod", "podpatch", "podstatus", "secret", "service", "serviceaccounttoken",
+            "ca.crt", "certificatesigningrequest", "clusterrole", "clusterrolebinding", "configmap", "device", "devicemodel", "devicestatus",
+            "endpoints", "event", "lease", "node", "nodepatch", "nodestatus", "objectsync", "pod", "podpatch", "podstatus", "role",
+            "rolebinding", "secret", "service", "serviceaccounttoken",
         ])
         #expect(EdgeResourceKind.allCases.filter(\.isSynced).map(\.wireName).sorted() == [
-            "configmap", "device", "devicemodel", "endpoints", "node", "pod", "secret", "service",
+            "clusterrole", "clusterrolebinding", "configmap", "device", "devicemodel", "endpoints", "node", "pod", "role", "rolebinding",
+            "secret", "service",
         ])
     }
 
