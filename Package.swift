@@ -385,6 +385,7 @@ let package = Package(
         .target(name: "Operations", dependencies: ["DefaultSettings",
             "ComponentConfig", "CloudCore", "EdgeHub", "ContainerRuntime", "KubeClient", "PKI",
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            .product(name: "NIOSSL", package: "swift-nio-ssl"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
@@ -431,7 +432,7 @@ let package = Package(
             .product(name: "SwiftProtobuf", package: "swift-protobuf"),
         ], path: "Tests/Generated/ContractTests"),
         .testTarget(name: "EdgedTests", dependencies: [
-            "Edged", "ContainerRuntime", "CRI", "KubeAPI", "PKI", "MetaStore",
+            "Edged", "ContainerRuntime", "CRI", "KubeAPI", "PKI", "MetaStore", "MetaServer", "CloudEdgeProtocol", "KubeAuth",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "NIOEmbedded", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),

@@ -60,7 +60,8 @@ public final class PodTokenStore: Sendable {
         _ = try await all()
         let encoder = JSONEncoder()
         var raw: [String: [UInt8]?] = [:]
-        for (k, t) in entries { raw[k] = try t.map { Array(try encoder.encode($0)) } }
+        // updateValue: a nil value must stay in the map (it deletes the entry), not remove the key.
+        for (k, t) in entries { raw.updateValue(try t.map { Array(try encoder.encode($0)) }, forKey: k) }
         try await storage.saveLocalState(kind: Self.kind, raw)
         cache.withLock { c in for (k, t) in entries { c?[k] = t } }
     }

@@ -7,6 +7,7 @@ import EdgeHub
 import Foundation
 import KubeClient
 import Logging
+import NIOSSL
 import PKI
 
 /// Where `init`, `join` and `reset` keep things (KubeEdge's layout under a root that tests move).
@@ -195,9 +196,17 @@ public struct EdgeJoin: Sendable {
         } catch let e as ConfigError { throw OperationError(e.message) }
 
         progress.next("Waiting for \(nodeName) to register with the cloud (up to \(timeout) s)")
+        let certs = dataDir + "/certs"
         if metaserverPort > 0 {
-            let http = HTTPClient(eventLoopGroupProvider: .singleton)
-            let url = "http://127.0.0.1:\(metaserverPort)/api/v1/nodes/\(nodeName)"
+            // The node's MetaServer, as the node (its client certificate). Its serving certificate
+            // comes from the cluster's signer, whose CA the node does not hold: not verified here
+            // (loopback, the process just started).
+            var tls = TLSConfiguration.makeClientConfiguration()
+            tls.certificateVerification = .none
+            tls.certificateChain = try NIOSSLCertificate.fromPEMFile(certs + "/server.crt").map { .certificate($0) }
+            tls.privateKey = .privateKey(try NIOSSLPrivateKey(file: certs + "/server.key", format: .pem))
+            let http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: .init(tlsConfiguration: tls))
+            let url = "https://127.0.0.1:\(metaserverPort)/api/v1/nodes/\(nodeName)"
             do {
                 let _: Bool = try await waitUntil("waiting for the node to connect", timeout: .seconds(timeout), detached: detached) {
                     guard let r = try? await http.execute(HTTPClientRequest(url: url), timeout: .seconds(2)) else { return nil }
@@ -213,7 +222,9 @@ public struct EdgeJoin: Sendable {
 
             Edge node \(nodeName) joined \(hub.host):\(hub.port) and is connected.
               on the cloud:  kubectl get nodes \(nodeName) -o wide
-              local API:     kubectl --server http://127.0.0.1:\(metaserverPort) get pods -A
+              local API:     kubectl --server https://127.0.0.1:\(metaserverPort) --client-certificate \(certs)/server.crt \\
+                               --client-key \(certs)/server.key --insecure-skip-tls-verify get pods -A
+                             (MetaServer's certificate is signed by the cluster CA: pass it with --certificate-authority instead)
               undo:          swiftedge reset
             """)
     }

@@ -52,7 +52,8 @@ import TestSupport
 
     static let kinds: [(ResourceType, String)] = [
         (T.nodes, "node"), (T.pods, "pod"), (T.configMaps, "configmap"), (T.secrets, "secret"), (T.services, "service"),
-        (T.endpoints, "endpoints"), (T.devices, "device"), (T.deviceModels, "devicemodel"),
+        (T.endpoints, "endpoints"), (T.devices, "device"), (T.deviceModels, "devicemodel"), (ResourceType.roles, "role"),
+        (ResourceType.roleBindings, "rolebinding"), (ResourceType.clusterRoles, "clusterrole"), (ResourceType.clusterRoleBindings, "clusterrolebinding"),
     ]
 
     /// `kind/name` (`kind/namespace/name` outside `default`) of every object stored, by uid.
@@ -71,9 +72,11 @@ import TestSupport
         c.object(t, namespace: namespace, name: name)?["metadata"]["uid"].stringValue ?? "missing"
     }
 
-    func withEdgeObjects(_ body: (InMemoryKubeClient, EdgeObjects) async throws -> Void) async throws {
+    func withEdgeObjects(seed more: (InMemoryKubeClient) -> Void = { _ in },
+                         _ body: (InMemoryKubeClient, EdgeObjects) async throws -> Void) async throws {
         let client = InMemoryKubeClient(types: [T.devices, T.deviceModels])
         Self.seed(client)
+        more(client)
         var logger = Logger(label: "edgeobjects-test")
         logger.logLevel = .error
         let informers = InformerFactory(client: client, logger: logger)
@@ -160,6 +163,65 @@ import TestSupport
             try await eventually("edge-2 without services") { !desired(c, o, "edge-2").contains("service/svc") }
             #expect(!desired(c, o, "edge-2").contains("endpoints/svc"))
             #expect(o.object(uid(c, T.services, "svc", namespace: "default"), for: "edge-2") == nil)
+        }
+    }
+
+    static func binding(_ kind: String, _ name: String, namespace: String? = nil, role: (String, String), subjects: [JSON]) -> JSON {
+        var b: JSON = ["apiVersion": "rbac.authorization.k8s.io/v1", "kind": .string(kind), "metadata": ["name": .string(name)],
+                       "roleRef": ["apiGroup": "rbac.authorization.k8s.io", "kind": .string(role.0), "name": .string(role.1)],
+                       "subjects": .array(subjects)]
+        if let namespace { b["metadata"]["namespace"] = .string(namespace) }
+        return b
+    }
+
+    static func role(_ kind: String, _ name: String, namespace: String? = nil) -> JSON {
+        var r: JSON = ["apiVersion": "rbac.authorization.k8s.io/v1", "kind": .string(kind), "metadata": ["name": .string(name)],
+                       "rules": [["apiGroups": [""], "resources": ["services"], "verbs": ["get", "list"]]]]
+        if let namespace { r["metadata"]["namespace"] = .string(namespace) }
+        return r
+    }
+
+    /// RBAC objects go to a node only while they grant a ServiceAccount of its pods something
+    /// (directly, or through the ServiceAccount groups), with the roles those bindings name.
+    @Test func rbacObjectsFollowTheServiceAccountsOfTheNodesPods() async throws {
+        try await withEdgeObjects(seed: { c in
+            c.seed(ResourceType.roles, Self.role("Role", "reader", namespace: "default"))
+            c.seed(ResourceType.clusterRoles, Self.role("ClusterRole", "viewer"))
+            c.seed(ResourceType.clusterRoles, Self.role("ClusterRole", "admin-ish"))
+            c.seed(ResourceType.roleBindings, Self.binding("RoleBinding", "app-sa-reads", namespace: "default", role: ("Role", "reader"),
+                                                           subjects: [["kind": "ServiceAccount", "name": "app-sa"]]))
+            c.seed(ResourceType.roleBindings, Self.binding("RoleBinding", "other-sa-reads", namespace: "default", role: ("Role", "reader"),
+                                                           subjects: [["kind": "ServiceAccount", "name": "other-sa"]]))
+            c.seed(ResourceType.clusterRoleBindings, Self.binding("ClusterRoleBinding", "ns-accounts-view", role: ("ClusterRole", "viewer"),
+                                                                  subjects: [["kind": "Group", "name": "system:serviceaccounts:shop"]]))
+            c.seed(ResourceType.clusterRoleBindings, Self.binding("ClusterRoleBinding", "alice-admin", role: ("ClusterRole", "admin-ish"),
+                                                                  subjects: [["kind": "User", "name": "alice"]]))
+            var p = Fixtures.pod("sa-pod", nodeName: "edge-2")
+            p["spec"]["serviceAccountName"] = "app-sa"
+            c.seed(T.pods, p)
+        }) { c, o in
+            let rbac: Set<String> = ["role/reader", "rolebinding/app-sa-reads", "rolebinding/other-sa-reads", "clusterrole/viewer",
+                                     "clusterrole/admin-ish", "clusterrolebinding/ns-accounts-view", "clusterrolebinding/alice-admin"]
+            func grants(_ node: String) -> [String] { desired(c, o, node).filter { rbac.contains($0) } }
+            #expect(grants("edge-2") == ["role/reader", "rolebinding/app-sa-reads"])
+            #expect(grants("edge-1").isEmpty)  // its pod runs as default/default: nothing grants that account anything
+            #expect(o.object(uid(c, ResourceType.roles, "reader", namespace: "default"), for: "edge-2")?.edgeKind == .role)
+            #expect(o.object(uid(c, ResourceType.roles, "reader", namespace: "default"), for: "edge-1") == nil)
+            #expect(o.object(uid(c, ResourceType.roleBindings, "other-sa-reads", namespace: "default"), for: "edge-2") == nil)
+
+            // A pod of namespace `shop` on edge-1: the group binding and its ClusterRole follow it there.
+            _ = try await c.create(T.pods, namespace: "shop", Fixtures.pod("shop-pod", namespace: "shop", nodeName: "edge-1"))
+            try await eventually("edge-1 gets the group's grant") {
+                grants("edge-1") == ["clusterrole/viewer", "clusterrolebinding/ns-accounts-view"]
+            }
+            // The binding stops naming app-sa: it leaves edge-2, and so does the Role nothing else grants.
+            _ = try await c.patch(ResourceType.roleBindings, namespace: "default", name: "app-sa-reads",
+                                  ["subjects": [["kind": "ServiceAccount", "name": "someone-else"]]])
+            try await eventually("edge-2 loses what no longer grants its accounts anything") { grants("edge-2").isEmpty }
+            #expect(o.object(uid(c, ResourceType.roleBindings, "app-sa-reads", namespace: "default"), for: "edge-2") == nil)
+            // The pod leaves edge-1: so does its account's grant.
+            try await c.delete(T.pods, namespace: "shop", name: "shop-pod", options: ["gracePeriodSeconds": 0])
+            try await eventually("edge-1 without the group's grant") { grants("edge-1").isEmpty }
         }
     }
 }
