@@ -48,6 +48,34 @@ public struct EmbeddedServerOptions: ParsableArguments {
     @Option(help: "RBAC (enforce Roles and bindings) or AlwaysAllow (every authenticated caller may do everything).")
     var authorizationMode: AuthorizationMode = .rbac
 
+    @Option(help: "kube's audit.k8s.io/v1 Policy (YAML or JSON) deciding what is audited at which level; needs --audit-log-path.")
+    var auditPolicyFile: String?
+
+    @Option(help: "Where audit events go as JSON lines ('-': standard output); needs --audit-policy-file.")
+    var auditLogPath: String?
+
+    @Option(help: "Rotate the audit log once it exceeds this many megabytes (0: never).")
+    var auditLogMaxsize = 0
+
+    @Option(help: "Rotated audit logs kept (0: all).")
+    var auditLogMaxbackup = 0
+
+    /// The audit policy and log of the flags (nil: no auditing); a clear error for a bad policy.
+    func auditOptions() throws -> AuditOptions? {
+        switch (auditPolicyFile, auditLogPath) {
+        case (nil, nil): return nil
+        case (nil, _): throw ValidationError("--audit-log-path needs --audit-policy-file (kube-apiserver audits nothing without a policy)")
+        case (_, nil): throw ValidationError("--audit-policy-file needs --audit-log-path (the only audit backend served)")
+        case (let policyFile?, let logPath?):
+            guard let data = FileManager.default.contents(atPath: policyFile) else { throw ValidationError("cannot read --audit-policy-file \(policyFile)") }
+            let policy: AuditPolicy
+            do { policy = try AuditPolicy(document: Array(data)) } catch { throw ValidationError("\(policyFile): \(error.message)") }
+            do {
+                return AuditOptions(policy: policy, log: try AuditLog(path: logPath, maxSizeMB: auditLogMaxsize, maxBackups: auditLogMaxbackup))
+            } catch { throw ValidationError("--audit-log-path \(logPath): \(error)") }
+        }
+    }
+
     var dataDirectory: String { dataDir ?? Defaults.apiServerDataDirectory }
     var kubeconfigPath: String { adminKubeconfig ?? dataDirectory + "/admin.kubeconfig" }
 }
@@ -98,6 +126,7 @@ extension EmbeddedServerOptions {
             compactionInterval: .seconds(compactionInterval), bookmarkInterval: .seconds(bookmarkInterval))
         config.podStreams = podStreams
         config.enforceRBAC = authorizationMode == .rbac
+        config.audit = try auditOptions()
         config.metricsExporter = {
             var out: [UInt8] = []
             registry.emit(into: &out)

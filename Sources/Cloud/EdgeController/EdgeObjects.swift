@@ -61,10 +61,15 @@ public final class EdgeObjects: NodeObjectSource {
         for (informer, kind) in [(roles, EdgeResourceKind.role), (roleBindings, .roleBinding), (clusterRoles, .clusterRole),
                                  (clusterRoleBindings, .clusterRoleBinding)] {
             informer.addHandler { [self] ev in
+                // Who is granted what may have changed for any node with pods: each looks again at
+                // the object, and — for a role — at the bindings that grant it.
+                func look(_ o: JSON) {
+                    let related = kind == .role || kind == .clusterRole ? bindings(granting: o, kind: kind) : []
+                    for n in nodesWithPods() { for x in [o] + related { notify(x, node: n) } }
+                }
                 switch ev {
-                // Who is granted what may have changed for any node with pods: each looks again.
-                case .added(let o), .updated(_, let o): track(o, kind); for n in nodesWithPods() { notify(o, node: n) }
-                case .deleted(let o): for n in nodesWithPods() { notify(o, node: n) }; untrack(o)
+                case .added(let o), .updated(_, let o): track(o, kind); look(o)
+                case .deleted(let o): look(o); untrack(o)
                 case .synced: break
                 }
             }
@@ -162,25 +167,58 @@ public final class EdgeObjects: NodeObjectSource {
         Array(Set(byNode.objects(node, in: pods.cache).map(Self.serviceAccount(of:))))
     }
 
-    /// The RBAC objects that grant `users` anything: the bindings naming them (or their groups)
-    /// and the roles those bindings grant, with their kinds.
+    /// What MetaServer serves (get/list/watch of the synced core kinds): only grants of these
+    /// travel to nodes — the discovery and review roles every account holds stay in the cloud.
+    static let servedAtTheEdge: Set<String> = Set(EdgeResourceKind.allCases.filter(\.isSynced).compactMap(\.resourceType)
+        .filter { $0.group.isEmpty }.map(\.resource))
+
+    /// Whether a role's rules grant a read of anything MetaServer serves.
+    static func grantsEdgeReads(_ role: JSON) -> Bool {
+        let rules = (try? JSONValueDecoder().decode([PolicyRule].self, from: role["rules"])) ?? []
+        return rules.contains { r in
+            (r.apiGroups ?? []).contains { $0.isEmpty || $0 == "*" }
+                && (r.resources ?? []).contains { $0 == "*" || servedAtTheEdge.contains($0) }
+                && r.verbs.contains { ["get", "list", "watch", "*"].contains($0) }
+        }
+    }
+
+    /// The RBAC objects that grant `users` reads of what MetaServer serves: the bindings naming
+    /// them (or their groups) and the roles those bindings grant, with their kinds.
     func grants(to users: [UserInfo]) -> [(object: JSON, kind: EdgeResourceKind)] {
         guard !users.isEmpty else { return [] }
         var out: [(JSON, EdgeResourceKind)] = []
         for (informer, kind) in [(roleBindings, EdgeResourceKind.roleBinding), (clusterRoleBindings, .clusterRoleBinding)] {
             for b in informer.cache.list() {
                 guard let g = RBACPolicy.binding(b, appliesToAnyOf: users), g.applies else { continue }
-                out.append((b, kind))
-                if g.roleKind == "Role", kind == .roleBinding, let ns = b["metadata"]["namespace"].stringValue,
-                   let r = roles.cache.get("\(ns)/\(g.roleName)") {
-                    out.append((r, .role))
-                } else if g.roleKind == "ClusterRole", let r = clusterRoles.cache.get(g.roleName) {
-                    out.append((r, .clusterRole))
+                let role: (JSON, EdgeResourceKind)?
+                if g.roleKind == "Role", kind == .roleBinding, let ns = b["metadata"]["namespace"].stringValue {
+                    role = roles.cache.get("\(ns)/\(g.roleName)").map { ($0, .role) }
+                } else if g.roleKind == "ClusterRole" {
+                    role = clusterRoles.cache.get(g.roleName).map { ($0, .clusterRole) }
+                } else {
+                    role = nil
                 }
+                guard let role, Self.grantsEdgeReads(role.0) else { continue }
+                out.append((b, kind))
+                out.append(role)
             }
         }
         var seen = Set<String>()
         return out.filter { seen.insert($0.0["metadata"]["uid"].stringValue ?? "").inserted }
+    }
+
+    /// The bindings whose roleRef names this Role or ClusterRole.
+    func bindings(granting role: JSON, kind: EdgeResourceKind) -> [JSON] {
+        let name = role["metadata"]["name"].stringValue ?? "", ns = role["metadata"]["namespace"].stringValue
+        let roleKind = kind == .role ? "Role" : "ClusterRole"
+        var out = roleBindings.cache.list().filter { b in
+            b["roleRef"]["kind"].stringValue == roleKind && b["roleRef"]["name"].stringValue == name
+                && (kind == .clusterRole || b["metadata"]["namespace"].stringValue == ns)
+        }
+        if kind == .clusterRole {
+            out += clusterRoleBindings.cache.list().filter { $0["roleRef"]["kind"].stringValue == "ClusterRole" && $0["roleRef"]["name"].stringValue == name }
+        }
+        return out
     }
 
     /// A pod came, went or changed its ServiceAccount: the grants of that account, for its node.

@@ -10,6 +10,8 @@ import ObjectStore
 public struct APIHandlerOptions: Sendable {
     /// Who callers are and whether RBAC decides what they may do.
     public var access: AccessOptions
+    /// Audit policy and log (nil: no auditing, kube's default without `--audit-policy-file`).
+    public var audit: AuditOptions?
     /// Renders the Prometheus exposition served at `/metrics` (nil: no endpoint).
     public var metricsExporter: (@Sendable () -> [UInt8])?
     /// Request bodies above this size get 413.
@@ -70,22 +72,28 @@ public final class APIHandler: Sendable {
 
     public func handle(_ req: APIRequest) async -> APIResponse {
         requestCounter.increment()
+        let received = KubeTime.now()
+        var user: UserInfo?
+        let response: APIResponse
         do {
-            return try await route(req)
+            response = try await route(req, user: &user)
         } catch let e as StatusError {
-            return .error(e)
+            response = .error(e)
         } catch let e as StorageError {
             switch e.code {
-            case .compacted: return .error(StatusError(.expired, e.message))
-            default: return .error(StatusError(.internalError, e.message))
+            case .compacted: response = .error(StatusError(.expired, e.message))
+            default: response = .error(StatusError(.internalError, e.message))
             }
         } catch {
             logger.error("request failed", metadata: ["path": "\(req.path)", "error": "\(error)"])
-            return .error(StatusError(.internalError, "\(error)"))
+            response = .error(StatusError(.internalError, "\(error)"))
         }
+        if options.audit != nil { audit(req, user: user, response: response, received: received) }
+        return response
     }
 
-    func route(_ request: APIRequest) async throws -> APIResponse {
+    /// - Parameter user: set to who the request acts as once it is authenticated (for the audit log).
+    func route(_ request: APIRequest, user: inout UserInfo?) async throws -> APIResponse {
         let parts = request.path.split(separator: "/").map(String.init)
         // Unauthenticated health endpoints (as kube-apiserver allows for system:anonymous).
         if parts.count == 1, ["healthz", "livez", "readyz"].contains(parts[0]) {
@@ -93,6 +101,7 @@ public final class APIHandler: Sendable {
         }
         var req = request
         req.user = try await admit(request)
+        user = req.user
         guard let head = parts.first else {
             return .json(200, ["paths": .array(["/api", "/apis", "/healthz", "/livez", "/readyz", "/version", "/openapi/v2", "/openapi/v3"].map { .string($0) })])
         }

@@ -13,6 +13,8 @@ public struct APIRequest: Sendable {
     public var clientIdentity: CertificateIdentity?
     /// Who the request acts as, once authenticated (impersonation applied).
     public var user: UserInfo?
+    /// The client's IP address (for the audit log's `sourceIPs`).
+    public var remoteAddress: String?
 
     public init(method: String, path: String, query: [String: String] = [:], headers: [String: String] = [:], body: [UInt8] = [],
                 clientIdentity: CertificateIdentity? = nil) {

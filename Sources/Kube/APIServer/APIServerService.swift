@@ -123,7 +123,8 @@ struct KubeResponder: HTTPResponder {
         let query = APIRequest.parseQuery(Substring(request.uri.query ?? ""))
         // Only looked up without a bearer token (a token, when sent, decides who the caller is).
         let identity = headers["authorization"] == nil ? await ConnectionRequestContext.peerIdentity(context.channel) : nil
-        let apiReq = APIRequest(method: request.method.rawValue, path: path, query: query, headers: headers, body: body, clientIdentity: identity)
+        var apiReq = APIRequest(method: request.method.rawValue, path: path, query: query, headers: headers, body: body, clientIdentity: identity)
+        apiReq.remoteAddress = context.channel.remoteAddress?.ipAddress
         let resp = await handler.handle(apiReq)
         return Self.render(resp)
     }

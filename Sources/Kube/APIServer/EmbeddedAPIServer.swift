@@ -31,6 +31,8 @@ public struct EmbeddedAPIServerConfiguration: Sendable {
     public var generatedNameSuffix: @Sendable () -> String = APIHandler.randomNameSuffix
     /// Enforce RBAC (kube's `--authorization-mode=RBAC`); false allows every authenticated caller everything (`AlwaysAllow`).
     public var enforceRBAC = true
+    /// kube's `--audit-policy-file` and `--audit-log-path` (both, or neither).
+    public var audit: AuditOptions?
 
     public init(dataDirectory: String, host: String = "127.0.0.1", port: Int = Defaults.apiServerPort, insecureHTTP: Bool = false,
                 kubeconfigPath: String, fsyncEveryCommit: Bool = true, historyLimit: Int = 10_000,
@@ -112,6 +114,7 @@ public struct EmbeddedAPIServer: Sendable {
         let saKey = try loadOrCreate(dir + "/pki/sa.key") { ServiceAccountTokenIssuer.generateKeyPEM() }
         options.access = AccessOptions(tokens: [token: .admin], serviceAccountTokens: try ServiceAccountTokenIssuer(privateKeyPEM: saKey + "\n"),
                                        enforceRBAC: config.enforceRBAC)
+        options.audit = config.audit
         options.metricsExporter = config.metricsExporter
         options.podStreams = config.podStreams
         options.generatedNameSuffix = config.generatedNameSuffix

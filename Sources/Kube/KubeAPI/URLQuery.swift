@@ -16,6 +16,21 @@ public enum URLQuery {
         return String(decoding: bytes, as: UTF8.self)
     }
 
+    /// `%XX`-escapes everything but RFC 3986's unreserved characters.
+    public static func escape(_ s: String) -> String {
+        var out = ""
+        for b in s.utf8 {
+            switch b {
+            case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
+                 UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "~"):
+                out.unicodeScalars.append(Unicode.Scalar(b))
+            default:
+                out += "%" + (b < 16 ? "0" : "") + String(b, radix: 16, uppercase: true)
+            }
+        }
+        return out
+    }
+
     /// The decoded `key=value` pairs in order, repeated keys kept.
     public static func pairs(_ q: Substring) -> [(key: String, value: String)] {
         q.split(separator: "&").map { pair in

@@ -181,8 +181,9 @@ import TestSupport
         return r
     }
 
-    /// RBAC objects go to a node only while they grant a ServiceAccount of its pods something
-    /// (directly, or through the ServiceAccount groups), with the roles those bindings name.
+    /// RBAC objects go to a node only while they grant a ServiceAccount of its pods a read of
+    /// something MetaServer serves (directly, or through the ServiceAccount groups), with the
+    /// roles those bindings name.
     @Test func rbacObjectsFollowTheServiceAccountsOfTheNodesPods() async throws {
         try await withEdgeObjects(seed: { c in
             c.seed(ResourceType.roles, Self.role("Role", "reader", namespace: "default"))
@@ -196,18 +197,33 @@ import TestSupport
                                                                   subjects: [["kind": "Group", "name": "system:serviceaccounts:shop"]]))
             c.seed(ResourceType.clusterRoleBindings, Self.binding("ClusterRoleBinding", "alice-admin", role: ("ClusterRole", "admin-ish"),
                                                                   subjects: [["kind": "User", "name": "alice"]]))
+            // What every account holds (kube's system:basic-user kind): nothing MetaServer serves, never sent.
+            var reviewer = Self.role("ClusterRole", "reviewer")
+            reviewer["rules"] = [["apiGroups": ["authorization.k8s.io"], "resources": ["selfsubjectaccessreviews"], "verbs": ["create"]]]
+            c.seed(ResourceType.clusterRoles, reviewer)
+            c.seed(ResourceType.clusterRoleBindings, Self.binding("ClusterRoleBinding", "everyone-reviews", role: ("ClusterRole", "reviewer"),
+                                                                  subjects: [["kind": "Group", "name": "system:authenticated"]]))
             var p = Fixtures.pod("sa-pod", nodeName: "edge-2")
             p["spec"]["serviceAccountName"] = "app-sa"
             c.seed(T.pods, p)
         }) { c, o in
             let rbac: Set<String> = ["role/reader", "rolebinding/app-sa-reads", "rolebinding/other-sa-reads", "clusterrole/viewer",
-                                     "clusterrole/admin-ish", "clusterrolebinding/ns-accounts-view", "clusterrolebinding/alice-admin"]
+                                     "clusterrole/admin-ish", "clusterrolebinding/ns-accounts-view", "clusterrolebinding/alice-admin",
+                                     "clusterrole/reviewer", "clusterrolebinding/everyone-reviews"]
             func grants(_ node: String) -> [String] { desired(c, o, node).filter { rbac.contains($0) } }
             #expect(grants("edge-2") == ["role/reader", "rolebinding/app-sa-reads"])
             #expect(grants("edge-1").isEmpty)  // its pod runs as default/default: nothing grants that account anything
             #expect(o.object(uid(c, ResourceType.roles, "reader", namespace: "default"), for: "edge-2")?.edgeKind == .role)
             #expect(o.object(uid(c, ResourceType.roles, "reader", namespace: "default"), for: "edge-1") == nil)
             #expect(o.object(uid(c, ResourceType.roleBindings, "other-sa-reads", namespace: "default"), for: "edge-2") == nil)
+
+            // The Role stops granting anything MetaServer serves: it and its binding leave edge-2; and come back.
+            _ = try await c.patch(ResourceType.roles, namespace: "default", name: "reader",
+                                  ["rules": [["apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get"]]]])
+            try await eventually("edge-2 without the Role that grants no edge reads") { grants("edge-2").isEmpty }
+            _ = try await c.patch(ResourceType.roles, namespace: "default", name: "reader",
+                                  ["rules": [["apiGroups": [""], "resources": ["*"], "verbs": ["watch"]]]])
+            try await eventually("edge-2 with the Role again") { grants("edge-2") == ["role/reader", "rolebinding/app-sa-reads"] }
 
             // A pod of namespace `shop` on edge-1: the group binding and its ClusterRole follow it there.
             _ = try await c.create(T.pods, namespace: "shop", Fixtures.pod("shop-pod", namespace: "shop", nodeName: "edge-1"))
