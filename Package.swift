@@ -223,6 +223,8 @@ let package = Package(
             .product(name: "NIOHTTPTypesHTTP1", package: "swift-nio-extras"),
             .product(name: "HTTPTypes", package: "swift-http-types"),
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            .product(name: "Crypto", package: "swift-crypto"),
+            .product(name: "_CryptoExtras", package: "swift-crypto"),
         ], path: "Sources/Kube/APIServer"),
         // Simulated edge nodes (join, EdgeHub, in-memory store) for fleet tests and benchmarks.
         .target(name: "FleetSimulator", dependencies: ["AsyncSupport",
@@ -447,7 +449,8 @@ let package = Package(
         ], path: "Tests/Devices/MQTTTests"),
         .testTarget(name: "DeviceTwinTests", dependencies: ["DeviceTwin", "KubeAPI"], path: "Tests/Devices/DeviceTwinTests"),
         .testTarget(name: "ModbusTests", dependencies: ["DMIValues", "Modbus", "ModbusMapper", "DMI"], path: "Tests/Devices/ModbusTests"),
-        .testTarget(name: "ObjectStoreTests", dependencies: ["ObjectStore", "KubeAPI"], path: "Tests/Kube/ObjectStoreTests"),
+        .testTarget(name: "ObjectStoreTests", dependencies: ["ObjectStore", "KubeAPI", "APIServer",
+            .product(name: "GRDB", package: "GRDB.swift"), .product(name: "Logging", package: "swift-log")], path: "Tests/Kube/ObjectStoreTests"),
         .testTarget(name: "ControlPlaneTests", dependencies: [
             "ControlPlane", "ControllerRuntime", "KubeAPI", "KubeClient", "TestSupport", .product(name: "Logging", package: "swift-log"),
         ], path: "Tests/Kube/ControlPlaneTests"),

@@ -60,6 +60,16 @@ public struct EmbeddedServerOptions: ParsableArguments {
     @Option(help: "Rotated audit logs kept (0: all).")
     var auditLogMaxbackup = 0
 
+    @Option(help: "kube's apiserver.config.k8s.io/v1 EncryptionConfiguration: resources encrypted at rest (aesgcm, aescbc, identity); the first provider writes, all read; values under an older key are re-encrypted at start.")
+    var encryptionProviderConfig: String?
+
+    /// The encryption configuration of the flag (nil: none); a clear error for a bad one.
+    func encryptionConfiguration() throws -> EncryptionConfiguration? {
+        guard let path = encryptionProviderConfig else { return nil }
+        guard let data = FileManager.default.contents(atPath: path) else { throw ValidationError("cannot read --encryption-provider-config \(path)") }
+        do { return try EncryptionConfiguration(document: Array(data)) } catch { throw ValidationError("\(path): \(error.message)") }
+    }
+
     /// The audit policy and log of the flags (nil: no auditing); a clear error for a bad policy.
     func auditOptions() throws -> AuditOptions? {
         switch (auditPolicyFile, auditLogPath) {
@@ -127,6 +137,7 @@ extension EmbeddedServerOptions {
         config.podStreams = podStreams
         config.enforceRBAC = authorizationMode == .rbac
         config.audit = try auditOptions()
+        config.encryption = try encryptionConfiguration()
         config.metricsExporter = {
             var out: [UInt8] = []
             registry.emit(into: &out)

@@ -33,6 +33,8 @@ public struct EmbeddedAPIServerConfiguration: Sendable {
     public var enforceRBAC = true
     /// kube's `--audit-policy-file` and `--audit-log-path` (both, or neither).
     public var audit: AuditOptions?
+    /// kube's `--encryption-provider-config`: which resources are encrypted at rest, with which keys.
+    public var encryption: EncryptionConfiguration?
 
     public init(dataDirectory: String, host: String = "127.0.0.1", port: Int = Defaults.apiServerPort, insecureHTTP: Bool = false,
                 kubeconfigPath: String, fsyncEveryCommit: Bool = true, historyLimit: Int = 10_000,
@@ -68,9 +70,9 @@ public struct EmbeddedAPIServer: Sendable {
         let fm = FileManager.default
         let dir = config.dataDirectory
         try fm.createDirectory(atPath: dir + "/pki", withIntermediateDirectories: true)
-        let store = try SQLiteObjectStore(
-            configuration: .init(path: dir + "/state.db", historyLimit: config.historyLimit, fsyncEveryCommit: config.fsyncEveryCommit),
-            indexer: APIHandler.indexer, logger: logger)
+        var storeConfig = SQLiteStoreConfiguration(path: dir + "/state.db", historyLimit: config.historyLimit, fsyncEveryCommit: config.fsyncEveryCommit)
+        storeConfig.transformer = config.encryption
+        let store = try SQLiteObjectStore(configuration: storeConfig, indexer: APIHandler.indexer, logger: logger)
         let registry = ResourceRegistry()
         // CRDs already stored are served again at once.
         let crds = try await store.list(prefix: CRDSchema.crdType.storagePrefix, startAfter: nil, limit: nil, revision: nil, filter: nil)

@@ -16,11 +16,24 @@ public struct SQLiteStoreConfiguration: Sendable {
     public var fsyncEveryCommit: Bool
     /// Per-watcher buffer; a watcher that falls this far behind is closed and must re-watch.
     public var watchBufferLimit: Int
+    /// Encrypts values on their way to disk and decrypts them back (kube's encryption at rest);
+    /// nil: stored as they are.
+    public var transformer: (any StorageTransformer)?
 
     public init(path: String, historyLimit: Int = 10_000, fsyncEveryCommit: Bool = true, watchBufferLimit: Int = 10_000) {
         self.path = path; self.historyLimit = historyLimit; self.fsyncEveryCommit = fsyncEveryCommit
         self.watchBufferLimit = watchBufferLimit
     }
+}
+
+/// Transforms stored values at the disk boundary (kube's `value.Transformer`: encryption at rest).
+/// Memory holds plaintext; the database holds what `toStorage` returns.
+public protocol StorageTransformer: Sendable {
+    /// What is written for `data` under `key` (the key may be bound into the ciphertext).
+    func toStorage(_ data: [UInt8], key: String) throws -> [UInt8]
+    /// The plaintext of a stored value, and whether it should be rewritten (read with a key or
+    /// provider other than the one writes use now).
+    func fromStorage(_ data: [UInt8], key: String) throws -> (data: [UInt8], stale: Bool)
 }
 
 /// The default ``ObjectStorage``: all current objects in memory (an apiserver-style watch cache),
@@ -98,7 +111,13 @@ public actor SQLiteObjectStore: ObjectStorage {
             throw StorageError(.corrupt,
                 "cannot open object store \(configuration.path): \(error). If the file is damaged, move it aside (the server then starts empty) or restore a backup.")
         }
-        let loaded = try Self.load(pool: pool, indexer: indexer, historyLimit: configuration.historyLimit)
+        let loaded = try Self.load(pool: pool, indexer: indexer, historyLimit: configuration.historyLimit, transformer: configuration.transformer)
+        if let t = configuration.transformer, !loaded.stale.isEmpty {
+            // Values read with an older key or provider are written again with the current one
+            // (kube leaves this to `kubectl replace`; here a restart with the new configuration does it).
+            try Self.rewrite(loaded.stale, pool: pool, transformer: t)
+            logger.notice("object store values re-encrypted with the first provider", metadata: ["values": "\(loaded.stale.count)"])
+        }
         objects = loaded.objects
         revision = loaded.revision
         committedRevision = loaded.revision
@@ -115,11 +134,52 @@ public actor SQLiteObjectStore: ObjectStorage {
         var revision: Int64
         var history: [StoreEvent]
         var compacted: Int64
+        /// Values read with a key or provider that writes no longer use.
+        var stale: [StaleValue] = []
+    }
+
+    /// A stored value to write again: an object row (by key) or an event row (by revision).
+    struct StaleValue {
+        var key: String
+        var eventRevision: Int64?
+        var plaintext: [UInt8]
+    }
+
+    static func rewrite(_ stale: [StaleValue], pool: DatabasePool, transformer: any StorageTransformer) throws {
+        let encoded = try stale.map { ($0, Data(try transformer.toStorage($0.plaintext, key: $0.key))) }
+        try pool.write { db in
+            for (v, data) in encoded {
+                if let rev = v.eventRevision {
+                    try db.execute(sql: "UPDATE events SET value = ? WHERE rev = ?", arguments: [data, rev])
+                } else {
+                    try db.execute(sql: "UPDATE objects SET value = ? WHERE key = ?", arguments: [data, v.key])
+                }
+            }
+        }
+    }
+
+    static let encryptedPrefix = Array("k8s:enc:".utf8)
+
+    /// A value as read from disk, through the transformer; a value that cannot be read stops the
+    /// load with the key and the reason.
+    static func plaintext(_ data: Data, key: String, transformer: (any StorageTransformer)?) throws -> (bytes: [UInt8], stale: Bool) {
+        guard let transformer else {
+            if data.starts(with: Self.encryptedPrefix) {
+                throw StorageError(.corrupt, "\(key) is encrypted (k8s:enc:…), but no encryption configuration was given (--encryption-provider-config)")
+            }
+            return ([UInt8](data), false)
+        }
+        do {
+            let r = try transformer.fromStorage([UInt8](data), key: key)
+            return (r.data, r.stale)
+        } catch {
+            throw StorageError(.corrupt, "cannot read \(key) from the store: \(error)")
+        }
     }
 
     /// Reloads what is durable (after a failed commit).
     func loadState() throws {
-        let loaded = try Self.load(pool: pool, indexer: indexer, historyLimit: config.historyLimit)
+        let loaded = try Self.load(pool: pool, indexer: indexer, historyLimit: config.historyLimit, transformer: config.transformer)
         objects = loaded.objects
         revision = loaded.revision
         committedRevision = loaded.revision
@@ -129,7 +189,8 @@ public actor SQLiteObjectStore: ObjectStorage {
         sortedKeys = [:]
     }
 
-    static func load(pool: DatabasePool, indexer: Indexer, historyLimit: Int) throws -> Loaded {
+    static func load(pool: DatabasePool, indexer: Indexer, historyLimit: Int, transformer: (any StorageTransformer)?) throws -> Loaded {
+        var stale: [StaleValue] = []
         var objs: [String: [String: StoredObject]] = [:]
         var maxRev: Int64 = 0
         var loadedHistory: [StoreEvent] = []
@@ -140,7 +201,8 @@ public actor SQLiteObjectStore: ObjectStorage {
                 let key: String = row[0]
                 let rev: Int64 = row[1]
                 let data: Data = row[2]
-                let bytes = [UInt8](data)
+                let (bytes, isStale) = try plaintext(data, key: key, transformer: transformer)
+                if isStale { stale.append(StaleValue(key: key, eventRevision: nil, plaintext: bytes)) }
                 let attrs = (try? JSON.parse(bytes)).map { indexer(key, $0) } ?? IndexedAttributes()
                 let (res, sub) = Self.split(key)
                 objs[res, default: [:]][sub] = StoredObject(key: key, revision: rev, data: bytes, attributes: attrs)
@@ -157,7 +219,8 @@ public actor SQLiteObjectStore: ObjectStorage {
                 let key: String = row[1]
                 let t: Int = row[2]
                 let data: Data = row[3]
-                let bytes = [UInt8](data)
+                let (bytes, isStale) = try plaintext(data, key: key, transformer: transformer)
+                if isStale { stale.append(StaleValue(key: key, eventRevision: rev, plaintext: bytes)) }
                 let attrs = (try? JSON.parse(bytes)).map { indexer(key, $0) } ?? IndexedAttributes()
                 let obj = StoredObject(key: key, revision: rev, data: bytes, attributes: attrs)
                 let type: StoreEventType = t == 0 ? .added : (t == 1 ? .modified : .deleted)
@@ -168,7 +231,7 @@ public actor SQLiteObjectStore: ObjectStorage {
         }
         // Anything older than the loaded window can no longer be replayed.
         let oldestKept = loadedHistory.first.map { $0.revision - 1 } ?? maxRev
-        return Loaded(objects: objs, revision: maxRev, history: loadedHistory, compacted: max(compacted, oldestKept))
+        return Loaded(objects: objs, revision: maxRev, history: loadedHistory, compacted: max(compacted, oldestKept), stale: stale)
     }
 
     /// Splits `/core/pods/ns/name` into `/core/pods/` and `ns/name`.
@@ -317,12 +380,14 @@ public actor SQLiteObjectStore: ObjectStorage {
             let start = ContinuousClock.now
             do {
                 let last = batch.last!.revision
+                // Encrypted (when configured) before the transaction, which stays short.
+                let transformer = config.transformer
+                let values = try batch.map { ev in Data(try transformer?.toStorage(ev.object.data, key: ev.object.key) ?? ev.object.data) }
                 try await pool.write { db in
                     let delete = try db.cachedStatement(sql: "DELETE FROM objects WHERE key = ?")
                     let upsert = try db.cachedStatement(sql: "INSERT OR REPLACE INTO objects(key, rev, value) VALUES (?, ?, ?)")
                     let append = try db.cachedStatement(sql: "INSERT INTO events(rev, key, type, value) VALUES (?, ?, ?, ?)")
-                    for ev in batch {
-                        let data = Data(ev.object.data)
+                    for (ev, data) in zip(batch, values) {
                         if ev.type == .deleted {
                             try delete.execute(arguments: [ev.object.key])
                         } else {
