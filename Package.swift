@@ -90,6 +90,14 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Metrics", package: "swift-metrics"),
         ], path: "Sources/Cloud/EdgeController"),
+        // KubeEdge's admission webhook: its rules for Devices, Rules, RuleEndpoints, NodeUpgradeJobs and offline pods, and its server.
+        .target(name: "KubeEdgeAdmission", dependencies: [
+            "KubeAPI", "KubeClient", "HTTPService",
+            .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ], path: "Sources/Cloud/KubeEdgeAdmission"),
         // KubeEdge's devicecontroller: device status reports from the nodes into DeviceStatus objects.
         .target(name: "DeviceController", dependencies: [
             "KubeAPI", "KubeClient",
@@ -184,6 +192,7 @@ let package = Package(
         .target(name: "CloudCore", dependencies: [
             "DefaultSettings", "APIServer", "ControlPlane", "CommandSupport", "MetricsEndpoint", "ComponentConfig", "ObjectStore",
             "EdgeController", "DeviceController", "CloudHub", "ReliableSync", "ControllerRuntime", "KubeClient", "KubeAPI", "PKI", "CloudEdgeProtocol", "StreamTunnel", "CloudStream",
+            "KubeEdgeAdmission", "HTTPService",
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
             .product(name: "X509", package: "swift-certificates"),
             .product(name: "SwiftASN1", package: "swift-asn1"),
@@ -427,6 +436,7 @@ let package = Package(
                 path: "Tests/Support/TestSupport"),
         .testTarget(name: "CloudEdgeProtocolTests", dependencies: ["CloudEdgeProtocol", "KubeAPI"], path: "Tests/Channel/CloudEdgeProtocolTests"),
         .testTarget(name: "AsyncSupportTests", dependencies: ["AsyncSupport"], path: "Tests/Support/AsyncSupportTests"),
+        .testTarget(name: "KubeEdgeAdmissionTests", dependencies: ["KubeEdgeAdmission", "KubeAPI"], path: "Tests/Cloud/KubeEdgeAdmissionTests"),
         .testTarget(name: "KubeAuthTests", dependencies: ["KubeAuth", "KubeAPI"], path: "Tests/Kube/KubeAuthTests"),
         .testTarget(name: "KubeAPITests", dependencies: ["KubeAPI", "KubeProtobuf"], path: "Tests/Kube/KubeAPITests"),
         .testTarget(name: "ContractTests", dependencies: [

@@ -1310,7 +1310,7 @@ def test_config(kubectl, cp, ns, tmp_path):
     kc.write_text(cp.kubeconfig.read_text())
     k = Kubectl(kubectl.binary, kubectl.version, kc, tmp_path)
     view = k("config", "view")
-    assert f"server: {cp.url}" in view and "token: REDACTED" in view and "certificate-authority-data: DATA+OMITTED" in view, view
+    assert f"server: {cp.url}" in view and "client-certificate-data: DATA+OMITTED" in view and "client-key-data: DATA+OMITTED" in view and "certificate-authority-data: DATA+OMITTED" in view, view
     assert k("config", "view", "--raw", "-o", "jsonpath={.users[0].user.token}") == cp.token
     ctx = k("config", "current-context").strip()
     t = table(k("config", "get-contexts"))

@@ -30,11 +30,14 @@ class Api:
         self.server = cluster["server"]
         self.ca = tmp_path / "api-ca.crt"
         self.ca.write_bytes(base64.b64decode(cluster["certificate-authority-data"]))
-        self.token = cfg["users"][0]["user"]["token"]
+        # The admin's client certificate (what the kubeconfig carries).
+        user = cfg["users"][0]["user"]
+        self.cert = (tmp_path / "api-admin.crt", tmp_path / "api-admin.key")
+        self.cert[0].write_bytes(base64.b64decode(user["client-certificate-data"]))
+        self.cert[1].write_bytes(base64.b64decode(user["client-key-data"]))
 
     def __call__(self, method, path, json=None):
-        return requests.request(method, self.server + path, json=json, headers={"Authorization": f"Bearer {self.token}"},
-                                verify=str(self.ca), timeout=30)
+        return requests.request(method, self.server + path, json=json, cert=tuple(map(str, self.cert)), verify=str(self.ca), timeout=30)
 
     def namespace(self):
         name = "ke-" + uuid.uuid4().hex[:8]

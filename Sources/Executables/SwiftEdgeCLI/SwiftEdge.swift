@@ -13,7 +13,7 @@ struct SwiftEdge: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "swiftedge",
         abstract: "SwiftEdge: Kubernetes-native edge computing in Swift.",
-        subcommands: [APIServerCommand.self, ControllerManagerCommand.self, CloudCommand.self, GetTokenCommand.self, EdgeCommand.self,
+        subcommands: [APIServerCommand.self, ControllerManagerCommand.self, CloudCommand.self, AdmissionCommand.self, GetTokenCommand.self, EdgeCommand.self,
                       InitCommand.self, JoinCommand.self, ResetCommand.self, MapperCommand.self])
 }
 

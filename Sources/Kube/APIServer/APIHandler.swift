@@ -12,6 +12,8 @@ public struct APIHandlerOptions: Sendable {
     public var access: AccessOptions
     /// Audit policy and log (nil: no auditing, kube's default without `--audit-policy-file`).
     public var audit: AuditOptions?
+    /// Admission rules compiled in and run as webhooks (KubeEdge's, in the embedded cloud).
+    public var inProcessWebhooks: InProcessWebhooks?
     /// Renders the Prometheus exposition served at `/metrics` (nil: no endpoint).
     public var metricsExporter: (@Sendable () -> [UInt8])?
     /// Request bodies above this size get 413.
@@ -57,7 +59,7 @@ public final class APIHandler: Sendable {
     public init(store: any ObjectStorage, registry: ResourceRegistry, options: APIHandlerOptions, logger: Logger) {
         self.store = store; self.registry = registry; self.options = options; self.logger = logger
         self.policies = PolicyCache(store: store)
-        self.webhooks = WebhookCache(store: store)
+        self.webhooks = WebhookCache(store: store, inProcess: options.inProcessWebhooks)
     }
 
     /// The per-object index used by the store: labels and selectable fields.

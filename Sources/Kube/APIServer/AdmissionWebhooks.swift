@@ -108,13 +108,34 @@ struct AdmissionAttributes: Sendable {
     var dryRun: Bool
 }
 
+/// Admission rules compiled into the server but configured as webhooks (KubeEdge's admission, run
+/// in-process by the embedded API server): configurations whose `clientConfig.url` is
+/// `inprocess://<name><path>` are answered by `handler` instead of over HTTPS, with everything
+/// else — rules, selectors, failurePolicy, patches — as for any webhook. A stored configuration of
+/// the same name (the same rules registered by their own server) takes its place.
+public struct InProcessWebhooks: Sendable {
+    public static let scheme = "inprocess://"
+    public var validating: [JSON]
+    public var mutating: [JSON]
+    /// Answers an AdmissionReview sent to a path.
+    public var handler: @Sendable (_ path: String, _ review: JSON) async -> JSON
+    public init(validating: [JSON], mutating: [JSON], handler: @escaping @Sendable (String, JSON) async -> JSON) {
+        self.validating = validating; self.mutating = mutating; self.handler = handler
+    }
+}
+
 /// The webhook configurations as loaded webhooks, rebuilt after a change (like ``PolicyCache``).
 public final class WebhookCache: Sendable {
     let store: any ObjectStorage
     let state = Mutex<(hooks: [AdmissionWebhook]?, generation: Int)>((nil, 0))
+    /// In-process webhooks, consulted before the stored ones.
+    let builtin: [AdmissionWebhook]
     static let prefix = "/admissionregistration.k8s.io/"
 
-    public init(store: any ObjectStorage) { self.store = store }
+    public init(store: any ObjectStorage, inProcess: InProcessWebhooks? = nil) {
+        self.store = store
+        builtin = inProcess.map { AdmissionWebhook.load(mutating: $0.mutating, validating: $0.validating) } ?? []
+    }
 
     func webhooks() async throws -> [AdmissionWebhook] {
         let (cached, generation) = state.withLock { ($0.hooks, $0.generation) }
@@ -123,8 +144,11 @@ public final class WebhookCache: Sendable {
             try await store.list(prefix: Self.prefix + resource + "/", startAfter: nil, limit: nil, revision: nil, filter: nil)
                 .items.compactMap { try? $0.decode() }
         }
-        let built = AdmissionWebhook.load(mutating: try await objects("mutatingwebhookconfigurations"),
-                                          validating: try await objects("validatingwebhookconfigurations"))
+        let stored = AdmissionWebhook.load(mutating: try await objects("mutatingwebhookconfigurations"),
+                                           validating: try await objects("validatingwebhookconfigurations"))
+        // A stored configuration of the same name (the rules' own server, registered) replaces the in-process one.
+        let registered = Set(stored.map(\.configuration))
+        let built = builtin.filter { !registered.contains($0.configuration) } + stored
         state.withLock { if $0.generation == generation { $0.hooks = built } }
         return built
     }
@@ -235,7 +259,12 @@ extension APIHandler {
         let review = Self.admissionReview(uid: uid, a, object: object, old: old)
         let response: JSON
         do {
-            response = try await post(review, to: w)
+            if let url = w.spec.clientConfig.url, url.hasPrefix(InProcessWebhooks.scheme), let inProcess = options.inProcessWebhooks {
+                let rest = url.dropFirst(InProcessWebhooks.scheme.count)
+                response = await inProcess.handler(rest.firstIndex(of: "/").map { String(rest[$0...]) } ?? "/", review)
+            } else {
+                response = try await post(review, to: w)
+            }
         } catch {
             if w.ignoresFailures {
                 logger.warning("admission webhook failed; ignored (failurePolicy Ignore)", metadata: ["webhook": "\(w.name)", "error": "\(error)"])

@@ -35,6 +35,8 @@ public struct EmbeddedAPIServerConfiguration: Sendable {
     public var audit: AuditOptions?
     /// kube's `--encryption-provider-config`: which resources are encrypted at rest, with which keys.
     public var encryption: EncryptionConfiguration?
+    /// Admission rules run in-process as webhooks (KubeEdge's admission in `swiftedge cloud`).
+    public var inProcessWebhooks: InProcessWebhooks?
 
     public init(dataDirectory: String, host: String = "127.0.0.1", port: Int = Defaults.apiServerPort, insecureHTTP: Bool = false,
                 kubeconfigPath: String, fsyncEveryCommit: Bool = true, historyLimit: Int = 10_000,
@@ -107,6 +109,7 @@ public struct EmbeddedAPIServer: Sendable {
                 tls = issued
             }
         }
+        let adminCert = config.insecureHTTP ? nil : try adminCertificate(directory: dir, ca: ca)
         let scheme = config.insecureHTTP ? "http" : "https"
         let host = config.host == "0.0.0.0" ? "127.0.0.1" : config.host
         let url = "\(scheme)://\(host):\(config.port)"
@@ -117,6 +120,7 @@ public struct EmbeddedAPIServer: Sendable {
         options.access = AccessOptions(tokens: [token: .admin], serviceAccountTokens: try ServiceAccountTokenIssuer(privateKeyPEM: saKey + "\n"),
                                        enforceRBAC: config.enforceRBAC)
         options.audit = config.audit
+        options.inProcessWebhooks = config.inProcessWebhooks
         options.metricsExporter = config.metricsExporter
         options.podStreams = config.podStreams
         options.generatedNameSuffix = config.generatedNameSuffix
@@ -125,10 +129,11 @@ public struct EmbeddedAPIServer: Sendable {
         try await seed(handler, token: token)
         // The kubeconfig names the port actually bound (port 0 picks a free one).
         let kubeconfigPath = config.kubeconfigPath, caPEM = ca.certificatePEM, insecure = config.insecureHTTP
-        if config.port != 0 { try writeKubeconfig(path: kubeconfigPath, server: url, caPEM: caPEM, token: token, insecure: insecure) }
+        if config.port != 0 { try writeKubeconfig(path: kubeconfigPath, server: url, caPEM: caPEM, token: token, certificate: adminCert, insecure: insecure) }
         let announce: @Sendable (Int) async -> Void = { port in
             do {
-                try writeKubeconfig(path: kubeconfigPath, server: "\(scheme)://\(host):\(port)", caPEM: caPEM, token: token, insecure: insecure)
+                try writeKubeconfig(path: kubeconfigPath, server: "\(scheme)://\(host):\(port)", caPEM: caPEM, token: token, certificate: adminCert,
+                                    insecure: insecure)
             } catch {
                 logger.error("cannot write the admin kubeconfig", metadata: ["path": "\(kubeconfigPath)", "error": "\(error)"])
             }
@@ -190,7 +195,26 @@ public struct EmbeddedAPIServer: Sendable {
         }
     }
 
-    static func writeKubeconfig(path: String, server: String, caPEM: String, token: String, insecure: Bool) throws {
+    /// The admin kubeconfig's client certificate (CN=kubernetes-admin, O=system:masters, as kubeadm's
+    /// admin.conf), in `pki/admin.{crt,key}` (0600); issued again at start when it expires within 30 days.
+    static func adminCertificate(directory dir: String, ca: CertificateAuthority) throws -> CertificateAndKey {
+        let certPath = dir + "/pki/admin.crt", keyPath = dir + "/pki/admin.key"
+        if let cert = try? String(contentsOfFile: certPath, encoding: .utf8), let key = try? String(contentsOfFile: keyPath, encoding: .utf8),
+           let info = try? CertificateInfo(pem: cert), info.notAfter > Date().addingTimeInterval(30 * 86400)
+        {
+            return CertificateAndKey(certificatePEM: cert, privateKeyPEM: key)
+        }
+        let issued = try ca.issue(commonName: UserInfo.admin.username, organization: UserInfo.mastersGroup, server: false, client: true, days: 365)
+        try write(issued.privateKeyPEM, to: keyPath, mode: 0o600)
+        try write(issued.certificatePEM, to: certPath, mode: 0o600)
+        return issued
+    }
+
+    /// The admin kubeconfig: the admin's client certificate, or (plain HTTP) the admin token.
+    static func writeKubeconfig(path: String, server: String, caPEM: String, token: String, certificate: CertificateAndKey?, insecure: Bool) throws {
+        let credentials = certificate.map { c in
+            "client-certificate-data: \(Data(c.certificatePEM.utf8).base64EncodedString())\n    client-key-data: \(Data(c.privateKeyPEM.utf8).base64EncodedString())"
+        } ?? "token: \(token)"
         let ca = Data(caPEM.utf8).base64EncodedString()
         let cluster = insecure ? "    server: \(server)\n" : "    certificate-authority-data: \(ca)\n    server: \(server)\n"
         let text = """
@@ -210,7 +234,7 @@ public struct EmbeddedAPIServer: Sendable {
             users:
             - name: swiftedge-admin
               user:
-                token: \(token)
+                \(credentials)
 
             """
         try write(text, to: path, mode: 0o600)

@@ -169,12 +169,7 @@ public enum BuiltinResources {
         ResourceType(group: "authentication.k8s.io", version: "v1", resource: "tokenreviews",
                      singular: "tokenreview", kind: "TokenReview", namespaced: false, verbs: ["create"]),
         // admissionregistration.k8s.io/v1 (the API server calls the webhooks they name)
-        ResourceType(group: "admissionregistration.k8s.io", version: "v1", resource: "validatingwebhookconfigurations",
-                     singular: "validatingwebhookconfiguration", kind: "ValidatingWebhookConfiguration", namespaced: false,
-                     categories: ["api-extensions"]),
-        ResourceType(group: "admissionregistration.k8s.io", version: "v1", resource: "mutatingwebhookconfigurations",
-                     singular: "mutatingwebhookconfiguration", kind: "MutatingWebhookConfiguration", namespaced: false,
-                     categories: ["api-extensions"]),
+        .validatingWebhookConfigurations, .mutatingWebhookConfigurations,
         // apiextensions.k8s.io/v1
         ResourceType(group: "apiextensions.k8s.io", version: "v1", resource: "customresourcedefinitions",
                      singular: "customresourcedefinition", kind: "CustomResourceDefinition", namespaced: false,
@@ -198,6 +193,12 @@ extension ResourceType {
                                                                 shortNames: ["csr"], subresources: [.status, .approval])
     public static let clusterRoles = ResourceType(group: "rbac.authorization.k8s.io", version: "v1", resource: "clusterroles", singular: "clusterrole",
                                                   kind: "ClusterRole", namespaced: false)
+    public static let validatingWebhookConfigurations = ResourceType(
+        group: "admissionregistration.k8s.io", version: "v1", resource: "validatingwebhookconfigurations", singular: "validatingwebhookconfiguration",
+        kind: "ValidatingWebhookConfiguration", namespaced: false, categories: ["api-extensions"])
+    public static let mutatingWebhookConfigurations = ResourceType(
+        group: "admissionregistration.k8s.io", version: "v1", resource: "mutatingwebhookconfigurations", singular: "mutatingwebhookconfiguration",
+        kind: "MutatingWebhookConfiguration", namespaced: false, categories: ["api-extensions"])
     public static let roles = ResourceType(group: "rbac.authorization.k8s.io", version: "v1", resource: "roles", kind: "Role", namespaced: true)
     public static let roleBindings = ResourceType(group: "rbac.authorization.k8s.io", version: "v1", resource: "rolebindings", singular: "rolebinding",
                                                   kind: "RoleBinding", namespaced: true)

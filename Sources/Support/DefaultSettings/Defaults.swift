@@ -19,6 +19,8 @@ public enum Defaults {
     public static let metaServerPort = 10550
     /// The edge's Prometheus endpoint on 127.0.0.1.
     public static let edgeMetricsPort = 10352
+    /// KubeEdge's admission webhook (`cloud/cmd/admission`).
+    public static let admissionPort = 443
 
     // Paths
     /// Config files (`config/cloudcore.yaml`, `config/edgecore.yaml`).
@@ -27,6 +29,8 @@ public enum Defaults {
     public static let edgeDataDirectory = "/var/lib/kubeedge"
     /// The cloud's database, certificates and admin kubeconfig.
     public static let cloudDataDirectory = "/var/lib/kubeedge/cloud"
+    /// `swiftedge admission`'s generated CA and serving certificate.
+    public static let admissionCertDirectory = configDirectory + "/admission"
     /// `swiftedge apiserver`'s data.
     public static let apiServerDataDirectory = "/var/lib/swiftedge/apiserver"
     /// Container logs (kubelet's layout).

@@ -45,7 +45,9 @@ func cm(_ name: String, _ v: String = "1") -> JSON {
 @Suite(.serialized) struct KubeClientTests {
     @Test func kubeconfigAndCRUD() async throws {
         try await withServer { client in
-            #expect(client.config.token != nil && client.config.caPEM != nil && client.config.namespace == "default")
+            // The admin kubeconfig carries the admin's client certificate (as kubeadm's admin.conf).
+            #expect(client.config.clientCertificatePEM != nil && client.config.clientKeyPEM != nil && client.config.caPEM != nil
+                && client.config.namespace == "default")
             let created = try await client.create(configMaps, namespace: "default", cm("a"))
             #expect(created["metadata"]["uid"].stringValue != nil)
             var got = try await client.get(configMaps, namespace: "default", name: "a")
