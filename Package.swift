@@ -192,7 +192,7 @@ let package = Package(
         .target(name: "CloudCore", dependencies: [
             "DefaultSettings", "APIServer", "ControlPlane", "CommandSupport", "MetricsEndpoint", "ComponentConfig", "ObjectStore",
             "EdgeController", "DeviceController", "CloudHub", "ReliableSync", "ControllerRuntime", "KubeClient", "KubeAPI", "PKI", "CloudEdgeProtocol", "StreamTunnel", "CloudStream",
-            "KubeEdgeAdmission", "HTTPService",
+            "KubeEdgeAdmission", "HTTPService", "KubeAuth",
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
             .product(name: "X509", package: "swift-certificates"),
             .product(name: "SwiftASN1", package: "swift-asn1"),

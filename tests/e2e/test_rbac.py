@@ -412,3 +412,32 @@ def test_secrets_encrypted_at_rest_and_keys_rotated(kubectl, tmp_path):
                           *configure([f"aesgcm: {{keys: [{{name: three, secret: {key(3)}}}]}}"])], capture_output=True, text=True, timeout=60)
     assert bad.returncode != 0 and 'encrypted with key "two"' in bad.stderr + bad.stdout and "/core/secrets/default/vault" in bad.stderr + bad.stdout, \
         bad.stderr + bad.stdout
+
+
+def test_static_and_bootstrap_tokens(kubectl, tmp_path):
+    """kube's --token-auth-file and --enable-bootstrap-token-auth with real kubectl: a static
+    token is its user (whoami), a bootstrap token Secret in kube-system makes system:bootstrap:<id>
+    in system:bootstrappers; a wrong secret or an expired token is 401."""
+    tokens = tmp_path / "tokens.csv"
+    tokens.write_text('s3cr3t-alice,alice,u-1,"dev,ops"\n')
+    srv = Server(tmp_path / "srv", extra_args=["--token-auth-file", str(tokens), "--enable-bootstrap-token-auth"]).start()
+    try:
+        k = Kubectl(kubectl.binary, kubectl.version, srv.kubeconfig, tmp_path)
+
+        def whoami(token):
+            r = k.run("auth", "whoami", "-o", "json", "--token", token, check=False)
+            return json.loads(r.stdout)["status"]["userInfo"] if r.returncode == 0 else r.stderr
+        alice = whoami("s3cr3t-alice")
+        assert alice["username"] == "alice" and set(alice["groups"]) == {"dev", "ops", "system:authenticated"}, alice
+        k("create", "secret", "generic", "bootstrap-token-abcdef", "-n", "kube-system", "--type", "bootstrap.kubernetes.io/token",
+          "--from-literal=token-id=abcdef", "--from-literal=token-secret=0123456789abcdef",
+          "--from-literal=usage-bootstrap-authentication=true", "--from-literal=auth-extra-groups=system:bootstrappers:kubeadm:default-node-token")
+        boot = whoami("abcdef.0123456789abcdef")
+        assert boot["username"] == "system:bootstrap:abcdef" and "system:bootstrappers:kubeadm:default-node-token" in boot["groups"], boot
+        assert "Unauthorized" in whoami("abcdef.0123456789abcdee")
+        k("create", "secret", "generic", "bootstrap-token-zzzzzz", "-n", "kube-system", "--type", "bootstrap.kubernetes.io/token",
+          "--from-literal=token-id=zzzzzz", "--from-literal=token-secret=0123456789abcdef",
+          "--from-literal=usage-bootstrap-authentication=true", "--from-literal=expiration=2020-01-01T00:00:00Z")
+        assert "Unauthorized" in whoami("zzzzzz.0123456789abcdef")
+    finally:
+        srv.stop()

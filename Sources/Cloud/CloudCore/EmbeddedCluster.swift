@@ -5,6 +5,7 @@ import ControlPlane
 import DefaultSettings
 import Foundation
 import KubeAPI
+import KubeAuth
 import KubeClient
 import KubeEdgeAdmission
 import Logging
@@ -62,6 +63,12 @@ public struct EmbeddedServerOptions: ParsableArguments {
 
     @Option(help: "Rotated audit logs kept (0: all).")
     var auditLogMaxbackup = 0
+
+    @Option(help: "kube's static token file: CSV lines token,user,uid[,\"group1,group2\"] (bearer tokens beside the admin's).")
+    var tokenAuthFile: String?
+
+    @Flag(help: "Accept bootstrap tokens (<id>.<secret>) from kube-system/bootstrap-token-<id> Secrets, as kube's --enable-bootstrap-token-auth.")
+    var enableBootstrapTokenAuth = false
 
     @Option(help: "kube's apiserver.config.k8s.io/v1 EncryptionConfiguration: resources encrypted at rest (aesgcm, aescbc, identity); the first provider writes, all read; values under an older key are re-encrypted at start.")
     var encryptionProviderConfig: String?
@@ -166,6 +173,11 @@ extension EmbeddedServerOptions {
         config.enforceRBAC = authorizationMode == .rbac
         config.audit = try auditOptions()
         config.encryption = try encryptionConfiguration()
+        config.bootstrapTokens = enableBootstrapTokenAuth
+        if let path = tokenAuthFile {
+            guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { throw ValidationError("cannot read --token-auth-file \(path)") }
+            do { config.staticTokens = try StaticTokenFile.parse(text) } catch { throw ValidationError("--token-auth-file \(path): \(error)") }
+        }
         config.metricsExporter = {
             var out: [UInt8] = []
             registry.emit(into: &out)

@@ -114,6 +114,8 @@ public struct AccessOptions: Sendable {
     public var apiAudiences: [String]
     /// Enforce RBAC (false: every authenticated caller may do everything, as before authorization existed).
     public var enforceRBAC: Bool
+    /// kube's `--enable-bootstrap-token-auth`: `<id>.<secret>` tokens from `kube-system/bootstrap-token-<id>` Secrets.
+    public var bootstrapTokens = false
 
     public init(tokens: [String: UserInfo], serviceAccountTokens: ServiceAccountTokenIssuer? = nil, apiAudiences: [String]? = nil,
                 enforceRBAC: Bool = true) {
@@ -179,6 +181,19 @@ extension APIHandler {
     /// Who a bearer token stands for (also TokenReview's answer).
     func authenticateToken(_ token: String) async -> Result<UserInfo, TokenError> {
         if let user = options.access.tokens[token] { return .success(user) }
+        if options.access.bootstrapTokens, let (id, secret) = BootstrapToken.split(token) {
+            guard let s = try? await store.get(ResourceType.secrets.storageKey(namespace: "kube-system", name: "bootstrap-token-" + id))?.decode(),
+                  s["type"].stringValue == BootstrapToken.secretType
+            else { return .failure(.invalidated("no bootstrap token \(id)")) }
+            var data: [String: String] = [:]
+            for (k, v) in s["data"].objectValue ?? [:] {
+                if let b = v.stringValue.flatMap({ Data(base64Encoded: $0) }) { data[k] = String(decoding: b, as: UTF8.self) }
+            }
+            switch BootstrapToken.user(id: id, secret: secret, data: data, now: Date()) {
+            case .success(let u): return .success(u)
+            case .failure(let why): return .failure(.invalidated("bootstrap token \(id): \(why)"))
+            }
+        }
         guard let issuer = options.access.serviceAccountTokens else { return .failure(.malformed) }
         let now = Int64(Date().timeIntervalSince1970)
         let claims: ServiceAccountClaims

@@ -37,6 +37,10 @@ public struct EmbeddedAPIServerConfiguration: Sendable {
     public var encryption: EncryptionConfiguration?
     /// Admission rules run in-process as webhooks (KubeEdge's admission in `swiftedge cloud`).
     public var inProcessWebhooks: InProcessWebhooks?
+    /// Users of `--token-auth-file` (token → user), beside the admin token.
+    public var staticTokens: [String: UserInfo] = [:]
+    /// kube's `--enable-bootstrap-token-auth`.
+    public var bootstrapTokens = false
 
     public init(dataDirectory: String, host: String = "127.0.0.1", port: Int = Defaults.apiServerPort, insecureHTTP: Bool = false,
                 kubeconfigPath: String, fsyncEveryCommit: Bool = true, historyLimit: Int = 10_000,
@@ -117,8 +121,9 @@ public struct EmbeddedAPIServer: Sendable {
                                         advertiseAddress: "\(host):\(config.port)")
         // ServiceAccount tokens are signed with a key of their own (kube's --service-account-signing-key-file).
         let saKey = try loadOrCreate(dir + "/pki/sa.key") { ServiceAccountTokenIssuer.generateKeyPEM() }
-        options.access = AccessOptions(tokens: [token: .admin], serviceAccountTokens: try ServiceAccountTokenIssuer(privateKeyPEM: saKey + "\n"),
-                                       enforceRBAC: config.enforceRBAC)
+        options.access = AccessOptions(tokens: config.staticTokens.merging([token: .admin]) { _, admin in admin },
+                                       serviceAccountTokens: try ServiceAccountTokenIssuer(privateKeyPEM: saKey + "\n"), enforceRBAC: config.enforceRBAC)
+        options.access.bootstrapTokens = config.bootstrapTokens
         options.audit = config.audit
         options.inProcessWebhooks = config.inProcessWebhooks
         options.metricsExporter = config.metricsExporter
