@@ -543,6 +543,7 @@ kind: Role
 metadata: {name: read-services}
 rules:
 - {apiGroups: [""], resources: [services], verbs: [get, list, watch]}
+- {apiGroups: [""], resources: [configmaps], verbs: [create]}
 ---
 apiVersion: rbac.authorization.k8s.io/v1
 kind: RoleBinding
@@ -595,7 +596,8 @@ spec:
 def test_edge_pods_use_the_kubernetes_api_in_cluster_offline(cloud, containerd, tmp_path):
     """Issue 18's acceptance: a pod on an edge node with a bound ServiceAccount token lists the
     Services of its namespace through the node's MetaServer — also with the cloud stopped; a pod
-    whose ServiceAccount lacks the Role gets 403. The token and CA are the pod's own (projected
+    whose ServiceAccount lacks the Role gets 403. Writes (and kinds the node does not hold) are
+    forwarded to the cloud as the pod's ServiceAccount while connected, refused with 503 offline. The token and CA are the pod's own (projected
     kube-api-access volume), used again by a real kubectl that verifies MetaServer's certificate."""
     binaries = kubectl_binaries()
     k = Kubectl(binaries[max(binaries)], max(binaries), cloud.kubeconfig, tmp_path)
@@ -639,6 +641,17 @@ def test_edge_pods_use_the_kubernetes_api_in_cluster_offline(cloud, containerd, 
     assert secrets.returncode != 0 and ('secrets is forbidden: User "system:serviceaccount:default:svc-reader" cannot list resource '
                                         '"secrets" in API group "" in the namespace "default"') in secrets.stderr, secrets.stderr
 
+    # What the node does not hold goes to the cloud, made there as the pod's ServiceAccount: the
+    # cluster's RBAC decides (a ConfigMap it may create appears in the cloud; a Secret is refused).
+    made = pod_kubectl("create", "configmap", "from-the-edge", "-n", "default", "--from-literal=site=shop-6")
+    assert made.returncode == 0, made.stderr
+    assert json.loads(k("get", "configmap", "from-the-edge", "-o", "json"))["data"] == {"site": "shop-6"}
+    refused = pod_kubectl("create", "secret", "generic", "nope", "-n", "default", "--from-literal=a=b")
+    assert refused.returncode != 0 and ('secrets is forbidden: User "system:serviceaccount:default:svc-reader" cannot create resource '
+                                        '"secrets"') in refused.stderr, refused.stderr
+    leases = pod_kubectl("get", "--raw", "/apis/coordination.k8s.io/v1/namespaces/default/leases")
+    assert leases.returncode != 0 and "leases.coordination.k8s.io is forbidden" in leases.stderr, leases.stderr
+
     # The cloud stops: fresh requests are still answered (and still refused) from the node's store.
     cloud.stop()
     for f in ["reader.json", "outsider.refused"]:
@@ -647,6 +660,9 @@ def test_edge_pods_use_the_kubernetes_api_in_cluster_offline(cloud, containerd, 
     wait_for(lambda: (out / "outsider.refused").exists() and "403" in (out / "outsider.refused").read_text(), 30,
              what="refused with the cloud stopped")
     assert pod_kubectl("get", "services", "-n", "default", "-o", "name").stdout.split() == ["service/kubernetes", "service/shop-api"]
+    # Writes need the cloud: refused with the reason while it is away.
+    offline = pod_kubectl("create", "configmap", "while-offline", "-n", "default", "--from-literal=a=b")
+    assert offline.returncode != 0 and "the cloud is not reachable" in offline.stderr, offline.stderr
     # A token the node did not issue is nobody's.
     forged = pod_kubectl("--token", token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB"), "get", "services")
     assert forged.returncode != 0 and "Unauthorized" in forged.stderr, forged.stderr

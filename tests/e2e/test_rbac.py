@@ -441,3 +441,33 @@ def test_static_and_bootstrap_tokens(kubectl, tmp_path):
         assert "Unauthorized" in whoami("zzzzzz.0123456789abcdef")
     finally:
         srv.stop()
+
+
+def test_legacy_service_account_token_secrets(kubectl, server, ns, tmp_path):
+    """A `kubernetes.io/service-account-token` Secret (what older tools still create) gets its
+    token, CA and namespace; the token (verified here against the published JWKS with
+    `cryptography`) authenticates as the ServiceAccount until the Secret is deleted; a Secret
+    without the ServiceAccount annotation is refused as kube refuses it."""
+    k = Kubectl(kubectl.binary, kubectl.version, kubectl.kubeconfig, kubectl.home)
+    k("create", "serviceaccount", "legacy", "-n", ns)
+    secret = {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/service-account-token",
+              "metadata": {"name": "legacy-token", "namespace": ns, "annotations": {"kubernetes.io/service-account.name": "legacy"}}}
+    k("apply", "-f", "-", input=json.dumps(secret))
+    got = json.loads(k("get", "secret", "legacy-token", "-n", ns, "-o", "json"))
+    token = base64.b64decode(got["data"]["token"]).decode()
+    assert base64.b64decode(got["data"]["namespace"]).decode() == ns
+    assert base64.b64decode(got["data"]["ca.crt"]).decode() == open(server.ca).read()
+    head, payload, sig = token.split(".")
+    claims = json.loads(unb64url(payload))
+    assert claims["iss"] == "kubernetes/serviceaccount" and claims["kubernetes.io/serviceaccount/secret.name"] == "legacy-token"
+    jwk = requests.get(server.url + "/openid/v1/jwks", headers={"Authorization": f"Bearer {server.token}"}, verify=server.ca, timeout=10).json()["keys"][0]
+    public = ec.EllipticCurvePublicNumbers(int.from_bytes(unb64url(jwk["x"]), "big"), int.from_bytes(unb64url(jwk["y"]), "big"), ec.SECP256R1()).public_key()
+    raw = unb64url(sig)
+    public.verify(encode_dss_signature(int.from_bytes(raw[:32], "big"), int.from_bytes(raw[32:], "big")), f"{head}.{payload}".encode(),
+                  ec.ECDSA(hashes.SHA256()))
+    r = whoami(server, token)
+    assert r.status_code == 201 and r.json()["status"]["userInfo"]["username"] == f"system:serviceaccount:{ns}:legacy", r.text
+    k("delete", "secret", "legacy-token", "-n", ns)
+    assert whoami(server, token).status_code == 401
+    bad = k.run("apply", "-f", "-", input=json.dumps({**secret, "metadata": {"name": "no-sa", "namespace": ns}}), check=False)
+    assert bad.returncode != 0 and "metadata.annotations[kubernetes.io/service-account.name]: Required value" in bad.stderr, bad.stderr

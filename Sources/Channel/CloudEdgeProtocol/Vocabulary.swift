@@ -1,3 +1,4 @@
+import Foundation
 import KubeAPI
 
 /// The kinds of resource that travel between cloud and edge: the `<type>` of KubeEdge's
@@ -22,6 +23,9 @@ public enum EdgeResourceKind: String, Sendable, Hashable, CaseIterable, CustomSt
     /// A serving certificate for the node's MetaServer (`null/certificatesigningrequest/<name>`
     /// query carrying a CertificateSigningRequest; answered with it signed).
     case certificateSigningRequest = "certificatesigningrequest"
+    /// A request of an edge pod that MetaServer cannot answer from the node's store (writes, kinds
+    /// it does not hold), carried to the cloud as ``ForwardedAPIRequest`` (`null/apirequest/<pod>` query).
+    case apiRequest = "apirequest"
 
     /// The name on the wire (`configmap`, `podstatus`, …).
     public var wireName: String { rawValue }
@@ -54,7 +58,7 @@ public enum EdgeResourceKind: String, Sendable, Hashable, CaseIterable, CustomSt
         case .clusterRole: .clusterRoles
         case .clusterRoleBinding: .clusterRoleBindings
         case .certificateSigningRequest: .certificateSigningRequests
-        case .podStatus, .podPatch, .nodeStatus, .nodePatch, .objectSync, .serviceAccountToken, .caCertificate: nil
+        case .podStatus, .podPatch, .nodeStatus, .nodePatch, .objectSync, .serviceAccountToken, .caCertificate, .apiRequest: nil
         }
     }
 
@@ -64,7 +68,7 @@ public enum EdgeResourceKind: String, Sendable, Hashable, CaseIterable, CustomSt
         case .pod, .node, .configMap, .secret, .service, .endpoints, .device, .deviceModel, .role, .roleBinding, .clusterRole,
              .clusterRoleBinding: true
         case .podStatus, .podPatch, .nodeStatus, .nodePatch, .lease, .event, .deviceStatus, .objectSync, .serviceAccountToken,
-             .caCertificate, .certificateSigningRequest: false
+             .caCertificate, .certificateSigningRequest, .apiRequest: false
         }
     }
 
@@ -76,6 +80,42 @@ public enum EdgeResourceKind: String, Sendable, Hashable, CaseIterable, CustomSt
             ?? synced.first(where: { $0.resourceType?.kind == kind })
         else { return nil }
         self = k
+    }
+}
+
+/// A request an edge pod made to MetaServer that only the cloud can answer, made there on the
+/// pod's ServiceAccount's behalf (impersonated, so the cluster's RBAC decides), and its answer.
+public struct ForwardedAPIRequest: Codable, Sendable, Equatable {
+    public var method: String
+    /// Path and query as the client sent them (`/apis/coordination.k8s.io/v1/namespaces/x/leases`).
+    public var uri: String
+    public var contentType: String?
+    /// Base64 of the body.
+    public var body: String?
+    public var username: String
+    public var uid: String
+    public var groups: [String]
+    public var extra: [String: [String]]
+
+    public init(method: String, uri: String, contentType: String?, body: [UInt8]?, username: String, uid: String, groups: [String],
+                extra: [String: [String]]) {
+        self.method = method; self.uri = uri; self.contentType = contentType
+        self.body = body.map { Data($0).base64EncodedString() }
+        self.username = username; self.uid = uid; self.groups = groups; self.extra = extra
+    }
+
+    /// The decoded body.
+    public var bodyBytes: [UInt8]? { body.flatMap { Data(base64Encoded: $0) }.map { Array($0) } }
+
+    /// The answer, as the cloud's API server gave it.
+    public struct Answer: Codable, Sendable, Equatable {
+        public var status: Int
+        public var contentType: String
+        public var body: String
+        public init(status: Int, contentType: String, body: [UInt8]) {
+            self.status = status; self.contentType = contentType; self.body = Data(body).base64EncodedString()
+        }
+        public var bodyBytes: [UInt8] { Data(base64Encoded: body).map { Array($0) } ?? [] }
     }
 }
 
@@ -193,7 +233,7 @@ public enum UpstreamReport: Sendable, Equatable {
         case (.node, .insert), (.node, .update): self = .nodeRegistration(name: ref.name, node: c)
         case (.nodeStatus, .update), (.nodeStatus, .patch): self = .nodeStatus(name: ref.name, content: c)
         case (.node, .query), (.configMap, .query), (.secret, .query), (.serviceAccountToken, .query), (.caCertificate, .query),
-             (.certificateSigningRequest, .query):
+             (.certificateSigningRequest, .query), (.apiRequest, .query):
             self = .query(ref, content: c)
         case (.nodePatch, _): self = .nodePatch(name: ref.name, content: c)
         case (.podStatus, .update), (.podStatus, .patch): self = .podStatus(namespace: ns, name: ref.name, content: c)
@@ -205,7 +245,7 @@ public enum UpstreamReport: Sendable, Equatable {
         case (.objectSync, .query): self = .inventory(node: ref.name, try InventoryPart(content: c))
         case (.node, _), (.nodeStatus, _), (.podStatus, _), (.event, _), (.lease, _), (.deviceStatus, _), (.objectSync, _),
              (.configMap, _), (.secret, _), (.service, _), (.endpoints, _), (.device, _), (.deviceModel, _),
-             (.serviceAccountToken, _), (.caCertificate, _), (.certificateSigningRequest, _), (.role, _), (.roleBinding, _),
+             (.serviceAccountToken, _), (.caCertificate, _), (.certificateSigningRequest, _), (.apiRequest, _), (.role, _), (.roleBinding, _),
              (.clusterRole, _), (.clusterRoleBinding, _):
             return nil
         }

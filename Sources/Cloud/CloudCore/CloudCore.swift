@@ -78,7 +78,8 @@ public struct CloudCore: Service {
         let upstream = NodeUpstream(client: client, logger: logger, deviceNode: { objects.deviceNode(namespace: $0, name: $1) },
                                     deviceStatuses: { try await devices.writeDeviceStatuses(node: $0, $1) },
                                     mayRead: { node, ref in objects.isReferenced(ref, by: node) },
-                                    caPEM: secrets.ca.certificatePEM, pod: { objects.pod(namespace: $0, name: $1) }) { node, session, part, parts, records in
+                                    caPEM: secrets.ca.certificatePEM, pod: { objects.pod(namespace: $0, name: $1) },
+                                    forward: (client as? HTTPKubeClient).map { http in { try await Self.forward($0, with: http) } }) { node, session, part, parts, records in
             await syncBox.sync()?.inventory(node, session: session, part: part, parts: parts, records: records)
         }
         let ports = PortPair()
@@ -193,5 +194,21 @@ actor PortPair {
         if let h = hub, let c = cert { return (h, c) }
         if abandoned { return nil }
         return await withCheckedContinuation { waiters.append($0) }
+    }
+}
+
+extension CloudCore {
+    /// An edge pod's request, made as its ServiceAccount (kube's impersonation headers): the
+    /// cluster's RBAC and admission decide, as for any in-cluster client.
+    static func forward(_ r: ForwardedAPIRequest, with client: HTTPKubeClient) async throws -> ForwardedAPIRequest.Answer {
+        var headers: [(String, String)] = [("Impersonate-User", r.username), ("Accept", "application/json")]
+        if !r.uid.isEmpty { headers.append(("Impersonate-Uid", r.uid)) }
+        for g in r.groups where g != "system:authenticated" { headers.append(("Impersonate-Group", g)) }
+        for (k, values) in r.extra.sorted(by: { $0.key < $1.key }) {
+            for v in values { headers.append(("Impersonate-Extra-" + URLQuery.escape(k), v)) }
+        }
+        if let ct = r.contentType { headers.append(("Content-Type", ct)) }
+        let answer = try await client.raw(method: r.method, path: r.uri, headers: headers, body: r.bodyBytes)
+        return ForwardedAPIRequest.Answer(status: answer.status, contentType: answer.contentType, body: answer.body)
     }
 }

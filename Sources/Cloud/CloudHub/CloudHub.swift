@@ -66,7 +66,7 @@ public struct NodeAuthorizer: UpstreamAuthorizer {
             // checks the binding itself and ignores it.
             if let owner = podNode(ns, name), owner != node { return "node \(node) may not write pod \(ns)/\(name) bound to \(owner)" }
         case .configMap, .secret, .service, .endpoints, .device, .deviceModel, .event, .deviceStatus, .objectSync,
-             .serviceAccountToken, .caCertificate, .certificateSigningRequest, .role, .roleBinding, .clusterRole, .clusterRoleBinding:
+             .serviceAccountToken, .caCertificate, .certificateSigningRequest, .apiRequest, .role, .roleBinding, .clusterRole, .clusterRoleBinding:
             break
         }
         return nil

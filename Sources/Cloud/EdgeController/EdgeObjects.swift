@@ -337,7 +337,7 @@ public final class EdgeObjects: NodeObjectSource {
         case .configMap: return (configMaps, key)
         case .secret: return (secrets, key)
         case .pod, .node, .service, .endpoints, .device, .deviceModel, .podStatus, .podPatch, .nodeStatus, .nodePatch, .lease, .event,
-             .deviceStatus, .objectSync, .serviceAccountToken, .caCertificate, .certificateSigningRequest, .role, .roleBinding, .clusterRole,
+             .deviceStatus, .objectSync, .serviceAccountToken, .caCertificate, .certificateSigningRequest, .apiRequest, .role, .roleBinding, .clusterRole,
              .clusterRoleBinding:
             return nil
         }
@@ -406,7 +406,7 @@ public final class EdgeObjects: NodeObjectSource {
             guard let g = grants(to: serviceAccounts(on: node)).first(where: { $0.object["metadata"]["uid"].stringValue == uid }) else { return nil }
             return SyncedObject(g.object, kind: g.kind)
         case .podStatus, .podPatch, .nodeStatus, .nodePatch, .lease, .event, .deviceStatus, .objectSync, .serviceAccountToken, .caCertificate,
-             .certificateSigningRequest:
+             .certificateSigningRequest, .apiRequest:
             return nil  // reports, never tracked
         }
     }

@@ -2,6 +2,7 @@ import CloudEdgeProtocol
 import Foundation
 import KubeAPI
 import KubeClient
+import KubeAuth
 import PKI
 
 /// Credentials an edge node asks the cloud for on behalf of its pods and its MetaServer: bound
@@ -87,5 +88,29 @@ extension NodeUpstream {
             }
         }
         throw StatusError(.timeout, "CertificateSigningRequest \(name) was approved but not signed within \(seconds) s: is a signer for kubernetes.io/kubelet-serving running?")
+    }
+
+    /// A request an edge pod made to its node's MetaServer that only the cloud can answer: made on
+    /// the API server as the pod's ServiceAccount (impersonated, so the cluster's RBAC decides),
+    /// only for a ServiceAccount of a pod bound to the asking node.
+    func forwardedRequest(node: String, _ content: JSON) async throws -> JSON {
+        guard let forward else { throw StatusError(.serviceUnavailable, "this cloud does not forward edge pods' requests") }
+        let request: ForwardedAPIRequest
+        do { request = try JSONValueDecoder().decode(ForwardedAPIRequest.self, from: content) } catch {
+            throw StatusError.badRequest("not a forwarded API request: \(error)")
+        }
+        guard request.uri.hasPrefix("/api/") || request.uri.hasPrefix("/apis/") else {
+            throw StatusError(.forbidden, "only API requests are forwarded, not \(request.uri)")
+        }
+        guard let account = ServiceAccountName.split(request.username), let podName = request.extra["authentication.kubernetes.io/pod-name"]?.first,
+              let podUID = request.extra["authentication.kubernetes.io/pod-uid"]?.first,
+              let pod = self.pod(account.namespace, podName), pod["spec"]["nodeName"].stringValue == node,
+              pod["metadata"]["uid"].stringValue == podUID,
+              (pod["spec"]["serviceAccountName"].stringValue.flatMap { $0.isEmpty ? nil : $0 } ?? "default") == account.name
+        else {
+            throw StatusError(.forbidden, "node \(node) may only forward requests of the ServiceAccounts of its own pods (not \(request.username))")
+        }
+        let answer = try await forward(request)
+        return try JSON.parse(Array(try JSONEncoder().encode(answer)))
     }
 }

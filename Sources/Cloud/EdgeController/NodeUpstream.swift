@@ -34,14 +34,18 @@ public struct NodeUpstream: Sendable {
     /// How long a node's serving-certificate request may wait for the signer.
     var signingTimeout: Duration = .seconds(30)
 
+    /// Makes a request of an edge pod on the API server as the pod's ServiceAccount (nil: not offered).
+    let forward: (@Sendable (ForwardedAPIRequest) async throws -> ForwardedAPIRequest.Answer)?
+
     public init(client: KubeClient, logger: Logger, deviceNode: @escaping @Sendable (String, String) -> String? = { _, _ in nil },
                 deviceStatuses: (@Sendable (String, JSON) async throws -> Void)? = nil,
                 mayRead: @escaping @Sendable (String, ResourceRef) -> Bool = { _, _ in false }, caPEM: String? = nil,
                 pod: @escaping @Sendable (String, String) -> JSON? = { _, _ in nil },
+                forward: (@Sendable (ForwardedAPIRequest) async throws -> ForwardedAPIRequest.Answer)? = nil,
                 inventory: @escaping @Sendable (String, String, Int, Int, [DeliveredRecord]) async -> Void)
     {
         self.client = client; self.logger = logger; self.inventory = inventory; self.deviceNode = deviceNode
-        self.deviceStatuses = deviceStatuses; self.mayRead = mayRead; self.caPEM = caPEM; self.pod = pod
+        self.deviceStatuses = deviceStatuses; self.mayRead = mayRead; self.caPEM = caPEM; self.pod = pod; self.forward = forward
     }
 
     /// Handles one report of a node (decoded and authorised by CloudHub). Failures are logged and
@@ -164,6 +168,8 @@ public struct NodeUpstream: Sendable {
             return .bare(try await serviceAccountToken(node: node, ref, content))
         case .certificateSigningRequest:
             return .bare(try await servingCertificate(node: node, content))
+        case .apiRequest:
+            return .bare(try await forwardedRequest(node: node, content))
         default:
             throw StatusError.badRequest("\(ref.kind) cannot be queried")
         }

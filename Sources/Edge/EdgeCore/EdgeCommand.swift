@@ -272,7 +272,22 @@ public struct EdgeCommand: AsyncParsableCommand {
                 if !ips.contains(s.nodeIP) { ips.append(s.nodeIP) }
                 let certificates = MetaServerCertificates(directory: s.dataDir + "/certs", nodeName: s.nodeName, dnsNames: ["localhost", s.nodeName],
                                                           ipAddresses: ips, request: { await hub.request($0, timeout: .seconds(40)) }, logger: logger)
-                security = MetaServerSecurity(nodeName: s.nodeName, clientCAPEM: credentials.caPEM, tokens: podTokens) { try await certificates.obtain() }
+                // What the store cannot answer goes to the cloud as the pod's ServiceAccount.
+                let forward: @Sendable (ForwardedAPIRequest) async -> ForwardedAPIRequest.Answer? = { request in
+                    guard let content = try? JSON.parse(Array(JSONEncoder().encode(request))) else { return nil }
+                    let ref = ResourceRef(namespace: nil, kind: .apiRequest, name: request.extra["authentication.kubernetes.io/pod-name"]?.first ?? "pod")
+                    guard let answer = await hub.request(UpstreamReport.query(ref, content: content).message(source: MessageSource.metaManager),
+                                                         timeout: .seconds(35))
+                    else { return nil }
+                    if !answer.content["ErrStatus"].isNull {
+                        let status = answer.content["ErrStatus"]
+                        return ForwardedAPIRequest.Answer(status: Int(status["code"].intValue ?? 500), contentType: "application/json", body: status.serialized())
+                    }
+                    return try? JSONValueDecoder().decode(ForwardedAPIRequest.Answer.self, from: answer.content)
+                }
+                security = MetaServerSecurity(nodeName: s.nodeName, clientCAPEM: credentials.caPEM, tokens: podTokens, forward: forward) {
+                    try await certificates.obtain()
+                }
             }
             services.append(.init(service: MetaServer(store: store, port: s.metaserverPort, security: security, logger: logger)))
         }

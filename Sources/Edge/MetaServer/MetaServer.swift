@@ -153,10 +153,14 @@ struct MetaResponder: HTTPResponder {
                 return reply(500, status("InternalError", "authenticating the request failed: \(error)", code: 500))
             }
         }
+        let local = request.method == .get ? MetaRequest(path: request.uri.path) : nil
+        if local == nil, let security, let user, let forward = security.forward, ServiceAccountName.split(user.username) != nil {
+            return await self.forward(request, user: user, through: forward)
+        }
         guard request.method == .get else {
             return reply(405, status("MethodNotAllowed", "MetaServer is read-only", code: 405))
         }
-        guard let what = MetaRequest(path: request.uri.path) else {
+        guard let what = local else {
             return reply(404, status("NotFound", "the server could not find the requested resource", code: 404))
         }
         do {
@@ -275,6 +279,32 @@ struct MetaResponder: HTTPResponder {
                             }
                             try await writer.finish(nil)
                         })
+    }
+
+    /// Requests forwarded to the cloud carry at most this much body (one channel message).
+    static let maxForwardedBody = 1 << 20
+
+    /// A pod's request the store cannot answer, made in the cloud as the pod's ServiceAccount;
+    /// offline it is 503 (only what the node holds can be read then).
+    func forward(_ request: Request, user: UserInfo, through forward: @Sendable (ForwardedAPIRequest) async -> ForwardedAPIRequest.Answer?) async -> Response {
+        if request.uri.queryParameters.get("watch").map({ $0 == "true" || $0 == "1" }) == true {
+            return reply(405, status("MethodNotAllowed", "MetaServer watches only what the node holds (pods, configmaps, secrets, services, endpoints, nodes)", code: 405))
+        }
+        var request = request
+        var body: [UInt8]?
+        if request.method != .get && request.method != .head {
+            do { body = Array(try await request.collectBody(upTo: Self.maxForwardedBody).readableBytesView) } catch {
+                return reply(413, status("RequestEntityTooLarge", "a request forwarded to the cloud may carry at most \(Self.maxForwardedBody) bytes", code: 413))
+            }
+        }
+        let uri = request.uri.path + (request.uri.query.map { "?" + $0 } ?? "")
+        let forwarded = ForwardedAPIRequest(method: request.method.rawValue, uri: uri, contentType: request.headers[.contentType], body: body,
+                                            username: user.username, uid: user.uid, groups: user.groups, extra: user.extra)
+        guard let answer = await forward(forwarded) else {
+            return reply(503, status("ServiceUnavailable", "the cloud is not reachable: MetaServer answers only reads of what this node holds until it is", code: 503))
+        }
+        return Response(status: .init(code: answer.status), headers: [.contentType: answer.contentType.isEmpty ? "application/json" : answer.contentType],
+                        body: .init(byteBuffer: ByteBuffer(bytes: answer.bodyBytes)))
     }
 
     func status(_ reason: String, _ message: String, code: Int, name: String? = nil, kind: String? = nil) -> JSON {

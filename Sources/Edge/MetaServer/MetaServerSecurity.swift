@@ -15,6 +15,8 @@ import PKI
 ///   request the ServiceAccount's, authorized by the RBAC objects the cloud synced to the node
 ///   (those that grant the node's ServiceAccounts anything), with kube's 403 messages;
 /// - anything else is 401.
+/// What the store cannot answer (writes, kinds the node does not hold) a pod's request is
+/// forwarded to the cloud while connected, made there as the pod's ServiceAccount.
 public struct MetaServerSecurity: Sendable {
     public var nodeName: String
     /// The CA node client certificates chain to (the cloud's).
@@ -23,10 +25,16 @@ public struct MetaServerSecurity: Sendable {
     /// The serving certificate and key (PEM), obtained before MetaServer listens.
     public var servingCertificate: @Sendable () async throws -> (certificatePEM: String, privateKeyPEM: String)
 
+    /// Carries a request of a pod that the node's store cannot answer to the cloud and returns
+    /// the cluster's answer (nil: the cloud did not answer).
+    public var forward: (@Sendable (ForwardedAPIRequest) async -> ForwardedAPIRequest.Answer?)?
+
     public init(nodeName: String, clientCAPEM: String, tokens: PodTokenStore,
+                forward: (@Sendable (ForwardedAPIRequest) async -> ForwardedAPIRequest.Answer?)? = nil,
                 servingCertificate: @escaping @Sendable () async throws -> (certificatePEM: String, privateKeyPEM: String))
     {
-        self.nodeName = nodeName; self.clientCAPEM = clientCAPEM; self.tokens = tokens; self.servingCertificate = servingCertificate
+        self.nodeName = nodeName; self.clientCAPEM = clientCAPEM; self.tokens = tokens; self.forward = forward
+        self.servingCertificate = servingCertificate
     }
 
     /// Who sent the request (nil: nobody MetaServer knows).

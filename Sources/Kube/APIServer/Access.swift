@@ -195,6 +195,23 @@ extension APIHandler {
             }
         }
         guard let issuer = options.access.serviceAccountTokens else { return .failure(.malformed) }
+        // A legacy token (from a kubernetes.io/service-account-token Secret): valid while that
+        // Secret holds it and its ServiceAccount (same uid) exists.
+        do {
+            if let legacy = try issuer.verifyLegacy(token) {
+                guard let secret = try? await store.get(ResourceType.secrets.storageKey(namespace: legacy.namespace, name: legacy.secretName))?.decode(),
+                      secret["metadata"]["deletionTimestamp"].isNull,
+                      secret["data"]["token"].stringValue.flatMap({ Data(base64Encoded: $0) }).map({ String(decoding: $0, as: UTF8.self) }) == token
+                else { return .failure(.invalidated("secret \(legacy.namespace)/\(legacy.secretName) no longer holds this token")) }
+                guard let sa = try? await store.get(ResourceType.serviceAccounts.storageKey(namespace: legacy.namespace, name: legacy.serviceAccountName))?.decode(),
+                      sa["metadata"]["uid"].stringValue == legacy.serviceAccountUID
+                else { return .failure(.invalidated("service account \(legacy.namespace)/\(legacy.serviceAccountName) no longer exists")) }
+                return .success(UserInfo(username: legacy.sub, uid: legacy.serviceAccountUID, groups: ServiceAccountName.groups(namespace: legacy.namespace),
+                                         extra: ["authentication.kubernetes.io/credential-id": ["Secret=\(legacy.secretName)"]]))
+            }
+        } catch {
+            return .failure(error)
+        }
         let now = Int64(Date().timeIntervalSince1970)
         let claims: ServiceAccountClaims
         if let known = verifiedTokens.claims(token), known.exp > now {

@@ -39,6 +39,7 @@ enum Admission {
             if obj["type"].isNull { obj["type"] = "Opaque" }
             mergeStringData(&obj)
             try validateBase64Data(obj, type: type)
+            try await fillServiceAccountToken(&obj, handler: handler)
         case ("", "configmaps"):
             break
         case ("scheduling.k8s.io", "priorityclasses"):
@@ -484,6 +485,29 @@ enum Admission {
     }
 
     static let rootCAConfigMap = "kube-root-ca.crt"
+
+    /// A `kubernetes.io/service-account-token` Secret naming an existing ServiceAccount gets its
+    /// legacy token, the cluster CA and the namespace (what kube's tokens controller writes a
+    /// moment later; here at once), and the ServiceAccount's uid annotation. The annotation is required.
+    static func fillServiceAccountToken(_ obj: inout JSON, handler: APIHandler) async throws {
+        guard obj["type"].stringValue == "kubernetes.io/service-account-token" else { return }
+        guard let saName = obj["metadata"]["annotations"]["kubernetes.io/service-account.name"].stringValue, !saName.isEmpty else {
+            throw StatusError(.invalid, "Secret \"\(obj["metadata"]["name"].stringValue ?? "")\" is invalid: metadata.annotations[kubernetes.io/service-account.name]: Required value",
+                              name: obj["metadata"]["name"].stringValue, kind: "Secret",
+                              causes: [.init(reason: "FieldValueRequired", message: "Required value", field: "metadata.annotations[kubernetes.io/service-account.name]")])
+        }
+        let ns = obj["metadata"]["namespace"].stringValue ?? "default"
+        guard (obj["data"]["token"].stringValue ?? "").isEmpty, let issuer = handler.options.access.serviceAccountTokens,
+              let sa = await handler.store.get(ResourceType.serviceAccounts.storageKey(namespace: ns, name: saName)), let account = try? sa.decode(),
+              let uid = account["metadata"]["uid"].stringValue,
+              let name = obj["metadata"]["name"].stringValue, !name.isEmpty
+        else { return }  // no such account (yet): the Secret stays without a token, as kube's controller leaves it
+        let token = try issuer.issueLegacy(LegacyServiceAccountClaims(namespace: ns, secretName: name, serviceAccountName: saName, serviceAccountUID: uid))
+        obj["metadata"]["annotations"]["kubernetes.io/service-account.uid"] = .string(uid)
+        obj["data"]["token"] = .string(Data(token.utf8).base64EncodedString())
+        obj["data"]["namespace"] = .string(Data(ns.utf8).base64EncodedString())
+        if let ca = handler.options.rootCAPEM { obj["data"]["ca.crt"] = .string(Data(ca.utf8).base64EncodedString()) }
+    }
     static let serviceAccountMountPath = "/var/run/secrets/kubernetes.io/serviceaccount"
 
     /// kube-apiserver's ServiceAccount admission: unless the pod or its ServiceAccount opts out

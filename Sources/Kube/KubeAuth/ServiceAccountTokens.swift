@@ -132,6 +132,31 @@ public struct ServiceAccountTokenIssuer: Sendable {
         return claims
     }
 
+    /// A legacy (Secret-based) ServiceAccount token, as kube's tokens controller writes into a
+    /// `kubernetes.io/service-account-token` Secret: no audience, no expiry; valid while the
+    /// Secret holds it and the ServiceAccount exists.
+    public func issueLegacy(_ claims: LegacyServiceAccountClaims) throws -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        let header = try encoder.encode(Header(alg: "ES256", kid: keyID))
+        let signingInput = Base64URL.encode(Array(header)) + "." + Base64URL.encode(Array(try encoder.encode(claims)))
+        let signature = try P256.Signing.PrivateKey(rawRepresentation: privateRaw).signature(for: Array(signingInput.utf8))
+        return signingInput + "." + Base64URL.encode(Array(signature.rawRepresentation))
+    }
+
+    /// The claims of a legacy token this issuer signed (nil: not a legacy token).
+    public func verifyLegacy(_ token: String) throws(TokenError) -> LegacyServiceAccountClaims? {
+        let parts = token.split(separator: ".", omittingEmptySubsequences: false)
+        guard parts.count == 3, let payloadBytes = Base64URL.decode(parts[1]), let sigBytes = Base64URL.decode(parts[2]),
+              let claims = try? JSONDecoder().decode(LegacyServiceAccountClaims.self, from: Data(payloadBytes)),
+              claims.iss == LegacyServiceAccountClaims.issuer
+        else { return nil }
+        guard let signature = try? P256.Signing.ECDSASignature(rawRepresentation: sigBytes),
+              let publicKey = try? P256.Signing.PublicKey(rawRepresentation: publicRaw),
+              publicKey.isValidSignature(signature, for: Array((parts[0] + "." + parts[1]).utf8)) else { throw .badSignature }
+        return claims
+    }
+
     /// Whether `token` looks like one of this issuer's (a JWT naming this key), so other token
     /// kinds are not tried as JWTs.
     public func isCandidate(_ token: String) -> Bool {
@@ -151,6 +176,31 @@ public struct ServiceAccountTokenIssuer: Sendable {
     public func discoveryDocument(jwksURI: String) -> JSON {
         ["issuer": .string(issuer), "jwks_uri": .string(jwksURI), "response_types_supported": ["id_token"],
          "subject_types_supported": ["public"], "id_token_signing_alg_values_supported": ["ES256"]]
+    }
+}
+
+/// The claims of a legacy ServiceAccount token (kube's `kubernetes/serviceaccount` issuer).
+public struct LegacyServiceAccountClaims: Codable, Sendable, Hashable {
+    public static let issuer = "kubernetes/serviceaccount"
+    public var iss: String
+    public var sub: String
+    public var namespace: String
+    public var secretName: String
+    public var serviceAccountName: String
+    public var serviceAccountUID: String
+
+    public init(namespace: String, secretName: String, serviceAccountName: String, serviceAccountUID: String) {
+        iss = Self.issuer; sub = ServiceAccountName.username(namespace: namespace, name: serviceAccountName)
+        self.namespace = namespace; self.secretName = secretName; self.serviceAccountName = serviceAccountName
+        self.serviceAccountUID = serviceAccountUID
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case iss, sub
+        case namespace = "kubernetes.io/serviceaccount/namespace"
+        case secretName = "kubernetes.io/serviceaccount/secret.name"
+        case serviceAccountName = "kubernetes.io/serviceaccount/service-account.name"
+        case serviceAccountUID = "kubernetes.io/serviceaccount/service-account.uid"
     }
 }
 

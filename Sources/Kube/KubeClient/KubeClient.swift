@@ -208,6 +208,21 @@ public final class HTTPKubeClient: KubeClient {
         return value
     }
 
+    /// Any request, answered as it came (status, content type, body), with extra headers (for
+    /// example `Impersonate-User`): what MetaServer forwards for an edge pod.
+    public func raw(method: String, path: String, headers: [(String, String)], body: [UInt8]?,
+                    timeout: TimeAmount = .seconds(30)) async throws -> (status: Int, contentType: String, body: [UInt8]) {
+        var req = HTTPClientRequest(url: config.server + path)
+        req.method = HTTPMethod(rawValue: method)
+        req.headers.add(name: "User-Agent", value: "swiftedge/v1")
+        if let t = config.token { req.headers.add(name: "Authorization", value: "Bearer \(t)") }
+        for (k, v) in headers { req.headers.add(name: k, value: v) }
+        if let body { req.body = .bytes(ByteBuffer(bytes: body)) }
+        let resp = try await http.execute(req, timeout: timeout)
+        let buf = try await resp.body.collect(upTo: 8 * 1024 * 1024)
+        return (Int(resp.status.code), resp.headers.first(name: "Content-Type") ?? "", Array(buf.readableBytesView))
+    }
+
     static func statusError(_ v: JSON, code: Int) -> StatusError {
         let reason = v["reason"].stringValue ?? "Unknown"
         let message = v["message"].stringValue ?? v.stringValue ?? "HTTP \(code)"

@@ -1,6 +1,8 @@
 import CloudEdgeProtocol
 import KubeAPI
+import Foundation
 import Logging
+import Synchronization
 import Testing
 import TestSupport
 @testable import EdgeController
@@ -104,5 +106,36 @@ import TestSupport
         await u.handle(node: "edge-1", try message(.delete, "default/pod/p", ["preconditions": ["uid": .string(uid)]]))
         #expect(c.object(T.pods, namespace: "default", name: "p") == nil)
         #expect(c.calls("delete").map(\.description) == ["delete pods default/p"])
+    }
+
+    /// A node forwards requests only for the ServiceAccounts of its own pods, only API paths;
+    /// the cloud makes them as that account and hands back the answer.
+    @Test func forwardedRequestsOnlyForTheNodesOwnPods() async throws {
+        var logger = Logger(label: "nodeupstream-test")
+        logger.logLevel = .critical
+        let pods: [String: JSON] = ["shop/app": ["metadata": ["name": "app", "namespace": "shop", "uid": "u-app"],
+                                                 "spec": ["nodeName": "edge-1", "serviceAccountName": "reader"]]]
+        let made = Mutex<[ForwardedAPIRequest]>([])
+        let u = NodeUpstream(client: InMemoryKubeClient(), logger: logger, pod: { pods["\($0)/\($1)"] }, forward: { r in
+            made.withLock { $0.append(r) }
+            return ForwardedAPIRequest.Answer(status: 201, contentType: "application/json", body: Array("{\"kind\":\"ConfigMap\"}".utf8))
+        }, inventory: { _, _, _, _, _ in })
+        func ask(_ node: String, user: String = "system:serviceaccount:shop:reader", pod: String = "app", uid: String = "u-app",
+                 uri: String = "/api/v1/namespaces/shop/configmaps") async throws -> JSON {
+            let r = ForwardedAPIRequest(method: "POST", uri: uri, contentType: "application/json", body: Array("{}".utf8), username: user, uid: "",
+                                        groups: ["system:serviceaccounts"],
+                                        extra: ["authentication.kubernetes.io/pod-name": [pod], "authentication.kubernetes.io/pod-uid": [uid]])
+            let content = try JSON.parse(Array(try JSONEncoder().encode(r)))
+            let answer = await u.handle(node: node, try message(.query, "null/apirequest/\(pod)", content, source: "metamanager"))
+            return try #require(answer).response(to: Message(route: Route(source: "metamanager", group: "resource", operation: .query,
+                                                                         resource: "null/apirequest/\(pod)"), content: content)).content
+        }
+        let ok = try await ask("edge-1")
+        #expect(ok["status"] == .int(201) && made.withLock { $0.count } == 1)
+        #expect(try await ask("edge-2")["ErrStatus"]["code"] == .int(403))  // not its pod
+        #expect(try await ask("edge-1", user: "system:serviceaccount:shop:admin")["ErrStatus"]["code"] == .int(403))  // not the pod's account
+        #expect(try await ask("edge-1", uid: "u-other")["ErrStatus"]["code"] == .int(403))  // a pod of the same name, recreated
+        #expect(try await ask("edge-1", uri: "/metrics")["ErrStatus"]["code"] == .int(403))
+        #expect(made.withLock { $0.count } == 1)
     }
 }
