@@ -75,11 +75,15 @@ public struct CloudCore: Service {
         let objects = EdgeObjects(informers: informers)
         let syncBox = SyncBox()
         let devices = DeviceStatusWriter(client: client, logger: logger, deviceNode: { objects.deviceNode(namespace: $0, name: $1) })
+        var forward: (@Sendable (ForwardedAPIRequest) async throws -> ForwardedAPIRequest.Answer)?
+        if let http = client as? HTTPKubeClient {
+            forward = { request in try await Self.forward(request, with: http) }
+        }
         let upstream = NodeUpstream(client: client, logger: logger, deviceNode: { objects.deviceNode(namespace: $0, name: $1) },
                                     deviceStatuses: { try await devices.writeDeviceStatuses(node: $0, $1) },
                                     mayRead: { node, ref in objects.isReferenced(ref, by: node) },
                                     caPEM: secrets.ca.certificatePEM, pod: { objects.pod(namespace: $0, name: $1) },
-                                    forward: (client as? HTTPKubeClient).map { http in { try await Self.forward($0, with: http) } }) { node, session, part, parts, records in
+                                    forward: forward) { node, session, part, parts, records in
             await syncBox.sync()?.inventory(node, session: session, part: part, parts: parts, records: records)
         }
         let ports = PortPair()

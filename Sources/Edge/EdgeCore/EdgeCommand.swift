@@ -274,6 +274,7 @@ public struct EdgeCommand: AsyncParsableCommand {
                                                           ipAddresses: ips, request: { await hub.request($0, timeout: .seconds(40)) }, logger: logger)
                 // What the store cannot answer goes to the cloud as the pod's ServiceAccount.
                 let forward: @Sendable (ForwardedAPIRequest) async -> ForwardedAPIRequest.Answer? = { request in
+                    guard hub.isConnected else { return nil }  // offline: refused at once, not after a timeout
                     guard let content = try? JSON.parse(Array(JSONEncoder().encode(request))) else { return nil }
                     let ref = ResourceRef(namespace: nil, kind: .apiRequest, name: request.extra["authentication.kubernetes.io/pod-name"]?.first ?? "pod")
                     guard let answer = await hub.request(UpstreamReport.query(ref, content: content).message(source: MessageSource.metaManager),

@@ -6,10 +6,11 @@ import Testing
 /// KubeEdge's edgecore and cloudcore send and expect), so a renamed case or a changed route fails.
 @Suite struct VocabularyTests {
     @Test func wireNamesAreKubeEdges() {
-        // KubeEdge's names, plus SwiftEdge's own: the RBAC kinds MetaServer authorizes with and the
-        // MetaServer's serving-certificate request (`certificatesigningrequest`, KubeEdge's csr type name).
+        // KubeEdge's names, plus SwiftEdge's own: the RBAC kinds MetaServer authorizes with, the
+        // MetaServer's serving-certificate request (`certificatesigningrequest`, KubeEdge's csr type
+        // name) and its forwarded requests (`apirequest`).
         #expect(EdgeResourceKind.allCases.map(\.wireName).sorted() == [
-            "ca.crt", "certificatesigningrequest", "clusterrole", "clusterrolebinding", "configmap", "device", "devicemodel", "devicestatus",
+            "apirequest", "ca.crt", "certificatesigningrequest", "clusterrole", "clusterrolebinding", "configmap", "device", "devicemodel", "devicestatus",
             "endpoints", "event", "lease", "node", "nodepatch", "nodestatus", "objectsync", "pod", "podpatch", "podstatus", "role",
             "rolebinding", "secret", "service", "serviceaccounttoken",
         ])

@@ -19,7 +19,7 @@ import TestSupport
     }
 
     /// The report a node's message decodes to at CloudHub (what NodeUpstream is handed).
-    func message(_ operation: Operation, _ resource: String, _ content: JSON, source: String = "edged") throws -> UpstreamReport {
+    func message(_ operation: CloudEdgeProtocol.Operation, _ resource: String, _ content: JSON, source: String = "edged") throws -> UpstreamReport {
         try #require(try UpstreamReport(Message(route: Route(source: source, group: "resource", operation: operation, resource: resource), content: content)))
     }
 
