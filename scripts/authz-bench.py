@@ -72,6 +72,8 @@ def main():
     ap.add_argument("--rounds", type=int, default=3, help="alternating admin/ServiceAccount rounds (default 3)")
     ap.add_argument("--pods", type=int, default=2000, help="pods to LIST (default 2000)")
     ap.add_argument("--lists", type=int, default=20, help="timed LISTs per round (default 20)")
+    ap.add_argument("--server-arg", action="append", default=[], help="extra `swiftedge apiserver` flag (repeatable), e.g. --server-arg=--no-fsync "
+                                                                         "(takes the disk's variance out: what authorization costs is CPU)")
     a = ap.parse_args()
     if not shutil.which("wrk"):
         sys.exit("wrk not found (Debian: apt-get install wrk)")
@@ -81,7 +83,7 @@ def main():
     srv = None
     try:
         bench.step(f"starting {a.bin} apiserver (data in {tmp})")
-        srv = bench.Server(a.bin, tmp, [])
+        srv = bench.Server(a.bin, tmp, a.server_arg)
         bench.create_namespace(srv, "bench")
         tokens = {"admin": srv.token, "sa": service_account_token(srv)}
         lua = {who: tmp / f"create-{who}.lua" for who in tokens}
@@ -105,8 +107,11 @@ def main():
                 print(f"PROBLEM {where}: {what}", file=sys.stderr)
         med = lambda v: statistics.median(v)
         print()
-        print(f"Authorization cost — {Path(a.bin).resolve()}; {a.rounds} alternating rounds, wrk {a.secs} s per run, "
-              f"LIST of {made} pods x{a.lists} per round; admin = system:masters, sa = ServiceAccount bound to `edit`")
+        print(f"Authorization cost — {Path(a.bin).resolve()} {' '.join(a.server_arg)}; {a.rounds} alternating rounds (median), wrk {a.secs} s "
+              f"per run, LIST of {made} pods x{a.lists} per round; admin = system:masters, sa = ServiceAccount bound to `edit`")
+        for c in (8, 32):
+            print(f"  per round, {c} connections: admin " + " ".join(f"{v:,.0f}" for v in rates[("admin", c)])
+                  + " | sa " + " ".join(f"{v:,.0f}" for v in rates[("sa", c)]))
         print(f"{'measurement':34} {'admin':>12} {'sa (RBAC)':>12} {'cost':>8}")
         for c in (8, 32):
             ad, sa = med(rates[("admin", c)]), med(rates[("sa", c)])

@@ -120,3 +120,23 @@ def test_swiftedge_admission_serves_and_registers_itself(kubectl, tmp_path):
         proc.wait(timeout=20)
         log.close()
         srv.stop()
+
+
+def test_cloud_against_an_existing_cluster_registers_the_admission(kubectl, tmp_path):
+    """`swiftedge cloud --kubeconfig <cluster> --admission-port P` serves KubeEdge's admission and
+    registers it in that cluster: the cluster's API server then calls it for kubectl."""
+    from cloudedge import Cloud
+    srv = Server(tmp_path / "cluster").start()
+    port = free_port()
+    cloud = Cloud(tmp_path, ["--kubeconfig", str(srv.kubeconfig), "--admission-port", str(port), "--stream-port", "0"]).start()
+    try:
+        k = Kubectl(kubectl.binary, kubectl.version, srv.kubeconfig, tmp_path)
+        install_crds(k)
+        eventually(lambda: f"https://127.0.0.1:{port}/ruleendpoints" in k("get", "validatingwebhookconfiguration",
+                                                                        "kubeedge-crds-validate-webhook-configuration", "-o", "json", check=False),
+                   30, what="the cloud registered its admission webhook")
+        assert 'denied the request: port must be in range 1-65535' in denied(k, endpoint("bus", "servicebus", service_port="0"))
+        assert "admission refused" in cloud.log.read_text()
+    finally:
+        cloud.stop()
+        srv.stop()

@@ -71,38 +71,7 @@ public struct AdmissionCommand: AsyncParsableCommand {
             }
             return (ServerTLSIdentity(certificatePEM: try read(cert), privateKeyPEM: try read(key)), try read(ca))
         }
-        let fm = FileManager.default
-        try fm.createDirectory(atPath: certDir, withIntermediateDirectories: true)
-        let caCert = certDir + "/ca.crt", caKey = certDir + "/ca.key", cert = certDir + "/server.crt", key = certDir + "/server.key"
-        let ca: CertificateAuthority
-        if let c = try? String(contentsOfFile: caCert, encoding: .utf8), let k = try? String(contentsOfFile: caKey, encoding: .utf8) {
-            ca = try CertificateAuthority(certificatePEM: c, privateKeyPEM: k)
-        } else {
-            ca = try CertificateAuthority.generate(commonName: "kubeedge-admission-ca")
-            try write(ca.privateKeyPEM, caKey, 0o600)
-            try write(ca.certificatePEM, caCert, 0o644)
-        }
-        let svc = "\(serviceName).\(serviceNamespace).svc"
-        var dns = ["localhost", serviceName, "\(serviceName).\(serviceNamespace)", svc], ips = ["127.0.0.1"]
-        for s in tlsSan { if CertificateAuthority.isIPAddress(s) { ips.append(s) } else { dns.append(s) } }
-        if let u = url, let h = URL(string: u)?.host { if CertificateAuthority.isIPAddress(h) { ips.append(h) } else { dns.append(h) } }
-        if let c = try? String(contentsOfFile: cert, encoding: .utf8), let k = try? String(contentsOfFile: key, encoding: .utf8),
-           let info = try? CertificateInfo(pem: c), info.notAfter > Date().addingTimeInterval(30 * 86400),
-           Set(dns).isSubset(of: info.dnsNames), Set(ips).isSubset(of: info.ipAddresses)
-        {
-            return (ServerTLSIdentity(certificatePEM: c, privateKeyPEM: k), ca.certificatePEM)
-        }
-        let issued = try ca.issue(commonName: svc, organization: "KubeEdge", dnsNames: Array(Set(dns)).sorted(), ipAddresses: Array(Set(ips)).sorted(),
-                                  server: true, client: false, days: 365)
-        try write(issued.privateKeyPEM, key, 0o600)
-        try write(issued.certificatePEM, cert, 0o644)
-        return (ServerTLSIdentity(certificatePEM: issued.certificatePEM, privateKeyPEM: issued.privateKeyPEM), ca.certificatePEM)
-    }
-
-    func write(_ s: String, _ path: String, _ mode: Int) throws {
-        guard FileManager.default.createFile(atPath: path, contents: Data(s.utf8), attributes: [.posixPermissions: mode]) else {
-            throw ValidationError("cannot write \(path)")
-        }
+        return try AdmissionCertificates(directory: certDir, serviceName: serviceName, serviceNamespace: serviceNamespace, sans: tlsSan, url: url).identity()
     }
 
     public func run() async throws {
@@ -159,6 +128,52 @@ struct WebhookRegistration: Sendable {
                 }
                 logger.notice("registered the webhook configuration", metadata: ["kind": "\(type.kind)", "name": "\(name)"])
             }
+        }
+    }
+}
+
+/// The admission server's own CA and serving certificate, kept in `directory` (issued once, again
+/// when it expires within 30 days or misses a name): for the Service's DNS names, localhost,
+/// 127.0.0.1, the `url`'s host and the extra names.
+struct AdmissionCertificates {
+    var directory: String
+    var serviceName: String
+    var serviceNamespace: String
+    var sans: [String]
+    var url: String?
+
+    func identity() throws -> (tls: ServerTLSIdentity, caPEM: String) {
+        let fm = FileManager.default
+        try fm.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let caCert = directory + "/ca.crt", caKey = directory + "/ca.key", cert = directory + "/server.crt", key = directory + "/server.key"
+        let ca: CertificateAuthority
+        if let c = try? String(contentsOfFile: caCert, encoding: .utf8), let k = try? String(contentsOfFile: caKey, encoding: .utf8) {
+            ca = try CertificateAuthority(certificatePEM: c, privateKeyPEM: k)
+        } else {
+            ca = try CertificateAuthority.generate(commonName: "kubeedge-admission-ca")
+            try write(ca.privateKeyPEM, caKey, 0o600)
+            try write(ca.certificatePEM, caCert, 0o644)
+        }
+        let svc = "\(serviceName).\(serviceNamespace).svc"
+        var dns = ["localhost", serviceName, "\(serviceName).\(serviceNamespace)", svc], ips = ["127.0.0.1"]
+        for s in sans { if CertificateAuthority.isIPAddress(s) { ips.append(s) } else { dns.append(s) } }
+        if let u = url, let h = URL(string: u)?.host { if CertificateAuthority.isIPAddress(h) { ips.append(h) } else { dns.append(h) } }
+        if let c = try? String(contentsOfFile: cert, encoding: .utf8), let k = try? String(contentsOfFile: key, encoding: .utf8),
+           let info = try? CertificateInfo(pem: c), info.notAfter > Date().addingTimeInterval(30 * 86400),
+           Set(dns).isSubset(of: info.dnsNames), Set(ips).isSubset(of: info.ipAddresses)
+        {
+            return (ServerTLSIdentity(certificatePEM: c, privateKeyPEM: k), ca.certificatePEM)
+        }
+        let issued = try ca.issue(commonName: svc, organization: "KubeEdge", dnsNames: Array(Set(dns)).sorted(), ipAddresses: Array(Set(ips)).sorted(),
+                                  server: true, client: false, days: 365)
+        try write(issued.privateKeyPEM, key, 0o600)
+        try write(issued.certificatePEM, cert, 0o644)
+        return (ServerTLSIdentity(certificatePEM: issued.certificatePEM, privateKeyPEM: issued.privateKeyPEM), ca.certificatePEM)
+    }
+
+    func write(_ s: String, _ path: String, _ mode: Int) throws {
+        guard FileManager.default.createFile(atPath: path, contents: Data(s.utf8), attributes: [.posixPermissions: mode]) else {
+            throw ValidationError("cannot write \(path)")
         }
     }
 }

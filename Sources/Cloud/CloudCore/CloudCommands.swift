@@ -6,6 +6,7 @@ import CloudHub
 import CommandSupport
 import Foundation
 import KubeClient
+import KubeEdgeAdmission
 import Logging
 import MetricsEndpoint
 import ServiceLifecycle
@@ -60,6 +61,12 @@ public struct CloudCommand: AsyncParsableCommand {
 
     @Option(help: "CA (PEM) of the client certificates the stream server accepts (kube-apiserver's kubelet client certificate; default: the CA of the kubeconfig's cluster).")
     var streamClientCa: String?
+
+    @Option(help: "With --kubeconfig: serve KubeEdge's admission webhook on this port and register it in the cluster (0: off, the default; `swiftedge admission` runs it alone).")
+    var admissionPort = 0
+
+    @Option(help: "Base URL the cluster's API server reaches the admission webhook at (default https://<first advertise address>:<admission port>).")
+    var admissionUrl: String?
 
     @OptionGroup var control: ControllerOptions
     @OptionGroup var logging: LoggingOptions
@@ -136,6 +143,21 @@ public struct CloudCommand: AsyncParsableCommand {
                 print("cloud stream server (kubelet API for kube-apiserver) on \(host):\(port)")
                 fflush(nil)
             }
+        }
+        if let kubeconfig, admissionPort > 0 {
+            // KubeEdge's admission for the existing cluster, registered there (its own CA in <data-dir>/admission).
+            let url = admissionUrl ?? "https://\(advertiseAddress.first ?? hubBindAddress):\(admissionPort)"
+            let (tls, caPEM) = try AdmissionCertificates(directory: server.dataDirectory + "/admission", serviceName: "kubeedge-admission-service",
+                                                         serviceNamespace: "kubeedge", sans: advertiseAddress, url: url).identity()
+            let client = try HTTPKubeClient(config: try KubeConfig.load(path: kubeconfig), logger: logger)
+            let registration = WebhookRegistration(url: url, serviceNamespace: "kubeedge", serviceName: "kubeedge-admission-service", servicePort: 443)
+            let admissionLogger = logging.makeLogger("swiftedge.admission")
+            services.append(KubeEdgeAdmissionServer(admission: KubeEdgeAdmission(reader: KubeClientObjectReader(client: client)), host: hubBindAddress,
+                                                    port: admissionPort, tls: tls, logger: admissionLogger) { _ in
+                do { try await registration.register(client: client, caPEM: caPEM, logger: admissionLogger) } catch {
+                    admissionLogger.error("cannot register the webhook configurations", metadata: ["error": "\(error)"])
+                }
+            })
         }
         let cloudLogger = logger
         let host = hubBindAddress
