@@ -144,12 +144,14 @@ public struct CloudCommand: AsyncParsableCommand {
                 fflush(nil)
             }
         }
+        var admissionClient: HTTPKubeClient?
         if let kubeconfig, admissionPort > 0 {
             // KubeEdge's admission for the existing cluster, registered there (its own CA in <data-dir>/admission).
             let url = admissionUrl ?? "https://\(advertiseAddress.first ?? hubBindAddress):\(admissionPort)"
             let (tls, caPEM) = try AdmissionCertificates(directory: server.dataDirectory + "/admission", serviceName: "kubeedge-admission-service",
                                                          serviceNamespace: "kubeedge", sans: advertiseAddress, url: url).identity()
             let client = try HTTPKubeClient(config: try KubeConfig.load(path: kubeconfig), logger: logger)
+            admissionClient = client
             let registration = WebhookRegistration(url: url, serviceNamespace: "kubeedge", serviceName: "kubeedge-admission-service", servicePort: 443)
             let admissionLogger = logging.makeLogger("swiftedge.admission")
             services.append(KubeEdgeAdmissionServer(admission: KubeEdgeAdmission(reader: KubeClientObjectReader(client: client)), host: hubBindAddress,
@@ -172,7 +174,11 @@ public struct CloudCommand: AsyncParsableCommand {
         }) { try await makeClient(cloudLogger) })
         let group = ServiceGroup(configuration: .init(services: services.map { .init(service: $0) },
                                                       gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
-        try await group.run()
+        do { try await group.run() } catch {
+            try? await admissionClient?.shutdown()
+            throw error
+        }
+        try? await admissionClient?.shutdown()
         try await opened?.server.store.close()
     }
 }
