@@ -437,6 +437,7 @@ let package = Package(
         .testTarget(name: "CloudEdgeProtocolTests", dependencies: ["CloudEdgeProtocol", "KubeAPI"], path: "Tests/Channel/CloudEdgeProtocolTests"),
         .testTarget(name: "AsyncSupportTests", dependencies: ["AsyncSupport"], path: "Tests/Support/AsyncSupportTests"),
         .testTarget(name: "KubeEdgeAdmissionTests", dependencies: ["KubeEdgeAdmission", "KubeAPI"], path: "Tests/Cloud/KubeEdgeAdmissionTests"),
+        .testTarget(name: "APIServerTests", dependencies: ["APIServer", "KubeAPI"], path: "Tests/Kube/APIServerTests"),
         .testTarget(name: "KubeAuthTests", dependencies: ["KubeAuth", "KubeAPI"], path: "Tests/Kube/KubeAuthTests"),
         .testTarget(name: "KubeAPITests", dependencies: ["KubeAPI", "KubeProtobuf"], path: "Tests/Kube/KubeAPITests"),
         .testTarget(name: "ContractTests", dependencies: [

@@ -1311,7 +1311,9 @@ def test_config(kubectl, cp, ns, tmp_path):
     k = Kubectl(kubectl.binary, kubectl.version, kc, tmp_path)
     view = k("config", "view")
     assert f"server: {cp.url}" in view and "client-certificate-data: DATA+OMITTED" in view and "client-key-data: DATA+OMITTED" in view and "certificate-authority-data: DATA+OMITTED" in view, view
-    assert k("config", "view", "--raw", "-o", "jsonpath={.users[0].user.token}") == cp.token
+    # The admin kubeconfig carries the admin's client certificate (pki/admin.crt), as kubeadm's admin.conf.
+    assert base64.b64decode(k("config", "view", "--raw", "-o", "jsonpath={.users[0].user.client-certificate-data}")) == \
+        (cp.data_dir / "pki" / "admin.crt").read_bytes()
     ctx = k("config", "current-context").strip()
     t = table(k("config", "get-contexts"))
     assert t[0] == ["CURRENT", "NAME", "CLUSTER", "AUTHINFO", "NAMESPACE"] and t[1][:2] == ["*", ctx], t

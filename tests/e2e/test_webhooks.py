@@ -216,3 +216,43 @@ def test_webhook_failures_follow_failure_policy(server, ns, webhook, path, polic
                 assert any(p == "/slow" for p, _ in webhook.reviews), "the slow webhook was called"
     finally:
         kubectl("delete", kind.lower(), name, "--ignore-not-found")
+
+
+def test_match_conditions_decide_which_requests_reach_the_webhook(kubectl, ns, webhook):
+    """matchConditions (CEL) as kube-apiserver evaluates them: a false condition skips the
+    webhook, all true calls it; a condition that fails to evaluate is decided by failurePolicy
+    (Fail: the request is refused with the reason; Ignore: the webhook is skipped)."""
+    v = kubectl.version.replace(".", "")
+
+    def hook(name, conditions, policy="Fail", path="/validate"):
+        return {"name": name, "failurePolicy": policy, "rules": rules("", "v1", "configmaps"), "matchConditions": conditions,
+                "clientConfig": {"url": webhook.url(path), "caBundle": webhook.ca_bundle}}
+    cfg = configuration("ValidatingWebhookConfiguration", f"conditions-{v}-{ns}", ns, [
+        hook("only-checked.example.com", [{"name": "checked", "expression": "has(object.metadata.labels) && object.metadata.labels['check'] == 'yes'"},
+                                          {"name": "not-admin", "expression": "!('system:serviceaccounts' in request.userInfo.groups)"}]),
+    ])
+    apply_config(kubectl, cfg)
+    try:
+        def create(name, labels):
+            cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": ns, "labels": labels}}
+            return kubectl.run("create", "-f", "-", input=json.dumps(cm), check=False)
+        # Checked (and refused by the webhook: no team label) only when the condition holds.
+        refused = eventually(lambda: create("checked", {"check": "yes"}), 10, "the webhook in effect", check=lambda p: p.returncode != 0)
+        assert 'denied the request: deployments must carry a team label' in refused.stderr, refused.stderr
+        calls = len(webhook.reviews)
+        assert create("unchecked", {"check": "no"}).returncode == 0 and create("plain", {}).returncode == 0
+        assert len(webhook.reviews) == calls  # skipped: never called
+        # A condition that errors (a missing key): failurePolicy decides.
+        cfg2 = configuration("ValidatingWebhookConfiguration", f"conditions-err-{v}-{ns}", ns, [
+            hook("fails-closed.example.com", [{"name": "needs-annotation", "expression": "object.metadata.annotations['x'] == 'y'"}], policy="Fail"),
+            hook("fails-open.example.com", [{"name": "needs-annotation", "expression": "object.metadata.annotations['x'] == 'y'"}], policy="Ignore",
+                 path="/mutate"),
+        ])
+        apply_config(kubectl, cfg2)
+        try:
+            err = eventually(lambda: create("errs", {}), 10, "the failing condition in effect", check=lambda p: p.returncode != 0)
+            assert 'failed to evaluate the match conditions of webhook "fails-closed.example.com"' in err.stderr and "no such key" in err.stderr, err.stderr
+        finally:
+            kubectl("delete", "validatingwebhookconfiguration", f"conditions-err-{v}-{ns}")
+    finally:
+        kubectl("delete", "validatingwebhookconfiguration", f"conditions-{v}-{ns}")

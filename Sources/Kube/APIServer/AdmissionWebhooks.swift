@@ -58,6 +58,13 @@ struct AdmissionWebhook: Sendable {
         var sideEffects: String?
         var timeoutSeconds: Int?
         var reinvocationPolicy: String?
+        var matchConditions: [MatchCondition]?
+    }
+
+    /// A CEL condition the request must meet for the webhook to be called (`matchConditions`).
+    struct MatchCondition: Decodable, Sendable {
+        var name: String
+        var expression: String
     }
 
     struct Configuration: Decodable, Sendable {
@@ -71,6 +78,8 @@ struct AdmissionWebhook: Sendable {
     var mutating: Bool
     var namespaceSelector: LabelSelector
     var objectSelector: LabelSelector
+    /// The match conditions, compiled once (a compile error counts as an evaluation error).
+    var conditions: [(name: String, expression: Result<CELExpression, CELExpression.Failure>)] = []
 
     var name: String { spec.name }
     var ignoresFailures: Bool { spec.failurePolicy == "Ignore" }
@@ -88,7 +97,12 @@ struct AdmissionWebhook: Sendable {
                     (c.webhooks ?? []).map { w in
                         AdmissionWebhook(configuration: c.metadata.name, spec: w, mutating: mutating,
                                          namespaceSelector: (try? LabelSelector.from(object: w.namespaceSelector ?? .emptyObject)) ?? LabelSelector(requirements: []),
-                                         objectSelector: (try? LabelSelector.from(object: w.objectSelector ?? .emptyObject)) ?? LabelSelector(requirements: []))
+                                         objectSelector: (try? LabelSelector.from(object: w.objectSelector ?? .emptyObject)) ?? LabelSelector(requirements: []),
+                                         conditions: (w.matchConditions ?? []).map { m in
+                                             (m.name, Result<CELExpression, CELExpression.Failure>(catching: { () throws(CELExpression.Failure) -> CELExpression in
+                                                 try CELExpression(m.expression)
+                                             }))
+                                         })
                     }
                 }
         }
@@ -176,11 +190,43 @@ extension APIHandler {
             namespaceLabels = (source?["metadata"]["labels"].objectValue ?? [:]).compactMapValues(\.stringValue)
         }
         func labels(_ o: JSON?) -> [String: String]? { o.map { ($0["metadata"]["labels"].objectValue ?? [:]).compactMapValues(\.stringValue) } }
-        return candidates.filter { w in
+        let selected = candidates.filter { w in
             if let nsLabels = namespaceLabels, !w.namespaceSelector.matches(nsLabels) { return false }
             let objectLabels = [labels(object), labels(old)].compactMap { $0 }
             return objectLabels.isEmpty || objectLabels.contains { w.objectSelector.matches($0) }
         }
+        guard selected.contains(where: { !$0.conditions.isEmpty }) else { return selected }
+        // matchConditions (CEL) over the AdmissionRequest: any false skips the webhook; an error
+        // (and none false) is decided by failurePolicy, as kube-apiserver does.
+        var namespaceObject = JSON.null
+        if a.type.namespaced, let ns = try? await store.get(NamespaceKeys.key(a.namespace))?.decode() { namespaceObject = ns }
+        let variables: [String: JSON] = ["object": object ?? .null, "oldObject": old ?? .null, "namespaceObject": namespaceObject,
+                                         "request": Self.admissionReview(uid: "", a, object: nil, old: nil)["request"]]
+        var out: [AdmissionWebhook] = []
+        for w in selected {
+            var skip = false, failure: String?
+            for c in w.conditions {
+                let value = c.expression.flatMap { e in
+                    Result<JSON, CELExpression.Failure>(catching: { () throws(CELExpression.Failure) -> JSON in try e.evaluate(variables) })
+                }
+                switch value {
+                case .success(.bool(false)): skip = true
+                case .success(.bool(true)): break
+                case .success(let v): failure = failure ?? "matchCondition \"\(c.name)\" evaluated to \(v.serialized().count > 60 ? "a non-boolean" : String(decoding: v.serialized(), as: UTF8.self)), not a boolean"
+                case .failure(let e): failure = failure ?? "matchCondition \"\(c.name)\": \(e)"
+                }
+            }
+            if skip { continue }
+            if let failure {
+                if w.ignoresFailures {
+                    logger.warning("admission webhook matchCondition failed; webhook skipped (failurePolicy Ignore)", metadata: ["webhook": "\(w.name)", "error": "\(failure)"])
+                    continue
+                }
+                throw StatusError(.internalError, "Internal error occurred: failed to evaluate the match conditions of webhook \"\(w.name)\": \(failure)")
+            }
+            out.append(w)
+        }
+        return out
     }
 
     /// Whether any webhook's rules name this request (no object needed: the cheap test before
