@@ -94,11 +94,7 @@ public struct CertificateAuthority: Sendable {
     public func sign(publicKey: Certificate.PublicKey, subject: DistinguishedName, dnsNames: [String] = [], ipAddresses: [String] = [],
                      server: Bool, client: Bool, validity: TimeInterval) throws -> Certificate
     {
-        var sans: [GeneralName] = dnsNames.map { .dnsName($0) }
-        for ip in ipAddresses {
-            guard let bytes = Self.parseIP(ip) else { throw PKIError("invalid IP address \(ip)") }
-            sans.append(.ipAddress(ASN1OctetString(contentBytes: ArraySlice(bytes))))
-        }
+        let sans = try Self.generalNames(dnsNames: dnsNames, ipAddresses: ipAddresses)
         var usages: [ExtendedKeyUsage.Usage] = []
         if server { usages.append(.serverAuth) }
         if client { usages.append(.clientAuth) }
@@ -122,6 +118,16 @@ public struct CertificateAuthority: Sendable {
 
     /// Whether `s` is an IPv4 or IPv6 address in textual form.
     public static func isIPAddress(_ s: String) -> Bool { parseIP(s) != nil }
+
+    /// DNS names and IP addresses as alternative names (an address that does not parse is an error).
+    static func generalNames(dnsNames: [String], ipAddresses: [String]) throws -> [GeneralName] {
+        var sans: [GeneralName] = dnsNames.map { .dnsName($0) }
+        for ip in ipAddresses {
+            guard let bytes = parseIP(ip) else { throw PKIError("invalid IP address \(ip)") }
+            sans.append(.ipAddress(ASN1OctetString(contentBytes: ArraySlice(bytes))))
+        }
+        return sans
+    }
 
     /// Parses dotted IPv4 or colon-separated IPv6 text into bytes.
     static func parseIP(_ s: String) -> [UInt8]? {

@@ -40,21 +40,8 @@ extension CertificateAuthority {
     /// requested subject kept, the usages given (`client auth`, `server auth`), valid for `validity`
     /// seconds. Returns the certificate in PEM.
     public func signRequest(pem: String, clientAuth: Bool, serverAuth: Bool, validity: TimeInterval) throws(SigningError) -> String {
-        let csr: CertificateSigningRequest
-        do { csr = try CertificateSigningRequest(pemEncoded: pem) } catch {
-            throw SigningError("the request is not a PEM certificate signing request: \(error)")
-        }
-        guard csr.publicKey.isValidSignature(csr.signature, for: csr) else { throw SigningError("the certificate request's signature is invalid") }
-        var dns: [String] = [], ips: [String] = []
-        if serverAuth, let sans = try? csr.attributes.extensionRequest?.extensions.subjectAlternativeNames {
-            for name in sans {
-                switch name {
-                case .dnsName(let d): dns.append(d)
-                case .ipAddress(let bytes): ips.append(Self.formatIP(Array(bytes.bytes)))
-                default: break
-                }
-            }
-        }
+        let csr = try Self.verifiedRequest(pem: pem)
+        let (dns, ips, _) = serverAuth ? Self.names(in: try? csr.attributes.extensionRequest?.extensions.subjectAlternativeNames) : ([], [], 0)
         do {
             let cert = try sign(publicKey: csr.publicKey, subject: csr.subject, dnsNames: dns, ipAddresses: ips.filter { !$0.isEmpty },
                                 server: serverAuth, client: clientAuth, validity: validity)
@@ -62,6 +49,29 @@ extension CertificateAuthority {
         } catch {
             throw SigningError("cannot sign the certificate: \(error)")
         }
+    }
+
+    /// A PEM PKCS#10 request whose signature checks out.
+    static func verifiedRequest(pem: String) throws(SigningError) -> CertificateSigningRequest {
+        let csr: CertificateSigningRequest
+        do { csr = try CertificateSigningRequest(pemEncoded: pem) } catch {
+            throw SigningError("the request is not a PEM certificate signing request: \(error)")
+        }
+        guard csr.publicKey.isValidSignature(csr.signature, for: csr) else { throw SigningError("the certificate request's signature is invalid") }
+        return csr
+    }
+
+    /// The DNS names and IP addresses among alternative names, and how many others there are.
+    static func names(in sans: SubjectAlternativeNames?) -> (dns: [String], ips: [String], others: Int) {
+        var dns: [String] = [], ips: [String] = [], others = 0
+        for name in sans ?? SubjectAlternativeNames([]) {
+            switch name {
+            case .dnsName(let d): dns.append(d)
+            case .ipAddress(let bytes): ips.append(formatIP(Array(bytes.bytes)))
+            default: others += 1
+            }
+        }
+        return (dns, ips, others)
     }
 
     static func formatIP(_ b: [UInt8]) -> String {
@@ -85,22 +95,10 @@ public struct CertificateRequestContents: Sendable, Hashable {
     public var otherNames: Int
 
     public init(pem: String) throws(SigningError) {
-        let csr: CertificateSigningRequest
-        do { csr = try CertificateSigningRequest(pemEncoded: pem) } catch {
-            throw SigningError("the request is not a PEM certificate signing request: \(error)")
-        }
-        guard csr.publicKey.isValidSignature(csr.signature, for: csr) else { throw SigningError("the certificate request's signature is invalid") }
+        let csr = try CertificateAuthority.verifiedRequest(pem: pem)
         commonName = csr.subject.commonName ?? ""
         organizations = csr.subject.organizations
-        dnsNames = []; ipAddresses = []; otherNames = 0
-        let sans: SubjectAlternativeNames? = (try? csr.attributes.extensionRequest?.extensions.subjectAlternativeNames) ?? nil
-        for name in sans ?? SubjectAlternativeNames([]) {
-            switch name {
-            case .dnsName(let d): dnsNames.append(d)
-            case .ipAddress(let bytes): ipAddresses.append(CertificateAuthority.formatIP(Array(bytes.bytes)))
-            default: otherNames += 1
-            }
-        }
+        (dnsNames, ipAddresses, otherNames) = CertificateAuthority.names(in: try? csr.attributes.extensionRequest?.extensions.subjectAlternativeNames)
     }
 }
 
@@ -113,13 +111,8 @@ public func makeNodeServingCSR(nodeName: String, dnsNames: [String], ipAddresses
         OrganizationName("system:nodes")
         CommonName("system:node:\(nodeName)")
     }
-    var sans: [GeneralName] = dnsNames.map { .dnsName($0) }
-    for ip in ipAddresses {
-        guard let bytes = CertificateAuthority.parseIP(ip) else { throw PKIError("invalid IP address \(ip)") }
-        sans.append(.ipAddress(ASN1OctetString(contentBytes: ArraySlice(bytes))))
-    }
-    let list = sans
-    let request = ExtensionRequest(extensions: try Certificate.Extensions([Certificate.Extension(SubjectAlternativeNames(list), critical: false)]))
+    let sans = SubjectAlternativeNames(try CertificateAuthority.generalNames(dnsNames: dnsNames, ipAddresses: ipAddresses))
+    let request = ExtensionRequest(extensions: try Certificate.Extensions([Certificate.Extension(sans, critical: false)]))
     let attributes = CertificateSigningRequest.Attributes([try .init(request)])
     let csr = try CertificateSigningRequest(version: .v1, subject: subject, privateKey: .init(key), attributes: attributes)
     return (try csr.serializeAsPEM().pemString, key.pemRepresentation)
@@ -135,14 +128,35 @@ public struct CertificateInfo: Sendable {
     public init(pem: String) throws {
         let cert = try Certificate(pemEncoded: pem)
         notAfter = cert.notValidAfter
-        dnsNames = []; ipAddresses = []
-        let sans: SubjectAlternativeNames? = (try? cert.extensions.subjectAlternativeNames) ?? nil
-        for name in sans ?? SubjectAlternativeNames([]) {
-            switch name {
-            case .dnsName(let d): dnsNames.insert(d)
-            case .ipAddress(let bytes): ipAddresses.insert(CertificateAuthority.formatIP(Array(bytes.bytes)))
-            default: break
+        let names = CertificateAuthority.names(in: try? cert.extensions.subjectAlternativeNames)
+        dnsNames = Set(names.dns); ipAddresses = Set(names.ips)
+    }
+}
+
+extension CertificateAndKey {
+    /// The certificate and key stored at these paths while the certificate stays valid for another
+    /// `margin` seconds and names every one of `dnsNames` and `ipAddresses`; nil when either file is
+    /// missing or unreadable, or the certificate expires within the margin or lacks a name.
+    public static func stored(certificatePath: String, keyPath: String, validFor margin: TimeInterval, dnsNames: [String] = [],
+                              ipAddresses: [String] = []) -> CertificateAndKey?
+    {
+        guard let cert = try? String(contentsOfFile: certificatePath, encoding: .utf8), let key = try? String(contentsOfFile: keyPath, encoding: .utf8),
+              let info = try? CertificateInfo(pem: cert), info.notAfter > Date().addingTimeInterval(margin),
+              Set(dnsNames).isSubset(of: info.dnsNames), Set(ipAddresses).isSubset(of: info.ipAddresses)
+        else { return nil }
+        return CertificateAndKey(certificatePEM: cert, privateKeyPEM: key)
+    }
+
+    /// Writes the key (0600) and the certificate (`certificateMode`), each replaced by rename, the
+    /// directories created as needed.
+    public func save(certificatePath: String, keyPath: String, certificateMode: Int = 0o644) throws {
+        for (text, path, mode) in [(privateKeyPEM, keyPath, 0o600), (certificatePEM, certificatePath, certificateMode)] {
+            try FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+            let tmp = path + ".tmp"
+            guard FileManager.default.createFile(atPath: tmp, contents: Data(text.utf8), attributes: [.posixPermissions: mode]) else {
+                throw PKIError("cannot write \(tmp)")
             }
+            guard rename(tmp, path) == 0 else { throw PKIError("cannot rename \(tmp) to \(path): errno \(errno)") }
         }
     }
 }

@@ -143,37 +143,26 @@ struct AdmissionCertificates {
     var url: String?
 
     func identity() throws -> (tls: ServerTLSIdentity, caPEM: String) {
-        let fm = FileManager.default
-        try fm.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let caCert = directory + "/ca.crt", caKey = directory + "/ca.key", cert = directory + "/server.crt", key = directory + "/server.key"
         let ca: CertificateAuthority
         if let c = try? String(contentsOfFile: caCert, encoding: .utf8), let k = try? String(contentsOfFile: caKey, encoding: .utf8) {
             ca = try CertificateAuthority(certificatePEM: c, privateKeyPEM: k)
         } else {
             ca = try CertificateAuthority.generate(commonName: "kubeedge-admission-ca")
-            try write(ca.privateKeyPEM, caKey, 0o600)
-            try write(ca.certificatePEM, caCert, 0o644)
+            try CertificateAndKey(certificatePEM: ca.certificatePEM, privateKeyPEM: ca.privateKeyPEM).save(certificatePath: caCert, keyPath: caKey)
         }
         let svc = "\(serviceName).\(serviceNamespace).svc"
         var dns = ["localhost", serviceName, "\(serviceName).\(serviceNamespace)", svc], ips = ["127.0.0.1"]
         for s in sans { if CertificateAuthority.isIPAddress(s) { ips.append(s) } else { dns.append(s) } }
         if let u = url, let h = URL(string: u)?.host { if CertificateAuthority.isIPAddress(h) { ips.append(h) } else { dns.append(h) } }
-        if let c = try? String(contentsOfFile: cert, encoding: .utf8), let k = try? String(contentsOfFile: key, encoding: .utf8),
-           let info = try? CertificateInfo(pem: c), info.notAfter > Date().addingTimeInterval(30 * 86400),
-           Set(dns).isSubset(of: info.dnsNames), Set(ips).isSubset(of: info.ipAddresses)
-        {
-            return (ServerTLSIdentity(certificatePEM: c, privateKeyPEM: k), ca.certificatePEM)
+        let serving: CertificateAndKey
+        if let stored = CertificateAndKey.stored(certificatePath: cert, keyPath: key, validFor: 30 * 86400, dnsNames: dns, ipAddresses: ips) {
+            serving = stored
+        } else {
+            serving = try ca.issue(commonName: svc, organization: "KubeEdge", dnsNames: Array(Set(dns)).sorted(),
+                                   ipAddresses: Array(Set(ips)).sorted(), server: true, client: false, days: 365)
+            try serving.save(certificatePath: cert, keyPath: key)
         }
-        let issued = try ca.issue(commonName: svc, organization: "KubeEdge", dnsNames: Array(Set(dns)).sorted(), ipAddresses: Array(Set(ips)).sorted(),
-                                  server: true, client: false, days: 365)
-        try write(issued.privateKeyPEM, key, 0o600)
-        try write(issued.certificatePEM, cert, 0o644)
-        return (ServerTLSIdentity(certificatePEM: issued.certificatePEM, privateKeyPEM: issued.privateKeyPEM), ca.certificatePEM)
-    }
-
-    func write(_ s: String, _ path: String, _ mode: Int) throws {
-        guard FileManager.default.createFile(atPath: path, contents: Data(s.utf8), attributes: [.posixPermissions: mode]) else {
-            throw ValidationError("cannot write \(path)")
-        }
+        return (ServerTLSIdentity(certificatePEM: serving.certificatePEM, privateKeyPEM: serving.privateKeyPEM), ca.certificatePEM)
     }
 }

@@ -101,11 +101,9 @@ public struct MetaServerCertificates: Sendable {
 
     /// The stored certificate while it is valid for another day and names every address; else a new one.
     public func obtain() async throws -> (certificatePEM: String, privateKeyPEM: String) {
-        if let cert = try? String(contentsOfFile: certPath, encoding: .utf8), let key = try? String(contentsOfFile: keyPath, encoding: .utf8),
-           let info = try? CertificateInfo(pem: cert), info.notAfter > Date().addingTimeInterval(86400),
-           Set(ipAddresses).isSubset(of: info.ipAddresses), Set(dnsNames).isSubset(of: info.dnsNames)
-        {
-            return (cert, key)
+        if let stored = CertificateAndKey.stored(certificatePath: certPath, keyPath: keyPath, validFor: 86400, dnsNames: dnsNames,
+                                                 ipAddresses: ipAddresses) {
+            return (stored.certificatePEM, stored.privateKeyPEM)
         }
         let (csrPEM, keyPEM) = try makeNodeServingCSR(nodeName: nodeName, dnsNames: dnsNames, ipAddresses: ipAddresses)
         let csr: JSON = ["apiVersion": "certificates.k8s.io/v1", "kind": "CertificateSigningRequest",
@@ -120,9 +118,7 @@ public struct MetaServerCertificates: Sendable {
                 if let encoded = answer.content["status"]["certificate"].stringValue, let der = Data(base64Encoded: encoded),
                    case let cert = String(decoding: der, as: UTF8.self), cert.contains("BEGIN CERTIFICATE")
                 {
-                    try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-                    try write(keyPEM, keyPath, 0o600)
-                    try write(cert, certPath, 0o644)
+                    try CertificateAndKey(certificatePEM: cert, privateKeyPEM: keyPEM).save(certificatePath: certPath, keyPath: keyPath)
                     logger.info("MetaServer serving certificate signed by the cluster", metadata: ["path": "\(certPath)"])
                     return (cert, keyPEM)
                 }
@@ -133,13 +129,5 @@ public struct MetaServerCertificates: Sendable {
             }
             try await Task.sleep(for: backoff.next())
         }
-    }
-
-    func write(_ s: String, _ path: String, _ mode: Int) throws {
-        let tmp = path + ".tmp"
-        guard FileManager.default.createFile(atPath: tmp, contents: Data(s.utf8), attributes: [.posixPermissions: mode]) else {
-            throw MetaStoreError("cannot write \(tmp)")
-        }
-        guard rename(tmp, path) == 0 else { throw MetaStoreError("cannot rename \(tmp) to \(path): errno \(errno)") }
     }
 }

@@ -204,14 +204,9 @@ public struct EmbeddedAPIServer: Sendable {
     /// admin.conf), in `pki/admin.{crt,key}` (0600); issued again at start when it expires within 30 days.
     static func adminCertificate(directory dir: String, ca: CertificateAuthority) throws -> CertificateAndKey {
         let certPath = dir + "/pki/admin.crt", keyPath = dir + "/pki/admin.key"
-        if let cert = try? String(contentsOfFile: certPath, encoding: .utf8), let key = try? String(contentsOfFile: keyPath, encoding: .utf8),
-           let info = try? CertificateInfo(pem: cert), info.notAfter > Date().addingTimeInterval(30 * 86400)
-        {
-            return CertificateAndKey(certificatePEM: cert, privateKeyPEM: key)
-        }
+        if let stored = CertificateAndKey.stored(certificatePath: certPath, keyPath: keyPath, validFor: 30 * 86400) { return stored }
         let issued = try ca.issue(commonName: UserInfo.admin.username, organization: UserInfo.mastersGroup, server: false, client: true, days: 365)
-        try write(issued.privateKeyPEM, to: keyPath, mode: 0o600)
-        try write(issued.certificatePEM, to: certPath, mode: 0o600)
+        try issued.save(certificatePath: certPath, keyPath: keyPath, certificateMode: 0o600)
         return issued
     }
 
