@@ -13,7 +13,6 @@ import Metrics
 import PKI
 import Prometheus
 import ServiceLifecycle
-import Synchronization
 
 /// Flags of the embedded API server (shared by `apiserver` and `cloud`).
 public struct EmbeddedServerOptions: ParsableArguments {
@@ -129,29 +128,11 @@ struct CASigner: CertificateSigner {
     }
 }
 
-/// A ``KubeEdgeObjectReader`` over a client made on first use (the embedded server must be listening).
-final class DeferredClientReader: KubeEdgeObjectReader {
-    let logger: Logger
-    let make: @Sendable (Logger) async throws -> KubeClient
-    let client = Mutex<KubeClient?>(nil)
-
-    init(logger: Logger, make: @escaping @Sendable (Logger) async throws -> KubeClient) { self.logger = logger; self.make = make }
-
-    func reader() async throws -> KubeClientObjectReader {
-        if let c = client.withLock({ $0 }) { return KubeClientObjectReader(client: c) }
-        let made = try await make(logger)
-        return KubeClientObjectReader(client: client.withLock { c in
-            if let c { return c }
-            c = made
-            return made
-        })
-    }
-
-    func get(_ type: ResourceType, namespace: String, name: String) async throws -> JSON? {
-        try await reader().get(type, namespace: namespace, name: name)
-    }
-
-    func list(_ type: ResourceType, namespace: String) async throws -> [JSON] { try await reader().list(type, namespace: namespace) }
+/// KubeEdge's admission rules reading the embedded server's store.
+struct StoredObjectReader: KubeEdgeObjectReader {
+    let objects: StoredObjects
+    func get(_ type: ResourceType, namespace: String, name: String) async throws -> JSON? { await objects.get(type, namespace: namespace, name: name) }
+    func list(_ type: ResourceType, namespace: String) async throws -> [JSON] { try await objects.list(type, namespace: namespace) }
 }
 
 /// The embedded server opened, plus a way for in-process clients to reach it once it listens.
@@ -183,13 +164,11 @@ extension EmbeddedServerOptions {
             registry.emit(into: &out)
             return out
         }
-        // KubeEdge's admission rules, in-process (read RuleEndpoints and Rules back through the server itself).
-        let clients = AwaitedValue<@Sendable (Logger) async throws -> KubeClient>()
-        let admission = KubeEdgeAdmission(reader: DeferredClientReader(logger: logger) { l in try await clients.value(l) })
+        // KubeEdge's admission rules, in-process (RuleEndpoints and Rules read from the store).
         let hooks = KubeEdgeAdmission.webhookConfigurations { path in ["url": .string(InProcessWebhooks.scheme + "kubeedge-admission" + path.rawValue)] }
-        config.inProcessWebhooks = InProcessWebhooks(validating: hooks.validating, mutating: hooks.mutating) { path, review in
+        config.inProcessWebhooks = InProcessWebhooks(validating: hooks.validating, mutating: hooks.mutating) { path, review, objects in
             guard let p = KubeEdgeAdmission.Path(rawValue: path) else { return ["response": ["uid": review["request"]["uid"], "allowed": true]] }
-            return await admission.review(p, review)
+            return await KubeEdgeAdmission(reader: StoredObjectReader(objects: objects)).review(p, review)
         }
         let scheme = insecureHTTP ? "http" : "https"
         let host = bindAddress ?? "127.0.0.1"
@@ -211,7 +190,6 @@ extension EmbeddedServerOptions {
             let port = await listening.value
             return try HTTPKubeClient(config: KubeConfig(server: "\(scheme)://\(connectHost):\(port)", caPEM: insecure ? nil : ca, token: token), logger: l)
         }
-        clients.set(makeClient)
         var services = server.services
         if controllers {
             var options = control.options()

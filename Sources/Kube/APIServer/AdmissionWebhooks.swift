@@ -131,10 +131,27 @@ public struct InProcessWebhooks: Sendable {
     public static let scheme = "inprocess://"
     public var validating: [JSON]
     public var mutating: [JSON]
-    /// Answers an AdmissionReview sent to a path.
-    public var handler: @Sendable (_ path: String, _ review: JSON) async -> JSON
-    public init(validating: [JSON], mutating: [JSON], handler: @escaping @Sendable (String, JSON) async -> JSON) {
+    /// Answers an AdmissionReview sent to a path, reading what it needs from the server's store.
+    public var handler: @Sendable (_ path: String, _ review: JSON, _ objects: StoredObjects) async -> JSON
+    public init(validating: [JSON], mutating: [JSON], handler: @escaping @Sendable (String, JSON, StoredObjects) async -> JSON) {
         self.validating = validating; self.mutating = mutating; self.handler = handler
+    }
+}
+
+/// Read access to the objects of the server's store, for in-process admission rules (no request
+/// back through the server itself).
+public struct StoredObjects: Sendable {
+    let store: any ObjectStorage
+
+    /// The object, nil when there is none.
+    public func get(_ type: ResourceType, namespace: String?, name: String) async -> JSON? {
+        try? await store.get(type.storageKey(namespace: namespace, name: name))?.decode()
+    }
+
+    /// The objects of a type in a namespace.
+    public func list(_ type: ResourceType, namespace: String) async throws -> [JSON] {
+        try await store.list(prefix: type.storagePrefix + namespace + "/", startAfter: nil, limit: nil, revision: nil, filter: nil)
+            .items.compactMap { try? $0.decode() }
     }
 }
 
@@ -307,7 +324,7 @@ extension APIHandler {
         do {
             if let url = w.spec.clientConfig.url, url.hasPrefix(InProcessWebhooks.scheme), let inProcess = options.inProcessWebhooks {
                 let rest = url.dropFirst(InProcessWebhooks.scheme.count)
-                response = await inProcess.handler(rest.firstIndex(of: "/").map { String(rest[$0...]) } ?? "/", review)
+                response = await inProcess.handler(rest.firstIndex(of: "/").map { String(rest[$0...]) } ?? "/", review, StoredObjects(store: store))
             } else {
                 response = try await post(review, to: w)
             }
