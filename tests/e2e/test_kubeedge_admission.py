@@ -42,8 +42,11 @@ def rule(name, source, source_resource, target, target_resource):
             "spec": {"source": source, "sourceResource": source_resource, "target": target, "targetResource": target_resource}}
 
 
-def test_embedded_server_runs_kubeedges_admission(kubectl, server, ns):
-    k = Kubectl(kubectl.binary, kubectl.version, kubectl.kubeconfig, kubectl.home)
+def test_embedded_server_runs_kubeedges_admission(kubectl, server, ns, tmp_path):
+    # A copy of the shared kubeconfig: its context's namespace is changed below.
+    kc = tmp_path / "kubeconfig"
+    kc.write_text(kubectl.kubeconfig.read_text())
+    k = Kubectl(kubectl.binary, kubectl.version, kc, tmp_path)
     install_crds(k)
     k.run("config", "set-context", "--current", f"--namespace={ns}")
     for f in ["ruleEndpoint-rest.yaml", "ruleEndpoint-eventbus.yaml", "ruleEndpoint-servicebus.yaml", "rule-rest-eventbus.yaml",
