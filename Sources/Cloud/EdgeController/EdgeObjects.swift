@@ -155,11 +155,15 @@ public final class EdgeObjects: NodeObjectSource {
         }
     }
 
-    /// The ServiceAccount a pod runs as (`<ns>`, `<name>`; `default` when unset).
+    /// The name of the ServiceAccount a pod runs as (`default` when unset).
+    static func serviceAccountName(of pod: JSON) -> String {
+        pod["spec"]["serviceAccountName"].stringValue.flatMap { $0.isEmpty ? nil : $0 } ?? "default"
+    }
+
+    /// The ServiceAccount a pod runs as, as a user.
     static func serviceAccount(of pod: JSON) -> UserInfo {
         let ns = pod["metadata"]["namespace"].stringValue ?? "default"
-        let sa = pod["spec"]["serviceAccountName"].stringValue.flatMap { $0.isEmpty ? nil : $0 } ?? "default"
-        return UserInfo(username: ServiceAccountName.username(namespace: ns, name: sa), groups: ServiceAccountName.groups(namespace: ns))
+        return UserInfo(username: ServiceAccountName.username(namespace: ns, name: serviceAccountName(of: pod)), groups: ServiceAccountName.groups(namespace: ns))
     }
 
     /// The ServiceAccounts of the pods bound to a node.

@@ -23,7 +23,7 @@ extension NodeUpstream {
         guard let pod = self.pod(ns, podName), pod["spec"]["nodeName"].stringValue == node else {
             throw StatusError(.forbidden, "node \(node) may not request a token for pod \(ns)/\(podName): no relationship found between node '\(node)' and this object")
         }
-        let podSA = pod["spec"]["serviceAccountName"].stringValue.flatMap { $0.isEmpty ? nil : $0 } ?? "default"
+        let podSA = EdgeObjects.serviceAccountName(of: pod)
         guard podSA == sa else {
             throw StatusError(.forbidden, "node \(node) may not request a token for ServiceAccount \(ns)/\(sa): pod \(podName) runs as \(podSA)")
         }
@@ -106,7 +106,7 @@ extension NodeUpstream {
               let podUID = request.extra["authentication.kubernetes.io/pod-uid"]?.first,
               let pod = self.pod(account.namespace, podName), pod["spec"]["nodeName"].stringValue == node,
               pod["metadata"]["uid"].stringValue == podUID,
-              (pod["spec"]["serviceAccountName"].stringValue.flatMap { $0.isEmpty ? nil : $0 } ?? "default") == account.name
+              EdgeObjects.serviceAccountName(of: pod) == account.name
         else {
             throw StatusError(.forbidden, "node \(node) may only forward requests of the ServiceAccounts of its own pods (not \(request.username))")
         }

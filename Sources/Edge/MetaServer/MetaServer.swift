@@ -154,8 +154,9 @@ struct MetaResponder: HTTPResponder {
             }
         }
         let local = request.method == .get ? MetaRequest(path: request.uri.path) : nil
+        let watching = Self.isWatch(request)
         if local == nil, let security, let user, let forward = security.forward, ServiceAccountName.split(user.username) != nil {
-            return await self.forward(request, user: user, through: forward)
+            return await self.forward(request, user: user, watching: watching, through: forward)
         }
         guard request.method == .get else {
             return reply(405, status("MethodNotAllowed", "MetaServer is read-only", code: 405))
@@ -165,12 +166,11 @@ struct MetaResponder: HTTPResponder {
         }
         do {
             if let security, let user {
-                let watching = request.uri.queryParameters.get("watch").map { $0 == "true" || $0 == "1" } == true
                 if let refusal = try await security.authorize(user, what, watch: watching, store: store) {
                     return reply(refusal.code, refusal.status)
                 }
             }
-            if request.uri.queryParameters.get("watch").map({ $0 == "true" || $0 == "1" }) == true {
+            if watching {
                 guard case .list(let r, let ns) = what else {
                     return reply(405, status("MethodNotAllowed", "watch a collection (with fieldSelector=metadata.name=<name> for one object)", code: 405))
                 }
@@ -281,13 +281,17 @@ struct MetaResponder: HTTPResponder {
                         })
     }
 
+    /// `watch=true` (or `1`) in the query.
+    static func isWatch(_ request: Request) -> Bool { request.uri.queryParameters.get("watch").map { $0 == "true" || $0 == "1" } == true }
+
     /// Requests forwarded to the cloud carry at most this much body (one channel message).
     static let maxForwardedBody = 1 << 20
 
     /// A pod's request the store cannot answer, made in the cloud as the pod's ServiceAccount;
     /// offline it is 503 (only what the node holds can be read then).
-    func forward(_ request: Request, user: UserInfo, through forward: @Sendable (ForwardedAPIRequest) async -> ForwardedAPIRequest.Answer?) async -> Response {
-        if request.uri.queryParameters.get("watch").map({ $0 == "true" || $0 == "1" }) == true {
+    func forward(_ request: Request, user: UserInfo, watching: Bool,
+                 through forward: @Sendable (ForwardedAPIRequest) async -> ForwardedAPIRequest.Answer?) async -> Response {
+        if watching {
             return reply(405, status("MethodNotAllowed", "MetaServer watches only what the node holds (pods, configmaps, secrets, services, endpoints, nodes)", code: 405))
         }
         var request = request

@@ -292,21 +292,8 @@ public struct CELExpression: Sendable {
                 case .double(let d): return .double(-d)
                 default: throw Failure("no such overload for -")
                 }
-            case .binary("&&", let a, let b):
-                // CEL: false wins over an error on either side.
-                let l = Result<Bool, Failure>(catching: { () throws(Failure) -> Bool in try bool(a) })
-                let r = Result<Bool, Failure>(catching: { () throws(Failure) -> Bool in try bool(b) })
-                if case .success(false) = l { return .bool(false) }
-                if case .success(false) = r { return .bool(false) }
-                let x = try l.get(), y = try r.get()
-                return .bool(x && y)
-            case .binary("||", let a, let b):
-                let l = Result<Bool, Failure>(catching: { () throws(Failure) -> Bool in try bool(a) })
-                let r = Result<Bool, Failure>(catching: { () throws(Failure) -> Bool in try bool(b) })
-                if case .success(true) = l { return .bool(true) }
-                if case .success(true) = r { return .bool(true) }
-                let x = try l.get(), y = try r.get()
-                return .bool(x || y)
+            case .binary("&&", let a, let b): return .bool(try logical(a, b, decisive: false))
+            case .binary("||", let a, let b): return .bool(try logical(a, b, decisive: true))
             case .binary(let op, let a, let b): return try binary(op, try eval(a), try eval(b))
             case .conditional(let c, let a, let b): return try bool(c) ? try eval(a) : try eval(b)
             case .list(let items):
@@ -354,6 +341,18 @@ public struct CELExpression: Sendable {
                 if let target { subject = try eval(target) }
                 return try call(name, subject, values)
             }
+        }
+
+        /// `&&` (decisive value false) and `||` (true) as CEL evaluates them: the decisive value on
+        /// either side wins, even over an error on the other; otherwise an error is the result.
+        func logical(_ a: Node, _ b: Node, decisive: Bool) throws(Failure) -> Bool {
+            let l = Result<Bool, Failure>(catching: { () throws(Failure) -> Bool in try bool(a) })
+            let r = Result<Bool, Failure>(catching: { () throws(Failure) -> Bool in try bool(b) })
+            if case .success(decisive) = l { return decisive }
+            if case .success(decisive) = r { return decisive }
+            _ = try l.get()
+            _ = try r.get()
+            return !decisive
         }
 
         func call(_ name: String, _ target: JSON?, _ args: [JSON]) throws(Failure) -> JSON {
