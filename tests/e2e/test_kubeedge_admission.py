@@ -120,10 +120,12 @@ def test_swiftedge_admission_serves_and_registers_itself(kubectl, tmp_path):
         eventually(lambda: "service_port" in denied(k, endpoint("c", "servicebus")) and calls() > before, 10,
                    what="the registered server consulted (its refusal logged)")
     finally:
-        proc.terminate()
-        proc.wait(timeout=20)
-        log.close()
-        srv.stop()
+        try:
+            proc.terminate()
+            proc.wait(timeout=20)
+            log.close()
+        finally:
+            srv.stop()
 
 
 def test_cloud_against_an_existing_cluster_registers_the_admission(kubectl, tmp_path):
@@ -143,5 +145,7 @@ def test_cloud_against_an_existing_cluster_registers_the_admission(kubectl, tmp_
         eventually(lambda: 'denied the request: port must be in range 1-65535' in denied(k, endpoint("bus", "servicebus", service_port="0"))
                    and "admission refused" in cloud.log.read_text(), 10, what="the cloud's admission server consulted (its refusal logged)")
     finally:
-        cloud.stop()
-        srv.stop()
+        try:
+            cloud.stop()
+        finally:
+            srv.stop()  # also when the cloud's stop fails
