@@ -1,6 +1,7 @@
 import AsyncSupport
 import KubeAPI
 import Logging
+import Metrics
 import NIOCore
 import NIOWebSocket
 import Synchronization
@@ -85,12 +86,21 @@ public struct TunnelStream: Sendable {
         try await writer.send(TunnelFrame(stream: id, kind: .data, payload: [channel] + bytes))
     }
 
-    /// Ends the stream from the cloud's side (the client went away).
-    public func close() async {
+    /// Ends the stream from this side (the client went away); `error` tells the other end why.
+    public func close(error: String? = nil) async {
         forget()
-        try? await writer.send(.close(id, error: nil))
+        try? await writer.send(.close(id, error: error))
+    }
+
+    /// Sends a chunk as received from another stream (its first byte is the channel).
+    func forward(_ chunk: [UInt8]) async throws {
+        guard let channel = chunk.first else { return }
+        try await send(channel: channel, Array(chunk.dropFirst()))
     }
 }
+
+/// Stream ids a node opens have the high bit set; the cloud's never do.
+let nodeOpenedBit: UInt32 = 0x8000_0000
 
 /// The cloud end of the stream tunnels: one connection per node (dialled by the node), streams
 /// opened on demand for `kubectl logs` and friends.
@@ -112,6 +122,7 @@ public final class TunnelServer: Sendable {
 
     let tunnels = Mutex<[String: NodeTunnel]>([:])
     let logger: Logger
+    let relays = Counter(label: "swiftedge_stream_tunnel_relays_total")
 
     public init(logger: Logger) { self.logger = logger }
 
@@ -129,6 +140,7 @@ public final class TunnelServer: Sendable {
         logger.info("stream tunnel connected", metadata: ["node": "\(node)"])
         var reason = "closed by the node"
         do {
+            try await withThrowingDiscardingTaskGroup { relaying in
             try await readFrames(inbound, writer: tunnel.writer) { f in
                 switch f.kind {
                 case .data:
@@ -140,8 +152,29 @@ public final class TunnelServer: Sendable {
                 case .credit:
                     if let n = f.creditBytes { tunnel.streams.withLock { $0[f.stream] }?.window.grant(n) }
                 case .open:
-                    throw TunnelError("a node may not open streams")
+                    guard f.stream & nodeOpenedBit != 0 else { throw TunnelError("a node's stream ids have the high bit set") }
+                    let request: StreamRequest
+                    do {
+                        request = try StreamRequest(json: try JSON.parse(f.payload))
+                        guard request.kind == .relay, let target = request.node, request.port != nil else {
+                            throw TunnelError("a node may only open relay streams (with node, pod and port)")
+                        }
+                        _ = target
+                    } catch {
+                        try await tunnel.writer.send(.close(f.stream, error: "bad relay request: \(error)"))
+                        break
+                    }
+                    let id = f.stream
+                    let (data, sink) = TunnelStreamData.make(id: id, writer: tunnel.writer)
+                    let window = SendWindow(TunnelFrame.initialWindow)
+                    tunnel.streams.withLock { $0[id] = NodeTunnel.Entry(sink: sink, window: window) }
+                    let stream = TunnelStream(id: id, data: data, writer: tunnel.writer, window: window, forget: {
+                        tunnel.streams.withLock { $0.removeValue(forKey: id) }?.window.close()
+                    })
+                    relaying.addTask { await self.relay(from: node, stream, request) }
                 }
+            }
+            relaying.cancelAll()
             }
         } catch {
             reason = "\(error)"
@@ -150,6 +183,36 @@ public final class TunnelServer: Sendable {
         tunnel.fail("stream tunnel to node \(node) closed: \(reason)")
         outbound.finish()
         logger.info("stream tunnel closed", metadata: ["node": "\(node)", "reason": "\(reason)"])
+    }
+
+    /// A node's relay stream (EdgeMesh traffic to a pod on another node): a port-forward stream
+    /// opened on the pod's node, bytes passed both ways until either end closes.
+    func relay(from node: String, _ a: TunnelStream, _ request: StreamRequest) async {
+        guard let target = request.node, let port = request.port else { return }
+        relays.increment()
+        let b: TunnelStream
+        do {
+            b = try await open(node: target, StreamRequest(kind: .portforward, namespace: request.namespace, pod: request.pod, container: "", port: port))
+        } catch {
+            await a.close(error: "relay to node \(target): \(error)")
+            return
+        }
+        logger.debug("relaying", metadata: ["from": "\(node)", "to": "\(target)", "pod": "\(request.namespace)/\(request.pod)", "port": "\(port)"])
+        // The first side to end ends the other (with its error, if it failed).
+        let why = await withTaskGroup(of: String?.self) { g -> String? in
+            g.addTask {
+                do { for try await chunk in a.data { try await b.forward(chunk) } } catch { return "\(error)" }
+                return nil
+            }
+            g.addTask {
+                do { for try await chunk in b.data { try await a.forward(chunk) } } catch { return "\(error)" }
+                return nil
+            }
+            defer { g.cancelAll() }
+            return await g.next() ?? nil
+        }
+        await a.close(error: why)
+        await b.close()
     }
 
     /// Opens a stream to a node. Throws if the node has no tunnel.
@@ -176,12 +239,77 @@ public protocol StreamProvider: Sendable {
     func serve(_ request: StreamRequest, input: TunnelStreamData, write: @escaping @Sendable ([UInt8]) async throws -> Void) async throws
 }
 
+/// The streams a node opens on its tunnel (`relay`), while the tunnel is up.
+public final class TunnelDialer: Sendable {
+    struct Link {
+        var writer: FrameWriter
+        var streams: [UInt32: (sink: AsyncThrowingStream<[UInt8], any Error>.Continuation, window: SendWindow)] = [:]
+    }
+
+    let link = Mutex<Link?>(nil)
+    let nextID = Atomic<UInt32>(0)
+    /// Whether a tunnel is up (streams can be opened).
+    public let connected = StateSignal(false)
+
+    public init() {}
+
+    /// Opens a stream through the cloud; throws when no tunnel is up.
+    public func open(_ request: StreamRequest) async throws -> TunnelStream {
+        let id = nodeOpenedBit | (nextID.wrappingAdd(1, ordering: .relaxed).newValue & ~nodeOpenedBit)
+        let window = SendWindow(TunnelFrame.initialWindow)
+        let made = link.withLock { l -> (TunnelStreamData, FrameWriter)? in
+            guard let w = l?.writer else { return nil }
+            let (data, sink) = TunnelStreamData.make(id: id, writer: w)
+            l?.streams[id] = (sink, window)
+            return (data, w)
+        }
+        guard let (data, writer) = made else { throw TunnelError("no stream tunnel to the cloud (offline?)") }
+        do { try await writer.send(TunnelFrame(stream: id, kind: .open, payload: request.json.serialized())) } catch {
+            _ = link.withLock { $0?.streams.removeValue(forKey: id) }
+            throw error
+        }
+        return TunnelStream(id: id, data: data, writer: writer, window: window, forget: { [self] in
+            link.withLock { $0?.streams.removeValue(forKey: id) }?.window.close()
+        })
+    }
+
+    func attach(_ writer: FrameWriter) {
+        link.withLock { $0 = Link(writer: writer) }
+        _ = connected.set(true)
+    }
+
+    func detach(_ why: String) {
+        let streams = link.withLock { l in defer { l = nil }; return l.map { Array($0.streams.values) } ?? [] }
+        _ = connected.set(false)
+        for s in streams {
+            s.sink.finish(throwing: TunnelError(why))
+            s.window.close()
+        }
+    }
+
+    /// A frame of a stream this node opened.
+    func handle(_ f: TunnelFrame) {
+        switch f.kind {
+        case .data: _ = link.withLock { $0?.streams[f.stream]?.sink }?.yield(f.payload)
+        case .close:
+            guard let e = link.withLock({ $0?.streams.removeValue(forKey: f.stream) }) else { return }
+            e.window.close()
+            if let error = (try? JSON.parse(f.payload))?["error"].stringValue { e.sink.finish(throwing: TunnelError(error)) } else { e.sink.finish() }
+        case .credit: if let n = f.creditBytes { link.withLock { $0?.streams[f.stream]?.window }?.grant(n) }
+        case .open: break
+        }
+    }
+}
+
 /// The edge end: serves the streams of one tunnel connection (each in its own child task;
-/// a close from the cloud cancels it). Returns when the connection closes.
+/// a close from the cloud cancels it), and carries the streams `dialer` opens. Returns when the
+/// connection closes.
 public func serveTunnel(inbound: NIOAsyncChannelInboundStream<WebSocketFrame>, outbound: NIOAsyncChannelOutboundWriter<WebSocketFrame>,
-                        provider: any StreamProvider, logger: Logger) async throws
+                        provider: any StreamProvider, dialer: TunnelDialer? = nil, logger: Logger) async throws
 {
     let writer = FrameWriter(outbound: outbound, isClient: true)
+    dialer?.attach(writer)
+    defer { dialer?.detach("the stream tunnel closed") }
     let running = StreamCancels()
     let (frames, sink) = AsyncThrowingStream<TunnelFrame, any Error>.makeStream()
     try await withThrowingDiscardingTaskGroup { group in
@@ -195,6 +323,10 @@ public func serveTunnel(inbound: NIOAsyncChannelInboundStream<WebSocketFrame>, o
         }
         defer { for s in running.all() { s.signal() } }
         for try await f in frames {
+            if f.stream & nodeOpenedBit != 0 {
+                dialer?.handle(f)
+                continue
+            }
             switch f.kind {
             case .open:
                 let request: StreamRequest

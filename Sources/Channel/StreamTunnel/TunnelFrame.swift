@@ -6,7 +6,8 @@ import NIOCore
 /// multiplexed on one connection.
 public struct TunnelFrame: Sendable, Equatable {
     public enum Kind: UInt8, Sendable {
-        /// Cloud → edge: a new stream; payload is the ``StreamRequest`` JSON.
+        /// A new stream; payload is the ``StreamRequest`` JSON. Cloud → edge, or edge → cloud
+        /// for a `relay` (whose stream id has the high bit set).
         case open = 0
         /// Either way: stream bytes; the payload's first byte is the channel (Kubernetes
         /// remotecommand numbering: 0 stdin, 1 stdout, 2 stderr, 3 error, 4 resize).
@@ -82,7 +83,10 @@ public struct StreamRequest: Sendable, Equatable {
     /// `stats`: the node's and its pods' CPU and memory usage (``NodeUsage`` JSON on channel 1).
     /// `portforward`: a TCP connection to ``port`` in the pod; bytes to it on channel 0, from it
     /// on channel 1, `[255, 0]` from the cloud when the client stopped sending.
-    public enum Kind: String, Sendable { case log, exec, attach, stats, portforward }
+    /// `relay` (node → cloud): a `portforward` to ``pod`` on ``node``, opened by the cloud on
+    /// that node's tunnel and joined to this stream (EdgeMesh traffic between nodes that cannot
+    /// dial each other).
+    public enum Kind: String, Sendable { case log, exec, attach, stats, portforward, relay }
     public var kind: Kind
     public var namespace: String
     public var pod: String
@@ -90,17 +94,19 @@ public struct StreamRequest: Sendable, Equatable {
     public var log: LogOptions
     public var exec: ExecOptions
     public var port: Int?
+    /// The node a `relay` goes to.
+    public var node: String?
 
     public init(kind: Kind, namespace: String, pod: String, container: String, log: LogOptions = LogOptions(),
-                exec: ExecOptions = ExecOptions(), port: Int? = nil)
+                exec: ExecOptions = ExecOptions(), port: Int? = nil, node: String? = nil)
     {
         self.kind = kind; self.namespace = namespace; self.pod = pod; self.container = container; self.log = log; self.exec = exec
-        self.port = port
+        self.port = port; self.node = node
     }
 
     public var json: JSON {
         ["kind": .string(kind.rawValue), "namespace": .string(namespace), "pod": .string(pod), "container": .string(container),
-         "log": log.json, "exec": exec.json, "port": port.map { .int(Int64($0)) } ?? .null]
+         "log": log.json, "exec": exec.json, "port": port.map { .int(Int64($0)) } ?? .null, "node": node.map { .string($0) } ?? .null]
     }
 
     public init(json j: JSON) throws(TunnelError) {
@@ -109,7 +115,7 @@ public struct StreamRequest: Sendable, Equatable {
             throw TunnelError("stream request without namespace, pod or container")
         }
         self.init(kind: k, namespace: ns, pod: pod, container: c, log: LogOptions(json: j["log"]), exec: ExecOptions(json: j["exec"]),
-                  port: j["port"].intValue.map { Int($0) })
+                  port: j["port"].intValue.map { Int($0) }, node: j["node"].stringValue)
     }
 }
 

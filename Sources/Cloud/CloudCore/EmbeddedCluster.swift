@@ -192,7 +192,7 @@ extension EmbeddedServerOptions {
         }
         var services = server.services
         if controllers {
-            var options = control.options()
+            var options = try control.options()
             options.certificateSigner = CASigner(ca: server.ca)
             services.append(ControllerManager(options: options, logger: controllerLogger) { try await makeClient(controllerLogger) })
         }
@@ -264,7 +264,16 @@ public struct ControllerOptions: ParsableArguments {
     @Option(help: "Identity in the leader Lease (default: hostname and a random suffix).")
     var identity: String?
 
-    func options() -> ControllerManagerOptions {
+    @Flag(inversion: .prefixedNo, help: "Give every node a pod subnet of --cluster-cidr in spec.podCIDR (kube's node IPAM).")
+    var allocateNodeCidrs = true
+
+    @Option(help: "The pods' address range, split into one subnet per node.")
+    var clusterCidr = "10.244.0.0/16"
+
+    @Option(help: "Prefix length of each node's pod subnet.")
+    var nodeCidrMaskSize = 24
+
+    func options() throws -> ControllerManagerOptions {
         var o = ControllerManagerOptions(identity: identity ?? "\(ProcessInfo.processInfo.hostName)_\(UUID().uuidString.prefix(8).lowercased())")
         o.leaderElect = leaderElect
         o.leaseDuration = .seconds(leaderElectLeaseDuration)
@@ -276,6 +285,15 @@ public struct ControllerOptions: ParsableArguments {
         o.nodeLifecycle.orphanQuarantine = .seconds(orphanPodQuarantine)
         o.nodeLifecycle.unjoinedNodeTimeout = unjoinedNodePodTimeout > 0 ? .seconds(unjoinedNodePodTimeout) : nil
         o.jobBackoff = .seconds(jobBackoff)
+        if allocateNodeCidrs {
+            guard let cidr = IPv4Network(clusterCidr), cidr.description == clusterCidr else {
+                throw ValidationError("--cluster-cidr \(clusterCidr) is not an IPv4 network in CIDR form (a.b.c.0/n, host bits zero)")
+            }
+            guard nodeCidrMaskSize >= cidr.prefix, nodeCidrMaskSize <= 30 else {
+                throw ValidationError("--node-cidr-mask-size \(nodeCidrMaskSize) must be between the cluster CIDR's prefix (\(cidr.prefix)) and 30")
+            }
+            o.nodeIPAM = NodeIPAMOptions(clusterCIDR: cidr, nodeMaskSize: nodeCidrMaskSize)
+        }
         return o
     }
 }
@@ -305,7 +323,7 @@ public struct ControllerManagerCommand: AsyncParsableCommand {
         _ = bootstrapObservability()
         let logger = logging.makeLogger("swiftedge.controllers")
         let config = try KubeConfig.load(path: kubeconfig)
-        var options = control.options()
+        var options = try control.options()
         options.certificateSigner = try CASigner.load(certFile: clusterSigningCertFile, keyFile: clusterSigningKeyFile)
         logger.info("controller manager starting", metadata: ["server": "\(config.server)", "identity": "\(options.identity)"])
         let manager = ControllerManager(options: options, logger: logger) { try HTTPKubeClient(config: config, logger: logger) }

@@ -8,6 +8,7 @@ import DeviceTwin
 import MQTT
 import NIOSSL
 import EdgeHub
+import EdgeMesh
 import Edged
 import Foundation
 import KubeAPI
@@ -17,6 +18,7 @@ import MetricsEndpoint
 import MetaStore
 import NodeStatus
 import ServiceLifecycle
+import StreamTunnel
 
 /// `swiftedge edge`: the edge node (joins with a token on first start, then keeps the channel up
 /// and persists what the cloud sends before acknowledging it).
@@ -105,6 +107,27 @@ public struct EdgeCommand: AsyncParsableCommand {
 
     @Option(help: "DMI socket mappers register on (empty: no DMI; default <data-dir>/dmi.sock).")
     var dmiSock: String?
+
+    @Option(help: "The container runtime's CNI configuration directory: pods get addresses from the node's spec.podCIDR on a bridge (CNI bridge + host-local), written there by the node (empty: the runtime's own CNI configuration is used).")
+    var cniConfDir: String?
+
+    @Flag(inversion: .prefixedNo, help: "Masquerade pods' traffic leaving the node (with --cni-conf-dir).")
+    var podMasquerade = true
+
+    @Flag(help: "Run EdgeMesh: cluster DNS on --cluster-dns for the node's pods, a proxy for every ClusterIP, traffic to pods on other nodes relayed through the cloud. Adds local routes for the DNS address and --service-cluster-ip-range (needs CAP_NET_ADMIN; meant for a node that owns its network namespace).")
+    var edgemesh = false
+
+    @Option(help: "The DNS address pods are given (with --edgemesh: served by the node; default 169.254.96.16, KubeEdge's).")
+    var clusterDns: String?
+
+    @Option(help: "The cluster's DNS domain.")
+    var clusterDomain = "cluster.local"
+
+    @Option(help: "The Services' ClusterIP range (the API server's).")
+    var serviceClusterIpRange = "10.96.0.0/12"
+
+    @Option(parsing: .upToNextOption, help: "Upstream DNS servers (host[:port]) for names outside the cluster (default: the node's /etc/resolv.conf).")
+    var upstreamDns: [String] = []
 
     @OptionGroup var logging: LoggingOptions
 
@@ -208,12 +231,29 @@ public struct EdgeCommand: AsyncParsableCommand {
         print("edge node \(s.nodeName) joined; connecting to \(s.cloud):\(s.cloudhubPort)")
         fflush(nil)
         let nodeLabels = s.labels
+        let meshDNS: IPv4Address?
+        if let text = clusterDns {
+            guard let ip = IPv4Address(text) else { throw ValidationError("--cluster-dns \(text) is not an IPv4 address") }
+            meshDNS = ip
+        } else {
+            meshDNS = edgemesh ? EdgeMeshConfiguration(nodeName: s.nodeName).dnsAddress : nil
+        }
+        guard let serviceCIDR = IPv4Network(serviceClusterIpRange), serviceCIDR.description == serviceClusterIpRange else {
+            throw ValidationError("--service-cluster-ip-range \(serviceClusterIpRange) is not an IPv4 network in CIDR form")
+        }
+        let dialer = TunnelDialer()
         var edged: Edged?
         var runtime: CRIRuntime?
         if !s.remoteRuntimeEndpoint.isEmpty {
             let cri = try CRIRuntime(endpoint: s.remoteRuntimeEndpoint, logger: logger)
             var edgedConfig = EdgedConfiguration(nodeName: s.nodeName, nodeIP: s.nodeIP, podsDirectory: s.podsDir, logDirectory: s.podLogsDir)
             if metaserverAuthorization && s.metaserverPort > 0 { edgedConfig.inClusterAPI = InClusterAPI(host: "127.0.0.1", port: s.metaserverPort) }
+            if let dir = cniConfDir, !dir.isEmpty {
+                var net = PodNetworkConfiguration(cniConfDirectory: dir, cniDataDirectory: s.dataDir + "/cni")
+                net.masquerade = podMasquerade
+                edgedConfig.podNetwork = net
+            }
+            if let dns = meshDNS { edgedConfig.clusterDNS = ClusterDNSConfiguration(servers: [dns.description], domain: clusterDomain) }
             // Pods' bound tokens come from the cloud's TokenRequest, over the channel.
             let tokens = ServiceAccountTokenSource(store: podTokens) { namespace, serviceAccount, request in
                 let ref = ResourceRef(namespace: namespace, kind: .serviceAccountToken, name: serviceAccount)
@@ -236,7 +276,20 @@ public struct EdgeCommand: AsyncParsableCommand {
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
         // Started in this order, stopped in reverse: Edged stops before the runtime client.
         if let runtime, let edged {
-            services += [.init(service: runtime), .init(service: edged), .init(service: EdgeStreamClient(hub: hub, provider: edged, logger: logger))]
+            services += [.init(service: runtime), .init(service: edged), .init(service: EdgeStreamClient(hub: hub, provider: edged, dialer: dialer, logger: logger))]
+        }
+        if edgemesh {
+            var mesh = EdgeMeshConfiguration(nodeName: s.nodeName)
+            if let meshDNS { mesh.dnsAddress = meshDNS }
+            mesh.clusterDomain = clusterDomain
+            mesh.serviceCIDR = serviceCIDR
+            mesh.upstream = upstreamDns.isEmpty
+                ? EdgeMeshConfiguration.nameservers(resolvConf: (try? String(contentsOfFile: "/etc/resolv.conf", encoding: .utf8)) ?? "", excluding: mesh.dnsAddress)
+                : upstreamDns
+            let relay: MeshRelay = { node, namespace, pod, port in
+                try await dialer.open(StreamRequest(kind: .relay, namespace: namespace, pod: pod, container: "", port: port, node: node))
+            }
+            services.append(.init(service: EdgeMesh(configuration: mesh, store: store, relay: relay, logger: logger)))
         }
         var twinConfig = DeviceTwinConfiguration(nodeName: s.nodeName)
         if !s.mqttServer.isEmpty {

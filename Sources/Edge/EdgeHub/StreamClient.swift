@@ -11,10 +11,12 @@ import StreamTunnel
 public struct EdgeStreamClient: Service {
     let hub: EdgeHub
     let provider: any StreamProvider
+    /// Streams the node opens through the cloud (EdgeMesh's relay).
+    let dialer: TunnelDialer?
     let logger: Logger
 
-    public init(hub: EdgeHub, provider: any StreamProvider, logger: Logger) {
-        self.hub = hub; self.provider = provider; self.logger = logger
+    public init(hub: EdgeHub, provider: any StreamProvider, dialer: TunnelDialer? = nil, logger: Logger) {
+        self.hub = hub; self.provider = provider; self.dialer = dialer; self.logger = logger
     }
 
     public func run() async throws {
@@ -45,7 +47,7 @@ public struct EdgeStreamClient: Service {
                     let ws = try await hub.dial(uri: "/\(c.projectID)/\(c.nodeName)/stream")
                     logger.info("stream tunnel connected", metadata: ["cloud": "\(c.cloudHost):\(c.cloudPort)"])
                     try await ws.executeThenClose { inbound, outbound in
-                        try await serveTunnel(inbound: inbound, outbound: outbound, provider: provider, logger: logger)
+                        try await serveTunnel(inbound: inbound, outbound: outbound, provider: provider, dialer: dialer, logger: logger)
                     }
                 }
             } catch is CancellationError {

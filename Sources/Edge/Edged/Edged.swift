@@ -35,6 +35,11 @@ public struct EdgedConfiguration: Sendable {
     public var relistPeriod: Duration = .seconds(1)
     /// What pods' in-cluster clients are pointed at (the node's MetaServer), if it serves them.
     public var inClusterAPI: InClusterAPI?
+    /// The pod network Edged configures from the node's `spec.podCIDR` (nil: the runtime's own
+    /// CNI configuration is used as it is).
+    public var podNetwork: PodNetworkConfiguration?
+    /// Resolver of `ClusterFirst` pods (nil: pods use the node's resolv.conf).
+    public var clusterDNS: ClusterDNSConfiguration?
     public init(nodeName: String, nodeIP: String, podsDirectory: String, logDirectory: String) {
         self.nodeName = nodeName; self.nodeIP = nodeIP; self.podsDirectory = podsDirectory; self.logDirectory = logDirectory
     }
@@ -68,6 +73,8 @@ public final class Edged: Service {
     let usage = Mutex(UsageSampler())
     /// Pods from the store not yet synced since start (for the "restored" report).
     let restoring = Mutex<(pending: Set<String>, since: ContinuousClock.Instant)>(([], .now))
+    /// The subnet the pod network is configured for (with ``EdgedConfiguration/podNetwork``).
+    let network = PodNetworkState()
 
     final class PodHandle: Sendable {
         let uid: String
@@ -107,13 +114,15 @@ public final class Edged: Service {
         let builder = RuntimeConfigBuilder(nodeName: configuration.nodeName, nodeIP: configuration.nodeIP,
                                            podsDirectory: configuration.podsDirectory, logDirectory: configuration.logDirectory,
                                            lookup: { [store] key in try await store.get(key)?.value }, tokens: tokens,
-                                           inClusterAPI: configuration.inClusterAPI)
+                                           inClusterAPI: configuration.inClusterAPI, clusterDNS: configuration.clusterDNS,
+                                           network: configuration.podNetwork == nil ? nil : network)
         var changes = store.changes()
         let stored = try await store.list(type: .pod)
         try await withThrowingDiscardingTaskGroup { group in
             group.addTask { await self.relist() }
             group.addTask { await self.sendStatuses() }
             group.addTask { await self.sampleUsage() }
+            if let net = configuration.podNetwork { group.addTask { await self.followPodCIDR(net) } }
             if let connection {
                 group.addTask { for await up in connection.updates().cancelOnGracefulShutdown() { self.connectionChanged(up) } }
             }
@@ -177,6 +186,36 @@ public final class Edged: Service {
                 logger.warning("stored pod cannot run", metadata: ["key": "\(r.key)", "error": "\(error)"])
                 return nil
             }
+        }
+    }
+
+    /// Keeps the pod network list in step with the node's `spec.podCIDR` (from the node's
+    /// store, so a restart offline configures it again); pods waiting for it are woken.
+    func followPodCIDR(_ net: PodNetworkConfiguration) async {
+        let key = ResourceRef(namespace: nil, kind: .node, name: configuration.nodeName).description
+        func apply(_ node: JSON?) {
+            guard let text = node?["spec"]["podCIDR"].stringValue, !text.isEmpty else { return }
+            guard let subnet = IPv4Network(text) else {
+                logger.error("the node's spec.podCIDR is not an IPv4 network; pods off the host network cannot start", metadata: ["podCIDR": "\(text)"])
+                return
+            }
+            guard network.subnet.withLock({ $0 }) != subnet else { return }
+            do {
+                if try net.write(subnet: subnet) {
+                    logger.info("pod network configured", metadata: ["podCIDR": "\(subnet)", "bridge": "\(net.bridge)",
+                                                                     "file": "\(net.cniConfDirectory)/\(PodNetworkConfiguration.fileName)"])
+                }
+            } catch {
+                logger.error("cannot write the pod network configuration", metadata: ["error": "\(error)"])
+                return
+            }
+            network.subnet.withLock { $0 = subnet }
+            for h in handles.withLock({ Array($0.values) }) { h.wake.signal() }
+        }
+        while !Task.isCancelled && !Task.isShuttingDownGracefully {
+            let changes = store.changes()  // subscribed before the read: no change falls between
+            apply(try? await store.get(key)?.value)
+            for await c in changes.cancelOnGracefulShutdown() where c.record.key == key && c.kind != .deleted { apply(c.record.value) }
         }
     }
 

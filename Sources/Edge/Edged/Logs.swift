@@ -34,6 +34,7 @@ extension Edged: StreamProvider {
         case .exec, .attach: try await execOrAttach(request, input: input, write: write)
         case .stats: try await streamStats(write: write)
         case .portforward: try await portForward(request, input: input, write: write)
+        case .relay: throw TunnelError("relay streams are opened by nodes, not served by them")
         }
     }
 

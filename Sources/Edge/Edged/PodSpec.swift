@@ -20,6 +20,9 @@ public struct PodModel: Sendable, Equatable {
     public var labels: [String: String]
     public var annotations: [String: String]
     public var volumes: [Core.Volume]
+    /// `ClusterFirst` (default), `ClusterFirstWithHostNet`, `Default` or `None`.
+    public var dnsPolicy: String
+    public var dnsConfig: Core.PodDNSConfig?
     /// The whole object, as stored (passed on unchanged; `status` is read from it).
     public var object: JSON
 
@@ -57,6 +60,8 @@ public struct PodModel: Sendable, Equatable {
         labels = meta?.labels ?? [:]
         annotations = meta?.annotations ?? [:]
         volumes = spec?.volumes ?? []
+        dnsPolicy = spec?.dnsPolicy ?? "ClusterFirst"
+        dnsConfig = spec?.dnsConfig
         object = pod
     }
 

@@ -49,6 +49,8 @@ final class PodWorker {
     var firstSeen = KubeTime.now()
     /// The sandbox of each container seen (container statuses do not carry it).
     var sandboxOf: [String: String] = [:]
+    /// The pod's wait for the node's pod network was reported (one event, not one per sync).
+    var reportedNetworkWait = false
 
     struct ProbeState {
         var successes: Int64 = 0
@@ -88,6 +90,14 @@ final class PodWorker {
             let attempt = sandboxes.map(\.metadata.attempt).max().map { $0 + 1 } ?? 0
             let config = builder.sandboxConfig(pod, attempt: attempt)
             for c in pod.containers where waiting[c.name] == nil { waiting[c.name] = ("ContainerCreating", "") }
+            if let why = builder.networkNotReady(pod) {
+                // Woken when the network is configured; looked at again in a while regardless.
+                for c in pod.containers { waiting[c.name] = ("ContainerCreating", why) }
+                if !reportedNetworkWait { events(PodEvent(pod: pod, container: nil, type: .warning, reason: "NetworkNotReady", message: why)) }
+                reportedNetworkWait = true
+                lastStatus = podStatus(pod, sandbox: nil, containers: [], podIP: "")
+                return (lastStatus, Date().addingTimeInterval(30))
+            }
             let id = try await runtime.runPodSandbox(config)
             logger.info("pod sandbox started", metadata: ["pod": "\(pod.namespace)/\(pod.name)", "sandbox": "\(id.prefix(12))", "attempt": "\(attempt)"])
             metrics.sandboxStarts.increment()

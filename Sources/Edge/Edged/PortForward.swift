@@ -17,7 +17,12 @@ extension Edged {
             throw TunnelError("pod \(request.pod) is not on node \(configuration.nodeName)")
         }
         guard let port = request.port, (1...65535).contains(port) else { throw TunnelError("port-forward needs a port between 1 and 65535") }
-        guard record.value["spec"]["hostNetwork"].boolValue == true else {
+        // On the node's own pod network the pod is dialled at its address (EdgeMesh relays land
+        // here); otherwise through the runtime, which enters the pod's network namespace.
+        let podIP = record.value["status"]["podIP"].stringValue.flatMap { IPv4Address($0) }
+        let onBridge = podIP.map { ip in network.subnet.withLock { $0?.contains(ip) ?? false } } ?? false
+        let host = record.value["spec"]["hostNetwork"].boolValue == true ? "127.0.0.1" : (onBridge ? podIP!.description : nil)
+        guard let host else {
             let sandboxes = try await runtime.listPodSandboxes(labels: [RuntimeLabels.podUID: record.uid, RuntimeLabels.node: configuration.nodeName])
             guard let sandbox = sandboxes.first(where: { $0.state == .sandboxReady }) else {
                 throw TunnelError("error forwarding port \(port) to pod \(request.pod): the pod has no ready sandbox")
@@ -31,7 +36,7 @@ extension Edged {
         do {
             channel = try await ClientBootstrap(group: .singletonMultiThreadedEventLoopGroup)
                 .connectTimeout(.seconds(5))
-                .connect(host: "127.0.0.1", port: port) { ch in
+                .connect(host: host, port: port) { ch in
                     ch.eventLoop.makeCompletedFuture {
                         try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: ch,
                                                                     configuration: .init(isOutboundHalfClosureEnabled: true))
@@ -39,7 +44,7 @@ extension Edged {
                 }
         } catch {
             let why = "\(error)".contains("refused") ? "connection refused" : "\(error)"
-            throw TunnelError("error forwarding port \(port) to pod \(request.pod): dial tcp4 127.0.0.1:\(port): \(why)")
+            throw TunnelError("error forwarding port \(port) to pod \(request.pod): dial tcp4 \(host):\(port): \(why)")
         }
         try await channel.executeThenClose { inbound, outbound in
             try await withThrowingTaskGroup(of: Void.self) { group in

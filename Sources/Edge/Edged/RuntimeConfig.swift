@@ -45,6 +45,17 @@ struct RuntimeConfigBuilder: Sendable {
     var tokens: ServiceAccountTokenSource? = nil
     /// The address in-cluster clients are given (`KUBERNETES_SERVICE_HOST/PORT`): the node's MetaServer.
     var inClusterAPI: InClusterAPI? = nil
+    /// Resolver of `ClusterFirst` pods.
+    var clusterDNS: ClusterDNSConfiguration? = nil
+    /// The pod network Edged configures (nil: the runtime's own); pods off the host network wait
+    /// until it has a subnet.
+    var network: PodNetworkState? = nil
+
+    /// Why a pod cannot get its sandbox yet (nil: it can).
+    func networkNotReady(_ pod: PodModel) -> String? {
+        guard !pod.hostNetwork, let network, !network.isReady else { return nil }
+        return "network is not ready: the node has no pod CIDR from the cloud yet (spec.podCIDR)"
+    }
 
     func sandboxConfig(_ pod: PodModel, attempt: UInt32) -> Runtime_V1_PodSandboxConfig {
         var c = Runtime_V1_PodSandboxConfig()
@@ -64,6 +75,11 @@ struct RuntimeConfigBuilder: Sendable {
         // (the runtime cannot set one without a private UTS namespace).
         if !pod.hostNetwork { c.hostname = pod.name }
         c.linux.securityContext.namespaceOptions = namespaceOptions(pod)
+        if let dns = clusterDNS?.dnsConfig(for: pod) {
+            c.dnsConfig = dns
+        } else if pod.dnsPolicy == "None" || pod.dnsConfig != nil {
+            c.dnsConfig = ClusterDNSConfiguration(servers: []).dnsConfig(for: pod) ?? Runtime_V1_DNSConfig()
+        }
         for container in pod.containers {
             for p in container.ports {
                 var m = Runtime_V1_PortMapping()

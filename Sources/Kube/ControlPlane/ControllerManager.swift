@@ -20,6 +20,8 @@ public struct ControllerManagerOptions: Sendable {
     public var workers = 4
     /// Signs approved CertificateSigningRequests (nil: no csrsigning controller, as without cluster-signing files).
     public var certificateSigner: (any CertificateSigner)?
+    /// Gives every Node a pod subnet (nil: nodes keep what they have, as without --allocate-node-cidrs).
+    public var nodeIPAM: NodeIPAMOptions?
 
     public init(identity: String) { self.identity = identity }
 }
@@ -75,6 +77,7 @@ public struct ControllerManager: Service {
         let statefulSetEvents = EventRecorder(client: client, component: "statefulset-controller", logger: logger)
         let jobEvents = EventRecorder(client: client, component: "job-controller", logger: logger)
         let nodeEvents = EventRecorder(client: client, component: "node-controller", logger: logger)
+        let ipamEvents = EventRecorder(client: client, component: "cidrAllocator", logger: logger)
 
         var loops: [ControllerLoop] = []
         func add(_ workers: Int, _ make: (WorkQueue) -> any Reconciler) -> WorkQueue {
@@ -96,6 +99,9 @@ public struct ControllerManager: Service {
         if let signer = options.certificateSigner {
             _ = add(1) { CertificateSigningController(client: client, informers: informers, queue: $0, signer: signer, logger: logger) }
         }
+        if let ipam = options.nodeIPAM {
+            _ = add(1) { NodeIPAMController(client: client, informers: informers, events: ipamEvents, queue: $0, options: ipam, logger: logger) }
+        }
         var lifecycle: NodeLifecycleController?
         _ = add(2) { q in
             let c = NodeLifecycleController(client: client, informers: informers, events: nodeEvents, queue: q,
@@ -108,7 +114,7 @@ public struct ControllerManager: Service {
         logger.info("controllers starting", metadata: ["controllers": "\(allLoops.map(\.reconciler.name).joined(separator: ","))"])
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await informers.run() }
-            for r in [schedulerEvents, rsEvents, deploymentEvents, daemonSetEvents, statefulSetEvents, jobEvents, nodeEvents] { group.addTask { await r.run() } }
+            for r in [schedulerEvents, rsEvents, deploymentEvents, daemonSetEvents, statefulSetEvents, jobEvents, nodeEvents, ipamEvents] { group.addTask { await r.run() } }
             group.addTask {
                 await informers.waitForSync()
                 guard !Task.isCancelled else { return }  // stopped before the caches synced

@@ -28,6 +28,22 @@ public enum Core {
         public var terminationGracePeriodSeconds: Int64?
         public var serviceAccountName: String?
         public var nodeName: String?
+        public var dnsPolicy: String?
+        public var dnsConfig: PodDNSConfig?
+        public var hostname: String?
+        public var subdomain: String?
+    }
+
+    /// `spec.dnsConfig`: extra resolver settings (all of them with `dnsPolicy: None`).
+    public struct PodDNSConfig: Decodable, Sendable, Equatable {
+        public var nameservers: [String]?
+        public var searches: [String]?
+        public var options: [PodDNSConfigOption]?
+    }
+
+    public struct PodDNSConfigOption: Decodable, Sendable, Equatable {
+        public var name: String?
+        public var value: String?
     }
 
     public struct Container: Decodable, Sendable, Equatable {
