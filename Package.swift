@@ -266,8 +266,11 @@ let package = Package(
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ], path: "Sources/Edge/MetaServer"),
         // EdgeMesh in the edge agent: cluster DNS, the ClusterIP proxy, relays to other nodes' pods.
-        .target(name: "EdgeMesh", dependencies: ["AsyncSupport", "CloudEdgeProtocol", "KubeAPI", "MetaStore", "StreamTunnel",
+        .target(name: "EdgeMesh", dependencies: ["AsyncSupport", "CloudEdgeProtocol", "KubeAPI", "MetaStore", "PKI", "StreamTunnel",
             .product(name: "Logging", package: "swift-log"),
+            .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            .product(name: "NIOWebSocket", package: "swift-nio"),
+            .product(name: "X509", package: "swift-certificates"),
             .product(name: "Metrics", package: "swift-metrics"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),

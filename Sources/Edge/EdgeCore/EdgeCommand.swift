@@ -129,6 +129,12 @@ public struct EdgeCommand: AsyncParsableCommand {
     @Option(parsing: .upToNextOption, help: "Upstream DNS servers (host[:port]) for names outside the cluster (default: the node's /etc/resolv.conf).")
     var upstreamDns: [String] = []
 
+    @Option(help: "Serve as an EdgeMesh relay node on host:port: nodes that cannot dial each other (given this node with --mesh-relay) reach each other's pods through it, with or without the cloud.")
+    var meshRelayListen: String?
+
+    @Option(parsing: .upToNextOption, help: "EdgeMesh relay nodes, <node name>=<host>:<port> (KubeEdge's relayNodes): kept connected; traffic to pods on nodes this one cannot dial goes through them, else through the cloud.")
+    var meshRelay: [String] = []
+
     @OptionGroup var logging: LoggingOptions
 
     public init() {}
@@ -278,6 +284,27 @@ public struct EdgeCommand: AsyncParsableCommand {
         if let runtime, let edged {
             services += [.init(service: runtime), .init(service: edged), .init(service: EdgeStreamClient(hub: hub, provider: edged, dialer: dialer, logger: logger))]
         }
+        let identity: @Sendable () -> MeshIdentity = {
+            let c = hub.credentials
+            return MeshIdentity(certificatePEM: c.certificatePEM, privateKeyPEM: c.privateKeyPEM, caPEM: c.caPEM)
+        }
+        var relayServer: MeshRelayServer?
+        if let listen = meshRelayListen {
+            guard let colon = listen.lastIndex(of: ":"), let port = Int(listen[listen.index(after: colon)...]), (0...65535).contains(port) else {
+                throw ValidationError("--mesh-relay-listen \(listen) is not host:port")
+            }
+            let server = MeshRelayServer(host: String(listen[..<colon]), port: port, identity: identity, logger: logger)
+            relayServer = server
+            services.append(.init(service: server))
+        }
+        var relayClients: [MeshRelayClient] = []
+        for text in meshRelay {
+            guard let peer = MeshRelayPeer(text) else { throw ValidationError("--mesh-relay \(text) is not <node name>=<host>:<port>") }
+            guard let edged else { throw ValidationError("--mesh-relay needs a container runtime (the relay reaches this node's pods through it)") }
+            let client = MeshRelayClient(peer: peer, identity: identity, provider: edged, logger: logger)
+            relayClients.append(client)
+            services.append(.init(service: client))
+        }
         if edgemesh {
             var mesh = EdgeMeshConfiguration(nodeName: s.nodeName)
             if let meshDNS { mesh.dnsAddress = meshDNS }
@@ -286,8 +313,17 @@ public struct EdgeCommand: AsyncParsableCommand {
             mesh.upstream = upstreamDns.isEmpty
                 ? EdgeMeshConfiguration.nameservers(resolvConf: (try? String(contentsOfFile: "/etc/resolv.conf", encoding: .utf8)) ?? "", excluding: mesh.dnsAddress)
                 : upstreamDns
+            let clients = relayClients, relayTunnels = relayServer?.tunnels
+            // Through a relay node while one is connected (it works without the cloud), else through the cloud.
             let relay: MeshRelay = { node, namespace, pod, port in
-                try await dialer.open(StreamRequest(kind: .relay, namespace: namespace, pod: pod, container: "", port: port, node: node))
+                if let relayTunnels, relayTunnels.isConnected(node) {
+                    return try await relayTunnels.open(node: node, StreamRequest(kind: .portforward, namespace: namespace, pod: pod, container: "", port: port))
+                }
+                let request = StreamRequest(kind: .relay, namespace: namespace, pod: pod, container: "", port: port, node: node)
+                for c in clients where c.dialer.connected.value {
+                    if let stream = try? await c.dialer.open(request) { return stream }
+                }
+                return try await dialer.open(request)
             }
             services.append(.init(service: EdgeMesh(configuration: mesh, store: store, relay: relay, logger: logger)))
         }

@@ -93,7 +93,12 @@ public final class EdgeHub: Service {
         self.configuration = configuration; self.logger = logger; self.deliver = deliver
         self.inventory = inventory
         tls = Mutex(try Self.tlsContext(configuration.credentials))
+        current = Mutex(configuration.credentials)
     }
+
+    let current: Mutex<NodeCredentials>
+    /// The node's credentials in use (renewed ones once ``updateCredentials(_:)`` took them).
+    public var credentials: NodeCredentials { current.withLock { $0 } }
 
     static func tlsContext(_ credentials: NodeCredentials) throws -> NIOSSLContext {
         try NIOSSLContext(configuration: credentials.clientTLSConfiguration())
@@ -103,6 +108,7 @@ public final class EdgeHub: Service {
     public func updateCredentials(_ credentials: NodeCredentials) async throws {
         let context = try Self.tlsContext(credentials)
         tls.withLock { $0 = context }
+        current.withLock { $0 = credentials }
         await dropConnection(reason: "node certificate renewed")
     }
 
