@@ -20,7 +20,8 @@ final class MeshProxy: Sendable {
     struct ListenerKey: Hashable, Sendable, CustomStringConvertible {
         var ip: IPv4Address
         var port: Int
-        var description: String { "\(ip):\(port)" }
+        var proto: MeshProtocol = .tcp
+        var description: String { "\(ip):\(port)" + (proto == .tcp ? "" : "/\(proto.rawValue.lowercased())") }
     }
 
     struct Listener: Sendable {
@@ -49,9 +50,9 @@ final class MeshProxy: Sendable {
         for svc in directory.services {
             guard let ip = svc.clusterIP else { continue }
             let eps = directory.endpoints(namespace: svc.namespace, name: svc.name).filter(\.ready)
-            for p in svc.ports where p.proto == .tcp {
+            for p in svc.ports where p.proto == .tcp || p.proto == .udp {
                 guard eps.contains(where: { $0.ports[p.name] != nil || ($0.ports.count == 1 && svc.ports.count == 1) }) else { continue }
-                out[ListenerKey(ip: ip, port: p.port)] = Listener(namespace: svc.namespace, name: svc.name, port: p)
+                out[ListenerKey(ip: ip, port: p.port, proto: p.proto)] = Listener(namespace: svc.namespace, name: svc.name, port: p)
             }
         }
         return out
@@ -103,6 +104,7 @@ final class MeshProxy: Sendable {
 
     /// Binds and serves one listener until it is closed.
     func listen(_ k: ListenerKey, _ l: Listener) async {
+        if k.proto == .udp { return await listenUDP(k, l) }
         let server: NIOAsyncChannel<NIOAsyncChannel<ByteBuffer, ByteBuffer>, Never>
         do {
             server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
@@ -118,12 +120,7 @@ final class MeshProxy: Sendable {
             servers.withLock { s in if let cur = s[k], cur.1 == nil { s[k] = nil } }
             return
         }
-        let stillWanted = servers.withLock { s -> Bool in
-            guard let cur = s[k], cur.1 == nil, cur.0.name == l.name, cur.0.namespace == l.namespace, cur.0.port == l.port else { return false }
-            s[k] = (l, server.channel)
-            return true
-        }
-        guard stillWanted else {
+        guard register(k, l, server.channel) else {
             try? await server.channel.close()
             return
         }
@@ -132,6 +129,83 @@ final class MeshProxy: Sendable {
             try await withThrowingDiscardingTaskGroup { conns in
                 for try await conn in inbound {
                     conns.addTask { await self.serve(conn, l) }
+                }
+            }
+        }
+    }
+
+    /// Marks a listener bound; false when it is no longer wanted (closed by the caller then).
+    func register(_ k: ListenerKey, _ l: Listener, _ channel: any Channel) -> Bool {
+        servers.withLock { s -> Bool in
+            guard let cur = s[k], cur.1 == nil, cur.0.name == l.name, cur.0.namespace == l.namespace, cur.0.port == l.port else { return false }
+            s[k] = (l, channel)
+            return true
+        }
+    }
+
+    /// A UDP port: each client address gets a session (its own socket to the endpoint picked for
+    /// it, replies sent back from the ClusterIP), closed after a minute without traffic. Only
+    /// endpoints this node can dial are used: the relay carries TCP.
+    func listenUDP(_ k: ListenerKey, _ l: Listener) async {
+        typealias Datagrams = NIOAsyncChannel<AddressedEnvelope<ByteBuffer>, AddressedEnvelope<ByteBuffer>>
+        let server: Datagrams
+        do {
+            server = try await DatagramBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                .channelOption(.socketOption(.so_reuseaddr), value: 1)
+                .bind(host: k.ip.description, port: k.port) { c in c.eventLoop.makeCompletedFuture { try Datagrams(wrappingChannelSynchronously: c) } }
+        } catch {
+            logger.error("cannot listen for a Service", metadata: ["service": "\(l.namespace)/\(l.name)", "address": "\(k)", "error": "\(error)"])
+            servers.withLock { s in if let cur = s[k], cur.1 == nil { s[k] = nil } }
+            return
+        }
+        guard register(k, l, server.channel) else {
+            try? await server.channel.close()
+            return
+        }
+        let sessions = UDPSessions()
+        try? await server.executeThenClose { inbound, outbound in
+            try await withThrowingDiscardingTaskGroup { group in
+                group.addTask {
+                    // Idle sessions closed (their reply loops then end).
+                    while !Task.isCancelled {
+                        try await Task.sleep(for: .seconds(15))
+                        for ch in sessions.idle(longerThan: .seconds(60)) { try? await ch.close() }
+                    }
+                }
+                for try await envelope in inbound {
+                    let from = envelope.remoteAddress
+                    if let ch = sessions.touch(from) {
+                        ch.writeAndFlush(envelope.data, promise: nil)
+                        continue
+                    }
+                    let clientIP = from.ipAddress.flatMap { IPv4Address($0) }
+                    guard let target = directory.pick(namespace: l.namespace, name: l.name, port: l.port, client: clientIP) else { continue }
+                    if let node = target.endpoint.nodeName, node != nodeName, relay != nil {
+                        failures.increment()  // on another node: UDP is not relayed
+                        continue
+                    }
+                    let upstream: NIOAsyncChannel<ByteBuffer, ByteBuffer>
+                    do {
+                        upstream = try await DatagramBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                            .connect(host: target.endpoint.ip.description, port: target.port) { c in
+                                c.eventLoop.makeCompletedFuture { try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: c) }
+                            }
+                    } catch {
+                        failures.increment()
+                        continue
+                    }
+                    connections.increment()
+                    sessions.add(from, upstream.channel)
+                    upstream.channel.writeAndFlush(envelope.data, promise: nil)
+                    group.addTask {
+                        try? await upstream.executeThenClose { replies, _ in
+                            for try await reply in replies {
+                                _ = sessions.touch(from)
+                                try await outbound.write(AddressedEnvelope(remoteAddress: from, data: reply))
+                            }
+                        }
+                        sessions.remove(from)
+                    }
                 }
             }
         }
@@ -208,5 +282,27 @@ final class MeshProxy: Sendable {
             }
         }
         await stream.close()
+    }
+}
+
+/// The UDP sessions of one Service port: client address → its socket to the endpoint.
+final class UDPSessions: Sendable {
+    let m = Mutex<[SocketAddress: (channel: any Channel, last: ContinuousClock.Instant)]>([:])
+
+    /// The client's session channel, marked active.
+    func touch(_ a: SocketAddress) -> (any Channel)? {
+        m.withLock { s in
+            guard let e = s[a] else { return nil }
+            s[a] = (e.channel, .now)
+            return e.channel
+        }
+    }
+
+    func add(_ a: SocketAddress, _ c: any Channel) { m.withLock { $0[a] = (c, .now) } }
+    func remove(_ a: SocketAddress) { _ = m.withLock { $0.removeValue(forKey: a) } }
+
+    func idle(longerThan d: Duration) -> [any Channel] {
+        let now = ContinuousClock.now
+        return m.withLock { s in s.values.filter { now - $0.last > d }.map(\.channel) }
     }
 }
