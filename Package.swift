@@ -269,6 +269,7 @@ let package = Package(
         .target(name: "EdgeMesh", dependencies: ["AsyncSupport", "CloudEdgeProtocol", "KubeAPI", "MetaStore", "PKI", "StreamTunnel",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            .product(name: "NIOTLS", package: "swift-nio"),
             .product(name: "NIOWebSocket", package: "swift-nio"),
             .product(name: "X509", package: "swift-certificates"),
             .product(name: "Metrics", package: "swift-metrics"),

@@ -7,6 +7,8 @@
 # under DIR) — reachable through the runtime (exec, port-forward), not from the host.
 #   scripts/containerd.sh start DIR    # prints the socket path once containerd answers
 #   scripts/containerd.sh stop DIR
+# CONTAINERD_CNI=none at start: no CNI conflist is written (a stale one is removed), leaving DIR/cni
+# for another component to fill (the plugins of /usr/lib/cni stay linked into DIR/cni-bin).
 set -euo pipefail
 cmd=${1:?start|stop}; dir=$(realpath -m "${2:?directory}")
 here=$(cd "$(dirname "$0")" && pwd)
@@ -52,7 +54,13 @@ state = "$dir/state"
     conf_dir = "$dir/cni"
 TOML
   rm -f "$dir/cni/10-hostonly.conflist"
-  echo '{"cniVersion": "0.4.0", "name": "podnet", "plugins": [{"type": "swiftedge-podnet"}]}' > "$dir/cni/10-podnet.conflist"
+  if [ "${CONTAINERD_CNI:-}" = none ]; then
+    # The pod network is someone else's to configure (an edge agent writing its own conflist into
+    # DIR/cni, which containerd watches): none of ours, not even one left by an earlier start.
+    rm -f "$dir/cni/10-podnet.conflist"
+  else
+    echo '{"cniVersion": "0.4.0", "name": "podnet", "plugins": [{"type": "swiftedge-podnet"}]}' > "$dir/cni/10-podnet.conflist"
+  fi
   if [ -f "$dir/pid" ] && kill -0 "$(cat "$dir/pid")" 2>/dev/null; then echo "$sock"; exit 0; fi
   # Its own session: a Ctrl-C in the terminal must not stop containerd before `stop` has
   # killed the pods' containers through it (they would outlive it, re-parented to PID 1).
@@ -91,8 +99,9 @@ stop)
     pkill -KILL -P "$shim" 2>/dev/null || true
   done
   pkill -KILL -f "containerd-shim.* -address $sock" 2>/dev/null || true
-  # Sandbox /dev/shm mounts left by a runtime that was killed.
-  grep -o " $dir/[^ ]*" /proc/mounts | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+  # Sandbox /dev/shm mounts left by a runtime that was killed (usually none: grep finding nothing
+  # must not fail the stop under pipefail).
+  { grep -o " $dir/[^ ]*" /proc/mounts || true; } | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
   ;;
 *) echo "usage: $0 start|stop DIR" >&2; exit 2 ;;
 esac

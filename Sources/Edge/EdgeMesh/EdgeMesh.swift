@@ -57,11 +57,15 @@ public struct EdgeMesh: Service {
         let dns = MeshDNSServer(resolver: MeshResolver(directory: directory, domain: configuration.clusterDomain),
                                 host: configuration.dnsAddress.description, port: configuration.dnsPort, upstream: configuration.upstream, logger: logger)
         let proxy = MeshProxy(directory: directory, nodeName: configuration.nodeName, relay: relay, logger: logger)
+        // Until the node stops: then the DNS server and every listener close (a cancelled
+        // server ends quietly; any other failure of it stops the node with its error).
         try await withThrowingDiscardingTaskGroup { group in
             group.addTask { await self.follow() }
-            group.addTask { try await dns.run() }
+            group.addTask {
+                do { try await dns.run() } catch is CancellationError {}
+            }
             group.addTask { await proxy.run() }
-            try await gracefulShutdown()
+            do { try await gracefulShutdown() } catch is CancellationError {}
             group.cancelAll()
         }
     }

@@ -4,6 +4,7 @@ import Logging
 import NIOCore
 import NIOPosix
 import NIOSSL
+import NIOTLS
 import NIOWebSocket
 import PKI
 import ServiceLifecycle
@@ -102,9 +103,12 @@ public struct MeshRelayServer: Service {
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .bind(host: host, port: port) { c in
                 c.eventLoop.makeCompletedFuture {
+                    let handshake = c.eventLoop.makePromise(of: Void.self)
                     try c.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: context))
+                    try c.pipeline.syncOperations.addHandler(HandshakeWaiter(done: handshake))
                     try MeshRelayWire.addCodec(c)
-                    return try NIOAsyncChannel<WebSocketFrame, WebSocketFrame>(wrappingChannelSynchronously: c)
+                    return RelayConnection(channel: try NIOAsyncChannel<WebSocketFrame, WebSocketFrame>(wrappingChannelSynchronously: c),
+                                           handshake: handshake.futureResult)
                 }
             }
         let actual = server.channel.localAddress?.port ?? port
@@ -123,9 +127,13 @@ public struct MeshRelayServer: Service {
         }
     }
 
-    func serve(_ conn: NIOAsyncChannel<WebSocketFrame, WebSocketFrame>) async {
+    func serve(_ accepted: RelayConnection) async {
+        let conn = accepted.channel
         try? await conn.executeThenClose { inbound, outbound in
-            guard let der = try? await conn.channel.nioSSL_peerCertificate().get()?.toDERBytes(), let node = MeshRelayWire.nodeName(ofDER: der) else {
+            // The client's certificate is known once the handshake is done (bounded by the TLS handler's own timeout).
+            guard (try? await accepted.handshake.get()) != nil,
+                  let der = try? await conn.channel.nioSSL_peerCertificate().get()?.toDERBytes(), let node = MeshRelayWire.nodeName(ofDER: der)
+            else {
                 logger.warning("relay connection without a node certificate refused")
                 return
             }
@@ -135,6 +143,29 @@ public struct MeshRelayServer: Service {
                 conn.channel.close(promise: nil)
             }
         }
+    }
+}
+
+/// An accepted relay connection and its TLS handshake.
+struct RelayConnection: Sendable {
+    var channel: NIOAsyncChannel<WebSocketFrame, WebSocketFrame>
+    var handshake: EventLoopFuture<Void>
+}
+
+/// Completes `done` when the TLS handshake has completed (fails it if the channel closes first).
+final class HandshakeWaiter: ChannelInboundHandler, RemovableChannelHandler, Sendable {
+    typealias InboundIn = NIOAny
+    let done: EventLoopPromise<Void>
+    init(done: EventLoopPromise<Void>) { self.done = done }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let e = event as? TLSUserEvent, case .handshakeCompleted = e { done.succeed(()) }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        done.fail(ChannelError.ioOnClosedChannel)
+        context.fireChannelInactive()
     }
 }
 
