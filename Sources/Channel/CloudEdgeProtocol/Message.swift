@@ -12,6 +12,8 @@ public enum Operation: String, Sendable, Hashable, CaseIterable {
     case watch, create, updateStatus = "updatestatus", applicationResponse
     case createVolume = "createvolume", deleteVolume = "deletevolume"
     case controllerPublishVolume = "controllerpublishvolume", controllerUnpublishVolume = "controllerunpublishvolume"
+    /// A servicebus call carries its HTTP method as the operation (KubeEdge's router).
+    case httpGet = "GET", httpPost = "POST", httpPut = "PUT", httpDelete = "DELETE", httpPatch = "PATCH", httpHead = "HEAD"
 }
 
 /// Where a message goes: KubeEdge's `route` object.

@@ -9,6 +9,7 @@ import KubeClient
 import KubeEdgeAdmission
 import Logging
 import MetricsEndpoint
+import RuleRouter
 import ServiceLifecycle
 import Synchronization
 
@@ -61,6 +62,9 @@ public struct CloudCommand: AsyncParsableCommand {
 
     @Option(help: "CA (PEM) of the client certificates the stream server accepts (kube-apiserver's kubelet client certificate; default: the CA of the kubeconfig's cluster).")
     var streamClientCa: String?
+
+    @Option(help: "Port of the router's REST ingress on the hub bind address (KubeEdge's router, 9443: Rules move messages between it, REST endpoints and the nodes' eventbus and servicebus; 0: off, the default).")
+    var routerPort: Int?
 
     @Option(help: "With --kubeconfig: serve KubeEdge's admission webhook on this port and register it in the cluster (0: off, the default; `swiftedge admission` runs it alone).")
     var admissionPort = 0
@@ -124,6 +128,19 @@ public struct CloudCommand: AsyncParsableCommand {
         config.tokenRefresh = .seconds(tokenRefresh)
         config.edgeCertificateValidity = .seconds(edgeCertValidity)
         config.tunnels = tunnels
+        let routerPort = routerPort ?? file.modules?.router.flatMap { $0.enable == true ? ($0.port ?? 9443) : nil } ?? 0
+        if routerPort > 0 {
+            var rc = RuleRouterConfiguration()
+            rc.host = hubBindAddress
+            rc.port = routerPort
+            if let t = file.modules?.router?.restTimeout, t > 0 { rc.restTimeout = .seconds(t) }
+            config.router = rc
+            let host = hubBindAddress
+            config.onRouterListening = { port in
+                print("router REST ingress on http://\(host):\(port)/<node>/<namespace>/<path>")
+                fflush(nil)
+            }
+        }
         let streamPort = streamPort ?? file.modules?.cloudStream?.streamPort.flatMap { file.modules?.cloudStream?.enable == false ? 0 : $0 }
             ?? (kubeconfig != nil ? Defaults.streamPort : 0)
         if streamPort > 0 {

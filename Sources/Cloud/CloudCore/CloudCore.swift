@@ -13,6 +13,7 @@ import KubeClient
 import Logging
 import PKI
 import ReliableSync
+import RuleRouter
 import ServiceLifecycle
 
 /// CloudCore settings.
@@ -34,6 +35,9 @@ public struct CloudCoreConfiguration: Sendable {
     /// needs ``tunnels``.
     public var streamServer: (port: Int, clientCAPEM: String)?
     public var onStreamServerListening: @Sendable (Int) async -> Void = { _ in }
+    /// KubeEdge's router (Rules, the REST ingress) when set.
+    public var router: RuleRouterConfiguration?
+    public var onRouterListening: @Sendable (Int) async -> Void = { _ in }
     public init() {}
 }
 
@@ -89,13 +93,25 @@ public struct CloudCore: Service {
         let ports = PortPair()
         // The hub answers requests from inside its own event handler: set once it exists.
         let hubBox = AwaitedValue<CloudHub>()
+        let router = c.router.map { rc in
+            RuleRouter(configuration: rc, client: client, informers: informers, logger: logger, onListening: c.onRouterListening) { message, node in
+                try await hubBox.value.send(message, to: node)
+            }
+        }
         let hub = try CloudHub(configuration: c.hub, ca: secrets.ca, serverCertificate: secrets.serverCertificate,
                                authorizer: NodeAuthorizer { ns, name in objects.podNode(namespace: ns, name: name) },
                                tunnels: c.tunnels, logger: logger,
                                onRunning: { await ports.set(hub: $0) }) { event in
             switch event {
-            case .connected(let node): await syncBox.sync()?.connected(node)
-            case .disconnected(let node, _): await syncBox.sync()?.disconnected(node)
+            case .connected(let node):
+                await syncBox.sync()?.connected(node)
+                await router?.connected(node)
+            case .disconnected(let node, _):
+                await syncBox.sync()?.disconnected(node)
+                router?.disconnected(node)
+            case .router(let node, let routed, let message):
+                // Not awaited in the node's session: a slow REST endpoint must not hold up the node's reports.
+                if let router { Task { await router.received(routed, message: message, from: node) } }
             case .report(let node, let report, let request):
                 // Awaited in the node's session: one node's messages apply in order, and a slow
                 // API server slows that node's reads (back-pressure), not the others.
@@ -131,6 +147,12 @@ public struct CloudCore: Service {
                 try await hub.run()
             }
             group.addTask { try await certs.run() }
+            if let router {
+                group.addTask {
+                    await informers.waitForSync()
+                    try await router.run()
+                }
+            }
             if let (port, clientCA) = c.streamServer, let tunnels = c.tunnels {
                 var tls = try secrets.serverCertificate.serverTLSConfiguration(trusting: clientCA)
                 tls.certificateVerification = .noHostnameVerification  // a client certificate is required

@@ -40,6 +40,9 @@ public enum HubEvent: Sendable {
     case report(node: String, UpstreamReport, request: Message)
     /// A connection that was refused (bad path, certificate of another node, node limit).
     case refused(reason: String)
+    /// A router message (group `user`: an eventbus event, a servicebus request or answer) from a
+    /// node; with node authorization, one that names another node never gets here.
+    case router(node: String, RouterMessage, message: Message)
 }
 
 /// Decides whether a node may send a message about a resource (node authorization). It sees
@@ -385,6 +388,20 @@ public final class CloudHub: Service {
     func received(_ message: Message, from node: String) async throws {
         if message.isAck, let parent = message.parentID {
             ackArrived(parent)
+            return
+        }
+        if message.route.group == RouterMessage.group {
+            let routed: RouterMessage?
+            do { routed = try RouterMessage(message) } catch {
+                malformedReports.increment()
+                logger.warning("router message refused", metadata: ["node": "\(node)", "resource": "\(message.route.resource)", "error": "\(error)"])
+                return
+            }
+            guard let routed else { return }
+            if configuration.nodeAuthorization, let named = routed.node, named != node {
+                throw ConnectionClosed("unauthorized: node \(node) may not send router messages of node \(named)")
+            }
+            await onEvent(.router(node: node, routed, message: message))
             return
         }
         if message.route.operation == .keepalive || message.route.operation == .response { return }

@@ -11,7 +11,7 @@ public protocol KubeEdgeObjectReader: Sendable {
 /// KubeEdge's admission webhook (`cloud/pkg/admissioncontroller`), rule for rule and message for
 /// message, so users see what cloudcore's admission tells them:
 /// - `/devices`, `/devicemodels` (CREATE, UPDATE): property names unique;
-/// - `/rules` (CREATE; UPDATE refused): source and target RuleEndpoints exist in the namespace,
+/// - `/rules` (CREATE; UPDATE refused unless only the status changes): source and target RuleEndpoints exist in the namespace,
 ///   the resource keys their types need, no second rule on the same rest path or eventbus
 ///   topic+node, and only rest→eventbus, rest→servicebus, eventbus→rest;
 /// - `/ruleendpoints` (CREATE; UPDATE refused): servicebus needs `service_port` 1–65535;
@@ -73,6 +73,9 @@ public struct KubeEdgeAdmission: Sendable {
             case "CREATE": try await validateRule(object, namespace: request["namespace"].stringValue ?? object["metadata"]["namespace"].stringValue ?? "default")
                 return nil
             case "DELETE", "CONNECT": return nil
+            // The router's status counts (the CRD has no status subresource): an update that
+            // leaves the spec alone is let through; any other update is refused, as KubeEdge does.
+            case "UPDATE" where object["spec"] == request["oldObject"]["spec"]: return nil
             default: throw Refusal("unsupported webhook operation \(op)")
             }
         case .ruleEndpoints:
@@ -138,6 +141,16 @@ public struct KubeEdgeAdmission: Sendable {
             where (other["spec"]["sourceResource"]["topic"].stringValue ?? "") == topic && (other["spec"]["sourceResource"]["node_name"].stringValue ?? "") == node {
                 throw Refusal("source properties exist in Rule \(ns)/\(other["metadata"]["name"].stringValue ?? ""). Node_name: \(node), topic: \(topic)")
             }
+        case "servicebus":
+            // KubeEdge's router serves servicebus→rest (its servicebus source provider); the
+            // admission of the version this follows refused the pair. SwiftEdge admits it with
+            // the router's required source keys.
+            guard sourceResource["target_url"] != nil else {
+                throw Refusal("\"target_url\" property missed in sourceResource when ruleEndpoint is \"servicebus\"")
+            }
+            guard sourceResource["node_name"] != nil else {
+                throw Refusal("\"node_name\" property missed in sourceResource when ruleEndpoint is \"servicebus\"")
+            }
         default: break
         }
         let targetType = try await endpointType(target, "target")
@@ -145,7 +158,7 @@ public struct KubeEdgeAdmission: Sendable {
         if let key = required[targetType], targetResource[key] == nil {
             throw Refusal("\"\(key)\" property missed in targetResource when ruleEndpoint is \"\(targetType)\"")
         }
-        let allowed: Set<String> = ["rest>eventbus", "rest>servicebus", "eventbus>rest"]
+        let allowed: Set<String> = ["rest>eventbus", "rest>servicebus", "eventbus>rest", "servicebus>rest"]
         guard allowed.contains(sourceType + ">" + targetType) else {
             throw Refusal("the rule which is from source ruleEndpoint type \(sourceType) to target ruleEndpoint type \(targetType) is not validate ")
         }

@@ -82,6 +82,25 @@ public final class MQTTClient: Service {
 
     public var isConnected: Bool { current.withLock { $0 != nil } }
 
+    /// Filters subscribed at run time (subscribed again on every reconnect).
+    let dynamic = Mutex<Set<String>>([])
+
+    /// Adds a subscription (now, if connected, and on every reconnect).
+    public func subscribe(_ filter: String) async throws {
+        guard MQTTTopic.isValidFilter(filter) else { throw MQTTConnection.Failure("invalid topic filter \"\(filter)\"") }
+        guard dynamic.withLock({ $0.insert(filter).inserted }) else { return }
+        if let c = current.withLock({ $0 }) { try await c.subscribe([(filter, .atMostOnce)]) }
+    }
+
+    /// Drops a subscription added with ``subscribe(_:)``.
+    public func unsubscribe(_ filter: String) async {
+        guard dynamic.withLock({ $0.remove(filter) != nil }) else { return }
+        if let c = current.withLock({ $0 }) { try? await c.unsubscribe([filter]) }
+    }
+
+    /// The filters added at run time.
+    public var subscriptions: Set<String> { dynamic.withLock { $0 } }
+
     public func publish(_ topic: String, _ payload: [UInt8], qos: MQTTPacket.QoS = .atMostOnce, retain: Bool = false) async throws {
         guard let c = current.withLock({ $0 }) else { throw NotConnected() }
         try await c.publish(topic, payload, qos: qos, retain: retain)
@@ -101,10 +120,11 @@ public final class MQTTClient: Service {
                                                  connect: .init(clientID: c.clientID, keepAliveSeconds: c.keepAliveSeconds, cleanSession: !c.persistentSession,
                                                                 username: c.username, password: c.password.map { Array($0.utf8) }),
                                                  inboundLimit: c.inboundLimit) { conn in
-                        if !c.subscriptions.isEmpty {
-                            let granted = try await conn.subscribe(c.subscriptions)
+                        let filters = c.subscriptions + self.dynamic.withLock { $0.sorted() }.map { ($0, MQTTPacket.QoS.atMostOnce) }
+                        if !filters.isEmpty {
+                            let granted = try await conn.subscribe(filters)
                             for (i, g) in granted.enumerated() where g == 0x80 {
-                                self.logger.error("the broker refused a subscription", metadata: ["filter": "\(c.subscriptions[i].0)"])
+                                self.logger.error("the broker refused a subscription", metadata: ["filter": "\(filters[i].0)"])
                             }
                         }
                         self.current.withLock { $0 = conn }

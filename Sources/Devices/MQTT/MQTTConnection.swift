@@ -137,6 +137,13 @@ public final class MQTTConnection: Sendable {
         return codes
     }
 
+    /// Unsubscribes and waits for the broker's UNSUBACK.
+    public func unsubscribe(_ filters: [String]) async throws {
+        let id = pending.nextID()
+        try await outbound.write(ByteBuffer(bytes: MQTTPacket.unsubscribe(packetID: id, filters: filters).encoded()))
+        _ = try await pending.wait(id)
+    }
+
     /// Publishes; at QoS 1 waits for the broker's PUBACK.
     public func publish(_ topic: String, _ payload: [UInt8], qos: MQTTPacket.QoS = .atMostOnce, retain: Bool = false) async throws {
         guard !topic.contains("+"), !topic.contains("#"), !topic.isEmpty else { throw Failure("invalid topic \"\(topic)\"") }

@@ -9,6 +9,7 @@ import MQTT
 import NIOSSL
 import EdgeHub
 import EdgeMesh
+import EventBus
 import Edged
 import Foundation
 import KubeAPI
@@ -17,8 +18,26 @@ import MetaServer
 import MetricsEndpoint
 import MetaStore
 import NodeStatus
+import ServiceBus
 import ServiceLifecycle
 import StreamTunnel
+import Synchronization
+
+/// Where the node's router messages go (set once the eventbus and servicebus exist).
+final class RouterTargets: Sendable {
+    let targets = Mutex<(eventBus: RouterEventBus?, serviceBus: ServiceBus?)>((nil, nil))
+    func set(eventBus: RouterEventBus) { targets.withLock { $0.eventBus = eventBus } }
+    func set(serviceBus: ServiceBus) { targets.withLock { $0.serviceBus = serviceBus } }
+
+    func deliver(_ r: RouterMessage, _ message: Message) async {
+        let (eventBus, serviceBus) = targets.withLock { ($0.eventBus, $0.serviceBus) }
+        switch r {
+        case .subscribe, .unsubscribe, .publish: await eventBus?.handle(r)
+        case .serviceCall, .allowTarget, .disallowTarget: await serviceBus?.handle(r, message: message)
+        case .event, .serviceRequest, .serviceResponse: break  // upstream kinds
+        }
+    }
+}
 
 /// `swiftedge edge`: the edge node (joins with a token on first start, then keeps the channel up
 /// and persists what the cloud sends before acknowledging it).
@@ -135,6 +154,9 @@ public struct EdgeCommand: AsyncParsableCommand {
     @Option(parsing: .upToNextOption, help: "EdgeMesh relay nodes, <node name>=<host>:<port> (KubeEdge's relayNodes): kept connected; traffic to pods on nodes this one cannot dial goes through them, else through the cloud.")
     var meshRelay: [String] = []
 
+    @Option(help: "Port of the servicebus on 127.0.0.1 for apps calling cloud REST endpoints through Rules (KubeEdge's 9060; 0: off, the default — the cloud's calls to apps on the node work either way).")
+    var servicebusPort = 0
+
     @OptionGroup var logging: LoggingOptions
 
     public init() {}
@@ -229,7 +251,17 @@ public struct EdgeCommand: AsyncParsableCommand {
         var config = EdgeHubConfiguration(cloudHost: s.cloud, nodeName: s.nodeName, credentials: credentials)
         config.cloudPort = s.cloudhubPort
         config.heartbeat = .seconds(s.heartbeat)
+        let routed = RouterTargets()
         let hub = try EdgeHub(configuration: config, logger: logger, inventory: { try await store.inventory() }) { message in
+            // Router messages (group `user`) go to the eventbus and servicebus; objects to the store.
+            if message.route.group == RouterMessage.group {
+                do {
+                    if let r = try RouterMessage(message) { await routed.deliver(r, message) }
+                } catch {
+                    logger.warning("router message dropped", metadata: ["resource": "\(message.route.resource)", "error": "\(error)"])
+                }
+                return
+            }
             try await store.apply(message)
             logger.debug("stored", metadata: ["operation": "\(message.route.operation.rawValue)", "resource": "\(message.route.resource)",
                                                "resourceVersion": "\(message.resourceVersion ?? "")"])
@@ -349,6 +381,19 @@ public struct EdgeCommand: AsyncParsableCommand {
             }
         }
         twinConfig.dmiSocket = s.dmiSocket.isEmpty ? nil : s.dmiSocket
+        if var m = twinConfig.mqtt {
+            m.clientID = "swiftedge-\(s.nodeName)-router"
+            let bus = RouterEventBus(nodeName: s.nodeName, mqtt: m, upstream: { hub.send($0) }, logger: logger)
+            routed.set(eventBus: bus)
+            services.append(.init(service: bus))
+        }
+        var busConfig = ServiceBus.Configuration()
+        busConfig.port = servicebusPort
+        let serviceBus = ServiceBus(nodeName: s.nodeName, configuration: busConfig, logger: logger, upstream: { hub.send($0) }) { m, timeout in
+            await hub.request(m, timeout: timeout)
+        }
+        routed.set(serviceBus: serviceBus)
+        services.append(.init(service: serviceBus))
         let twin = DeviceTwin(configuration: twinConfig, store: store, upstream: { hub.send($0) }, connection: hub.connection, logger: logger)
         services += [.init(service: hub), .init(service: reporter), .init(service: twin)]
         if s.metricsPort > 0 {

@@ -46,10 +46,24 @@ public struct CloudCoreConfig: Codable, Sendable, Equatable {
             self.enable = enable; self.streamPort = streamPort; self.tlsStreamCAFile = tlsStreamCAFile
         }
     }
+    /// KubeEdge's router module (off by default; REST ingress on `port`, 9443).
+    public struct Router: Codable, Sendable, Equatable {
+        public var enable: Bool?
+        public var address: String?
+        public var port: Int?
+        /// Seconds a REST call may take.
+        public var restTimeout: Int?
+        public init(enable: Bool? = nil, address: String? = nil, port: Int? = nil, restTimeout: Int? = nil) {
+            self.enable = enable; self.address = address; self.port = port; self.restTimeout = restTimeout
+        }
+    }
     public struct Modules: Codable, Sendable, Equatable {
         public var cloudHub: CloudHub?
         public var cloudStream: CloudStream?
-        public init(cloudHub: CloudHub? = nil, cloudStream: CloudStream? = nil) { self.cloudHub = cloudHub; self.cloudStream = cloudStream }
+        public var router: Router?
+        public init(cloudHub: CloudHub? = nil, cloudStream: CloudStream? = nil, router: Router? = nil) {
+            self.cloudHub = cloudHub; self.cloudStream = cloudStream; self.router = router
+        }
     }
     public struct MonitorServer: Codable, Sendable, Equatable {
         /// `host:port` of the Prometheus endpoint.
