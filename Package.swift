@@ -491,6 +491,7 @@ let package = Package(
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
         ], path: "Tests/Edge/EdgedTests"),
+        .testTarget(name: "RuleRouterTests", dependencies: ["RuleRouter", "CloudEdgeProtocol", "KubeAPI"], path: "Tests/Cloud/RuleRouterTests"),
         .testTarget(name: "EdgeMeshTests", dependencies: ["EdgeMesh", "KubeAPI"], path: "Tests/Edge/EdgeMeshTests"),
         .testTarget(name: "OperationsTests", dependencies: ["ComponentConfig", "Operations", "PKI"], path: "Tests/Operations/OperationsTests"),
         .testTarget(name: "SPDYTests", dependencies: ["SPDY"], path: "Tests/Kube/SPDYTests"),

@@ -68,6 +68,18 @@ import Testing
         #expect(await refusal(.rules, "CREATE", Self.rule("r", "my-eventbus", ["topic": "z", "node_name": "n"], "my-servicebus", ["path": "/t"]))
             == "the rule which is from source ruleEndpoint type eventbus to target ruleEndpoint type servicebus is not validate ")
         #expect(await refusal(.rules, "UPDATE", Self.rule("r", "my-rest", ["path": "/new"], "my-eventbus", ["topic": "t"])) == "unsupported webhook operation UPDATE")
+        // The router's status counts: an update of the status alone passes.
+        let stored = Self.rule("r", "my-rest", ["path": "/new"], "my-eventbus", ["topic": "t"])
+        var counted = stored
+        counted["status"] = ["successMessages": .int(3)]
+        #expect(await refusal(.rules, "UPDATE", counted, old: stored) == nil)
+        var respec = counted
+        respec["spec"]["target"] = "my-servicebus"
+        #expect(await refusal(.rules, "UPDATE", respec, old: stored) == "unsupported webhook operation UPDATE")
+        // servicebus→rest (KubeEdge's router serves it) with the source keys it needs.
+        #expect(await refusal(.rules, "CREATE", Self.rule("sb", "my-servicebus", ["node_name": "n"], "my-rest", ["resource": "http://x"]))
+            == "\"target_url\" property missed in sourceResource when ruleEndpoint is \"servicebus\"")
+        #expect(await refusal(.rules, "CREATE", Self.rule("sb", "my-servicebus", ["target_url": "http://x", "node_name": "n"], "my-rest", ["resource": "http://x"])) == nil)
         #expect(await refusal(.rules, "DELETE", .null) == nil)
     }
 
