@@ -26,6 +26,12 @@ public struct KubeEdgeAdmission: Sendable {
         case nodeUpgradeJobs = "/nodeupgradejobs", nodeUpgradeJobDefaults = "/mutating/nodeupgradejobs", offlineMigration = "/offlinemigration"
     }
 
+    /// Whether an update changes nothing a user set: spec, labels, annotations and finalizers as before.
+    static func onlyStatusChanged(_ new: JSON, _ old: JSON) -> Bool {
+        guard old.isObject else { return false }
+        return new["spec"] == old["spec"] && ["labels", "annotations", "finalizers", "ownerReferences"].allSatisfy { new["metadata"][$0] == old["metadata"][$0] }
+    }
+
     public static let rules = ResourceType(group: "rules.kubeedge.io", version: "v1", resource: "rules", kind: "Rule", namespaced: true)
     public static let ruleEndpoints = ResourceType(group: "rules.kubeedge.io", version: "v1", resource: "ruleendpoints", singular: "ruleendpoint",
                                                    kind: "RuleEndpoint", namespaced: true)
@@ -75,7 +81,7 @@ public struct KubeEdgeAdmission: Sendable {
             case "DELETE", "CONNECT": return nil
             // The router's status counts (the CRD has no status subresource): an update that
             // leaves the spec alone is let through; any other update is refused, as KubeEdge does.
-            case "UPDATE" where object["spec"] == request["oldObject"]["spec"]: return nil
+            case "UPDATE" where Self.onlyStatusChanged(object, request["oldObject"]): return nil
             default: throw Refusal("unsupported webhook operation \(op)")
             }
         case .ruleEndpoints:
