@@ -48,7 +48,7 @@ if mode == "dns":
     print(json.dumps({"qps": n / total, "p50_ms": lat[len(lat)//2] * 1e3, "p99_ms": lat[int(len(lat)*0.99)] * 1e3}))
 elif mode == "tput":
     host, port, mb = sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-    s = socket.create_connection((host, port)); buf = b"x" * (1 << 20)
+    s = socket.create_connection((host, port), timeout=30); buf = b"x" * (1 << 20)
     t0 = time.perf_counter()
     for _ in range(mb): s.sendall(buf)
     s.shutdown(socket.SHUT_WR); got = s.recv(64)
@@ -57,7 +57,7 @@ elif mode == "tput":
     print(json.dumps({"mb_s": mb / dt}))
 elif mode == "rtt":
     host, port, n = sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-    s = socket.create_connection((host, port)); s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    s = socket.create_connection((host, port), timeout=30); s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     lat = []
     for _ in range(n):
         t = time.perf_counter(); s.sendall(b"p"); assert s.recv(1) == b"p"; lat.append(time.perf_counter() - t)
@@ -136,16 +136,22 @@ def main():
         ip = t.a.ip
         servers = t.a.popen(["python3", "-c", SERVERS, ip], log=tmp / "servers.log")
         wait_for(lambda: "ready" in (tmp / "servers.log").read_text(), 10, interval=0.1, what="servers")
-        k("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": [
+        k("apply", "-f", "-", input="\n---\n".join(json.dumps(o) for o in [
             {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "bench"},
              "spec": {"ports": [{"name": "sink", "port": 5001}, {"name": "echo", "port": 5002}]}},
             {"apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": "bench"},
-             "subsets": [{"addresses": [{"ip": ip, "nodeName": "a"}], "ports": [{"name": "sink", "port": 5001}, {"name": "echo", "port": 5002}]}]}]}))
+             "subsets": [{"addresses": [{"ip": ip, "nodeName": "a"}], "ports": [{"name": "sink", "port": 5001}, {"name": "echo", "port": 5002}]}]}]))
         cluster_ip = k("get", "service", "bench", "-o", "jsonpath={.spec.clusterIP}").strip()
-        wait_for(lambda: t.a.connect(cluster_ip, 5002), 30, interval=0.2, what="the proxy listening on the ClusterIP")
+        probe = "import socket, sys; socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=2)"
+        wait_for(lambda: t.a.run("python3", "-c", probe, cluster_ip, "5002", check=False).returncode == 0, 30, interval=0.2,
+                 what="the proxy listening on the ClusterIP")
+
+        time.sleep(1)
+        idle = {n: rss_kb(e.proc.pid) for n, e in edges.items()}
 
         def client(*args):
-            return json.loads(t.a.run("python3", "-c", CLIENT, *map(str, args), timeout=600).stdout)
+            print(f"  {' '.join(map(str, args))}", flush=True)
+            return json.loads(t.a.run("python3", "-c", CLIENT, *map(str, args), timeout=300).stdout)
 
         def best(f, key, higher=True):
             runs = [f() for _ in range(a.rounds)]
@@ -164,8 +170,10 @@ def main():
               f"({proxied['mb_s'] / direct['mb_s']:.2f}× of direct; target ≥ 0.90×)")
         print(f"TCP round trip (1 byte, p50/p99): direct {rtt_direct['p50_us']:.0f}/{rtt_direct['p99_us']:.0f} µs, "
               f"proxied {rtt_proxied['p50_us']:.0f}/{rtt_proxied['p99_us']:.0f} µs (added p50 {rtt_proxied['p50_us'] - rtt_direct['p50_us']:.0f} µs)")
+        print(f"edge RSS idle, the Service proxied: with EdgeMesh {idle['a'] / 1024:.1f} MB, without {idle['b'] / 1024:.1f} MB "
+              f"(added {(idle['a'] - idle['b']) / 1024:.1f} MB; target < 3 MB)")
         print(f"edge RSS after the runs: with EdgeMesh {rss['a'] / 1024:.1f} MB, without {rss['b'] / 1024:.1f} MB "
-              f"(added {(rss['a'] - rss['b']) / 1024:.1f} MB; target < 3 MB)")
+              f"(added {(rss['a'] - rss['b']) / 1024:.1f} MB)")
         servers.kill()
         for e in edges.values():
             e.host.stop(e.proc)

@@ -12,6 +12,7 @@ import json
 import os
 import re
 import signal
+import sys
 import time
 
 import pytest
@@ -308,6 +309,12 @@ def test_edgemesh_service_discovery_across_nodes(topology, tmp_path):
     assert set(answers) == set(web) and alternating(answers), f"not round-robin over {web}: {answers}"
     # Straight to the ClusterIP too.
     assert client("timeout", "5", "wget", "-qO-", f"http://{cluster_ip}:8080/").stdout.strip() in web
+
+    # A malformed DNS query gets FORMERR (its id kept) and the server goes on answering.
+    garbage = ("import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(3);"
+               f" s.sendto(bytes.fromhex('1234') + b'garbage', ('{MESH_DNS}', 53)); r = s.recv(512); print(r[:2].hex(), r[3] & 15)")
+    assert t.a.run(sys.executable, "-c", garbage).stdout.split() == ["1234", "1"]
+    assert cluster_ip in client("nslookup", "web.default.svc.cluster.local", check=False).stdout
 
     # A Service without endpoints: refused at once, not a hang.
     r = client("sh", "-c", "a=$(cut -d' ' -f1 /proc/uptime); timeout 10 wget -qO- http://nobody:8080/; rc=$?;"

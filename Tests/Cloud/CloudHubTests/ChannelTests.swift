@@ -72,7 +72,9 @@ import Testing
         try await withCloud { cloud in
             let token = try JoinToken.issue(ca: cloud.ca, expires: Date().addingTimeInterval(3600))
             let parsed = try JoinToken(parsing: token.string)
-            let creds = try await join(cloud, node: "node-a", token: parsed, dir: Self.tempDir())
+            let dir = Self.tempDir()
+            defer { try? FileManager.default.removeItem(atPath: dir) }
+            let creds = try await join(cloud, node: "node-a", token: parsed, dir: dir)
             #expect(creds.certificatePEM.contains("BEGIN CERTIFICATE"))
             let (received, receivedSink) = AsyncStream<Message>.makeStream()
             var cfg = EdgeHubConfiguration(cloudHost: "127.0.0.1", nodeName: "node-a", credentials: creds)
@@ -117,6 +119,7 @@ import Testing
     @Test func badTokensAreRefusedWithClearMessages() async throws {
         try await withCloud { cloud in
             let dir = Self.tempDir()
+            defer { try? FileManager.default.removeItem(atPath: dir) }
             // Expired.
             let expired = try JoinToken.issue(ca: cloud.ca, expires: Date().addingTimeInterval(-10))
             await #expect(throws: JoinError.self) { try await join(cloud, node: "n1", token: expired, dir: dir) }
@@ -152,7 +155,9 @@ import Testing
     @Test func aNodeCannotImpersonateAnother() async throws {
         try await withCloud { cloud in
             let token = try JoinToken.issue(ca: cloud.ca, expires: Date().addingTimeInterval(3600))
-            let creds = try await join(cloud, node: "node-a", token: token, dir: Self.tempDir())
+            let dir = Self.tempDir()
+            defer { try? FileManager.default.removeItem(atPath: dir) }
+            let creds = try await join(cloud, node: "node-a", token: token, dir: dir)
             var cfg = EdgeHubConfiguration(cloudHost: "127.0.0.1", nodeName: "node-b", credentials: creds)
             cfg.cloudPort = cloud.hubPort
             let impostor = try EdgeHub(configuration: cfg, logger: Self.logger) { _ in }
