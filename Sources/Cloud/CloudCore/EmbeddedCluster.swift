@@ -45,6 +45,9 @@ public struct EmbeddedServerOptions: ParsableArguments {
     @Option(help: "Seconds between watch BOOKMARK events (for clients that allow them).")
     var bookmarkInterval: Int = 60
 
+    @Option(help: "Where Services' ClusterIPs come from (kube-apiserver's --service-cluster-ip-range; its first address is the `kubernetes` Service).")
+    var serviceClusterIpRange = "10.96.0.0/12"
+
     @Flag(inversion: .prefixedNo, help: "Run the embedded control plane (scheduler and controllers) in this process.")
     var controllers = true
 
@@ -151,6 +154,10 @@ extension EmbeddedServerOptions {
             kubeconfigPath: kubeconfigPath, fsyncEveryCommit: fsync, historyLimit: historyLimit,
             compactionInterval: .seconds(compactionInterval), bookmarkInterval: .seconds(bookmarkInterval))
         config.podStreams = podStreams
+        guard let serviceRange = IPv4Network(serviceClusterIpRange), serviceRange.description == serviceClusterIpRange, serviceRange.prefix <= 28 else {
+            throw ValidationError("--service-cluster-ip-range \(serviceClusterIpRange) is not an IPv4 network in CIDR form of at least 16 addresses")
+        }
+        config.serviceClusterIPRange = serviceRange
         config.enforceRBAC = authorizationMode == .rbac
         config.audit = try auditOptions()
         config.encryption = try encryptionConfiguration()

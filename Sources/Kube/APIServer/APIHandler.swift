@@ -3,6 +3,7 @@ import Foundation
 import KubeAPI
 import KubeAuth
 import Logging
+import Synchronization
 import Metrics
 import ObjectStore
 
@@ -31,6 +32,8 @@ public struct APIHandlerOptions: Sendable {
     public var generatedNameSuffix: @Sendable () -> String = APIHandler.randomNameSuffix
     /// The cluster CA published in every namespace as ConfigMap `kube-root-ca.crt` (nil: none).
     public var rootCAPEM: String?
+    /// Where Services' ClusterIPs come from (`--service-cluster-ip-range`; its first address is `kubernetes`).
+    public var serviceClusterIPRange = IPv4Network(IPv4Address(0x0A60_0000), prefix: 12)
 
     public init(tokens: Set<String>, maxBodyBytes: Int = 3 * 1024 * 1024, bookmarkInterval: Duration = .seconds(60),
                 maxWatchSeconds: Int = 1800, advertiseAddress: String = "127.0.0.1:\(Defaults.apiServerPort)")
@@ -55,6 +58,8 @@ public final class APIHandler: Sendable {
     /// The admission webhook configurations (kept current by a ``StoreChangeWatcher``).
     public let webhooks: WebhookCache
     let verifiedTokens = VerifiedTokenCache()
+    /// ClusterIPs handed out whose Service may not be stored yet (IP → when): never handed out twice.
+    let pendingClusterIPs = Mutex<[String: ContinuousClock.Instant]>([:])
 
     public init(store: any ObjectStorage, registry: ResourceRegistry, options: APIHandlerOptions, logger: Logger) {
         self.store = store; self.registry = registry; self.options = options; self.logger = logger

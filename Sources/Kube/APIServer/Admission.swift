@@ -281,8 +281,9 @@ enum Admission {
                 let ip = try await allocateClusterIP(handler)
                 spec["clusterIP"] = .string(ip)
                 spec["clusterIPs"] = [.string(ip)]
-            } else if spec["clusterIPs"].isNull {
-                spec["clusterIPs"] = [spec["clusterIP"]]
+            } else {
+                if let ip = spec["clusterIP"].stringValue { try await checkRequestedClusterIP(handler, obj, ip) }
+                if spec["clusterIPs"].isNull { spec["clusterIPs"] = [spec["clusterIP"]] }
             }
             if type == "NodePort" || type == "LoadBalancer" {
                 let used = try await usedNodePorts(handler)
@@ -373,15 +374,45 @@ enum Admission {
         return page.items.compactMap { try? $0.decode() }
     }
 
-    /// Picks a free address in 10.96.0.0/12 (the default service CIDR); 10.96.0.1 is `kubernetes`.
+    /// Picks a free address of the service range (its first address is `kubernetes`), one no
+    /// stored Service has and none handed out moments ago (a concurrent create) has either.
     static func allocateClusterIP(_ handler: APIHandler) async throws -> String {
+        let range = handler.options.serviceClusterIPRange
         let used = Set(try await allServices(handler).compactMap { $0["spec"]["clusterIP"].stringValue })
-        for _ in 0..<1000 {
-            let n = UInt32.random(in: 2..<(1 << 20) - 1)
-            let ip = "10.\(96 + (n >> 16))." + "\((n >> 8) & 0xFF).\(n & 0xFF)"
-            if !used.contains(ip) { return ip }
+        let now = ContinuousClock.now
+        let picked = handler.pendingClusterIPs.withLock { pending -> String? in
+            pending = pending.filter { now - $0.value < .seconds(60) && !used.contains($0.key) }
+            guard range.size > 3 else { return nil }
+            for _ in 0..<1000 {
+                guard let ip = range.address(UInt64.random(in: 2..<(range.size - 1)))?.description else { continue }
+                if !used.contains(ip) && pending[ip] == nil {
+                    pending[ip] = now
+                    return ip
+                }
+            }
+            return nil
         }
-        throw StatusError(.internalError, "failed to allocate a serviceIP: range is full")
+        guard let picked else { throw StatusError(.internalError, "failed to allocate a serviceIP: range is full") }
+        return picked
+    }
+
+    /// A ClusterIP the client chose: inside the range and not taken (kube's messages).
+    static func checkRequestedClusterIP(_ handler: APIHandler, _ obj: JSON, _ ip: String) async throws {
+        let range = handler.options.serviceClusterIPRange
+        guard let a = IPv4Address(ip), range.contains(a) else {
+            throw invalid(ResourceType.services, obj, [.init(reason: "FieldValueInvalid",
+                message: "Invalid value: \"\(ip)\": failed to allocate IP \(ip): the provided IP (\(ip)) is not in the valid range. The range of valid IPs is \(range)",
+                field: "spec.clusterIPs")])
+        }
+        // The same Service again (a create that will meet AlreadyExists) is not a collision.
+        let me = (obj["metadata"]["namespace"].stringValue ?? "default", obj["metadata"]["name"].stringValue ?? "")
+        let taken = try await allServices(handler).contains {
+            $0["spec"]["clusterIP"].stringValue == ip && ($0["metadata"]["namespace"].stringValue ?? "default", $0["metadata"]["name"].stringValue ?? "") != me
+        } || handler.pendingClusterIPs.withLock { $0[ip] != nil }
+        if taken {
+            throw invalid(ResourceType.services, obj, [.init(reason: "FieldValueInvalid",
+                message: "Invalid value: \"\(ip)\": failed to allocate IP \(ip): provided IP is already allocated", field: "spec.clusterIPs")])
+        }
     }
 
     static func usedNodePorts(_ handler: APIHandler) async throws -> Set<Int> {

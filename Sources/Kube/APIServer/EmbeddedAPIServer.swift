@@ -27,6 +27,8 @@ public struct EmbeddedAPIServerConfiguration: Sendable {
     public var metricsExporter: (@Sendable () -> [UInt8])?
     /// Streams to edge nodes for `pods/log` (the cloud's stream tunnels).
     public var podStreams: (any PodStreams)?
+    /// kube-apiserver's `--service-cluster-ip-range`.
+    public var serviceClusterIPRange = IPv4Network(IPv4Address(0x0A60_0000), prefix: 12)
     /// The random part of names made from `generateName` (tests replace it to force collisions).
     public var generatedNameSuffix: @Sendable () -> String = APIHandler.randomNameSuffix
     /// Enforce RBAC (kube's `--authorization-mode=RBAC`); false allows every authenticated caller everything (`AlwaysAllow`).
@@ -102,7 +104,7 @@ public struct EmbeddedAPIServer: Sendable {
                 tls = CertificateAndKey(certificatePEM: try String(contentsOfFile: certPath, encoding: .utf8),
                                         privateKeyPEM: try String(contentsOfFile: keyPath, encoding: .utf8))
             } else {
-                var ips = ["127.0.0.1", "10.96.0.1"]
+                var ips = ["127.0.0.1", config.serviceClusterIPRange.address(1)?.description ?? "10.96.0.1"]
                 var dns = ["localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"]
                 for s in config.extraSANs + [config.host] where s != "0.0.0.0" {
                     if CertificateAuthority.isIPAddress(s) { if !ips.contains(s) { ips.append(s) } } else if !dns.contains(s) { dns.append(s) }
@@ -128,6 +130,7 @@ public struct EmbeddedAPIServer: Sendable {
         options.inProcessWebhooks = config.inProcessWebhooks
         options.metricsExporter = config.metricsExporter
         options.podStreams = config.podStreams
+        options.serviceClusterIPRange = config.serviceClusterIPRange
         options.generatedNameSuffix = config.generatedNameSuffix
         options.rootCAPEM = ca.certificatePEM
         let handler = APIHandler(store: store, registry: registry, options: options, logger: logger)
@@ -181,7 +184,7 @@ public struct EmbeddedAPIServer: Sendable {
         }
         let svc: JSON = ["apiVersion": "v1", "kind": "Service",
                          "metadata": ["name": "kubernetes", "namespace": "default", "labels": ["component": "apiserver", "provider": "kubernetes"]],
-                         "spec": ["clusterIP": "10.96.0.1", "ports": [["name": "https", "port": 443, "protocol": "TCP", "targetPort": .int(Int64(Defaults.apiServerPort))]]]]
+                         "spec": ["clusterIP": .string(handler.options.serviceClusterIPRange.address(1)?.description ?? "10.96.0.1"), "ports": [["name": "https", "port": 443, "protocol": "TCP", "targetPort": .int(Int64(Defaults.apiServerPort))]]]]
         _ = await handler.handle(APIRequest(method: "POST", path: "/api/v1/namespaces/default/services", headers: auth, body: svc.serialized()))
         // What kube-apiserver bootstraps: the system priority classes and the user-facing roles
         // (admin/edit/view aggregate rules from labelled ClusterRoles, as kube's do).
