@@ -110,8 +110,8 @@ public struct CloudCore: Service {
                 await syncBox.sync()?.disconnected(node)
                 router?.disconnected(node)
             case .router(let node, let routed, let message):
-                // Not awaited in the node's session: a slow REST endpoint must not hold up the node's reports.
-                if let router { Task { await router.received(routed, message: message, from: node) } }
+                // Queued, not awaited in the node's session: a slow REST endpoint must not hold up the node's reports.
+                router?.submit(routed, message: message, from: node)
             case .report(let node, let report, let request):
                 // Awaited in the node's session: one node's messages apply in order, and a slow
                 // API server slows that node's reads (back-pressure), not the others.

@@ -61,12 +61,18 @@ public final class RuleRouter: Service {
     let logger: Logger
     let state = Mutex(State())
     let changed = WakeSignal()
-    let pending = Mutex<[String: CheckedContinuation<RouterHTTPResponse?, Never>]>([:])
+    /// Servicebus calls waiting for the node's answer, by message id.
+    let pending = Mutex<[String: AnswerSlot]>([:])
     /// Made when the router runs and shut down when it stops (AHC requires an explicit shutdown).
     let httpClient = Mutex<HTTPClient?>(nil)
     let delivered = Counter(label: "swiftedge_router_messages_total", dimensions: [("result", "success")])
     let failed = Counter(label: "swiftedge_router_messages_total", dimensions: [("result", "failure")])
     let onListening: @Sendable (Int) async -> Void
+    /// Router messages from nodes, handled concurrently by ``run()`` (a slow REST endpoint holds up neither the node's session nor other messages).
+    struct Arrival: Sendable { var routed: RouterMessage; var message: Message; var node: String }
+    let inbox: AsyncStream<Arrival>
+    let inboxSink: AsyncStream<Arrival>.Continuation
+    let dropped = Counter(label: "swiftedge_router_dropped_total")
 
     /// - Parameter send: queues a message for a connected node (throws when it is not connected).
     public init(configuration: RuleRouterConfiguration, client: KubeClient, informers: InformerFactory, logger: Logger,
@@ -74,6 +80,7 @@ public final class RuleRouter: Service {
                 send: @escaping @Sendable (Message, String) async throws -> Void)
     {
         self.configuration = configuration; self.client = client; self.logger = logger; self.send = send; self.onListening = onListening
+        (inbox, inboxSink) = AsyncStream<Arrival>.makeStream(bufferingPolicy: .bufferingOldest(10_000))
         rulesInformer = informers.informer(Self.rules)
         endpointsInformer = informers.informer(Self.ruleEndpoints)
         let wake = changed
@@ -104,6 +111,13 @@ public final class RuleRouter: Service {
             group.addTask { try await server.run() }
             group.addTask { await self.follow() }
             group.addTask { await self.flushStatuses() }
+            group.addTask {
+                await withDiscardingTaskGroup { handling in
+                    for await a in self.inbox.cancelOnGracefulShutdown() {
+                        handling.addTask { await self.received(a.routed, message: a.message, from: a.node) }
+                    }
+                }
+            }
             try await gracefulShutdown()
             group.cancelAll()
         }
@@ -214,12 +228,17 @@ public final class RuleRouter: Service {
 
     // MARK: Messages from nodes
 
-    /// A router message from a node (CloudHub's `.router` event).
-    public func received(_ m: RouterMessage, message: Message, from node: String) async {
+    /// Hands a router message from a node (CloudHub's `.router` event) to the router; returns at once.
+    public func submit(_ m: RouterMessage, message: Message, from node: String) {
+        if case .dropped = inboxSink.yield(Arrival(routed: m, message: message, node: node)) { dropped.increment() }
+    }
+
+    /// Handles a router message from a node.
+    func received(_ m: RouterMessage, message: Message, from node: String) async {
         switch m {
         case .serviceResponse(let response):
             guard let parent = message.parentID else { return }
-            pending.withLock { $0.removeValue(forKey: parent) }?.resume(returning: response)
+            pending.withLock { $0.removeValue(forKey: parent) }?.fill(response)
         case .event(_, let topic, let payload):
             let route = state.withLock { s in s.routes.first { $0.source == .eventBus(node: node, topic: topic) } }
             guard let route, case .rest(let url) = route.target else {
@@ -293,38 +312,38 @@ public final class RuleRouter: Service {
         case .serviceBus(let port, let target):
             let call = RouterMessage.serviceCall(node: node, port: port, path: joined(target), request: RouterHTTPRequest(method: method, header: headers, body: body))
             let message = call.message()
-            let answer: RouterHTTPResponse?? = await withTaskGroup(of: RouterHTTPResponse??.self) { g in
-                g.addTask {
-                    await withCheckedContinuation { c in
-                        self.pending.withLock { $0[message.id] = c }
-                        Task { do { try await self.send(message, node) } catch { self.pending.withLock { $0.removeValue(forKey: message.id) }?.resume(returning: nil) } }
-                    }
-                }
-                g.addTask {
-                    await WakeSignal().wait(until: .now + self.configuration.callTimeout)
-                    return .some(nil)
-                }
-                let first = await g.next() ?? nil
-                g.cancelAll()
-                return first
-            }
-            switch answer {
-            case .some(.some(let r)):
-                pending.withLock { _ = $0.removeValue(forKey: message.id) }
-                record(route.key, ok: r.statusCode < 400, error: r.statusCode < 400 ? nil : "servicebus on \(node): \(r.statusCode)")
-                var h = r.header
-                h.removeValue(forKey: "Content-Length")
-                return (r.statusCode, h["Content-Type"]?.first ?? "application/octet-stream", r.bodyBytes, h)
-            case .some(.none):
-                pending.withLock { $0.removeValue(forKey: message.id) }?.resume(returning: nil)
-                record(route.key, ok: false, error: "servicebus on \(node): no answer within \(configuration.callTimeout)")
-                return (408, "text/plain", Array("wait to get response time out\n".utf8), [:])
-            case .none:
+            let slot = AnswerSlot()
+            pending.withLock { $0[message.id] = slot }  // before sending: a fast answer finds it
+            defer { pending.withLock { _ = $0.removeValue(forKey: message.id) } }
+            do { try await send(message, node) } catch {
                 record(route.key, ok: false, error: "node \(node) is not connected")
                 return (503, "text/plain", Array("node \(node) is not connected\n".utf8), [:])
             }
+            guard let r = await slot.wait(until: .now + configuration.callTimeout) else {
+                record(route.key, ok: false, error: "servicebus on \(node): no answer within \(configuration.callTimeout)")
+                return (408, "text/plain", Array("wait to get response time out\n".utf8), [:])
+            }
+            record(route.key, ok: r.statusCode < 400, error: r.statusCode < 400 ? nil : "servicebus on \(node): \(r.statusCode)")
+            var h = r.header
+            h.removeValue(forKey: "Content-Length")
+            return (r.statusCode, h["Content-Type"]?.first ?? "application/octet-stream", r.bodyBytes, h)
         case .rest:
             return (404, "text/plain", Array("no rule routes /\(namespace)/\(rest)\n".utf8), [:])
+        }
+    }
+
+    /// One servicebus call's answer, filled by the node's response.
+    final class AnswerSlot: Sendable {
+        let value = Mutex<RouterHTTPResponse?>(nil)
+        let arrived = WakeSignal()
+        func fill(_ r: RouterHTTPResponse) {
+            value.withLock { $0 = r }
+            arrived.signal()
+        }
+        /// The answer, or nil when none came by `deadline`.
+        func wait(until deadline: ContinuousClock.Instant) async -> RouterHTTPResponse? {
+            await arrived.wait(until: deadline)
+            return value.withLock { $0 }
         }
     }
 

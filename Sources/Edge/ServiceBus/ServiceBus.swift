@@ -33,25 +33,54 @@ public final class ServiceBus: Service {
     let request: @Sendable (Message, Duration) async -> Message?
     let logger: Logger
     let allowed = Mutex<Set<String>>([])
+    /// The cloud's calls, made concurrently by ``run()`` (never in the channel's read loop).
     let calls = Counter(label: "swiftedge_servicebus_calls_total")
+    struct Call: Sendable { var message: Message; var port: Int; var path: String; var request: RouterHTTPRequest }
+    let inbox: AsyncStream<Call>
+    let inboxSink: AsyncStream<Call>.Continuation
+    let dropped = Counter(label: "swiftedge_servicebus_dropped_total")
     let callFailures = Counter(label: "swiftedge_servicebus_call_failures_total")
 
     public init(nodeName: String, configuration: Configuration = Configuration(), logger: Logger,
                 upstream: @escaping @Sendable (Message) -> Void, request: @escaping @Sendable (Message, Duration) async -> Message?)
     {
         self.nodeName = nodeName; self.configuration = configuration; self.logger = logger; self.upstream = upstream; self.request = request
+        (inbox, inboxSink) = AsyncStream<Call>.makeStream(bufferingPolicy: .bufferingOldest(1000))
     }
 
     public func run() async throws {
-        guard configuration.port > 0 else {
+        try await withThrowingDiscardingTaskGroup { group in
+            group.addTask {
+                await withDiscardingTaskGroup { calling in
+                    for await c in self.inbox.cancelOnGracefulShutdown() {
+                        calling.addTask { await self.serve(c) }
+                    }
+                }
+            }
+            if configuration.port > 0 {
+                let server = HTTPService(responder: AppRequests(bus: self), host: configuration.host, port: configuration.port,
+                                         serverName: "swiftedge-servicebus", logger: logger) { [logger, configuration] channel in
+                    logger.info("servicebus listening", metadata: ["address": "\(configuration.host):\(channel.localAddress?.port ?? 0)"])
+                }
+                group.addTask { try await server.run() }
+            }
             try await gracefulShutdown()
-            return
+            group.cancelAll()
         }
-        let server = HTTPService(responder: AppRequests(bus: self), host: configuration.host, port: configuration.port, serverName: "swiftedge-servicebus",
-                                 logger: logger) { [logger, configuration] channel in
-            logger.info("servicebus listening", metadata: ["address": "\(configuration.host):\(channel.localAddress?.port ?? 0)"])
+    }
+
+    /// Makes one of the cloud's calls and sends the answer up.
+    func serve(_ c: Call) async {
+        calls.increment()
+        let answer: RouterHTTPResponse
+        do {
+            answer = try await call(port: c.port, path: c.path, request: c.request)
+        } catch {
+            callFailures.increment()
+            logger.info("servicebus call failed", metadata: ["port": "\(c.port)", "path": "\(c.path)", "error": "\(error)"])
+            answer = RouterHTTPResponse(statusCode: 502, header: ["Content-Type": ["text/plain"]], body: Array("servicebus: \(error)\n".utf8))
         }
-        try await server.run()
+        upstream(RouterMessage.serviceResponse(answer).message(parentID: c.message.id))
     }
 
     /// A router message from the cloud for this node.
@@ -60,16 +89,12 @@ public final class ServiceBus: Service {
         case .allowTarget(_, let url): _ = allowed.withLock { $0.insert(url) }
         case .disallowTarget(_, let url): _ = allowed.withLock { $0.remove(url) }
         case .serviceCall(_, let port, let path, let req):
-            calls.increment()
-            let answer: RouterHTTPResponse
-            do {
-                answer = try await call(port: port, path: path, request: req)
-            } catch {
-                callFailures.increment()
-                logger.info("servicebus call failed", metadata: ["port": "\(port)", "path": "\(path)", "error": "\(error)"])
-                answer = RouterHTTPResponse(statusCode: 502, header: ["Content-Type": ["text/plain"]], body: Array("servicebus: \(error)\n".utf8))
+            // Queued: the call may take its whole timeout, the channel's other messages may not wait.
+            if case .dropped = inboxSink.yield(Call(message: message, port: port, path: path, request: req)) {
+                dropped.increment()
+                upstream(RouterMessage.serviceResponse(RouterHTTPResponse(statusCode: 503, body: Array("servicebus: too many calls at once\n".utf8)))
+                    .message(parentID: message.id))
             }
-            upstream(RouterMessage.serviceResponse(answer).message(parentID: message.id))
         case .subscribe, .unsubscribe, .publish, .event, .serviceRequest, .serviceResponse:
             break
         }
