@@ -64,7 +64,8 @@ def test_three_hosts_cloud_reaches_both_nodes_which_do_not_reach_each_other(tmp_
 
         # A process started inside ends with close(), whichever signal it ignores.
         stubborn = t.b.popen(["sh", "-c", "trap '' TERM; while true; do sleep 1; done"])
-        assert netns_inode(stubborn.pid) == t.b.inode
+        # nsenter enters the namespace a moment after it starts: awaited, not assumed.
+        wait_for(lambda: netns_inode(stubborn.pid) == t.b.inode, 10, interval=0.05, what="the process inside host b")
 
         # A private containerd inside host a, without a CNI conflist of its own.
         ctd = t.containerd(t.a, tmp_path / "ctd-a", cni=False)
