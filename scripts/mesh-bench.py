@@ -103,7 +103,11 @@ def main():
     ap.add_argument("--queries", type=int, default=20000)
     ap.add_argument("--megabytes", type=int, default=512)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--across", action="store_true",
+                    help="instead: throughput and round trip from node a to a pod on node b, which a cannot dial (through a relay node)")
     a = ap.parse_args()
+    if a.across:
+        return across(a)
     os.environ["SWIFTEDGE_BIN"] = str(Path(a.bin).resolve())
     from conftest import kubectl_binaries, wait_for  # noqa: E402 (needs SWIFTEDGE_BIN)
     import test_edgemesh as tm  # noqa: E402
@@ -177,6 +181,64 @@ def main():
         servers.kill()
         for e in edges.values():
             e.host.stop(e.proc)
+        cloud.stop()
+
+
+def across(a):
+    """Node a (EdgeMesh) to a busybox pod on node b (its own containerd and pod network), a and b
+    unable to reach each other: every byte goes through the relay node on the cloud's host."""
+    os.environ["SWIFTEDGE_BIN"] = str(Path(a.bin).resolve())
+    from conftest import kubectl_binaries, wait_for  # noqa: E402
+    import test_edgemesh as tm  # noqa: E402
+    from netns import Topology  # noqa: E402
+    with tempfile.TemporaryDirectory(prefix="mesh-bench-") as d, Topology(Path(d)) as t:
+        tmp = Path(d)
+        print(f"binary: {a.bin}", flush=True)
+        cloud = tm.NsCloud(t, tmp / "cloud", []).start()
+        binaries = kubectl_binaries()
+        k = tm.NsKubectl(t.cloud, binaries[max(binaries)], cloud.kubeconfig, tmp / "home")
+        token = cloud.token()
+        relay = tm.NsEdge(t, "relay", None, tmp / "edge-relay", ["--mesh-relay-listen", f"0.0.0.0:{tm.RELAY_PORT}"]).start(token)
+        ctd = t.containerd(t.b, tmp / "ctd-b", cni=False)
+
+        class NoRuntime:
+            sock = None
+        a_edge = tm.NsEdge(t, "a", NoRuntime(), tmp / "edge-a", ["--edgemesh", "--mesh-relay", f"relay={t.a.cloud_ip}:{tm.RELAY_PORT}"])
+        a_edge.args = lambda _=None: [str(x) for x in [
+            a.bin, "edge", "--cloud", t.a.cloud_ip, "--cloudhub-port", tm.HUB_PORT, "--cert-port", tm.CERT_PORT, "--node-name", "a",
+            "--node-ip", t.a.ip, "--data-dir", tmp / "edge-a", "--metaserver-port", tm.METASERVER_PORT, "--metrics-port", tm.EDGE_METRICS_PORT,
+            "--remote-runtime-endpoint", "", "--mqtt-server", "", "--edgemesh", "--mesh-relay", f"relay={t.a.cloud_ip}:{tm.RELAY_PORT}",
+            "--token", token]]
+        a_edge.proc = t.a.popen(a_edge.args(), log=a_edge.log)
+        b_edge = tm.NsEdge(t, "b", ctd, tmp / "edge-b", ["--cni-conf-dir", ctd.cni_conf_dir, "--mqtt-server", "",
+                                                          "--mesh-relay", f"relay={t.b.cloud_ip}:{tm.RELAY_PORT}"]).start(token)
+        for n, e in (("a", a_edge), ("b", b_edge)):
+            wait_for(lambda: tm.node_ready(k, n), 60, interval=0.5, what=f"node {n} Ready", detail=lambda: tm.tail(e.log))
+        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "far", "labels": {"app": "far"}},
+               "spec": {"nodeName": "b", "terminationGracePeriodSeconds": 1, "containers": [
+                   {"name": "sink", "image": "docker.io/local/busybox:1", "command": ["nc", "-ll", "-p", "5001", "-e", "wc", "-c"]},
+                   {"name": "echo", "image": "docker.io/local/busybox:1", "command": ["nc", "-ll", "-p", "5002", "-e", "cat"]}]}}
+        svc = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "far"},
+               "spec": {"selector": {"app": "far"}, "ports": [{"name": "sink", "port": 5001}, {"name": "echo", "port": 5002}]}}
+        k("apply", "-f", "-", input=json.dumps(pod) + "\n---\n" + json.dumps(svc))
+        k("wait", "--for=condition=Ready", "pod/far", "--timeout=120s", timeout=130)
+        cluster_ip = k("get", "service", "far", "-o", "jsonpath={.spec.clusterIP}").strip()
+        probe = "import socket, sys; socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=2)"
+        wait_for(lambda: t.a.run("python3", "-c", probe, cluster_ip, "5002", check=False).returncode == 0, 60, interval=0.5,
+                 what="the proxy listening for the far Service")
+
+        def client(*args):
+            print(f"  {' '.join(map(str, args))}", flush=True)
+            return json.loads(t.a.run("python3", "-c", CLIENT, *map(str, args), timeout=300).stdout)
+        mb = min(a.megabytes, 128)
+        tput = max((client("tput", cluster_ip, 5001, mb) for _ in range(a.rounds)), key=lambda r: r["mb_s"])
+        rtt = min((client("rtt", cluster_ip, 5002, 2000) for _ in range(a.rounds)), key=lambda r: r["p50_us"])
+        relayed = "relaying" in relay.log.read_text() or "EdgeMesh relay connected" in a_edge.log.read_text()
+        print(f"across nodes through the relay node ({mb} MB, best of {a.rounds}): {tput['mb_s']:.0f} MB/s; "
+              f"round trip p50/p99 {rtt['p50_us']:.0f}/{rtt['p99_us']:.0f} µs (relay connected: {relayed})")
+        for e in (a_edge, b_edge):
+            e.host.stop(e.proc)
+        relay.stop()
         cloud.stop()
 
 

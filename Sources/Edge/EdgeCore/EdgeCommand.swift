@@ -23,6 +23,13 @@ import ServiceLifecycle
 import StreamTunnel
 import Synchronization
 
+/// The stream provider of a node that runs no pods.
+struct NoPods: StreamProvider {
+    func serve(_ request: StreamRequest, input: TunnelStreamData, write: @escaping @Sendable ([UInt8]) async throws -> Void) async throws {
+        throw TunnelError("this node runs no pods (no container runtime)")
+    }
+}
+
 /// Where the node's router messages go (set once the eventbus and servicebus exist).
 final class RouterTargets: Sendable {
     let targets = Mutex<(eventBus: RouterEventBus?, serviceBus: ServiceBus?)>((nil, nil))
@@ -332,8 +339,10 @@ public struct EdgeCommand: AsyncParsableCommand {
         var relayClients: [MeshRelayClient] = []
         for text in meshRelay {
             guard let peer = MeshRelayPeer(text) else { throw ValidationError("--mesh-relay \(text) is not <node name>=<host>:<port>") }
-            guard let edged else { throw ValidationError("--mesh-relay needs a container runtime (the relay reaches this node's pods through it)") }
-            let client = MeshRelayClient(peer: peer, identity: identity, provider: edged, logger: logger)
+            // Streams the relay opens on this node reach its pods through Edged (a node without a
+            // runtime has none to reach, but still relays its own clients' traffic).
+            let provider: any StreamProvider = edged ?? NoPods()
+            let client = MeshRelayClient(peer: peer, identity: identity, provider: provider, logger: logger)
             relayClients.append(client)
             services.append(.init(service: client))
         }
