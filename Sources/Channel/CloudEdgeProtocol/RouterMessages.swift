@@ -14,6 +14,14 @@ public struct RouterHTTPRequest: Codable, Sendable, Equatable {
 
     public var bodyBytes: [UInt8] { Data(base64Encoded: body).map { Array($0) } ?? [] }
 
+    /// The headers to pass on when the request is made again elsewhere: without the
+    /// connection's own (`Host`, `Content-Length`, `Connection`, `Transfer-Encoding`), which the
+    /// new connection sets itself.
+    public var forwardedHeaders: [(name: String, value: String)] {
+        let hopByHop: Set<String> = ["host", "content-length", "connection", "transfer-encoding"]
+        return header.sorted { $0.key < $1.key }.filter { !hopByHop.contains($0.key.lowercased()) }.flatMap { k, vs in vs.map { (k, $0) } }
+    }
+
     enum CodingKeys: String, CodingKey { case header, method, body }
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)

@@ -267,9 +267,7 @@ public final class RuleRouter: Service {
     func post(_ url: String, method: String, headers: [String: [String]], body: [UInt8]) async -> (ok: Bool, error: String?, response: RouterHTTPResponse?) {
         var request = HTTPClientRequest(url: url)
         request.method = .init(rawValue: method.uppercased())
-        for (k, vs) in headers where !["host", "content-length", "connection", "transfer-encoding"].contains(k.lowercased()) {
-            for v in vs { request.headers.add(name: k, value: v) }
-        }
+        for (k, v) in RouterHTTPRequest(method: method, header: headers).forwardedHeaders { request.headers.add(name: k, value: v) }
         request.body = .bytes(ByteBuffer(bytes: body))
         guard let http = httpClient.withLock({ $0 }) else { return (false, "\(method) \(url): the router is stopping", nil) }
         do {

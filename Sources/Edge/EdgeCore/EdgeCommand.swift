@@ -329,10 +329,8 @@ public struct EdgeCommand: AsyncParsableCommand {
         }
         var relayServer: MeshRelayServer?
         if let listen = meshRelayListen {
-            guard let colon = listen.lastIndex(of: ":"), let port = Int(listen[listen.index(after: colon)...]), (0...65535).contains(port) else {
-                throw ValidationError("--mesh-relay-listen \(listen) is not host:port")
-            }
-            let server = MeshRelayServer(host: String(listen[..<colon]), port: port, identity: identity, logger: logger)
+            guard let (host, port) = splitHostPort(listen) else { throw ValidationError("--mesh-relay-listen \(listen) is not host:port") }
+            let server = MeshRelayServer(host: host, port: port, identity: identity, logger: logger)
             relayServer = server
             services.append(.init(service: server))
         }

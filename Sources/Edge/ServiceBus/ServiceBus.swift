@@ -115,9 +115,7 @@ public final class ServiceBus: Service {
                 }
             return try await channel.executeThenClose { inbound, outbound in
                 var headers = HTTPHeaders()
-                for (k, vs) in req.header where !["host", "content-length", "connection", "transfer-encoding"].contains(k.lowercased()) {
-                    for v in vs where !v.contains("\r") && !v.contains("\n") { headers.add(name: k, value: v) }
-                }
+                for (k, v) in req.forwardedHeaders where !v.contains("\r") && !v.contains("\n") { headers.add(name: k, value: v) }
                 headers.replaceOrAdd(name: "Host", value: "127.0.0.1:\(port)")
                 headers.replaceOrAdd(name: "Connection", value: "close")
                 let body = req.bodyBytes
