@@ -12,6 +12,15 @@ public enum EdgeResourceKind: String, Sendable, Hashable, CaseIterable, CustomSt
     /// RBAC objects that grant the ServiceAccounts of the node's pods anything: MetaServer
     /// authorizes in-cluster clients with them while offline.
     case role, roleBinding = "rolebinding", clusterRole = "clusterrole", clusterRoleBinding = "clusterrolebinding"
+    /// The claims the node's pods mount, the volumes they are bound to, and the node's
+    /// VolumeAttachments (KubeEdge's `persistentvolumeclaim`, `persistentvolume`, `volumeattachment`).
+    case persistentVolumeClaim = "persistentvolumeclaim", persistentVolume = "persistentvolume", volumeAttachment = "volumeattachment"
+    /// The node's CSINode (the CSI drivers registered on it), reported up.
+    case csiNode = "csinode"
+    /// A CSI controller call the cloud's CSI driver makes through the node (`default/volume/<id>`
+    /// with operation `createvolume`, `deletevolume`, `controllerpublishvolume` or
+    /// `controllerunpublishvolume`; see ``CSIControllerCall``).
+    case volume
     // Reports a node sends up.
     case podStatus = "podstatus", podPatch = "podpatch", nodeStatus = "nodestatus", nodePatch = "nodepatch"
     case lease, event, deviceStatus = "devicestatus"
@@ -58,7 +67,11 @@ public enum EdgeResourceKind: String, Sendable, Hashable, CaseIterable, CustomSt
         case .clusterRole: .clusterRoles
         case .clusterRoleBinding: .clusterRoleBindings
         case .certificateSigningRequest: .certificateSigningRequests
-        case .podStatus, .podPatch, .nodeStatus, .nodePatch, .objectSync, .serviceAccountToken, .caCertificate, .apiRequest: nil
+        case .persistentVolumeClaim: .persistentVolumeClaims
+        case .persistentVolume: .persistentVolumes
+        case .volumeAttachment: .volumeAttachments
+        case .csiNode: .csiNodes
+        case .volume, .podStatus, .podPatch, .nodeStatus, .nodePatch, .objectSync, .serviceAccountToken, .caCertificate, .apiRequest: nil
         }
     }
 
@@ -66,8 +79,8 @@ public enum EdgeResourceKind: String, Sendable, Hashable, CaseIterable, CustomSt
     public var isSynced: Bool {
         switch self {
         case .pod, .node, .configMap, .secret, .service, .endpoints, .device, .deviceModel, .role, .roleBinding, .clusterRole,
-             .clusterRoleBinding: true
-        case .podStatus, .podPatch, .nodeStatus, .nodePatch, .lease, .event, .deviceStatus, .objectSync, .serviceAccountToken,
+             .clusterRoleBinding, .persistentVolumeClaim, .persistentVolume, .volumeAttachment: true
+        case .csiNode, .volume, .podStatus, .podPatch, .nodeStatus, .nodePatch, .lease, .event, .deviceStatus, .objectSync, .serviceAccountToken,
              .caCertificate, .certificateSigningRequest, .apiRequest: false
         }
     }
@@ -218,6 +231,8 @@ public enum UpstreamReport: Sendable, Equatable {
     case deviceStatus(report: JSON)
     /// What the node's store holds (`null/objectsync/<node>` query).
     case inventory(node: String?, InventoryPart)
+    /// The CSI drivers registered on the node (`null/csinode/<node>` update with a CSINode).
+    case csiNode(name: String?, csiNode: JSON)
 
     /// Decodes an upstream message. Nil: a kind or operation no component handles (dropped, as
     /// KubeEdge drops them); throws for a malformed resource string or report content.
@@ -243,7 +258,8 @@ public enum UpstreamReport: Sendable, Equatable {
         case (.lease, .insert), (.lease, .update), (.lease, .query): self = .lease(name: ref.name, operation: op, lease: c)
         case (.deviceStatus, .update): self = .deviceStatus(report: c)
         case (.objectSync, .query): self = .inventory(node: ref.name, try InventoryPart(content: c))
-        case (.node, _), (.nodeStatus, _), (.podStatus, _), (.event, _), (.lease, _), (.deviceStatus, _), (.objectSync, _),
+        case (.csiNode, .insert), (.csiNode, .update): self = .csiNode(name: ref.name, csiNode: c)
+        case (.csiNode, _), (.volume, _), (.persistentVolumeClaim, _), (.persistentVolume, _), (.volumeAttachment, _), (.node, _), (.nodeStatus, _), (.podStatus, _), (.event, _), (.lease, _), (.deviceStatus, _), (.objectSync, _),
              (.configMap, _), (.secret, _), (.service, _), (.endpoints, _), (.device, _), (.deviceModel, _),
              (.serviceAccountToken, _), (.caCertificate, _), (.certificateSigningRequest, _), (.apiRequest, _), (.role, _), (.roleBinding, _),
              (.clusterRole, _), (.clusterRoleBinding, _):
@@ -265,13 +281,14 @@ public enum UpstreamReport: Sendable, Equatable {
         case .query(let ref, _): (ref.namespace, ref.kind, ref.name, .query)
         case .deviceStatus: (nil, .deviceStatus, nil, .update)
         case .inventory(let node, _): (nil, .objectSync, node, .query)
+        case .csiNode(let name, _): (nil, .csiNode, name, .update)
         }
     }
 
     var content: JSON {
         switch self {
         case .nodeRegistration(_, let c), .nodeStatus(_, let c), .nodePatch(_, let c), .podStatus(_, _, let c), .podPatch(_, _, let c),
-             .pod(_, _, _, let c), .event(_, _, let c), .lease(_, _, let c), .deviceStatus(let c), .query(_, let c):
+             .pod(_, _, _, let c), .event(_, _, let c), .lease(_, _, let c), .deviceStatus(let c), .query(_, let c), .csiNode(_, let c):
             c
         case .inventory(_, let part): part.content
         }

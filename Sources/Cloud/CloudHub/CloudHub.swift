@@ -60,7 +60,7 @@ public struct NodeAuthorizer: UpstreamAuthorizer {
 
     public func authorize(_ ref: ResourceRef, from node: String) -> String? {
         switch ref.kind {
-        case .node, .nodeStatus, .nodePatch, .lease:
+        case .node, .nodeStatus, .nodePatch, .lease, .csiNode:
             if let name = ref.name, name != node { return "node \(node) may not write \(ref.kind) of node \(name)" }
         case .pod, .podStatus, .podPatch:
             guard let name = ref.name, let ns = ref.namespace else { return nil }
@@ -69,7 +69,8 @@ public struct NodeAuthorizer: UpstreamAuthorizer {
             // checks the binding itself and ignores it.
             if let owner = podNode(ns, name), owner != node { return "node \(node) may not write pod \(ns)/\(name) bound to \(owner)" }
         case .configMap, .secret, .service, .endpoints, .device, .deviceModel, .event, .deviceStatus, .objectSync,
-             .serviceAccountToken, .caCertificate, .certificateSigningRequest, .apiRequest, .role, .roleBinding, .clusterRole, .clusterRoleBinding:
+             .serviceAccountToken, .caCertificate, .certificateSigningRequest, .apiRequest, .role, .roleBinding, .clusterRole, .clusterRoleBinding,
+             .persistentVolumeClaim, .persistentVolume, .volumeAttachment, .volume:
             break
         }
         return nil

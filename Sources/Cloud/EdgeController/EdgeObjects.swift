@@ -7,9 +7,10 @@ import Logging
 import ReliableSync
 import Synchronization
 
-/// What each edge node is sent, from shared informers: the pods bound to it, the ConfigMaps and
-/// Secrets those pods reference (volumes, projected volumes, env, envFrom, image pull secrets —
-/// and nothing else, as KubeEdge's location cache), its own Node, and — to nodes labelled
+/// What each edge node is sent, from shared informers: the pods bound to it, the ConfigMaps,
+/// Secrets and PersistentVolumeClaims those pods reference (volumes, projected volumes, env,
+/// envFrom, image pull secrets — and nothing else, as KubeEdge's location cache), the volumes
+/// those claims are bound to, its VolumeAttachments, its own Node, and — to nodes labelled
 /// `node-role.kubernetes.io/edge` — every Service and Endpoints (service discovery at the edge).
 /// KubeEdge devices (`devices.kubeedge.io/v1beta1`): each Device goes to the node in its
 /// `spec.nodeName`, with the DeviceModel it references (a model goes to every node that has one of
@@ -28,6 +29,14 @@ public final class EdgeObjects: NodeObjectSource {
     let roleBindings: SharedInformer
     let clusterRoles: SharedInformer
     let clusterRoleBindings: SharedInformer
+    let claims: SharedInformer
+    let volumes: SharedInformer
+    let attachments: SharedInformer
+    /// VolumeAttachments by `spec.nodeName`.
+    let attachmentsByNode = InformerIndex { o in
+        let n = o["spec"]["nodeName"].stringValue ?? ""
+        return n.isEmpty ? [] : [n]
+    }
     /// Devices by `spec.nodeName`.
     let devicesByNode = InformerIndex(EdgeObjects.boundNode)
     /// Devices by the model they use (`<ns>/<model>`).
@@ -58,6 +67,44 @@ public final class EdgeObjects: NodeObjectSource {
         roleBindings = informers.informer(ResourceType.roleBindings)
         clusterRoles = informers.informer(ResourceType.clusterRoles)
         clusterRoleBindings = informers.informer(ResourceType.clusterRoleBindings)
+        claims = informers.informer(ResourceType.persistentVolumeClaims)
+        volumes = informers.informer(ResourceType.persistentVolumes)
+        attachments = informers.informer(ResourceType.volumeAttachments)
+        claims.addHandler { [self] ev in
+            // The nodes whose pods mount the claim get it, and the volume it is bound to.
+            func look(_ c: JSON) {
+                notifyNodesReferencing(c, kind: .persistentVolumeClaim)
+                if let v = Self.boundVolume(of: c), let pv = volumes.cache.get(v) {
+                    for n in nodesReferencing(c, kind: .persistentVolumeClaim) { notify(pv, node: n) }
+                }
+            }
+            switch ev {
+            case .added(let c): track(c, .persistentVolumeClaim); look(c)
+            case .updated(let old, let c):
+                track(c, .persistentVolumeClaim); look(c)
+                if Self.boundVolume(of: old) != Self.boundVolume(of: c), let v = Self.boundVolume(of: old), let pv = volumes.cache.get(v) {
+                    for n in nodesReferencing(c, kind: .persistentVolumeClaim) { notify(pv, node: n) }
+                }
+            case .deleted(let c): look(c); untrack(c)
+            case .synced: break
+            }
+        }
+        volumes.addHandler { [self] ev in
+            func look(_ v: JSON) { for n in nodesUsing(volume: v["metadata"]["name"].stringValue ?? "") { notify(v, node: n) } }
+            switch ev {
+            case .added(let v), .updated(_, let v): track(v, .persistentVolume); look(v)
+            case .deleted(let v): look(v); untrack(v)
+            case .synced: break
+            }
+        }
+        attachments.addHandler { [self] ev in
+            attachmentsByNode.handle(ev)
+            switch ev {
+            case .added(let a), .updated(_, let a): track(a, .volumeAttachment); notify(a, node: a["spec"]["nodeName"].stringValue)
+            case .deleted(let a): notify(a, node: a["spec"]["nodeName"].stringValue); untrack(a)
+            case .synced: break
+            }
+        }
         for (informer, kind) in [(roles, EdgeResourceKind.role), (roleBindings, .roleBinding), (clusterRoles, .clusterRole),
                                  (clusterRoleBindings, .clusterRoleBinding)] {
             informer.addHandler { [self] ev in
@@ -285,11 +332,12 @@ public final class EdgeObjects: NodeObjectSource {
     /// The index key of a reference to an object of `kind` (`<ns>/<name>`).
     static func reference(_ kind: EdgeResourceKind, _ key: String) -> String { "\(kind.wireName):\(key)" }
 
-    /// The ConfigMaps and Secrets a pod needs on its node.
+    /// The ConfigMaps, Secrets and PersistentVolumeClaims a pod needs on its node.
     static func references(of pod: JSON) -> [String] {
         let ns = pod["metadata"]["namespace"].stringValue ?? ""
         let refs = PodReferences(pod: pod)
-        return (refs.configMaps.map { reference(.configMap, "\(ns)/\($0)") } + refs.secrets.map { reference(.secret, "\(ns)/\($0)") }).sorted()
+        return (refs.configMaps.map { reference(.configMap, "\(ns)/\($0)") } + refs.secrets.map { reference(.secret, "\(ns)/\($0)") }
+            + refs.persistentVolumeClaims.map { reference(.persistentVolumeClaim, "\(ns)/\($0)") }).sorted()
     }
 
     static let edgeLabel = "node-role.kubernetes.io/edge"
@@ -326,12 +374,37 @@ public final class EdgeObjects: NodeObjectSource {
         }
     }
 
-    /// A ConfigMap or Secret changed: every node with a pod that references it.
+    /// A ConfigMap, Secret or claim changed: every node with a pod that references it.
     func notifyNodesReferencing(_ o: JSON, kind: EdgeResourceKind) {
+        for n in nodesReferencing(o, kind: kind) { notify(o, node: n) }
+    }
+
+    func nodesReferencing(_ o: JSON, kind: EdgeResourceKind) -> Set<String> {
         let ref = Self.reference(kind, InformerCache.key(o))
         var nodes = Set<String>()
         for p in byReference.objects(ref, in: pods.cache) { if let n = nodeName(p) { nodes.insert(n) } }
-        for n in nodes { notify(o, node: n) }
+        return nodes
+    }
+
+    /// The volume a claim is bound to.
+    static func boundVolume(of claim: JSON) -> String? {
+        claim["spec"]["volumeName"].stringValue.flatMap { $0.isEmpty ? nil : $0 }
+    }
+
+    /// The nodes whose pods mount a claim bound to this volume.
+    func nodesUsing(volume name: String) -> Set<String> {
+        guard !name.isEmpty else { return [] }
+        var out = Set<String>()
+        for c in claims.cache.list() where Self.boundVolume(of: c) == name { out.formUnion(nodesReferencing(c, kind: .persistentVolumeClaim)) }
+        return out
+    }
+
+    /// The volumes the claims referenced by `refs` are bound to.
+    func boundVolumes(_ refs: Set<String>) -> [JSON] {
+        refs.compactMap { ref -> JSON? in
+            guard let (informer, key) = lookup(ref), informer === claims, let c = informer.cache.get(key), let v = Self.boundVolume(of: c) else { return nil }
+            return volumes.cache.get(v)
+        }
     }
 
     func lookup(_ ref: String) -> (SharedInformer, String)? {
@@ -340,7 +413,8 @@ public final class EdgeObjects: NodeObjectSource {
         switch kind {
         case .configMap: return (configMaps, key)
         case .secret: return (secrets, key)
-        case .pod, .node, .service, .endpoints, .device, .deviceModel, .podStatus, .podPatch, .nodeStatus, .nodePatch, .lease, .event,
+        case .persistentVolumeClaim: return (claims, key)
+        case .persistentVolume, .volumeAttachment, .csiNode, .volume, .pod, .node, .service, .endpoints, .device, .deviceModel, .podStatus, .podPatch, .nodeStatus, .nodePatch, .lease, .event,
              .deviceStatus, .objectSync, .serviceAccountToken, .caCertificate, .certificateSigningRequest, .apiRequest, .role, .roleBinding, .clusterRole,
              .clusterRoleBinding:
             return nil
@@ -362,9 +436,12 @@ public final class EdgeObjects: NodeObjectSource {
 
     public func desired(for node: String) -> [String] {
         var out = byNode.objects(node, in: pods.cache).compactMap { $0["metadata"]["uid"].stringValue }
-        for ref in referenced(by: node) {
+        let refs = referenced(by: node)
+        for ref in refs {
             if let (informer, key) = lookup(ref), let uid = informer.cache.get(key)?["metadata"]["uid"].stringValue { out.append(uid) }
         }
+        for v in boundVolumes(refs) { if let uid = v["metadata"]["uid"].stringValue { out.append(uid) } }
+        for a in attachmentsByNode.objects(node, in: attachments.cache) { if let uid = a["metadata"]["uid"].stringValue { out.append(uid) } }
         if let n = nodes.cache.get(node), let uid = n["metadata"]["uid"].stringValue { out.append(uid) }
         var models = Set<String>()
         for d in devicesByNode.objects(node, in: devices.cache) {
@@ -399,8 +476,16 @@ public final class EdgeObjects: NodeObjectSource {
             guard let m = deviceModels.cache.get(entry.key), m["metadata"]["uid"].stringValue == uid else { return nil }
             let needed = devicesByModel.objects(entry.key, in: devices.cache).contains { nodeName($0) == node }
             return needed ? SyncedObject(m, kind: .deviceModel) : nil
-        case .configMap, .secret:
-            let informer = entry.kind == .configMap ? configMaps : secrets
+        case .persistentVolume:
+            guard let v = volumes.cache.get(entry.key), v["metadata"]["uid"].stringValue == uid,
+                  nodesUsing(volume: entry.key).contains(node) else { return nil }
+            return SyncedObject(v, kind: .persistentVolume)
+        case .volumeAttachment:
+            guard let a = attachments.cache.get(entry.key), a["metadata"]["uid"].stringValue == uid,
+                  a["spec"]["nodeName"].stringValue == node else { return nil }
+            return SyncedObject(a, kind: .volumeAttachment)
+        case .configMap, .secret, .persistentVolumeClaim:
+            let informer = entry.kind == .configMap ? configMaps : entry.kind == .secret ? secrets : claims
             guard let o = informer.cache.get(entry.key), o["metadata"]["uid"].stringValue == uid else { return nil }
             // Still needed there? Only while a pod on the node references it.
             let needed = byReference.objects(Self.reference(entry.kind, entry.key), in: pods.cache).contains { nodeName($0) == node }
@@ -409,7 +494,7 @@ public final class EdgeObjects: NodeObjectSource {
             // Only while it grants a ServiceAccount of the node's pods something.
             guard let g = grants(to: serviceAccounts(on: node)).first(where: { $0.object["metadata"]["uid"].stringValue == uid }) else { return nil }
             return SyncedObject(g.object, kind: g.kind)
-        case .podStatus, .podPatch, .nodeStatus, .nodePatch, .lease, .event, .deviceStatus, .objectSync, .serviceAccountToken, .caCertificate,
+        case .csiNode, .volume, .podStatus, .podPatch, .nodeStatus, .nodePatch, .lease, .event, .deviceStatus, .objectSync, .serviceAccountToken, .caCertificate,
              .certificateSigningRequest, .apiRequest:
             return nil  // reports, never tracked
         }

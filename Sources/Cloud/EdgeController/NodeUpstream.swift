@@ -88,6 +88,8 @@ public struct NodeUpstream: Sendable {
                 try await deviceStatuses(node, content)
             case .inventory(let owner, let part) where owner == node:
                 await receiveInventory(node: node, part)
+            case .csiNode(_, let content):
+                answer = .object(try await writeCSINode(node: node, content))
             case .pod, .inventory:
                 logger.debug("upstream report not handled", metadata: ["node": "\(node)", "resource": "\(report.resource)"])
                 return nil
@@ -102,6 +104,36 @@ public struct NodeUpstream: Sendable {
     }
 
     static let manager = "swiftedge-edgecontroller"
+
+    /// The node's CSI drivers, as kubelet's nodeinfomanager records them: the CSINode
+    /// (`spec.drivers`, owned by the Node) and the Node's `csi.volume.kubernetes.io/nodeid`
+    /// annotation (driver → node id). Only the drivers are taken from the report.
+    func writeCSINode(node: String, _ content: JSON) async throws -> JSON {
+        let drivers = try JSONValueDecoder().decode([Storage.CSINodeDriver].self, from: content["spec"]["drivers"].isNull ? .array([]) : content["spec"]["drivers"])
+        let nodeObject = try await client.get(ResourceType.nodes, namespace: nil, name: node)
+        var ids: [String: JSON] = [:]
+        for d in drivers { ids[d.name] = .string(d.nodeID) }
+        let annotation = String(decoding: JSON.object(ids).serialized(), as: UTF8.self)
+        if nodeObject["metadata"]["annotations"][Storage.Keys.csiNodeIDs].stringValue != annotation {
+            let patch: JSON = ["metadata": ["annotations": [Storage.Keys.csiNodeIDs: drivers.isEmpty ? .null : .string(annotation)]]]
+            _ = try await client.patch(ResourceType.nodes, namespace: nil, name: node, patch, fieldManager: Self.manager)
+        }
+        var object: JSON = ["apiVersion": "storage.k8s.io/v1", "kind": "CSINode",
+                            "metadata": ["name": .string(node), "ownerReferences": [[
+                                "apiVersion": "v1", "kind": "Node", "name": .string(node), "uid": nodeObject["metadata"]["uid"],
+                            ]]],
+                            "spec": ["drivers": content["spec"]["drivers"].isNull ? .array([]) : content["spec"]["drivers"]]]
+        do {
+            var current = try await client.get(ResourceType.csiNodes, namespace: nil, name: node)
+            if current["spec"]["drivers"] == object["spec"]["drivers"] { return current }
+            current["spec"]["drivers"] = object["spec"]["drivers"]
+            object = try await client.update(ResourceType.csiNodes, namespace: nil, current, fieldManager: Self.manager)
+        } catch let e as StatusError where e.code == 404 {
+            object = try await client.create(ResourceType.csiNodes, namespace: nil, object, fieldManager: Self.manager)
+        }
+        logger.info("node CSI drivers", metadata: ["node": "\(node)", "drivers": "\(drivers.map(\.name).joined(separator: ","))"])
+        return object
+    }
 
     /// A patch as edgecore sends it: the patch document as a JSON string (or an object).
     static func patchBody(_ content: JSON) throws -> JSON {

@@ -139,7 +139,11 @@ public final class Edged: Service {
             if !known.isEmpty { logger.info("restoring pods from the local store", metadata: ["pods": "\(known.count)"]) }
             for pod in known { self.dispatch(pod, group: &group, builder: builder, runtimeName: runtimeName) }
             while true {
-                for await change in changes.cancelOnGracefulShutdown() where change.record.type == .pod {
+                for await change in changes.cancelOnGracefulShutdown() {
+                    guard change.record.type == .pod else {
+                        wakePods(using: change.record)
+                        continue
+                    }
                     if change.kind == .deleted {
                         guard let h = handles.withLock({ $0[change.record.uid] }) else { continue }
                         h.desired.withLock { $0 = nil }
@@ -176,6 +180,28 @@ public final class Edged: Service {
                 try? await Task.sleep(for: .milliseconds(20))
             }
             group.cancelAll()
+        }
+    }
+
+    /// An object a pod may use changed (a ConfigMap, Secret, claim or volume): the workers of the
+    /// pods that use it look again (their files follow within a sync; a waiting pod may start).
+    func wakePods(using record: MetaRecord) {
+        let kind = record.type
+        guard [.configMap, .secret, .persistentVolumeClaim, .persistentVolume, .volumeAttachment].contains(kind) else { return }
+        for h in handles.withLock({ Array($0.values) }) {
+            guard let pod = h.desired.withLock({ $0 }) else { continue }
+            let uses: Bool
+            switch kind {
+            case .persistentVolume, .volumeAttachment:
+                uses = pod.volumes.contains { $0.persistentVolumeClaim != nil }
+            default:
+                let name = record.value["metadata"]["name"].stringValue ?? ""
+                guard pod.namespace == record.value["metadata"]["namespace"].stringValue else { continue }
+                let refs = PodReferences(pod: pod.object)
+                uses = kind == .configMap ? refs.configMaps.contains(name)
+                    : kind == .secret ? refs.secrets.contains(name) : refs.persistentVolumeClaims.contains(name)
+            }
+            if uses { h.wake.signal() }
         }
     }
 

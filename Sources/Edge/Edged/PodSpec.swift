@@ -23,6 +23,8 @@ public struct PodModel: Sendable, Equatable {
     /// `ClusterFirst` (default), `ClusterFirstWithHostNet`, `Default` or `None`.
     public var dnsPolicy: String
     public var dnsConfig: Core.PodDNSConfig?
+    /// The pod's security settings (fsGroup ownership of its writable volumes).
+    public var securityContext: Core.PodSecurityContext?
     /// The whole object, as stored (passed on unchanged; `status` is read from it).
     public var object: JSON
 
@@ -62,6 +64,7 @@ public struct PodModel: Sendable, Equatable {
         volumes = spec?.volumes ?? []
         dnsPolicy = spec?.dnsPolicy ?? "ClusterFirst"
         dnsConfig = spec?.dnsConfig
+        securityContext = spec?.securityContext
         object = pod
     }
 

@@ -168,9 +168,10 @@ final class PodWorker {
         }
         if changed { containers = try await statuses().filter { sandboxOf[$0.id] == sandbox.id } }
         if containers.contains(where: { $0.state == .containerRunning }) {
-            // ServiceAccount tokens of running containers are renewed before they expire.
-            do { try await builder.refreshTokenVolumes(pod) } catch {
-                logger.warning("cannot refresh the pod's ServiceAccount token", metadata: ["error": "\(error)"])
+            // ConfigMap, Secret and downward API files follow their objects; ServiceAccount
+            // tokens are renewed before they expire.
+            do { try await builder.refreshFileVolumes(pod) } catch {
+                logger.warning("cannot refresh the pod's volume files", metadata: ["error": "\(error)"])
             }
         }
         let status = podStatus(pod, sandbox: sandbox, containers: containers, podIP: podIP)

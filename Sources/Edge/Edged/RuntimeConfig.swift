@@ -50,6 +50,8 @@ struct RuntimeConfigBuilder: Sendable {
     /// The pod network Edged configures (nil: the runtime's own); pods off the host network wait
     /// until it has a subnet.
     var network: PodNetworkState? = nil
+    /// The node's CSI volumes (nil: a claim bound to a CSI volume cannot run here).
+    var csiVolumes: (any PodVolumePublisher)? = nil
 
     /// Why a pod cannot get its sandbox yet (nil: it can).
     func networkNotReady(_ pod: PodModel) -> String? {
@@ -273,12 +275,12 @@ struct RuntimeConfigBuilder: Sendable {
         return out
     }
 
-    func object(_ kind: EdgeResourceKind, _ namespace: String, _ name: String) async throws -> JSON? {
+    func object(_ kind: EdgeResourceKind, _ namespace: String?, _ name: String) async throws -> JSON? {
         try await lookup(ResourceRef(namespace: namespace, kind: kind, name: name).description)
     }
 
     /// An object the node holds, typed (nil: not there; a malformed one is an error naming it).
-    func typed<T: Decodable>(_ kind: EdgeResourceKind, _ namespace: String, _ name: String) async throws -> T? {
+    func typed<T: Decodable>(_ kind: EdgeResourceKind, _ namespace: String?, _ name: String) async throws -> T? {
         guard let o = try await object(kind, namespace, name) else { return nil }
         do { return try JSONValueDecoder().decode(T.self, from: o) } catch {
             throw ConfigError(message: "\(kind) \"\(name)\": \(error)")
@@ -300,12 +302,12 @@ struct RuntimeConfigBuilder: Sendable {
 
     // MARK: volumes
 
-    /// Rewrites the projected volumes that carry ServiceAccount tokens (a token past 80 % of its
-    /// life is replaced), for running pods. Errors are left to the next round.
-    func refreshTokenVolumes(_ pod: PodModel) async throws {
-        guard tokens != nil else { return }
+    /// Rewrites the file volumes of a running pod (configMap, secret, downwardAPI, projected —
+    /// a ServiceAccount token past 80 % of its life is replaced) from the node's store; each
+    /// directory changes atomically, and only when its content did. Errors are left to the next round.
+    func refreshFileVolumes(_ pod: PodModel) async throws {
         var only = pod
-        only.volumes = pod.volumes.filter { v in (v.projected?.sources ?? []).contains { $0.serviceAccountToken != nil } }
+        only.volumes = pod.volumes.filter { $0.configMap != nil || $0.secret != nil || $0.downwardAPI != nil || $0.projected != nil }
         guard !only.volumes.isEmpty else { return }
         _ = try await prepareVolumes(only)
     }
@@ -336,6 +338,7 @@ struct RuntimeConfigBuilder: Sendable {
             } else if v.emptyDir != nil {
                 let dir = "\(base)/empty-dir/\(name)"
                 try fm.createDirectory(atPath: dir, withIntermediateDirectories: true)
+                try Self.applyFSGroup(pod.securityContext, to: dir)
                 paths[name] = dir
             } else if let ref = v.configMap {
                 let dir = "\(base)/configmap/\(name)"
@@ -376,8 +379,12 @@ struct RuntimeConfigBuilder: Sendable {
                 }
                 try writeFiles(files, to: dir)
                 paths[name] = dir
+            } else if let claim = v.persistentVolumeClaim {
+                let path = try await claimVolumePath(pod, claim)
+                if claim.readOnly != true { try Self.applyFSGroup(pod.securityContext, to: path) }
+                paths[name] = path
             } else {
-                throw ConfigError(message: "volume \(name): only configMap, secret, projected, downwardAPI, emptyDir and hostPath volumes are supported")
+                throw ConfigError(message: "volume \(name): only configMap, secret, projected, downwardAPI, emptyDir, hostPath and persistentVolumeClaim volumes are supported")
             }
         }
         return paths
@@ -435,23 +442,129 @@ struct RuntimeConfigBuilder: Sendable {
         return wanted
     }
 
-    /// Writes `wanted` (relative path → content) into `dir`, each file replaced by rename, and
-    /// removes files that are no longer wanted.
+    /// Writes `wanted` (relative path → content) into `dir` as kubelet's atomic writer does:
+    /// the files go into a fresh `..<time>` directory, the `..data` symlink is swapped to it in
+    /// one rename, and each top-level name is a symlink through `..data`. A reader sees the old
+    /// set or the new one, never a mix. Nothing is written when the content is unchanged.
     func writeFiles(_ wanted: [String: [UInt8]], to dir: String) throws {
         let fm = FileManager.default
-        try fm.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        for (path, data) in wanted {
-            guard path.isSafeRelativePath else { throw ConfigError(message: "bad volume path \(path)") }
-            let target = "\(dir)/\(path)"
-            if let current = fm.contents(atPath: target), Array(current) == data { continue }
-            try fm.createDirectory(atPath: (target as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
-            let tmp = target + ".swiftedge-tmp"
-            try Data(data).write(to: URL(fileURLWithPath: tmp))
-            if rename(tmp, target) != 0 { throw ConfigError(message: "cannot write \(target): errno \(errno)") }
+        for path in wanted.keys {
+            guard path.isSafeRelativePath, !path.hasPrefix("..") else { throw ConfigError(message: "bad volume path \(path)") }
         }
-        for existing in (try? fm.contentsOfDirectory(atPath: dir)) ?? [] where wanted[existing] == nil && !wanted.keys.contains(where: { $0.hasPrefix(existing + "/") }) {
+        try fm.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let dataLink = "\(dir)/..data"
+        let current = try? fm.destinationOfSymbolicLink(atPath: dataLink)
+        if let current, Self.readTree("\(dir)/\(current)") == wanted { return }
+        let stamp = "..\(Self.writerStamp())"
+        let fresh = "\(dir)/\(stamp)"
+        for (path, data) in wanted {
+            let target = "\(fresh)/\(path)"
+            try fm.createDirectory(atPath: (target as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+            try Data(data).write(to: URL(fileURLWithPath: target))
+        }
+        try fm.createDirectory(atPath: fresh, withIntermediateDirectories: true)
+        let tmpLink = "\(dir)/..data_tmp"
+        try? fm.removeItem(atPath: tmpLink)
+        try fm.createSymbolicLink(atPath: tmpLink, withDestinationPath: stamp)
+        if rename(tmpLink, dataLink) != 0 { throw ConfigError(message: "cannot update \(dataLink): errno \(errno)") }
+        // The visible names: a symlink through ..data for each top-level entry.
+        let top = Set(wanted.keys.map { String($0.split(separator: "/", maxSplits: 1)[0]) })
+        for name in top {
+            let link = "\(dir)/\(name)"
+            if (try? fm.destinationOfSymbolicLink(atPath: link)) == "..data/\(name)" { continue }
+            try? fm.removeItem(atPath: link)  // a plain file of an older layout, or a stale link
+            try fm.createSymbolicLink(atPath: link, withDestinationPath: "..data/\(name)")
+        }
+        for existing in (try? fm.contentsOfDirectory(atPath: dir)) ?? [] where existing != "..data" && existing != stamp && !top.contains(existing) {
             try? fm.removeItem(atPath: "\(dir)/\(existing)")
         }
+    }
+
+    /// Every regular file under `root`, by relative path (symlinks are not followed).
+    static func readTree(_ root: String) -> [String: [UInt8]]? {
+        let fm = FileManager.default
+        guard let names = fm.subpaths(atPath: root) else { return nil }
+        var out: [String: [UInt8]] = [:]
+        for n in names {
+            var isDir: ObjCBool = false
+            guard fm.fileExists(atPath: "\(root)/\(n)", isDirectory: &isDir), !isDir.boolValue else { continue }
+            out[n] = fm.contents(atPath: "\(root)/\(n)").map { Array($0) } ?? []
+        }
+        return out
+    }
+
+    /// kubelet's timestamped directory name (`2026_12_04_10_00_00.123456789`), unique per write.
+    static func writerStamp() -> String {
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        var t = time_t(ts.tv_sec)
+        var tm = tm()
+        gmtime_r(&t, &tm)
+        func two(_ v: Int32) -> String { v < 10 ? "0\(v)" : "\(v)" }
+        let nanos = String(ts.tv_nsec)
+        return "\(tm.tm_year + 1900)_\(two(tm.tm_mon + 1))_\(two(tm.tm_mday))_\(two(tm.tm_hour))_\(two(tm.tm_min))_\(two(tm.tm_sec))."
+            + String(repeating: "0", count: max(0, 9 - nanos.count)) + nanos
+    }
+
+    /// kubelet's volume ownership for `fsGroup`: everything in the volume gets the group, read
+    /// and write for it, and directories the setgid bit so new files inherit it. With
+    /// `fsGroupChangePolicy: OnRootMismatch` nothing is walked when the root already has it.
+    static func applyFSGroup(_ context: Core.PodSecurityContext?, to root: String) throws {
+        guard let group = context?.fsGroup, let gid = gid_t(exactly: group) else { return }
+        var st = stat()
+        guard lstat(root, &st) == 0 else { return }
+        if context?.fsGroupChangePolicy == "OnRootMismatch" && st.st_gid == gid && st.st_mode & S_ISGID != 0 { return }
+        func fix(_ path: String) {
+            var s = stat()
+            guard lstat(path, &s) == 0, s.st_mode & S_IFMT != S_IFLNK else { return }
+            _ = lchown(path, uid_t.max, gid)  // uid_t.max: keep the owner
+            let isDir = s.st_mode & S_IFMT == S_IFDIR
+            var mode = (s.st_mode & 0o7777) | S_IRGRP | S_IWGRP
+            if isDir { mode |= S_IXGRP | S_ISGID }
+            _ = chmod(path, mode)
+        }
+        // Walked without following symlinks: a link a container planted never leads outside.
+        func walk(_ dir: String, depth: Int) {
+            fix(dir)
+            guard depth < 64, let d = opendir(dir) else { return }
+            defer { closedir(d) }
+            while let e = readdir(d) {
+                let name = withUnsafeBytes(of: e.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+                if name == "." || name == ".." { continue }
+                let path = "\(dir)/\(name)"
+                var s = stat()
+                guard lstat(path, &s) == 0 else { continue }
+                if s.st_mode & S_IFMT == S_IFDIR { walk(path, depth: depth + 1) } else { fix(path) }
+            }
+        }
+        walk(root, depth: 0)
+    }
+
+    /// The host path of `sub` inside a volume (created as a directory when missing, as kubelet
+    /// does). Refused when it leaves the volume: `..`, an absolute path, or a symlink inside the
+    /// volume pointing out of it (a container can plant one in a volume it writes).
+    static func subPath(_ sub: String, in root: String) throws -> String {
+        guard sub.isSafeRelativePath else { throw ConfigError(message: "subPath \(sub) must be a relative path inside the volume") }
+        let joined = root + "/" + sub
+        func resolved(_ p: String) -> String? {
+            guard let r = realpath(p, nil) else { return nil }
+            defer { free(r) }
+            return String(cString: r)
+        }
+        guard let base = resolved(root) else { throw ConfigError(message: "volume path \(root) does not exist") }
+        if resolved(joined) == nil {
+            // Missing: the deepest existing ancestor must be inside before anything is created.
+            var parent = (joined as NSString).deletingLastPathComponent
+            while resolved(parent) == nil && parent.count > root.count { parent = (parent as NSString).deletingLastPathComponent }
+            guard let p = resolved(parent), p == base || p.hasPrefix(base + "/") else {
+                throw ConfigError(message: "subPath \(sub) leaves its volume")
+            }
+            try FileManager.default.createDirectory(atPath: joined, withIntermediateDirectories: true)
+        }
+        guard let r = resolved(joined), r == base || r.hasPrefix(base + "/") else {
+            throw ConfigError(message: "subPath \(sub) leaves its volume")
+        }
+        return r
     }
 
     func mounts(_ pod: PodModel, _ spec: ContainerSpec) async throws -> [Runtime_V1_Mount] {
@@ -461,13 +574,12 @@ struct RuntimeConfigBuilder: Sendable {
         for m in spec.volumeMounts {
             guard var host = paths[m.name] else { throw ConfigError(message: "volumeMount \(m.name): no such volume") }
             if let sub = m.subPath, !sub.isEmpty {
-                guard sub.isSafeRelativePath else { throw ConfigError(message: "bad subPath \(sub)") }
-                host += "/" + sub
+                host = try Self.subPath(sub, in: host)
             }
             var x = Runtime_V1_Mount()
             x.containerPath = m.mountPath
             x.hostPath = host
-            x.readonly = m.readOnly ?? false
+            x.readonly = m.readOnly ?? false || pod.volumes.first { $0.name == m.name }?.persistentVolumeClaim?.readOnly == true
             out.append(x)
         }
         return out

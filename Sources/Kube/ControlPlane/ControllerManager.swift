@@ -28,7 +28,7 @@ public struct ControllerManagerOptions: Sendable {
 
 /// The embedded control plane: scheduler and controllers (Deployment, ReplicaSet, DaemonSet,
 /// StatefulSet, Job, Endpoints/EndpointSlices, disruption budgets, resource quotas,
-/// node lifecycle) behind one leader election.
+/// PersistentVolume binding, node lifecycle) behind one leader election.
 /// Everything goes through the Kubernetes API, so it runs the same against any cluster; it is
 /// meant for the embedded API server, whose own controllers do not exist otherwise.
 public struct ControllerManager: Service {
@@ -78,6 +78,7 @@ public struct ControllerManager: Service {
         let jobEvents = EventRecorder(client: client, component: "job-controller", logger: logger)
         let nodeEvents = EventRecorder(client: client, component: "node-controller", logger: logger)
         let ipamEvents = EventRecorder(client: client, component: "cidrAllocator", logger: logger)
+        let volumeEvents = EventRecorder(client: client, component: PersistentVolumeController.manager, logger: logger)
 
         var loops: [ControllerLoop] = []
         func add(_ workers: Int, _ make: (WorkQueue) -> any Reconciler) -> WorkQueue {
@@ -94,6 +95,7 @@ public struct ControllerManager: Service {
                                    backoffBase: options.jobBackoff, logger: logger) }
         _ = add(options.workers) { EndpointsController(client: client, informers: informers, queue: $0, logger: logger) }
         _ = add(2) { DisruptionController(client: client, informers: informers, queue: $0, logger: logger) }
+        _ = add(2) { PersistentVolumeController(client: client, informers: informers, events: volumeEvents, queue: $0, logger: logger) }
         _ = add(2) { ResourceQuotaController(client: client, informers: informers, queue: $0, logger: logger) }
         _ = add(1) { ClusterRoleAggregationController(client: client, informers: informers, queue: $0, logger: logger) }
         if let signer = options.certificateSigner {
@@ -114,7 +116,7 @@ public struct ControllerManager: Service {
         logger.info("controllers starting", metadata: ["controllers": "\(allLoops.map(\.reconciler.name).joined(separator: ","))"])
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await informers.run() }
-            for r in [schedulerEvents, rsEvents, deploymentEvents, daemonSetEvents, statefulSetEvents, jobEvents, nodeEvents, ipamEvents] { group.addTask { await r.run() } }
+            for r in [schedulerEvents, rsEvents, deploymentEvents, daemonSetEvents, statefulSetEvents, jobEvents, nodeEvents, ipamEvents, volumeEvents] { group.addTask { await r.run() } }
             group.addTask {
                 await informers.waitForSync()
                 guard !Task.isCancelled else { return }  // stopped before the caches synced

@@ -8,6 +8,11 @@ enum R {
     static let services = ResourceType.services
     static let endpoints = ResourceType.endpoints
     static let pvcs = ResourceType.persistentVolumeClaims
+    static let pvs = ResourceType.persistentVolumes
+    static let storageClasses = ResourceType.storageClasses
+    static let csiNodes = ResourceType.csiNodes
+    static let csiDrivers = ResourceType.csiDrivers
+    static let volumeAttachments = ResourceType.volumeAttachments
     static let endpointSlices = ResourceType.endpointSlices
     static let deployments = ResourceType.deployments
     static let replicaSets = ResourceType.replicaSets

@@ -106,7 +106,7 @@ struct SchedulingState: Sendable {
     }
 
     /// Chooses a node for a pod, or explains why none fits.
-    mutating func choose(spec: JSON, request: PodRequest) -> Result<String, Unschedulable> {
+    mutating func choose(spec: JSON, request: PodRequest, extra: (NodeInfo) -> String? = { _ in nil }) -> Result<String, Unschedulable> {
         let total = nodes.count
         guard total > 0 else { return .failure(Unschedulable(total: 0, reasons: [:])) }
         let tolerations = spec["tolerations"].arrayValue ?? []
@@ -121,7 +121,7 @@ struct SchedulingState: Sendable {
         while checked < total && feasible < wanted {
             let i = (start + checked) % total
             checked += 1
-            if let reason = Self.filter(nodes[i], spec: spec, tolerations: tolerations, request: request) {
+            if let reason = Self.filter(nodes[i], spec: spec, tolerations: tolerations, request: request) ?? extra(nodes[i]) {
                 reasons[reason, default: 0] += 1
                 continue
             }
@@ -169,7 +169,10 @@ extension PodRequest {
 struct Unschedulable: Error, Sendable {
     var total: Int
     var reasons: [String: Int]
+    /// A reason that rules out every node at once (an unbound claim, say).
+    var podReason: String?
     var message: String {
+        if let podReason { return "0/\(total) nodes are available: \(podReason)." }
         if total == 0 { return "0/0 nodes are available: no nodes available to schedule pods." }
         let parts = reasons.sorted { $0.key < $1.key }.map { "\($0.value) \($0.key)" }
         return "0/\(total) nodes are available: \(parts.joined(separator: ", "))."
@@ -178,7 +181,9 @@ struct Unschedulable: Error, Sendable {
 
 /// The default scheduler: binds pending pods (`spec.schedulerName` = `default-scheduler`) to nodes
 /// through `pods/binding`, honouring nodeSelector, required node affinity, taints and tolerations,
-/// resource requests against allocatable, max pods and unschedulable nodes. Pods that fit nowhere
+/// resource requests against allocatable, max pods, unschedulable nodes and the pod's claims
+/// (bound volumes' node affinity; `WaitForFirstConsumer` claims get the chosen node as
+/// `volume.kubernetes.io/selected-node` and the pod is bound once they are). Pods that fit nowhere
 /// get `PodScheduled=False` and a FailedScheduling event and are retried when nodes change.
 public final class Scheduler: Reconciler {
     public let name = "scheduler"
@@ -191,6 +196,12 @@ public final class Scheduler: Reconciler {
     let queue: WorkQueue
     let state = Mutex(SchedulingState())
     let waiting = Mutex<Set<String>>([])
+    /// Pods assumed on a node while their `WaitForFirstConsumer` claims are provisioned or bound there.
+    let volumeWaits = Mutex<[String: String]>([:])
+    let claims: SharedInformer
+    let volumes: SharedInformer
+    let classes: SharedInformer
+    let csiNodes: SharedInformer
     let bound = Counter(label: "swiftedge_scheduler_bindings_total")
     let failed = Counter(label: "swiftedge_scheduler_unschedulable_total")
 
@@ -198,7 +209,12 @@ public final class Scheduler: Reconciler {
         self.client = client; self.events = events; self.queue = queue; self.logger = logger
         pods = informers.informer(R.pods)
         nodes = informers.informer(R.nodes)
+        claims = informers.informer(R.pvcs)
+        volumes = informers.informer(R.pvs)
+        classes = informers.informer(R.storageClasses)
+        csiNodes = informers.informer(R.csiNodes)
         nodes.addHandler { [self] ev in nodeEvent(ev) }
+        for i in [claims, volumes, classes, csiNodes] { i.addHandler { [self] ev in volumeEvent(ev) } }
         pods.addHandler { [self] ev in podEvent(ev) }
     }
 
@@ -210,6 +226,13 @@ public final class Scheduler: Reconciler {
         case .synced: wake = true
         }
         if wake { retryWaiting() }
+    }
+
+    /// A claim, volume, class or CSINode changed: pods waiting on volumes look again.
+    func volumeEvent(_ ev: InformerEvent) {
+        if case .synced = ev { return }
+        for k in volumeWaits.withLock({ Array($0.keys) }) { queue.add(k) }
+        retryWaiting()
     }
 
     func retryWaiting() {
@@ -250,47 +273,125 @@ public final class Scheduler: Reconciler {
     }
 
     public func reconcile(_ key: String) async throws -> ReconcileResult {
-        guard nodes.hasSynced, let pod = pods.cache.get(key), Self.isPending(pod) else { return .done }
+        guard nodes.hasSynced, let pod = pods.cache.get(key), Self.isPending(pod) else {
+            volumeWaits.withLock { _ = $0.removeValue(forKey: key) }
+            return .done
+        }
+        let claimNames = PodReferences(pod: pod).persistentVolumeClaims.sorted()
+        let claims = claimNames.isEmpty ? VolumeBinding.PodClaims() : podClaims(claimNames, namespace: pod.namespace)
+        if let node = volumeWaits.withLock({ $0[key] }) {
+            // A node was chosen and the pod's delayed claims were given to it: bound once they all are.
+            if claims.unresolvable == nil && claims.delayed.isEmpty {
+                volumeWaits.withLock { _ = $0.removeValue(forKey: key) }
+                return try await bind(pod, key: key, node: node)
+            }
+            if claims.unresolvable == nil && claims.delayed.allSatisfy({ $0.annotations[Storage.Keys.selectedNode] == node }) {
+                return .requeue(after: .seconds(30))
+            }
+            // The provisioner gave the node back (or a claim changed): choose again.
+            volumeWaits.withLock { _ = $0.removeValue(forKey: key) }
+            state.withLock { $0.unplace(key) }
+        }
         if state.withLock({ $0.placed[key] != nil }) { return .done }  // binding in flight
+        if let why = claims.unresolvable {
+            return try await unschedulable(pod, key: key, Unschedulable(total: state.withLock { $0.nodes.count }, reasons: [:], podReason: why))
+        }
         let request = PodRequest(pod["spec"])
+        let volumeFilter = claims.boundVolumes.isEmpty && claims.delayed.isEmpty ? nil : volumeFilter(claims)
         let choice = state.withLock { s -> Result<String, Unschedulable> in
-            let r = s.choose(spec: pod["spec"], request: request)
+            let r = s.choose(spec: pod["spec"], request: request, extra: volumeFilter ?? { _ in nil })
             if case .success(let node) = r { s.place(key, on: node, request) }
             return r
         }
         switch choice {
         case .success(let node):
-            let binding: JSON = ["apiVersion": "v1", "kind": "Binding",
-                                 "metadata": ["name": .string(pod.name), "namespace": .string(pod.namespace), "uid": .string(pod.uid)],
-                                 "target": ["apiVersion": "v1", "kind": "Node", "name": .string(node)]]
+            if claims.delayed.isEmpty { return try await bind(pod, key: key, node: node) }
+            // kube's PreBind: the claims learn the node (their provisioner or the binder acts on
+            // it); the pod stays assumed on the node and is bound once they are.
+            volumeWaits.withLock { $0[key] = node }
             do {
-                try await client.post(R.pods, namespace: pod.namespace, name: pod.name, subresource: "binding", binding)
-            } catch let e as StatusError where e.code == 409 || e.code == 404 {
-                state.withLock { $0.unplace(key) }  // bound elsewhere, deleted or replaced: the informer will tell
-                return .done
+                for c in claims.delayed where c.annotations[Storage.Keys.selectedNode] != node {
+                    let patch: JSON = ["metadata": ["annotations": [Storage.Keys.selectedNode: .string(node)]]]
+                    _ = try await client.patch(R.pvcs, namespace: pod.namespace, name: c.metadata?.name ?? "", patch, fieldManager: Self.schedulerName)
+                }
             } catch {
+                volumeWaits.withLock { _ = $0.removeValue(forKey: key) }
                 state.withLock { $0.unplace(key) }
                 throw error
             }
-            bound.increment()
-            events.record(pod, .normal, reason: "Scheduled", message: "Successfully assigned \(pod.namespace)/\(pod.name) to \(node)")
-            return .done
+            logger.info("volumes of the pod wait for their node", metadata: ["pod": "\(key)", "node": "\(node)", "claims": "\(claims.delayed.count)"])
+            return .requeue(after: .seconds(30))
         case .failure(let why):
-            failed.increment()
-            waiting.withLock { _ = $0.insert(key) }
-            let message = why.message
-            let existing = PodUtil.condition(pod, "PodScheduled")
-            if existing?["status"].stringValue != "False" || existing?["message"].stringValue != message {
-                logger.info("pod unschedulable", metadata: ["pod": "\(key)", "reason": "\(message)"])
-                let patch: JSON = ["status": ["conditions": [[
-                    "type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": .string(message),
-                    "lastProbeTime": .null, "lastTransitionTime": .string(KubeTime.now().rfc3339),
-                ]]]]
-                _ = try await client.patch(R.pods, namespace: pod.namespace, name: pod.name, patch, patchType: .strategicMerge,
-                                           subresource: "status", fieldManager: Self.schedulerName)
-                events.record(pod, .warning, reason: "FailedScheduling", message: message)
-            }
-            return .requeue(after: .seconds(60))
+            return try await unschedulable(pod, key: key, why)
+        }
+    }
+
+    func bind(_ pod: JSON, key: String, node: String) async throws -> ReconcileResult {
+        let binding: JSON = ["apiVersion": "v1", "kind": "Binding",
+                             "metadata": ["name": .string(pod.name), "namespace": .string(pod.namespace), "uid": .string(pod.uid)],
+                             "target": ["apiVersion": "v1", "kind": "Node", "name": .string(node)]]
+        do {
+            try await client.post(R.pods, namespace: pod.namespace, name: pod.name, subresource: "binding", binding)
+        } catch let e as StatusError where e.code == 409 || e.code == 404 {
+            state.withLock { $0.unplace(key) }  // bound elsewhere, deleted or replaced: the informer will tell
+            return .done
+        } catch {
+            state.withLock { $0.unplace(key) }
+            throw error
+        }
+        bound.increment()
+        events.record(pod, .normal, reason: "Scheduled", message: "Successfully assigned \(pod.namespace)/\(pod.name) to \(node)")
+        return .done
+    }
+
+    func unschedulable(_ pod: JSON, key: String, _ why: Unschedulable) async throws -> ReconcileResult {
+        failed.increment()
+        waiting.withLock { _ = $0.insert(key) }
+        let message = why.message
+        let existing = PodUtil.condition(pod, "PodScheduled")
+        if existing?["status"].stringValue != "False" || existing?["message"].stringValue != message {
+            logger.info("pod unschedulable", metadata: ["pod": "\(key)", "reason": "\(message)"])
+            let patch: JSON = ["status": ["conditions": [[
+                "type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": .string(message),
+                "lastProbeTime": .null, "lastTransitionTime": .string(KubeTime.now().rfc3339),
+            ]]]]
+            _ = try await client.patch(R.pods, namespace: pod.namespace, name: pod.name, patch, patchType: .strategicMerge,
+                                       subresource: "status", fieldManager: Self.schedulerName)
+            events.record(pod, .warning, reason: "FailedScheduling", message: message)
+        }
+        return .requeue(after: .seconds(60))
+    }
+
+    // MARK: volumes
+
+    static let decoder = JSONValueDecoder()
+
+    func podClaims(_ names: [String], namespace: String) -> VolumeBinding.PodClaims {
+        VolumeBinding.podClaims(names, namespace: namespace,
+                                claim: { [claims] in claims.cache.get("\(namespace)/\($0)").flatMap { try? Self.decoder.decode(Storage.PersistentVolumeClaim.self, from: $0) } },
+                                volume: { [volumes] in volumes.cache.get($0).flatMap { try? Self.decoder.decode(Storage.PersistentVolume.self, from: $0) } },
+                                storageClass: storageClass)
+    }
+
+    func storageClass(_ name: String) -> Storage.StorageClass? {
+        classes.cache.get(name).flatMap { try? Self.decoder.decode(Storage.StorageClass.self, from: $0) }
+    }
+
+    /// The per-node check of the pod's claims, over one snapshot of volumes and CSINodes.
+    func volumeFilter(_ claims: VolumeBinding.PodClaims) -> (NodeInfo) -> String? {
+        let free = volumes.cache.list().compactMap { try? Self.decoder.decode(Storage.PersistentVolume.self, from: $0) }
+            .filter { v in v.claimRef == nil || claims.delayed.contains { c in v.claimRef?.name == c.metadata?.name && v.claimRef?.namespace == c.metadata?.namespace } }
+        var drivers: [String: Set<String>] = [:]
+        for n in csiNodes.cache.list() {
+            guard let c = try? Self.decoder.decode(Storage.CSINode.self, from: n) else { continue }
+            drivers[n.name] = Set(c.drivers.map(\.name))
+        }
+        let anywhere = drivers.values.reduce(into: Set<String>()) { $0.formUnion($1) }
+        let classes = Dictionary(classes.cache.list().compactMap { try? Self.decoder.decode(Storage.StorageClass.self, from: $0) }.map { ($0.name, $0) },
+                                 uniquingKeysWith: { a, _ in a })
+        return { node in
+            VolumeBinding.reason(claims, node: node.name, labels: node.labels, freeVolumes: free, storageClass: { classes[$0] },
+                                 driversOnNode: drivers[node.name] ?? [], registeredAnywhere: anywhere)
         }
     }
 }

@@ -32,6 +32,16 @@ public enum Core {
         public var dnsConfig: PodDNSConfig?
         public var hostname: String?
         public var subdomain: String?
+        public var securityContext: PodSecurityContext?
+    }
+
+    /// The pod-level security settings Edged applies to volumes.
+    public struct PodSecurityContext: Decodable, Sendable, Equatable {
+        public var fsGroup: Int64?
+        public var runAsUser: Int64?
+        public var runAsGroup: Int64?
+        /// `Always` (default) or `OnRootMismatch`.
+        public var fsGroupChangePolicy: String?
     }
 
     /// `spec.dnsConfig`: extra resolver settings (all of them with `dnsPolicy: None`).
@@ -143,6 +153,24 @@ public enum Core {
         public var secret: SecretVolumeSource?
         public var projected: ProjectedVolumeSource?
         public var downwardAPI: DownwardAPIVolumeSource?
+        public var persistentVolumeClaim: PersistentVolumeClaimVolumeSource?
+        public var csi: CSIVolumeSource?
+        public var ephemeral: JSON?
+    }
+
+    /// A pod volume backed by a claim (resolved through the PersistentVolume it is bound to).
+    public struct PersistentVolumeClaimVolumeSource: Decodable, Sendable, Equatable {
+        public var claimName: String
+        public var readOnly: Bool?
+    }
+
+    /// An inline CSI volume (`spec.volumes[].csi`): the driver publishes it for this pod only.
+    public struct CSIVolumeSource: Decodable, Sendable, Equatable {
+        public var driver: String
+        public var readOnly: Bool?
+        public var fsType: String?
+        public var volumeAttributes: [String: String]?
+        public var nodePublishSecretRef: LocalReference?
     }
 
     /// Several sources in one directory (kube-apiserver's `kube-api-access-*` volume is one).

@@ -131,13 +131,8 @@ public enum BuiltinResources {
         .priorityClasses,
         ResourceType(group: "node.k8s.io", version: "v1", resource: "runtimeclasses", singular: "runtimeclass",
                      kind: "RuntimeClass", namespaced: false),
-        // storage.k8s.io/v1 (stored; the storage work brings the binder and CSI)
-        ResourceType(group: "storage.k8s.io", version: "v1", resource: "storageclasses", singular: "storageclass",
-                     kind: "StorageClass", namespaced: false, shortNames: ["sc"]),
-        ResourceType(group: "storage.k8s.io", version: "v1", resource: "csidrivers", singular: "csidriver", kind: "CSIDriver", namespaced: false),
-        ResourceType(group: "storage.k8s.io", version: "v1", resource: "csinodes", singular: "csinode", kind: "CSINode", namespaced: false),
-        ResourceType(group: "storage.k8s.io", version: "v1", resource: "volumeattachments", singular: "volumeattachment",
-                     kind: "VolumeAttachment", namespaced: false, subresources: [.status]),
+        // storage.k8s.io/v1 (the control plane binds claims; CSI through the cloud's driver)
+        .storageClasses, .csiDrivers, .csiNodes, .volumeAttachments,
         // coordination.k8s.io/v1
         .leases,
         // discovery.k8s.io/v1
@@ -213,6 +208,12 @@ extension ResourceType {
     public static let serviceAccounts = ResourceType(group: "", version: "v1", resource: "serviceaccounts", singular: "serviceaccount", kind: "ServiceAccount", namespaced: true, shortNames: ["sa"], subresources: [.token])
     public static let persistentVolumeClaims = ResourceType(group: "", version: "v1", resource: "persistentvolumeclaims", singular: "persistentvolumeclaim", kind: "PersistentVolumeClaim", namespaced: true, shortNames: ["pvc"], subresources: [.status])
     public static let persistentVolumes = ResourceType(group: "", version: "v1", resource: "persistentvolumes", singular: "persistentvolume", kind: "PersistentVolume", namespaced: false, shortNames: ["pv"], subresources: [.status])
+    public static let storageClasses = ResourceType(group: "storage.k8s.io", version: "v1", resource: "storageclasses", singular: "storageclass",
+                                                    kind: "StorageClass", namespaced: false, shortNames: ["sc"])
+    public static let csiDrivers = ResourceType(group: "storage.k8s.io", version: "v1", resource: "csidrivers", singular: "csidriver", kind: "CSIDriver", namespaced: false)
+    public static let csiNodes = ResourceType(group: "storage.k8s.io", version: "v1", resource: "csinodes", singular: "csinode", kind: "CSINode", namespaced: false)
+    public static let volumeAttachments = ResourceType(group: "storage.k8s.io", version: "v1", resource: "volumeattachments", singular: "volumeattachment",
+                                                       kind: "VolumeAttachment", namespaced: false, subresources: [.status])
     public static let deployments = ResourceType(group: "apps", version: "v1", resource: "deployments", kind: "Deployment", namespaced: true, shortNames: ["deploy"], categories: ["all"], subresources: [.status, .scale], scale: .apps, tracksGeneration: true)
     public static let replicaSets = ResourceType(group: "apps", version: "v1", resource: "replicasets", singular: "replicaset", kind: "ReplicaSet", namespaced: true, shortNames: ["rs"], categories: ["all"], subresources: [.status, .scale], scale: .apps, tracksGeneration: true)
     public static let daemonSets = ResourceType(group: "apps", version: "v1", resource: "daemonsets", singular: "daemonset", kind: "DaemonSet", namespaced: true, shortNames: ["ds"], categories: ["all"], subresources: [.status], tracksGeneration: true)
