@@ -11,7 +11,7 @@ import TestSupport
     static func pv(_ name: String, size: String, cls: String = "manual", modes: [String] = ["ReadWriteOnce"], node: String? = nil,
                    claim: (String, String)? = nil, labels: [String: String] = [:]) -> JSON {
         var spec: JSON = ["capacity": ["storage": .string(size)], "accessModes": .array(modes.map { .string($0) }),
-                          "storageClassName": .string(cls), "local": ["path": "/disks/\(name)"]]
+                          "storageClassName": .string(cls), "local": ["path": .string("/disks/\(name)")]]
         if let node {
             spec["nodeAffinity"] = ["required": ["nodeSelectorTerms": [["matchExpressions": [
                 ["key": "kubernetes.io/hostname", "operator": "In", "values": [.string(node)]]]]]]]
@@ -25,7 +25,7 @@ import TestSupport
         var spec: JSON = ["accessModes": .array(modes.map { .string($0) }), "resources": ["requests": ["storage": .string(size)]]]
         if let cls { spec["storageClassName"] = .string(cls) }
         if !selector.isNull { spec["selector"] = selector }
-        return ["apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": ["name": .string(name), "namespace": "default", "uid": "u-\(name)"],
+        return ["apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": ["name": .string(name), "namespace": "default", "uid": .string("u-\(name)")],
                 "spec": spec]
     }
 
@@ -34,6 +34,8 @@ import TestSupport
          "metadata": ["name": .string(name), "annotations": isDefault ? [Storage.Keys.defaultClass: "true"] : [:]],
          "provisioner": .string(provisioner), "volumeBindingMode": wait ? "WaitForFirstConsumer" : "Immediate"]
     }
+
+    static func host(_ n: String) -> [String: String] { ["kubernetes.io/hostname": n] }
 
     func typed<T: Decodable>(_ j: JSON) throws -> T { try Self.decoder.decode(T.self, from: j) }
 
@@ -53,8 +55,8 @@ import TestSupport
         let picky: Storage.PersistentVolumeClaim = try typed(Self.pvc("c", size: "100Mi", selector: ["matchLabels": ["tier": "gold"]]))
         #expect(VolumeBinding.bestVolume(for: picky, among: labelled)?.metadata?.name == "a")
         let pinned: [Storage.PersistentVolume] = try [Self.pv("on-n1", size: "200Mi", node: "n1")].map(typed)
-        #expect(VolumeBinding.bestVolume(for: claim, among: pinned, node: ("n2", [:])) == nil)
-        #expect(VolumeBinding.bestVolume(for: claim, among: pinned, node: ("n1", [:]))?.metadata?.name == "on-n1")
+        #expect(VolumeBinding.bestVolume(for: claim, among: pinned, node: ("n2", Self.host("n2"))) == nil)
+        #expect(VolumeBinding.bestVolume(for: claim, among: pinned, node: ("n1", Self.host("n1")))?.metadata?.name == "on-n1")
     }
 
     @Test func nodesAreCheckedAgainstTheClaimsOfAPod() throws {
@@ -62,14 +64,14 @@ import TestSupport
         let lookupClass: (String) -> Storage.StorageClass? = { classes[$0] }
         let bound = try typed(Self.pv("pinned", size: "1Gi", node: "n1")) as Storage.PersistentVolume
         let claims = VolumeBinding.PodClaims(boundVolumes: [bound])
-        #expect(VolumeBinding.reason(claims, node: "n1", labels: [:], freeVolumes: [], storageClass: lookupClass, driversOnNode: [], registeredAnywhere: []) == nil)
-        #expect(VolumeBinding.reason(claims, node: "n2", labels: [:], freeVolumes: [], storageClass: lookupClass, driversOnNode: [], registeredAnywhere: [])
+        #expect(VolumeBinding.reason(claims, node: "n1", labels: Self.host("n1"), freeVolumes: [], storageClass: lookupClass, driversOnNode: [], registeredAnywhere: []) == nil)
+        #expect(VolumeBinding.reason(claims, node: "n2", labels: Self.host("n2"), freeVolumes: [], storageClass: lookupClass, driversOnNode: [], registeredAnywhere: [])
             == "node(s) had volume node affinity conflict")
         // A delayed claim of a class without provisioner needs a free volume the node can use.
         let delayed = VolumeBinding.PodClaims(delayed: [try typed(Self.pvc("d", size: "1Gi"))])
         let free: [Storage.PersistentVolume] = [try typed(Self.pv("v", size: "1Gi", node: "n1"))]
-        #expect(VolumeBinding.reason(delayed, node: "n1", labels: [:], freeVolumes: free, storageClass: lookupClass, driversOnNode: [], registeredAnywhere: []) == nil)
-        #expect(VolumeBinding.reason(delayed, node: "n2", labels: [:], freeVolumes: free, storageClass: lookupClass, driversOnNode: [], registeredAnywhere: [])
+        #expect(VolumeBinding.reason(delayed, node: "n1", labels: Self.host("n1"), freeVolumes: free, storageClass: lookupClass, driversOnNode: [], registeredAnywhere: []) == nil)
+        #expect(VolumeBinding.reason(delayed, node: "n2", labels: Self.host("n2"), freeVolumes: free, storageClass: lookupClass, driversOnNode: [], registeredAnywhere: [])
             == "node(s) didn't find available persistent volumes to bind")
         // A CSI class is provisioned only where its driver is registered (once it is registered somewhere).
         let csi = VolumeBinding.PodClaims(delayed: [try typed(Self.pvc("e", size: "1Gi", cls: "csi"))])
@@ -90,7 +92,7 @@ import TestSupport
         let pvcs = ResourceType.persistentVolumeClaims, pvs = ResourceType.persistentVolumes
         h.client.seed(ResourceType.storageClasses, Self.sc("manual"))
         h.client.seed(ResourceType.storageClasses, Self.sc("dynamic", provisioner: "drv.example.com", wait: false, isDefault: true))
-        h.client.seed(TestResources.nodes, Fixtures.edgeNode("n1"))
+        h.client.seed(TestResources.nodes, Fixtures.edgeNode("n1", labels: Self.host("n1")))
         h.client.seed(pvs, Self.pv("v1", size: "1Gi", node: "n1"))
         h.client.seed(pvcs, Self.pvc("waits", size: "500Mi"))
         h.client.seed(pvcs, Self.pvc("defaulted", size: "1Gi", cls: nil))
