@@ -97,18 +97,18 @@ final class PersistentVolumeController: Reconciler {
                 return .done
             }
             json["metadata"]["finalizers"] = .array(finalizers.filter { $0 != Storage.Keys.pvcProtection }.map { .string($0) })
-            try await write(json)
+            try await writeClaim(json)
             return .done
         }
         if !finalizers.contains(Storage.Keys.pvcProtection) {
             json["metadata"]["finalizers"] = .array((finalizers + [Storage.Keys.pvcProtection]).map { .string($0) })
-            try await write(json)
+            try await writeClaim(json)
             return .done  // the update comes back through the informer
         }
         // Retroactive default class (kube ≥ 1.28): only for claims not bound yet.
         if json["spec"]["storageClassName"].isNull && c.volumeName.isEmpty, let def = defaultClass() {
             json["spec"]["storageClassName"] = .string(def)
-            try await write(json)
+            try await writeClaim(json)
             return .done
         }
         if !c.volumeName.isEmpty { return try await syncBoundClaim(json, c) }
@@ -134,20 +134,20 @@ final class PersistentVolumeController: Reconciler {
             }
             if (ref.uid ?? "").isEmpty {
                 pvJSON["spec"]["claimRef"]["uid"] = .string(json.uid)
-                try await write(pvJSON)
+                try await writeVolume(pvJSON)
                 return .done
             }
             if ref.uid != json.uid { return .done }  // the old claim of that name; the volume is Released
         } else {
             pvJSON["spec"]["claimRef"] = claimRef(json)
-            try await write(pvJSON)
+            try await writeVolume(pvJSON)
             return .done
         }
         if pv.phase != "Bound" { try await setVolumePhase(pvJSON, "Bound") }
         if c.annotations[Storage.Keys.bindCompleted] != "yes" {
             var u = json
             u["metadata"]["annotations"][Storage.Keys.bindCompleted] = "yes"
-            try await write(u)
+            try await writeClaim(u)
             return .done
         }
         if c.phase != "Bound" || json["status"]["capacity"].isNull {
@@ -176,12 +176,12 @@ final class PersistentVolumeController: Reconciler {
             if pv.claimRef == nil || (pv.claimRef?.uid ?? "").isEmpty {
                 pvJSON["spec"]["claimRef"] = claimRef(json)
                 pvJSON["metadata"]["annotations"][Storage.Keys.boundByController] = "yes"
-                try await write(pvJSON)
+                try await writeVolume(pvJSON)
             }
             var u = json
             u["spec"]["volumeName"] = .string(pv.metadata?.name ?? "")
             u["metadata"]["annotations"][Storage.Keys.boundByController] = "yes"
-            try await write(u)
+            try await writeClaim(u)
             logger.info("claim bound", metadata: ["claim": "\(json.namespace)/\(json.name)", "volume": "\(pv.metadata?.name ?? "")"])
             return .done
         }
@@ -197,7 +197,7 @@ final class PersistentVolumeController: Reconciler {
             var u = json
             u["metadata"]["annotations"][Storage.Keys.storageProvisioner] = .string(cls.provisioner)
             u["metadata"]["annotations"][Storage.Keys.betaStorageProvisioner] = .string(cls.provisioner)
-            try await write(u)
+            try await writeClaim(u)
         }
         events.record(json, .normal, reason: "ExternalProvisioning",
                       message: "Waiting for a volume to be created either by the external provisioner '\(cls.provisioner)' or manually by the system administrator. If volume creation is delayed, please verify that the provisioner is running and correctly registered.")
@@ -223,7 +223,7 @@ final class PersistentVolumeController: Reconciler {
             u["status"]["capacity"] = pv["spec"]["capacity"]
             u["status"]["accessModes"] = pv["spec"]["accessModes"]
         }
-        try await write(u, subresource: "status")
+        try await writeClaim(u, subresource: "status")
     }
 
     // MARK: volumes
@@ -237,12 +237,12 @@ final class PersistentVolumeController: Reconciler {
             guard finalizers.contains(Storage.Keys.pvProtection) else { return .done }
             if claimed && pv.phase == "Bound" { return .done }  // kept while a claim uses it
             json["metadata"]["finalizers"] = .array(finalizers.filter { $0 != Storage.Keys.pvProtection }.map { .string($0) })
-            try await write(json)
+            try await writeVolume(json)
             return .done
         }
         if !finalizers.contains(Storage.Keys.pvProtection) {
             json["metadata"]["finalizers"] = .array((finalizers + [Storage.Keys.pvProtection]).map { .string($0) })
-            try await write(json)
+            try await writeVolume(json)
             return .done
         }
         guard pv.claimRef != nil else {
@@ -284,13 +284,16 @@ final class PersistentVolumeController: Reconciler {
         u["status"]["phase"] = .string(phase)
         u["status"]["message"] = message.map { .string($0) } ?? .null
         u["status"]["lastPhaseTransitionTime"] = .string(KubeTime.now().rfc3339)
-        try await write(u, subresource: "status")
+        try await writeVolume(u, subresource: "status")
         logger.debug("volume phase", metadata: ["volume": "\(json.name)", "phase": "\(phase)"])
     }
 
-    /// Writes an object (conflicts are retried by the queue: the informer brings the newer copy).
-    func write(_ json: JSON, subresource: String? = nil) async throws {
-        let type = json["kind"].stringValue == "PersistentVolume" || json["metadata"]["namespace"].isNull ? R.pvs : R.pvcs
-        _ = try await client.update(type, namespace: type.namespaced ? json.namespace : nil, json, subresource: subresource, fieldManager: Self.manager)
+    /// Writes a claim or a volume (conflicts are retried by the queue: the informer brings the newer copy).
+    func writeClaim(_ json: JSON, subresource: String? = nil) async throws {
+        _ = try await client.update(R.pvcs, namespace: json.namespace, json, subresource: subresource, fieldManager: Self.manager)
+    }
+
+    func writeVolume(_ json: JSON, subresource: String? = nil) async throws {
+        _ = try await client.update(R.pvs, namespace: nil, json, subresource: subresource, fieldManager: Self.manager)
     }
 }
