@@ -15,6 +15,9 @@ public enum EdgeResourceKind: String, Sendable, Hashable, CaseIterable, CustomSt
     /// The claims the node's pods mount, the volumes they are bound to, and the node's
     /// VolumeAttachments (KubeEdge's `persistentvolumeclaim`, `persistentvolume`, `volumeattachment`).
     case persistentVolumeClaim = "persistentvolumeclaim", persistentVolume = "persistentvolume", volumeAttachment = "volumeattachment"
+    /// The cluster's CSIDrivers (sent to every node: whether a driver's volumes wait for their
+    /// VolumeAttachment).
+    case csiDriver = "csidriver"
     /// The node's CSINode (the CSI drivers registered on it), reported up.
     case csiNode = "csinode"
     /// A CSI controller call the cloud's CSI driver makes through the node (`default/volume/<id>`
@@ -71,6 +74,7 @@ public enum EdgeResourceKind: String, Sendable, Hashable, CaseIterable, CustomSt
         case .persistentVolume: .persistentVolumes
         case .volumeAttachment: .volumeAttachments
         case .csiNode: .csiNodes
+        case .csiDriver: .csiDrivers
         case .volume, .podStatus, .podPatch, .nodeStatus, .nodePatch, .objectSync, .serviceAccountToken, .caCertificate, .apiRequest: nil
         }
     }
@@ -79,7 +83,7 @@ public enum EdgeResourceKind: String, Sendable, Hashable, CaseIterable, CustomSt
     public var isSynced: Bool {
         switch self {
         case .pod, .node, .configMap, .secret, .service, .endpoints, .device, .deviceModel, .role, .roleBinding, .clusterRole,
-             .clusterRoleBinding, .persistentVolumeClaim, .persistentVolume, .volumeAttachment: true
+             .clusterRoleBinding, .persistentVolumeClaim, .persistentVolume, .volumeAttachment, .csiDriver: true
         case .csiNode, .volume, .podStatus, .podPatch, .nodeStatus, .nodePatch, .lease, .event, .deviceStatus, .objectSync, .serviceAccountToken,
              .caCertificate, .certificateSigningRequest, .apiRequest: false
         }
@@ -259,7 +263,7 @@ public enum UpstreamReport: Sendable, Equatable {
         case (.deviceStatus, .update): self = .deviceStatus(report: c)
         case (.objectSync, .query): self = .inventory(node: ref.name, try InventoryPart(content: c))
         case (.csiNode, .insert), (.csiNode, .update): self = .csiNode(name: ref.name, csiNode: c)
-        case (.csiNode, _), (.volume, _), (.persistentVolumeClaim, _), (.persistentVolume, _), (.volumeAttachment, _), (.node, _), (.nodeStatus, _), (.podStatus, _), (.event, _), (.lease, _), (.deviceStatus, _), (.objectSync, _),
+        case (.csiNode, _), (.csiDriver, _), (.volume, _), (.persistentVolumeClaim, _), (.persistentVolume, _), (.volumeAttachment, _), (.node, _), (.nodeStatus, _), (.podStatus, _), (.event, _), (.lease, _), (.deviceStatus, _), (.objectSync, _),
              (.configMap, _), (.secret, _), (.service, _), (.endpoints, _), (.device, _), (.deviceModel, _),
              (.serviceAccountToken, _), (.caCertificate, _), (.certificateSigningRequest, _), (.apiRequest, _), (.role, _), (.roleBinding, _),
              (.clusterRole, _), (.clusterRoleBinding, _):

@@ -2,6 +2,7 @@ import DefaultSettings
 import StreamTunnel
 import CloudEdgeProtocol
 import CloudHub
+import CSIDriver
 import CloudStream
 import DeviceController
 import EdgeController
@@ -37,6 +38,8 @@ public struct CloudCoreConfiguration: Sendable {
     public var onStreamServerListening: @Sendable (Int) async -> Void = { _ in }
     /// KubeEdge's router (Rules, the REST ingress) when set.
     public var router: RuleRouterConfiguration?
+    /// Install the `local-path` StorageClass and CSIDriver (SwiftEdge's built-in driver on edge nodes).
+    public var localPathStorage = true
     public var onRouterListening: @Sendable (Int) async -> Void = { _ in }
     public init() {}
 }
@@ -72,6 +75,11 @@ public struct CloudCore: Service {
         let secrets = try await CloudSecrets.ensure(client: client, addresses: c.advertiseAddresses + [c.hub.host], logger: logger)
         _ = try await secrets.refreshToken(client: client, validity: Double(c.tokenRefresh.components.seconds) * 2)
         try await ObjectSyncRecorder.installCRDs(client)
+        if c.localPathStorage {
+            do { try await LocalPathStorage.install(client, logger: logger) } catch {
+                logger.warning("cannot install the local-path StorageClass", metadata: ["error": "\(error)"])
+            }
+        }
         let recorder = ObjectSyncRecorder(client: client, logger: logger)
         let restored = try await recorder.load()
 
@@ -125,6 +133,8 @@ public struct CloudCore: Service {
             }
         }
         hubBox.set(hub)
+        // CSI volumes of edge nodes' drivers: provisioned, attached and deleted through the nodes.
+        let csi = CSIControllers(client: client, informers: informers, channel: CloudHubCSIChannel { await hubBox.value }, logger: logger)
         let sync = ReliableSync(source: objects, sender: hub, recorder: recorder, options: c.sync, logger: logger)
         for (node, records) in restored { sync.restore(node: node, records) }
         objects.attach(sync)
@@ -147,6 +157,10 @@ public struct CloudCore: Service {
                 try await hub.run()
             }
             group.addTask { try await certs.run() }
+            group.addTask {
+                await informers.waitForSync()
+                try await cancelWhenGracefulShutdown { await csi.run() }
+            }
             if let router {
                 group.addTask {
                     await informers.waitForSync()

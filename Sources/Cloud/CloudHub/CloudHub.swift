@@ -70,7 +70,7 @@ public struct NodeAuthorizer: UpstreamAuthorizer {
             if let owner = podNode(ns, name), owner != node { return "node \(node) may not write pod \(ns)/\(name) bound to \(owner)" }
         case .configMap, .secret, .service, .endpoints, .device, .deviceModel, .event, .deviceStatus, .objectSync,
              .serviceAccountToken, .caCertificate, .certificateSigningRequest, .apiRequest, .role, .roleBinding, .clusterRole, .clusterRoleBinding,
-             .persistentVolumeClaim, .persistentVolume, .volumeAttachment, .volume:
+             .persistentVolumeClaim, .persistentVolume, .volumeAttachment, .csiDriver, .volume:
             break
         }
         return nil
@@ -91,6 +91,8 @@ public final class CloudHub: Service {
     let onRunning: @Sendable (Int) async -> Void
     let sessions = Mutex<[String: Session]>([:])
     let acks = AckTracker()
+    /// Calls to nodes awaiting their answer (``request(_:to:timeout:)``), by message id.
+    let pendingReplies = Mutex<[String: CheckedContinuation<Message?, Never>]>([:])
     /// Connected/disconnected events, queued in the order the session table changed (under its
     /// lock) and handed to `onEvent` by one task, so a node's quick reconnect is never seen as
     /// "connected, then disconnected".
@@ -405,6 +407,12 @@ public final class CloudHub: Service {
             await onEvent(.router(node: node, routed, message: message))
             return
         }
+        if message.route.operation == .response || message.route.operation == .error, let parent = message.parentID,
+           let waiter = pendingReplies.withLock({ $0.removeValue(forKey: parent) })
+        {
+            waiter.resume(returning: message)
+            return
+        }
         if message.route.operation == .keepalive || message.route.operation == .response { return }
         guard MessageGroup.carriesResources(message.route.group) else {
             logger.debug("upstream message not handled", metadata: ["node": "\(node)", "group": "\(message.route.group)"])
@@ -467,6 +475,28 @@ public final class CloudHub: Service {
         let ok = await acks.wait(message.id)
         if !ok { logger.debug("not acknowledged", metadata: ["node": "\(node)", "message": "\(message.id)", "resource": "\(message.route.resource)"]) }
         return ok
+    }
+
+    /// Sends a call to a node and waits for its answer (`response` or `error` with the call's id
+    /// as parent): nil when the node is not connected, the write fails or no answer comes in time.
+    public func request(_ message: Message, to node: String, timeout: Duration) async -> Message? {
+        guard let s = sessions.withLock({ $0[node] }) else { return nil }
+        let id = message.id
+        return await withTaskGroup(of: Void.self) { group -> Message? in
+            let answer = await withCheckedContinuation { (c: CheckedContinuation<Message?, Never>) in
+                pendingReplies.withLock { $0[id] = c }
+                do { try s.outbox.enqueue(message) } catch {
+                    pendingReplies.withLock { $0.removeValue(forKey: id) }?.resume(returning: nil)
+                    return
+                }
+                group.addTask {
+                    try? await Task.sleep(for: timeout)
+                    self.pendingReplies.withLock { $0.removeValue(forKey: id) }?.resume(returning: nil)
+                }
+            }
+            group.cancelAll()
+            return answer
+        }
     }
 
     func ackArrived(_ parent: String) {

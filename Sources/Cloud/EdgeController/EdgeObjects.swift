@@ -23,6 +23,8 @@ public final class EdgeObjects: NodeObjectSource {
     let secrets: SharedInformer
     let services: SharedInformer
     let endpoints: SharedInformer
+    /// CSIDrivers: every edge node gets them (whether a driver's volumes wait for attachment).
+    let csiDrivers: SharedInformer
     let devices: SharedInformer
     let deviceModels: SharedInformer
     let roles: SharedInformer
@@ -61,6 +63,7 @@ public final class EdgeObjects: NodeObjectSource {
         secrets = informers.informer(ResourceType.secrets)
         services = informers.informer(ResourceType.services)
         endpoints = informers.informer(ResourceType.endpoints)
+        csiDrivers = informers.informer(ResourceType.csiDrivers)
         devices = informers.informer(ResourceType.devices)
         deviceModels = informers.informer(ResourceType.deviceModels)
         roles = informers.informer(ResourceType.roles)
@@ -177,12 +180,12 @@ public final class EdgeObjects: NodeObjectSource {
                 guard let name = n["metadata"]["name"].stringValue else { return }
                 notify(n, node: name)
                 // It may have become (or stopped being) an edge node: look at the shared objects.
-                for o in services.cache.list() + endpoints.cache.list() { notify(o, node: name) }
+                for o in services.cache.list() + endpoints.cache.list() + csiDrivers.cache.list() { notify(o, node: name) }
             case .deleted(let n): notify(n, node: n["metadata"]["name"].stringValue); untrack(n)
             case .synced: break
             }
         }
-        for (informer, kind) in [(services, EdgeResourceKind.service), (endpoints, EdgeResourceKind.endpoints)] {
+        for (informer, kind) in [(services, EdgeResourceKind.service), (endpoints, EdgeResourceKind.endpoints), (csiDrivers, EdgeResourceKind.csiDriver)] {
             informer.addHandler { [self] ev in
                 switch ev {
                 case .added(let o), .updated(_, let o): track(o, kind); for n in edgeNodes() { notify(o, node: n) }
@@ -414,7 +417,7 @@ public final class EdgeObjects: NodeObjectSource {
         case .configMap: return (configMaps, key)
         case .secret: return (secrets, key)
         case .persistentVolumeClaim: return (claims, key)
-        case .persistentVolume, .volumeAttachment, .csiNode, .volume, .pod, .node, .service, .endpoints, .device, .deviceModel, .podStatus, .podPatch, .nodeStatus, .nodePatch, .lease, .event,
+        case .persistentVolume, .volumeAttachment, .csiNode, .csiDriver, .volume, .pod, .node, .service, .endpoints, .device, .deviceModel, .podStatus, .podPatch, .nodeStatus, .nodePatch, .lease, .event,
              .deviceStatus, .objectSync, .serviceAccountToken, .caCertificate, .certificateSigningRequest, .apiRequest, .role, .roleBinding, .clusterRole,
              .clusterRoleBinding:
             return nil
@@ -450,7 +453,7 @@ public final class EdgeObjects: NodeObjectSource {
         }
         for key in models { if let uid = deviceModels.cache.get(key)?["metadata"]["uid"].stringValue { out.append(uid) } }
         if isEdgeNode(node) {
-            for o in services.cache.list() + endpoints.cache.list() { if let uid = o["metadata"]["uid"].stringValue { out.append(uid) } }
+            for o in services.cache.list() + endpoints.cache.list() + csiDrivers.cache.list() { if let uid = o["metadata"]["uid"].stringValue { out.append(uid) } }
         }
         for g in grants(to: serviceAccounts(on: node)) { if let uid = g.object["metadata"]["uid"].stringValue { out.append(uid) } }
         return out
@@ -465,8 +468,8 @@ public final class EdgeObjects: NodeObjectSource {
         case .pod:
             guard let p = pods.cache.get(entry.key), p["spec"]["nodeName"].stringValue == node else { return nil }
             return SyncedObject(p, kind: .pod)
-        case .service, .endpoints:
-            let informer = entry.kind == .service ? services : endpoints
+        case .service, .endpoints, .csiDriver:
+            let informer = entry.kind == .service ? services : entry.kind == .endpoints ? endpoints : csiDrivers
             guard isEdgeNode(node), let o = informer.cache.get(entry.key), o["metadata"]["uid"].stringValue == uid else { return nil }
             return SyncedObject(o, kind: entry.kind)
         case .device:

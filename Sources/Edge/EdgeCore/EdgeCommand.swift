@@ -2,6 +2,7 @@ import ArgumentParser
 import CloudEdgeProtocol
 import CommandSupport
 import ComponentConfig
+import CSIPlugins
 import ContainerRuntime
 import DefaultSettings
 import DeviceTwin
@@ -13,6 +14,7 @@ import EventBus
 import Edged
 import Foundation
 import KubeAPI
+import LocalPathDriver
 import Logging
 import MetaServer
 import MetricsEndpoint
@@ -164,6 +166,12 @@ public struct EdgeCommand: AsyncParsableCommand {
     @Option(help: "Port of the servicebus on 127.0.0.1 for apps calling cloud REST endpoints through Rules (KubeEdge's 9060; 0: off, the default — the cloud's calls to apps on the node work either way).")
     var servicebusPort = 0
 
+    @Flag(inversion: .prefixedNo, help: "Run the built-in local-path CSI driver (local-path.csi.swiftedge.io: volumes are directories under --local-path-dir; the cloud's default StorageClass `local-path` uses it).")
+    var localPath = true
+
+    @Option(help: "Directory of the local-path driver's volumes (default: <data-dir>/storage).")
+    var localPathDir: String?
+
     @OptionGroup var logging: LoggingOptions
 
     public init() {}
@@ -259,6 +267,8 @@ public struct EdgeCommand: AsyncParsableCommand {
         config.cloudPort = s.cloudhubPort
         config.heartbeat = .seconds(s.heartbeat)
         let routed = RouterTargets()
+        // CSI controller calls the cloud makes through this node's plugins.
+        let (csiCalls, csiCallQueue) = CSIControllerRelay.makeCallQueue()
         let hub = try EdgeHub(configuration: config, logger: logger, inventory: { try await store.inventory() }) { message in
             // Router messages (group `user`) go to the eventbus and servicebus; objects to the store.
             if message.route.group == RouterMessage.group {
@@ -267,6 +277,12 @@ public struct EdgeCommand: AsyncParsableCommand {
                 } catch {
                     logger.warning("router message dropped", metadata: ["resource": "\(message.route.resource)", "error": "\(error)"])
                 }
+                return
+            }
+            if message.route.resource.split(separator: "/").dropFirst().first == Substring(EdgeResourceKind.volume.wireName),
+               CSIControllerCall.Operation(wire: message.route.operation) != nil
+            {
+                csiCallQueue.yield(message)
                 return
             }
             try await store.apply(message)
@@ -287,6 +303,7 @@ public struct EdgeCommand: AsyncParsableCommand {
             throw ValidationError("--service-cluster-ip-range \(serviceClusterIpRange) is not an IPv4 network in CIDR form")
         }
         let dialer = TunnelDialer()
+        let csiRegistry = CSIPluginRegistry()
         var edged: Edged?
         var runtime: CRIRuntime?
         if !s.remoteRuntimeEndpoint.isEmpty {
@@ -308,6 +325,10 @@ public struct EdgeCommand: AsyncParsableCommand {
                 if let refusal = answer.content["ErrStatus"]["message"].stringValue { throw TokenRequestError(refusal) }
                 return answer.content
             }
+            let volumes = CSIVolumeManager(configuration: CSIVolumeConfiguration(nodeName: s.nodeName, pluginsDirectory: s.dataDir + "/plugins",
+                                                                                podsDirectory: s.podsDir),
+                                           registry: csiRegistry, logger: logger) { key in try await store.get(key)?.value }
+            edgedConfig.csiVolumes = volumes
             let e = Edged(configuration: edgedConfig, runtime: cri, store: store, upstream: { hub.send($0) }, connection: hub.connection,
                           tokens: tokens, logger: logger)
             edged = e
@@ -319,7 +340,23 @@ public struct EdgeCommand: AsyncParsableCommand {
                                           connections: hub.connection.updates(), interval: .milliseconds(Int64(s.nodeStatusInterval * 1000)),
                                           runtime: health, logger: logger)
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
-        // Started in this order, stopped in reverse: Edged stops before the runtime client.
+        // Started in this order, stopped in reverse: Edged stops before the runtime client, and
+        // before the CSI plugins it unpublishes volumes through.
+        if edged != nil {
+            let reporter = CSINodeReporter(nodeName: s.nodeName, registry: csiRegistry, connection: hub.connection) { hub.send($0) }
+            let watcher = CSIPluginWatcher(configuration: .init(directory: s.dataDir + "/plugins_registry"), registry: csiRegistry, logger: logger) { _ in
+                reporter.report()
+            }
+            services += [.init(service: reporter), .init(service: watcher),
+                         .init(service: CSIControllerRelay(registry: csiRegistry, calls: csiCalls, logger: logger) { hub.send($0) })]
+            if localPath {
+                var c = LocalPathConfiguration(nodeID: s.nodeName, storageDirectory: localPathDir ?? s.dataDir + "/storage",
+                                               socket: s.dataDir + "/plugins/\(LocalPathDriver.defaultName)/csi.sock",
+                                               registrationDirectory: s.dataDir + "/plugins_registry")
+                c.driverName = LocalPathDriver.defaultName
+                services.append(.init(service: LocalPathDriver(configuration: c, logger: logger)))
+            }
+        }
         if let runtime, let edged {
             services += [.init(service: runtime), .init(service: edged), .init(service: EdgeStreamClient(hub: hub, provider: edged, dialer: dialer, logger: logger))]
         }

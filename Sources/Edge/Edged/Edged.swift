@@ -40,6 +40,8 @@ public struct EdgedConfiguration: Sendable {
     public var podNetwork: PodNetworkConfiguration?
     /// Resolver of `ClusterFirst` pods (nil: pods use the node's resolv.conf).
     public var clusterDNS: ClusterDNSConfiguration?
+    /// CSI volumes (the node's CSI plugins; nil: pods with CSI volumes wait with an error).
+    public var csiVolumes: (any PodVolumePublisher)?
     public init(nodeName: String, nodeIP: String, podsDirectory: String, logDirectory: String) {
         self.nodeName = nodeName; self.nodeIP = nodeIP; self.podsDirectory = podsDirectory; self.logDirectory = logDirectory
     }
@@ -115,7 +117,7 @@ public final class Edged: Service {
                                            podsDirectory: configuration.podsDirectory, logDirectory: configuration.logDirectory,
                                            lookup: { [store] key in try await store.get(key)?.value }, tokens: tokens,
                                            inClusterAPI: configuration.inClusterAPI, clusterDNS: configuration.clusterDNS,
-                                           network: configuration.podNetwork == nil ? nil : network)
+                                           network: configuration.podNetwork == nil ? nil : network, csiVolumes: configuration.csiVolumes)
         var changes = store.changes()
         let stored = try await store.list(type: .pod)
         try await withThrowingDiscardingTaskGroup { group in
@@ -187,12 +189,12 @@ public final class Edged: Service {
     /// pods that use it look again (their files follow within a sync; a waiting pod may start).
     func wakePods(using record: MetaRecord) {
         let kind = record.type
-        guard [.configMap, .secret, .persistentVolumeClaim, .persistentVolume, .volumeAttachment].contains(kind) else { return }
+        guard [.configMap, .secret, .persistentVolumeClaim, .persistentVolume, .volumeAttachment, .csiDriver].contains(kind) else { return }
         for h in handles.withLock({ Array($0.values) }) {
             guard let pod = h.desired.withLock({ $0 }) else { continue }
             let uses: Bool
             switch kind {
-            case .persistentVolume, .volumeAttachment:
+            case .persistentVolume, .volumeAttachment, .csiDriver:
                 uses = pod.volumes.contains { $0.persistentVolumeClaim != nil }
             default:
                 let name = record.value["metadata"]["name"].stringValue ?? ""

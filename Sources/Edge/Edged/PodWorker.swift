@@ -4,6 +4,7 @@ import Foundation
 import KubeAPI
 import Logging
 import Metrics
+import Mounts
 
 /// An event about a pod, as kubelet records them.
 struct PodEvent: Sendable {
@@ -373,7 +374,13 @@ final class PodWorker {
         for s in sandboxes { try await runtime.stopPodSandbox(s.id) }
         for c in containers { do { try await runtime.removeContainer(c.id) } catch let e as RuntimeError where e.kind == .notFound {} }
         for s in sandboxes { do { try await runtime.removePodSandbox(s.id) } catch let e as RuntimeError where e.kind == .notFound {} }
-        try? FileManager.default.removeItem(atPath: "\(builder.podsDirectory)/\(uid)")
+        // CSI volumes are unpublished first; the pod's directory is removed only with no mount
+        // left under it (removing through a bind mount would delete the volume's data).
+        try await builder.csiVolumes?.unpublishAll(podUID: uid)
+        let podDirectory = "\(builder.podsDirectory)/\(uid)"
+        let mounted = Mounts.mounts(under: podDirectory)
+        guard mounted.isEmpty else { throw ConfigError(message: "pod directory still has mounts: \(mounted.joined(separator: ", "))") }
+        try? FileManager.default.removeItem(atPath: podDirectory)
         try await builder.tokens?.store.remove(podUID: uid)
         if !sandboxes.isEmpty { logger.info("pod removed from the runtime", metadata: ["sandboxes": "\(sandboxes.count)", "containers": "\(containers.count)"]) }
     }

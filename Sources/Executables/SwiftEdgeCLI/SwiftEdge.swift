@@ -14,6 +14,6 @@ struct SwiftEdge: AsyncParsableCommand {
         commandName: "swiftedge",
         abstract: "SwiftEdge: Kubernetes-native edge computing in Swift.",
         subcommands: [APIServerCommand.self, ControllerManagerCommand.self, CloudCommand.self, AdmissionCommand.self, GetTokenCommand.self, EdgeCommand.self,
-                      InitCommand.self, JoinCommand.self, ResetCommand.self, MapperCommand.self])
+                      InitCommand.self, JoinCommand.self, ResetCommand.self, MapperCommand.self, CSICommand.self])
 }
 

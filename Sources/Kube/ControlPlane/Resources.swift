@@ -34,10 +34,6 @@ func splitKey(_ key: String) -> (namespace: String?, name: String) {
 }
 
 extension JSON {
-    var name: String { self["metadata"]["name"].stringValue ?? "" }
-    var namespace: String { self["metadata"]["namespace"].stringValue ?? "" }
-    var uid: String { self["metadata"]["uid"].stringValue ?? "" }
-    var isDeleting: Bool { !self["metadata"]["deletionTimestamp"].isNull }
     var labels: [String: String] {
         var out: [String: String] = [:]
         for (k, v) in self["metadata"]["labels"].objectValue ?? [:] { out[k] = v.stringValue ?? "" }
