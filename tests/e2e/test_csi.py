@@ -13,8 +13,10 @@ containerd, `kubectl apply` in the cloud.
 """
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -44,7 +46,11 @@ def cluster(tmp_path, containerd):  # noqa: F811
     cloud = Cloud(tmp_path).start()
     binaries = kubectl_binaries()
     k = Kubectl(binaries[max(binaries)], max(binaries), cloud.kubeconfig, tmp_path)
-    edge = Edge(tmp_path, cloud, "store-1", runtime=containerd.sock).start(cloud.token())
+    edge = Edge(tmp_path, cloud, "store-1", runtime=containerd.sock)
+    # Unix socket paths hold 107 bytes: the node's directory (plugins, plugins_registry) is kept short.
+    short = Path(tempfile.mkdtemp(prefix="se-csi-", dir="/tmp"))
+    edge.dir = short / "edge"
+    edge.start(cloud.token())
     try:
         wait_for(lambda: "True" in k.run("get", "node", "store-1", "-o", "jsonpath={.status.conditions[?(@.type=='Ready')].status}",
                                          check=False).stdout, 40, what="node Ready")
@@ -53,8 +59,11 @@ def cluster(tmp_path, containerd):  # noqa: F811
         edge.stop()
         cloud.stop()
         # Nothing stays mounted below the test's folders, whatever happened.
-        for m in sorted(mounts_under(tmp_path), key=len, reverse=True):
-            subprocess.run(["umount", "-l", m], check=False)
+        for base in (tmp_path, short):
+            for m in sorted(mounts_under(base), key=len, reverse=True):
+                subprocess.run(["umount", "-l", m], check=False)
+        if not mounts_under(short):
+            shutil.rmtree(short, ignore_errors=True)
 
 
 def obj(k, *args):

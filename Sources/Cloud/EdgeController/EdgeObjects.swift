@@ -371,10 +371,13 @@ public final class EdgeObjects: NodeObjectSource {
     /// A pod's references, for its node (added, dropped, or the pod gone).
     func notifyReferenced(by pod: JSON, node: String?) {
         guard let node else { return }
-        for ref in Self.references(of: pod) {
+        let refs = Self.references(of: pod)
+        for ref in refs {
             guard let (informer, key) = lookup(ref), let o = informer.cache.get(key) else { continue }
             notify(o, node: node)
         }
+        // The volumes its claims are bound to (a claim bound before the pod came).
+        for v in boundVolumes(Set(refs)) { notify(v, node: node) }
     }
 
     /// A ConfigMap, Secret or claim changed: every node with a pod that references it.

@@ -52,8 +52,15 @@ public final class LocalPathDriver: Service {
     public func run() async throws {
         try FileManager.default.createDirectory(atPath: configuration.storageDirectory, withIntermediateDirectories: true)
         try FileManager.default.createDirectory(atPath: (configuration.socket as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+        for path in [configuration.socket] + (registrationSocket.map { [$0] } ?? []) where path.utf8.count > 107 {
+            logger.error("local-path CSI driver not started: socket path too long for a unix socket (107 bytes at most)",
+                         metadata: ["socket": "\(path)", "bytes": "\(path.utf8.count)"])
+            try? await gracefulShutdown()
+            return
+        }
         unlink(configuration.socket)
-        let csi = GRPCServer(transport: HTTP2ServerTransport.Posix(address: .unixDomainSocket(path: configuration.socket), transportSecurity: .plaintext),
+        let csiTransport = HTTP2ServerTransport.Posix(address: .unixDomainSocket(path: configuration.socket), transportSecurity: .plaintext)
+        let csi = GRPCServer(transport: csiTransport,
                              services: [LocalPathIdentity(driver: self), LocalPathController(driver: self), LocalPathNode(driver: self)])
         var servers = [csi]
         if let reg = registrationSocket, let dir = configuration.registrationDirectory {
@@ -63,17 +70,23 @@ public final class LocalPathDriver: Service {
                                       services: [LocalPathRegistration(driver: self)]))
         }
         let all = servers
-        try await withGracefulShutdownHandler {
-            try await withThrowingDiscardingTaskGroup { group in
-                group.addTask { try await csi.serve() }
-                // The registration socket appears only once the CSI socket answers.
-                _ = try await (csi.listeningAddress)
-                for s in all.dropFirst() { group.addTask { try await s.serve() } }
-                logger.info("local-path CSI driver listening", metadata: ["driver": "\(configuration.driverName)", "socket": "\(configuration.socket)",
-                                                                         "storage": "\(configuration.storageDirectory)"])
+        do {
+            try await withGracefulShutdownHandler {
+                try await withThrowingDiscardingTaskGroup { group in
+                    group.addTask { try await csi.serve() }
+                    // The registration socket appears only once the CSI socket answers.
+                    _ = try await csiTransport.listeningAddress
+                    for s in all.dropFirst() { group.addTask { try await s.serve() } }
+                    logger.info("local-path CSI driver listening", metadata: ["driver": "\(configuration.driverName)", "socket": "\(configuration.socket)",
+                                                                             "storage": "\(configuration.storageDirectory)"])
+                }
+            } onGracefulShutdown: {
+                for s in all { s.beginGracefulShutdown() }
             }
-        } onGracefulShutdown: {
-            for s in all { s.beginGracefulShutdown() }
+        } catch {
+            // The node runs on without the driver: its volumes cannot be set up until it is back.
+            logger.error("local-path CSI driver failed", metadata: ["socket": "\(configuration.socket)", "error": "\(error)"])
+            try? await gracefulShutdown()
         }
         if let reg = registrationSocket { unlink(reg) }
         unlink(configuration.socket)
