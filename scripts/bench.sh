@@ -20,6 +20,8 @@ echo
 echo
 python3 scripts/edge-bench.py --pods "${BENCH_EDGE_PODS:-50}"
 echo
+python3 scripts/pvc-bench.py --claims "${BENCH_PVC_CLAIMS:-20}"
+echo
 python3 scripts/stream-bench.py
 echo
 python3 scripts/device-bench.py --devices "${BENCH_DEVICES:-1000}"

@@ -12,12 +12,10 @@ containerd, `kubectl apply` in the cloud.
   one registers it again.
 """
 import json
-import os
 import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest

@@ -8,15 +8,16 @@ import Testing
     @Test func wireNamesAreKubeEdges() {
         // KubeEdge's names, plus SwiftEdge's own: the RBAC kinds MetaServer authorizes with, the
         // MetaServer's serving-certificate request (`certificatesigningrequest`, KubeEdge's csr type
-        // name), its forwarded requests (`apirequest`) and the node's CSINode report (`csinode`).
+        // name), its forwarded requests (`apirequest`), the node's CSINode report (`csinode`) and the
+        // CSIDrivers sent to edge nodes (`csidriver`).
         #expect(EdgeResourceKind.allCases.map(\.wireName).sorted() == [
-            "apirequest", "ca.crt", "certificatesigningrequest", "clusterrole", "clusterrolebinding", "configmap", "csinode", "device", "devicemodel",
-            "devicestatus", "endpoints", "event", "lease", "node", "nodepatch", "nodestatus", "objectsync", "persistentvolume",
+            "apirequest", "ca.crt", "certificatesigningrequest", "clusterrole", "clusterrolebinding", "configmap", "csidriver", "csinode", "device",
+            "devicemodel", "devicestatus", "endpoints", "event", "lease", "node", "nodepatch", "nodestatus", "objectsync", "persistentvolume",
             "persistentvolumeclaim", "pod", "podpatch", "podstatus", "role", "rolebinding", "secret", "service", "serviceaccounttoken",
             "volume", "volumeattachment",
         ])
         #expect(EdgeResourceKind.allCases.filter(\.isSynced).map(\.wireName).sorted() == [
-            "clusterrole", "clusterrolebinding", "configmap", "device", "devicemodel", "endpoints", "node", "persistentvolume",
+            "clusterrole", "clusterrolebinding", "configmap", "csidriver", "device", "devicemodel", "endpoints", "node", "persistentvolume",
             "persistentvolumeclaim", "pod", "role", "rolebinding", "secret", "service", "volumeattachment",
         ])
     }

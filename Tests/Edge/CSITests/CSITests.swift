@@ -29,7 +29,7 @@ import Testing
         #expect(try CSIControllerCall(Message(wire: JSON.parse(m.encoded()))) == call)
     }
 
-    @Test func malformedCallsAreRefused() {
+    @Test func malformedCallsAreRefused() throws {
         let bad = Message(route: Route(source: "cloudhub", group: "resource", operation: .createVolume, resource: "default/volume"), content: "{}")
         #expect(throws: ProtocolError.self) { try CSIControllerCall(bad) }
         let notACall = Message(route: Route(source: "cloudhub", group: "resource", operation: .insert, resource: "default/pod/x"), content: "{}")
@@ -86,7 +86,7 @@ import Testing
         try v.delete(id)  // again: nothing to do
     }
 
-    @Test func idsStayInsideTheDirectory() {
+    @Test func idsStayInsideTheDirectory() throws {
         for bad in ["", "..", ".hidden", "a/b", "../etc", String(repeating: "x", count: 300)] { #expect(!LocalPathVolumes.isSafeID(bad), "\(bad)") }
         #expect(LocalPathVolumes.isSafeID("pvc-0b5c8d2e-1f"))
         let hashed = LocalPathVolumes.volumeID(forName: "../../etc/passwd")
@@ -132,7 +132,7 @@ import Testing
             group.addTask { try await watcherGroup.run() }
             let plugin = try #require(try await change(1).first)
             #expect(plugin.name == "lp.test" && plugin.nodeID == "store-1" && plugin.topology == ["kubernetes.io/hostname": "store-1"])
-            #expect(registry.csiNode(nodeName: "store-1")["spec"]["drivers"][0]["topologyKeys"] == ["kubernetes.io/hostname"])
+            #expect(registry.csiNode(nodeName: "store-1")["spec"]["drivers"].arrayValue?.first?["topologyKeys"] == ["kubernetes.io/hostname"])
 
             func call(_ op: CSIControllerCall.Operation, _ request: String, driver: String? = "lp.test") async -> Message {
                 await relay.answer(CSIControllerCall(operation: op, driver: driver, id: "x", request: request).message())
@@ -142,7 +142,7 @@ import Testing
             #expect(created.route.operation == .response, "\(created.content)")
             #expect(created.content["volume"]["volume_id"] == "pvc-9")
             #expect(created.content["volume"]["capacity_bytes"] == .int(1_048_576))
-            #expect(created.content["volume"]["accessible_topology"][0]["segments"]["kubernetes.io/hostname"] == "store-1")
+            #expect(created.content["volume"]["accessible_topology"].arrayValue?.first?["segments"]["kubernetes.io/hostname"] == "store-1")
             #expect(FileManager.default.fileExists(atPath: dir + "/storage/pvc-9"))
             // KubeEdge's csidriver names no driver: the only plugin answers.
             let again = await call(.createVolume, #"{"name":"pvc-9","capacityRange":{"requiredBytes":"1048576"},"volumeCapabilities":[{"mount":{},"accessMode":{"mode":"SINGLE_NODE_WRITER"}}]}"#, driver: nil)
