@@ -123,7 +123,7 @@ def main():
         core.delete_collection_namespaced_persistent_volume_claim("default", label_selector="bench=pvc")
         wait(lambda: not core.list_persistent_volume().items, 180, "volumes deleted")
         cleanup = time.time() - t0
-        left = list((tmp / "edge" / "storage").iterdir()) if (tmp / "edge" / "storage").exists() else []
+        left = [p for p in (tmp / "edge" / "storage").iterdir() if not p.name.startswith(".")] if (tmp / "edge" / "storage").exists() else []
         print(f"PVC create → pod Running with a fresh local-path volume, {a.claims} claims one after another:")
         print(f"  p50 {pct(took, 50) * 1000:.0f} ms   p99 {pct(took, 99) * 1000:.0f} ms   mean {statistics.mean(took) * 1000:.0f} ms")
         print(f"pods and claims deleted → all {a.claims} volumes deleted (objects and data): {cleanup:.1f} s; volume directories left: {len(left)}")
