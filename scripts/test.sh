@@ -20,4 +20,4 @@ echo "== swift test (unit)"
 # 14.6 s one after another on 2 cores).
 swift test --skip-build
 echo "== end-to-end (real kubectl + Python client)"
-SWIFTEDGE_BIN="$PWD/.build/debug/swiftedge" python3 -m pytest -q tests/e2e
+SWIFTEDGE_BIN="$PWD/.build/debug/swiftedge" python3 -m pytest -q tests/e2e tests/csi

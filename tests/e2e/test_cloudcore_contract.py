@@ -11,7 +11,9 @@ Every wait has a deadline; the only fixed-length waits are observation windows i
 must NOT happen (a second connection, a close).
 """
 import json
+import shutil
 import subprocess
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -442,3 +444,38 @@ def test_restart_registers_again_with_one_session(cloudcore, edge, tmp_path):
         assert len([r for r in cloudcore.http_requests if r["path"] == "/edge.crt"]) == 1, "the restarted edge asked for a new certificate"
     finally:
         e2.stop()
+
+
+def test_csi_controller_call_answered_as_edgecore(cloudcore, tmp_path):
+    """csidriver → cloudhub → edged (KubeEdge's CSI path): cloudhub sends `createvolume` on
+    `node/<node>/default/volume/<uuid>` (trimmed to `default/volume/<uuid>` for the node) with the CSI
+    request as jsonpb text and no driver named (KubeEdge's edged calls its `csi-hostpath`; a SwiftEdge
+    node with one plugin uses that one). The node answers `response`, parent_msg_id = the call, the same
+    resource (cloudhub's IsVolumeResource regex), content a csi.CreateVolumeResponse as Go's
+    encoding/json reads it: snake_case fields, capacity_bytes a JSON number (an int64), volume_id a string."""
+    short = Path(tempfile.mkdtemp(prefix="se-cc-", dir="/tmp"))  # unix socket paths hold 107 bytes
+    e = SwiftEdge(short, cloudcore, "swift-csi")
+    e.log = tmp_path / "edge-swift-csi.log"
+    e.start(cloudcore.token())
+    try:
+        conn, _ = join(cloudcore, e)
+        poll(lambda: "CSI plugin registered" in e.log.read_text(errors="replace"), 30, "the local-path driver registered on the node")
+        vol = str(uuid.uuid4())
+        request = json.dumps({"name": "pvc-contract", "capacityRange": {"requiredBytes": "1048576"},
+                              "volumeCapabilities": [{"mount": {}, "accessMode": {"mode": "SINGLE_NODE_WRITER"}}]})
+        call = new_message("", "cloudhub", "resource", f"node/{e.name}/default/volume/{vol}", "createvolume", request)
+        msg_id = cloudcore.push(e.name, call)
+        # (The node also acks the call with "OK", as it acks every message; cloudhub takes both as volume responses.)
+        answers = cloudcore.wait_for(lambda: [m for m in cloudcore.up(conn.id) if m["header"]["parent_msg_id"] == msg_id and m["content"] != "OK"],
+                                     30, "the node's answer to createvolume")
+        a = answers[0]
+        assert a["route"]["operation"] == "response", a
+        assert a["route"]["resource"] == f"default/volume/{vol}", a
+        body = a["content"]
+        assert isinstance(body, dict) and isinstance(body["volume"]["volume_id"], str) and body["volume"]["volume_id"], body
+        assert isinstance(body["volume"]["capacity_bytes"], int) and body["volume"]["capacity_bytes"] == 1048576, body
+        assert (short / f"edge-{e.name}" / "storage" / body["volume"]["volume_id"]).is_dir()
+        assert any("volume response (CSI) received" in ev[1] for ev in cloudcore.events), cloudcore.transcript()
+    finally:
+        e.stop()
+        shutil.rmtree(short, ignore_errors=True)

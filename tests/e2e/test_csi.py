@@ -12,10 +12,12 @@ containerd, `kubectl apply` in the cloud.
   one registers it again.
 """
 import json
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -48,6 +50,9 @@ def cluster(tmp_path, containerd):  # noqa: F811
     # Unix socket paths hold 107 bytes: the node's directory (plugins, plugins_registry) is kept short.
     short = Path(tempfile.mkdtemp(prefix="se-csi-", dir="/tmp"))
     edge.dir = short / "edge"
+    # Short CSI deadlines and frequent volume stats, so the failure cases and the metrics show quickly.
+    base_args = edge.args
+    edge.args = lambda token=None, cert_port=None: base_args(token, cert_port) + ["--csi-timeout", "3", "--volume-stats-period", "1"]
     edge.start(cloud.token())
     try:
         wait_for(lambda: "True" in k.run("get", "node", "store-1", "-o", "jsonpath={.status.conditions[?(@.type=='Ready')].status}",
@@ -136,6 +141,14 @@ def test_local_path_statefulset(cluster):
     assert mounts_under(target) == [str(target.resolve())]
     vol_data = json.loads((target.parent / "vol_data.json").read_text())
     assert vol_data["driverName"] == "local-path.csi.swiftedge.io" and vol_data["specVolID"] == pv["metadata"]["name"]
+    # kubelet's volume stats, from NodeGetVolumeStats, on the node's metrics endpoint.
+    series = re.compile(r'^kubelet_volume_stats_used_bytes\{(?=[^}]*namespace="default")(?=[^}]*persistentvolumeclaim="data-cache-0")[^}]*\} (\d+)', re.M)
+
+    def used_bytes():
+        text = urllib.request.urlopen(f"http://127.0.0.1:{edge.metrics_port}/metrics", timeout=5).read().decode()
+        m = series.search(text)
+        return int(m.group(1)) if m and int(m.group(1)) > 0 else None
+    wait_for(used_bytes, 20, what="kubelet_volume_stats_used_bytes of the claim")
 
     # The pod goes: its volume is unpublished, its replacement finds the data.
     k("delete", "pod", "cache-0", "--wait=true", timeout=60)
@@ -171,7 +184,7 @@ PY_CLASS = """
 apiVersion: storage.k8s.io/v1
 kind: CSIDriver
 metadata: {name: py.csi.test}
-spec: {attachRequired: true, podInfoOnMount: false}
+spec: {attachRequired: true, podInfoOnMount: true}
 ---
 apiVersion: storage.k8s.io/v1
 kind: StorageClass
@@ -212,8 +225,8 @@ spec:
 class PyPlugin:
     """tests/csi/csi_plugin.py as the node's plugin: its sockets under the node's directories."""
 
-    def __init__(self, tmp, edge):
-        self.tmp, self.edge = tmp, edge
+    def __init__(self, tmp, edge, extra=()):
+        self.tmp, self.edge, self.extra = tmp, edge, list(extra)
         self.log = tmp / "pycsi.log"
         self.out = tmp / "pycsi.out"
         self.state = tmp / "pycsi-state"
@@ -226,7 +239,7 @@ class PyPlugin:
         self.outf = open(self.out, "ab")
         self.proc = subprocess.Popen([sys.executable, str(PLUGIN), "--driver", "py.csi.test", "--node-id", "store-1",
                                       "--socket", str(sock), "--registration-dir", str(self.edge.dir / "plugins_registry"),
-                                      "--state-dir", str(self.state), "--log", str(self.log)], stdout=self.outf, stderr=subprocess.STDOUT)
+                                      "--state-dir", str(self.state), "--log", str(self.log), *self.extra], stdout=self.outf, stderr=subprocess.STDOUT)
         wait_for(lambda: b"listening on" in self.out.read_bytes() or self.proc.poll() is not None, 30, what="python plugin listening")
         assert self.proc.poll() is None, self.out.read_text()
         return self
@@ -274,6 +287,11 @@ def test_python_plugin_through_the_channel(cluster, tmp_path):
         wait_for(lambda: (plugin.state / "volumes" / handle / "greeting").exists(), 20, what="the pod wrote through the mount")
         seq = [m for m in plugin.methods() if m in ("CreateVolume", "ControllerPublishVolume", "NodeStageVolume", "NodePublishVolume")]
         assert seq[:4] == ["CreateVolume", "ControllerPublishVolume", "NodeStageVolume", "NodePublishVolume"], seq
+        publish = [c for c in plugin.calls() if c["method"] == "NodePublishVolume" and c["code"] == "OK"][0]
+        # podInfoOnMount: the pod's identity in the publish context, beside what CreateVolume returned.
+        assert publish["volume_context"]["csi.storage.k8s.io/pod.name"] == "py-user", publish
+        assert publish["volume_context"]["csi.storage.k8s.io/serviceAccount.name"] == "default", publish
+        assert publish["volume_context"]["pycsi/volume-name"] == pv["metadata"]["name"], publish
         stage = [c for c in plugin.calls() if c["method"] == "NodeStageVolume" and c["code"] == "OK"][0]
         assert stage["staging_target_path"].endswith("/globalmount") and "/plugins/kubernetes.io/csi/py.csi.test/" in stage["staging_target_path"]
 
@@ -295,5 +313,40 @@ def test_python_plugin_through_the_channel(cluster, tmp_path):
         wait_for(lambda: "py.csi.test" not in csinode_drivers(k), 30, what="driver dropped from the CSINode")
         plugin.start()
         wait_for(lambda: "py.csi.test" in csinode_drivers(k), 30, what="driver registered again")
+    finally:
+        plugin.stop()
+
+
+def test_plugin_that_hangs_then_crashes(cluster, tmp_path):
+    cloud, edge, k = cluster
+    plugin = PyPlugin(tmp_path, edge, extra=["--hang", "NodePublishVolume"]).start()
+    try:
+        wait_for(lambda: "py.csi.test" in csinode_drivers(k), 30, what="CSINode lists the python plugin")
+        k("apply", "-f", "-", input=PY_CLASS)
+        wait_for(lambda: obj(k, "pvc", "py-claim")["status"].get("phase") == "Bound", 60, what="claim bound")
+        k("apply", "-f", "-", input=PY_POD)
+
+        def waiting():
+            statuses = obj(k, "pod", "py-user").get("status", {}).get("containerStatuses") or []
+            return [s.get("state", {}).get("waiting") or {} for s in statuses]
+        # The publish call hangs: the node's deadline ends it, the pod waits and says why.
+        wait_for(lambda: any(w.get("reason") == "ContainerCreating" and "DEADLINE_EXCEEDED" in w.get("message", "") for w in waiting()),
+                 60, what="pod waiting on the hung NodePublishVolume", detail=lambda: str(waiting()))
+        msgs = k("get", "events", "--field-selector", "involvedObject.name=py-user,reason=FailedMount", "-o", "jsonpath={.items[*].message}")
+        assert "MountVolume.SetUp failed" in msgs, msgs
+        hung = [c for c in plugin.calls() if c["method"] == "NodePublishVolume"]
+        assert hung and all(c.get("hung") for c in hung), hung
+
+        # The plugin dies mid-call and comes back healthy: the node retries and the pod starts.
+        plugin.stop()
+        plugin.extra = []
+        plugin.start()
+        k("wait", "--for=condition=Ready", "pod/py-user", "--timeout=90s", timeout=100)
+        target_mounts = [m for m in mounts_under(edge.dir) if m.endswith("/mount")]
+        assert len(target_mounts) == 1, mounts_under(edge.dir)
+
+        k("delete", "pod", "py-user", "--wait=true", timeout=60)
+        wait_for(lambda: obj(k, "volumeattachments")["items"] == [], 60, what="VolumeAttachment gone")
+        assert mounts_under(edge.dir) == []  # nothing half-mounted left behind
     finally:
         plugin.stop()

@@ -70,6 +70,10 @@ def expected(v1):
               for o in v1.list_service_for_all_namespaces().items}
     shared.update({f"{o.metadata.namespace}/endpoints/{o.metadata.name}": (o.metadata.uid, int(o.metadata.resource_version))
                    for o in v1.list_endpoints_for_all_namespaces().items})
+    # And every CSIDriver (whether a driver's volumes wait for their VolumeAttachment).
+    storage = kubernetes.client.StorageV1Api(v1.api_client)
+    shared.update({f"null/csidriver/{o.metadata.name}": (o.metadata.uid, int(o.metadata.resource_version))
+                   for o in storage.list_csi_driver().items})
     for objs in want.values():
         objs.update(shared)
     return want

@@ -74,7 +74,7 @@ public final class CSIVolumeManager: PodVolumePublisher {
         }
     }
 
-    public func publish(pod: PodRef, volumeName: String, _ source: Storage.CSIPersistentVolumeSource, readOnly: Bool,
+    public func publish(pod: PodRef, claim: String, volumeName: String, _ source: Storage.CSIPersistentVolumeSource, readOnly: Bool,
                         accessModes: [String], mountOptions: [String]) async throws -> String
     {
         let key = "\(pod.uid)/\(volumeName)"
@@ -82,7 +82,8 @@ public final class CSIVolumeManager: PodVolumePublisher {
             throw CSIVolumeError(f.error)
         }
         do {
-            let path = try await setUp(pod: pod, volumeName: volumeName, source, readOnly: readOnly, accessModes: accessModes, mountOptions: mountOptions)
+            let path = try await setUp(pod: pod, claim: claim, volumeName: volumeName, source, readOnly: readOnly, accessModes: accessModes,
+                                       mountOptions: mountOptions)
             failures.withLock { $0[key] = nil }
             return path
         } catch {
@@ -95,7 +96,7 @@ public final class CSIVolumeManager: PodVolumePublisher {
         }
     }
 
-    func setUp(pod: PodRef, volumeName: String, _ source: Storage.CSIPersistentVolumeSource, readOnly: Bool,
+    func setUp(pod: PodRef, claim: String, volumeName: String, _ source: Storage.CSIPersistentVolumeSource, readOnly: Bool,
                accessModes: [String], mountOptions: [String]) async throws -> String
     {
         let driver = source.driver, handle = source.volumeHandle
@@ -108,7 +109,8 @@ public final class CSIVolumeManager: PodVolumePublisher {
         // Attached first, when the driver needs it: the VolumeAttachment's metadata is the publish context.
         var publishContext: [String: String] = [:]
         let driverObject = try await lookup(ResourceRef(namespace: nil, kind: .csiDriver, name: driver).description)
-        let attachRequired = (driverObject.flatMap { try? JSONValueDecoder().decode(Storage.CSIDriver.self, from: $0) })?.attachRequired ?? true
+        let csiDriver = driverObject.flatMap { try? JSONValueDecoder().decode(Storage.CSIDriver.self, from: $0) }
+        let attachRequired = csiDriver?.attachRequired ?? true
         if attachRequired {
             let vaName = CSINames.attachment(volumeHandle: handle, driver: driver, node: configuration.nodeName)
             guard let o = try await lookup(ResourceRef(namespace: nil, kind: .volumeAttachment, name: vaName).description),
@@ -130,7 +132,16 @@ public final class CSIVolumeManager: PodVolumePublisher {
         let timeout = configuration.callTimeout
         let caps = try await client.node(timeout: timeout) { c, o in try await c.nodeGetCapabilities(.init(), options: o) }
         let staged = caps.capabilities.contains { if case .rpc(let r)? = $0.type { r.type == .stageUnstageVolume } else { false } }
-        let context = source.volumeAttributes ?? [:]
+        var context = source.volumeAttributes ?? [:]
+        if csiDriver?.spec?.podInfoOnMount == true {
+            // kubelet's pod info for drivers that ask for it (NodePublish only).
+            context["csi.storage.k8s.io/pod.name"] = pod.name
+            context["csi.storage.k8s.io/pod.namespace"] = pod.namespace
+            context["csi.storage.k8s.io/pod.uid"] = pod.uid
+            context["csi.storage.k8s.io/serviceAccount.name"] = pod.serviceAccountName
+            context["csi.storage.k8s.io/ephemeral"] = "false"
+        }
+        let stageContext = source.volumeAttributes ?? [:]
         var stagingPath = ""
         if staged {
             let dir = CSINames.stagingDirectory(pluginsDirectory: configuration.pluginsDirectory, driver: driver, volumeHandle: handle)
@@ -142,7 +153,7 @@ public final class CSIVolumeManager: PodVolumePublisher {
             req.publishContext = publishContext
             req.stagingTargetPath = stagingPath
             req.volumeCapability = capability
-            req.volumeContext = context
+            req.volumeContext = stageContext
             let r = req
             do { _ = try await client.node(timeout: timeout) { c, o in try await c.nodeStageVolume(r, options: o) } } catch {
                 count("stage", error.code); throw error
@@ -156,6 +167,8 @@ public final class CSIVolumeManager: PodVolumePublisher {
             "specVolID": volumeName, "volumeHandle": handle, "driverName": driver, "nodeName": configuration.nodeName,
             "volumeLifecycleMode": "Persistent",
             "attachmentID": CSINames.attachment(volumeHandle: handle, driver: driver, node: configuration.nodeName),
+            // SwiftEdge's: whose volume it is (the volume stats are labelled with it).
+            "podNamespace": pod.namespace, "claimName": claim,
         ])
         var req = Csi_V1_NodePublishVolumeRequest()
         req.volumeID = handle
@@ -190,6 +203,7 @@ public final class CSIVolumeManager: PodVolumePublisher {
     /// Unpublishes the pod's CSI volumes (and unstages those no other pod on the node uses);
     /// throws, leaving the records, if a plugin cannot be reached or a mount stays.
     public func unpublishAll(podUID: String) async throws {
+        failures.withLock { f in for k in f.keys where k.hasPrefix(podUID + "/") { f[k] = nil } }
         let base = "\(configuration.podsDirectory)/\(podUID)/volumes/kubernetes.io~csi"
         guard let names = try? FileManager.default.contentsOfDirectory(atPath: base) else { return }
         var problems: [String] = []
@@ -230,20 +244,32 @@ public final class CSIVolumeManager: PodVolumePublisher {
         rmdir(dir)
     }
 
-    /// Published volumes on this node, as (driver, handle), read from their records.
-    func publishedVolumes() -> Set<String> {
-        var out = Set<String>()
+    /// A volume published on this node, as its record says.
+    struct Published: Sendable {
+        var target: String
+        var driver: String
+        var handle: String
+        var namespace: String?
+        var claim: String?
+    }
+
+    /// Every volume published on this node (read from the records, so it holds after a restart).
+    func published() -> [Published] {
+        var out: [Published] = []
         let pods = configuration.podsDirectory
         for uid in (try? FileManager.default.contentsOfDirectory(atPath: pods)) ?? [] {
             let base = "\(pods)/\(uid)/volumes/kubernetes.io~csi"
             for name in (try? FileManager.default.contentsOfDirectory(atPath: base)) ?? [] {
                 if let d = Self.readVolData("\(base)/\(name)/vol_data.json"), let driver = d["driverName"], let handle = d["volumeHandle"] {
-                    out.insert(driver + "\u{0}" + handle)
+                    out.append(Published(target: "\(base)/\(name)/mount", driver: driver, handle: handle, namespace: d["podNamespace"], claim: d["claimName"]))
                 }
             }
         }
         return out
     }
+
+    /// Published volumes on this node, as (driver, handle), read from their records.
+    func publishedVolumes() -> Set<String> { Set(published().map { $0.driver + "\u{0}" + $0.handle }) }
 
     func unstageIfUnused(driver: String, handle: String) async throws {
         let dir = CSINames.stagingDirectory(pluginsDirectory: configuration.pluginsDirectory, driver: driver, volumeHandle: handle)

@@ -117,7 +117,7 @@ public final class CSIPluginWatcher: Service {
                 tracked[path] = t
             }
             if changedSet { await changed(registry.all) }
-            try? await Task.sleep(for: configuration.interval)
+            try? await cancelWhenGracefulShutdown { try await Task.sleep(for: self.configuration.interval) }
         }
     }
 

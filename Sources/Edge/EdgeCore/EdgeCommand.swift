@@ -172,6 +172,12 @@ public struct EdgeCommand: AsyncParsableCommand {
     @Option(help: "Directory of the local-path driver's volumes (default: <data-dir>/storage).")
     var localPathDir: String?
 
+    @Option(help: "Seconds each call to a CSI plugin may take (kubelet: 120).")
+    var csiTimeout = 60
+
+    @Option(help: "Seconds between volume stats of the node's CSI volumes (kubelet_volume_stats_* metrics; kubelet: 60).")
+    var volumeStatsPeriod = 60
+
     @OptionGroup var logging: LoggingOptions
 
     public init() {}
@@ -304,6 +310,7 @@ public struct EdgeCommand: AsyncParsableCommand {
         }
         let dialer = TunnelDialer()
         let csiRegistry = CSIPluginRegistry()
+        var csiVolumes: CSIVolumeManager?
         var edged: Edged?
         var runtime: CRIRuntime?
         if !s.remoteRuntimeEndpoint.isEmpty {
@@ -325,9 +332,10 @@ public struct EdgeCommand: AsyncParsableCommand {
                 if let refusal = answer.content["ErrStatus"]["message"].stringValue { throw TokenRequestError(refusal) }
                 return answer.content
             }
-            let volumes = CSIVolumeManager(configuration: CSIVolumeConfiguration(nodeName: s.nodeName, pluginsDirectory: s.dataDir + "/plugins",
-                                                                                podsDirectory: s.podsDir),
-                                           registry: csiRegistry, logger: logger) { key in try await store.get(key)?.value }
+            var volumeConfig = CSIVolumeConfiguration(nodeName: s.nodeName, pluginsDirectory: s.dataDir + "/plugins", podsDirectory: s.podsDir)
+            volumeConfig.callTimeout = .seconds(max(1, csiTimeout))
+            let volumes = CSIVolumeManager(configuration: volumeConfig, registry: csiRegistry, logger: logger) { key in try await store.get(key)?.value }
+            csiVolumes = volumes
             edgedConfig.csiVolumes = volumes
             let e = Edged(configuration: edgedConfig, runtime: cri, store: store, upstream: { hub.send($0) }, connection: hub.connection,
                           tokens: tokens, logger: logger)
@@ -341,14 +349,18 @@ public struct EdgeCommand: AsyncParsableCommand {
                                           runtime: health, logger: logger)
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
         // Started in this order, stopped in reverse: Edged stops before the runtime client, and
-        // before the CSI plugins it unpublishes volumes through.
-        if edged != nil {
+        // before the CSI plugins it unpublishes volumes through. (A node without a runtime still
+        // registers plugins and serves the cloud's controller calls.)
+        do {
             let reporter = CSINodeReporter(nodeName: s.nodeName, registry: csiRegistry, connection: hub.connection) { hub.send($0) }
             let watcher = CSIPluginWatcher(configuration: .init(directory: s.dataDir + "/plugins_registry"), registry: csiRegistry, logger: logger) { _ in
                 reporter.report()
             }
             services += [.init(service: reporter), .init(service: watcher),
-                         .init(service: CSIControllerRelay(registry: csiRegistry, calls: csiCalls, logger: logger) { hub.send($0) })]
+                         .init(service: CSIControllerRelay(registry: csiRegistry, calls: csiCalls, timeout: .seconds(min(50, max(1, csiTimeout))), logger: logger) { hub.send($0) })]
+            if let csiVolumes {
+                services.append(.init(service: CSIVolumeStats(volumes: csiVolumes, period: .seconds(max(1, volumeStatsPeriod)), logger: logger)))
+            }
             if localPath {
                 var c = LocalPathConfiguration(nodeID: s.nodeName, storageDirectory: localPathDir ?? s.dataDir + "/storage",
                                                socket: s.dataDir + "/plugins/\(LocalPathDriver.defaultName)/csi.sock",

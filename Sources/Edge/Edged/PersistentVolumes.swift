@@ -7,6 +7,12 @@ extension RuntimeConfigBuilder {
     /// must be bound, its volume here, and the volume usable on this node (its node affinity);
     /// `hostPath` and `local` volumes are their path, a `csi` volume is published by its driver.
     func claimVolumePath(_ pod: PodModel, _ source: Core.PersistentVolumeClaimVolumeSource) async throws -> String {
+        do { return try await claimVolume(pod, source) } catch let e as VolumeMountError { throw e } catch {
+            throw VolumeMountError(message: "\(error)")
+        }
+    }
+
+    func claimVolume(_ pod: PodModel, _ source: Core.PersistentVolumeClaimVolumeSource) async throws -> String {
         let name = source.claimName
         guard let claim: Storage.PersistentVolumeClaim = try await typed(.persistentVolumeClaim, pod.namespace, name) else {
             throw ConfigError(message: "persistentvolumeclaim \"\(name)\" not found")
@@ -39,7 +45,8 @@ extension RuntimeConfigBuilder {
             guard let volumes = csiVolumes else {
                 throw ConfigError(message: "persistentvolume \"\(claim.volumeName)\": CSI volumes need the node's CSI support (driver \(csi.driver))")
             }
-            return try await volumes.publish(pod: PodRef(namespace: pod.namespace, name: pod.name, uid: pod.uid), volumeName: claim.volumeName, csi, readOnly: source.readOnly == true || csi.readOnly == true,
+            return try await volumes.publish(pod: PodRef(namespace: pod.namespace, name: pod.name, uid: pod.uid, serviceAccountName: pod.serviceAccountName), claim: name, volumeName: claim.volumeName, csi,
+                                             readOnly: source.readOnly == true || csi.readOnly == true,
                                              accessModes: pv.spec?.accessModes ?? [], mountOptions: pv.spec?.mountOptions ?? [])
         }
         throw ConfigError(message: "persistentvolume \"\(claim.volumeName)\": only hostPath, local and csi volumes are supported at the edge")
@@ -49,8 +56,8 @@ extension RuntimeConfigBuilder {
 /// Makes CSI volumes available to pods (kubelet's CSI volume plugin): staged once per node and
 /// published per pod through the node's CSI plugins. The seam Edged runs its pods against.
 public protocol PodVolumePublisher: Sendable {
-    /// Publishes the volume for the pod (idempotent) and returns its path on the node.
-    func publish(pod: PodRef, volumeName: String, _ source: Storage.CSIPersistentVolumeSource, readOnly: Bool,
+    /// Publishes the volume (of the pod's claim `claim`) for the pod (idempotent) and returns its path on the node.
+    func publish(pod: PodRef, claim: String, volumeName: String, _ source: Storage.CSIPersistentVolumeSource, readOnly: Bool,
                  accessModes: [String], mountOptions: [String]) async throws -> String
     /// Unpublishes every volume of the pod (and unstages those no other pod uses).
     func unpublishAll(podUID: String) async throws
@@ -61,5 +68,17 @@ public struct PodRef: Sendable, Hashable {
     public var namespace: String
     public var name: String
     public var uid: String
-    public init(namespace: String, name: String, uid: String) { self.namespace = namespace; self.name = name; self.uid = uid }
+    public var serviceAccountName: String
+    public init(namespace: String, name: String, uid: String, serviceAccountName: String = "default") {
+        self.namespace = namespace; self.name = name; self.uid = uid; self.serviceAccountName = serviceAccountName
+    }
+}
+
+/// A pod's volume that cannot be set up yet (a claim not bound, its volume not on the node, a
+/// CSI call that failed): the container waits in `ContainerCreating` with this message, and a
+/// `FailedMount` event says why (kubelet's behaviour).
+public struct VolumeMountError: Error, CustomStringConvertible, Sendable {
+    public var message: String
+    public init(message: String) { self.message = message }
+    public var description: String { message }
 }

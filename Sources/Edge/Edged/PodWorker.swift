@@ -221,6 +221,13 @@ final class PodWorker {
         let config: Runtime_V1_ContainerConfig
         do {
             config = try await builder.containerConfig(pod, spec, attempt: attempt, podIP: podIP)
+        } catch let e as VolumeMountError {
+            if waiting[spec.name]?.message != e.message {
+                events(PodEvent(pod: pod, container: nil, type: .warning, reason: "FailedMount", message: e.message))
+                logger.warning("volume not ready", metadata: ["pod": "\(pod.namespace)/\(pod.name)", "container": "\(spec.name)", "error": "\(e.message)"])
+            }
+            waiting[spec.name] = ("ContainerCreating", e.message)
+            return Date().addingTimeInterval(2)
         } catch {
             if waiting[spec.name]?.reason != "CreateContainerConfigError" {
                 events(PodEvent(pod: pod, container: spec.name, type: .warning, reason: "Failed", message: "Error: \(error)"))

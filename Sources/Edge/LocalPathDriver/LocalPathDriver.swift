@@ -105,6 +105,16 @@ final class LocalPathVolumes: Sendable {
     struct Record: Codable, Equatable {
         var name: String
         var capacityBytes: Int64
+        /// Where it is published: a bind mount's mount point is its target, so the volume's own
+        /// path does not show that it is in use.
+        var targets: [String: Publication]? = nil
+    }
+
+    /// One publication: what a repeated NodePublishVolume must match to be the same one.
+    struct Publication: Codable, Equatable {
+        var readOnly: Bool
+        /// The CSI access mode (its number).
+        var mode: Int
     }
 
     let directory: String
@@ -131,6 +141,29 @@ final class LocalPathVolumes: Sendable {
         return try? JSONDecoder().decode(Record.self, from: data)
     }
 
+    func save(_ id: String, _ r: Record) throws {
+        let data = try JSONEncoder().encode(r)
+        let tmp = metaPath(id) + ".tmp"
+        try data.write(to: URL(fileURLWithPath: tmp))
+        guard rename(tmp, metaPath(id)) == 0 else { throw RPCError(code: .internalError, message: "cannot record volume \(id): errno \(errno)") }
+    }
+
+    /// The targets the volume is still mounted at (records of targets no longer mounted are dropped).
+    func publishedTargets(_ id: String) -> [String: Publication] {
+        (record(id)?.targets ?? [:]).filter { Mounts.isMountPoint($0.key) }
+    }
+
+    /// Records (or, with nil, forgets) a publication.
+    func setTarget(_ id: String, _ target: String, _ publication: Publication?) throws {
+        try lock.withLock { _ in
+            guard var r = record(id) else { return }
+            var t = (r.targets ?? [:]).filter { Mounts.isMountPoint($0.key) || $0.key == target }
+            t[target] = publication
+            r.targets = t.isEmpty ? nil : t
+            try save(id, r)
+        }
+    }
+
     enum CreateOutcome { case created, existed }
 
     func create(name: String, capacity: Int64) throws -> (String, CreateOutcome) {
@@ -148,10 +181,7 @@ final class LocalPathVolumes: Sendable {
             try fm.createDirectory(atPath: "\(directory)/.meta", withIntermediateDirectories: true)
             try fm.createDirectory(atPath: path(id), withIntermediateDirectories: true)
             _ = chmod(path(id), 0o777)  // as k3s's local-path: any pod user may write its volume
-            let data = try JSONEncoder().encode(Record(name: name, capacityBytes: capacity))
-            let tmp = metaPath(id) + ".tmp"
-            try data.write(to: URL(fileURLWithPath: tmp))
-            guard rename(tmp, metaPath(id)) == 0 else { throw RPCError(code: .internalError, message: "cannot record volume \(id): errno \(errno)") }
+            try save(id, Record(name: name, capacityBytes: capacity))
             return (id, .created)
         }
     }
@@ -160,8 +190,9 @@ final class LocalPathVolumes: Sendable {
     func delete(_ id: String) throws {
         try lock.withLock { _ in
             let p = path(id)
-            guard Mounts.mounts(under: p).isEmpty else {
-                throw RPCError(code: .failedPrecondition, message: "volume \(id) is still published (mounted at \(Mounts.mounts(under: p).joined(separator: ", ")))")
+            let inUse = publishedTargets(id).keys.sorted() + Mounts.mounts(under: p)
+            guard inUse.isEmpty else {
+                throw RPCError(code: .failedPrecondition, message: "volume \(id) is in use: published at \(inUse.joined(separator: ", "))")
             }
             if FileManager.default.fileExists(atPath: p) { try FileManager.default.removeItem(atPath: p) }
             unlink(metaPath(id))
@@ -271,9 +302,12 @@ struct LocalPathController: Csi_V1_Controller.SimpleServiceProtocol {
     }
 
     func controllerGetCapabilities(request: Csi_V1_ControllerGetCapabilitiesRequest, context: ServerContext) async throws -> Csi_V1_ControllerGetCapabilitiesResponse {
-        var rpc = Csi_V1_ControllerServiceCapability.RPC(); rpc.type = .createDeleteVolume
-        var c = Csi_V1_ControllerServiceCapability(); c.type = .rpc(rpc)
-        var r = Csi_V1_ControllerGetCapabilitiesResponse(); r.capabilities = [c]
+        var r = Csi_V1_ControllerGetCapabilitiesResponse()
+        for t in [Csi_V1_ControllerServiceCapability.RPC.TypeEnum.createDeleteVolume, .singleNodeMultiWriter] {
+            var rpc = Csi_V1_ControllerServiceCapability.RPC(); rpc.type = t
+            var c = Csi_V1_ControllerServiceCapability(); c.type = .rpc(rpc)
+            r.capabilities.append(c)
+        }
         return r
     }
 
@@ -322,9 +356,12 @@ struct LocalPathNode: Csi_V1_Node.SimpleServiceProtocol {
     }
 
     func nodeGetCapabilities(request: Csi_V1_NodeGetCapabilitiesRequest, context: ServerContext) async throws -> Csi_V1_NodeGetCapabilitiesResponse {
-        var rpc = Csi_V1_NodeServiceCapability.RPC(); rpc.type = .getVolumeStats
-        var c = Csi_V1_NodeServiceCapability(); c.type = .rpc(rpc)
-        var r = Csi_V1_NodeGetCapabilitiesResponse(); r.capabilities = [c]
+        var r = Csi_V1_NodeGetCapabilitiesResponse()
+        for t in [Csi_V1_NodeServiceCapability.RPC.TypeEnum.getVolumeStats, .singleNodeMultiWriter] {
+            var rpc = Csi_V1_NodeServiceCapability.RPC(); rpc.type = t
+            var c = Csi_V1_NodeServiceCapability(); c.type = .rpc(rpc)
+            r.capabilities.append(c)
+        }
         return r
     }
 
@@ -335,7 +372,23 @@ struct LocalPathNode: Csi_V1_Node.SimpleServiceProtocol {
         try LocalPathDriver.check(request.volumeCapability)
         guard driver.state.exists(request.volumeID) else { throw RPCError(code: .notFound, message: "volume \(request.volumeID) does not exist on node \(driver.configuration.nodeID)") }
         let target = request.targetPath
-        if Mounts.isMountPoint(target) { return .init() }  // published already (idempotent)
+        let publication = LocalPathVolumes.Publication(readOnly: request.readonly, mode: request.volumeCapability.accessMode.mode.rawValue)
+        if Mounts.isMountPoint(target) {
+            // Published already: the same publication is answered again (idempotent), another is refused.
+            guard let existing = driver.state.publishedTargets(request.volumeID)[target] else {
+                throw RPCError(code: .alreadyExists, message: "target_path \(target) is already a mount point, not of volume \(request.volumeID)")
+            }
+            guard existing == publication else {
+                throw RPCError(code: .alreadyExists, message: "volume \(request.volumeID) is published at \(target) with readonly=\(existing.readOnly) and access mode \(existing.mode)")
+            }
+            return .init()
+        }
+        // SINGLE_NODE_SINGLE_WRITER (ReadWriteOncePod): one publication at a time.
+        if request.volumeCapability.accessMode.mode == .singleNodeSingleWriter,
+           let other = driver.state.publishedTargets(request.volumeID).keys.first(where: { $0 != target })
+        {
+            throw RPCError(code: .failedPrecondition, message: "volume \(request.volumeID) is single-writer and already published at \(other)")
+        }
         do { try FileManager.default.createDirectory(atPath: target, withIntermediateDirectories: false) } catch CocoaError.fileWriteFileExists {}
         catch {
             var isDir: ObjCBool = false
@@ -346,6 +399,10 @@ struct LocalPathNode: Csi_V1_Node.SimpleServiceProtocol {
         do { try Mounts.bind(driver.state.path(request.volumeID), on: target, readOnly: request.readonly) } catch {
             throw RPCError(code: .internalError, message: "\(error)")
         }
+        do { try driver.state.setTarget(request.volumeID, target, publication) } catch {
+            try? Mounts.unmount(target)  // not recorded: not left mounted
+            throw RPCError(code: .internalError, message: "\(error)")
+        }
         driver.logger.info("volume published", metadata: ["volume": "\(request.volumeID)", "target": "\(target)", "readonly": "\(request.readonly)"])
         return .init()
     }
@@ -354,7 +411,10 @@ struct LocalPathNode: Csi_V1_Node.SimpleServiceProtocol {
         try LocalPathDriver.require(request.volumeID, "volume_id")
         try LocalPathDriver.absolute(request.targetPath, "target_path")
         do { try Mounts.unmount(request.targetPath) } catch { throw RPCError(code: .internalError, message: "\(error)") }
-        if !Mounts.isMountPoint(request.targetPath) { rmdir(request.targetPath) }
+        if !Mounts.isMountPoint(request.targetPath) {
+            rmdir(request.targetPath)
+            if LocalPathVolumes.isSafeID(request.volumeID) { try? driver.state.setTarget(request.volumeID, request.targetPath, nil) }
+        }
         return .init()
     }
 
