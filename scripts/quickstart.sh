@@ -26,7 +26,10 @@ DATA="${SWIFTEDGE_DATA:-$PWD/run}"
 mkdir -p "$DATA/cloud" "$DATA/edge-1"
 
 pids=()
-stop() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait; bash scripts/containerd.sh stop "$DATA/containerd"; }
+# Stopping leaves nothing behind: the processes, containerd, and the CSI volumes' bind mounts
+# under $DATA (the pods are gone with containerd; the volumes' data stays in $DATA/edge-1/storage).
+unmount_all() { awk -v d="$(realpath "$DATA")/" 'index($5, d) == 1 {print $5}' /proc/self/mountinfo | sort -r | while read -r m; do umount -l "$m" || true; done; }
+stop() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait; bash scripts/containerd.sh stop "$DATA/containerd"; unmount_all; }
 trap stop INT TERM EXIT
 
 wait_for_line() {  # file, text, seconds

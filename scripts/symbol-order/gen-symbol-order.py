@@ -38,17 +38,20 @@ REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 
 
+SCRATCH = REPO / ".build"
+
+
 def link(link_map=None):
     """Links the release edge as configured (Package.swift) and returns its path (with a link map
     written to `link_map`). The ordering file is not an input SwiftPM tracks, so the old
     executable is removed to make it link again."""
-    (REPO / ".build" / "release" / "swiftedge-edge").unlink(missing_ok=True)
+    (SCRATCH / "release" / "swiftedge-edge").unlink(missing_ok=True)
     flags = subprocess.run(["bash", str(REPO / "scripts" / "release-flags.sh")], check=True, capture_output=True, text=True).stdout.split()
     if link_map:
         flags += ["-Xlinker", f"-Map={link_map}"]
-    subprocess.run(["swift", "build", "-c", "release", "--static-swift-stdlib", "--product", "swiftedge-edge", *flags],
+    subprocess.run(["swift", "build", "-c", "release", "--static-swift-stdlib", "--product", "swiftedge-edge", "--scratch-path", str(SCRATCH), *flags],
                    cwd=REPO, check=True)
-    return REPO / ".build" / "release" / "swiftedge-edge"
+    return SCRATCH / "release" / "swiftedge-edge"
 
 
 def whole_object_code(link_map):
@@ -116,7 +119,10 @@ def main():
     ap.add_argument("--bin", default=str(REPO / ".build" / "release" / "swiftedge"), help="cloud binary for the runs")
     ap.add_argument("--out", default=str(HERE / "edge.order"))
     ap.add_argument("--idle-out", default=str(HERE / "edge-idle.ld"))
+    ap.add_argument("--scratch-path", default=str(REPO / ".build"), help="the build folder of the release build to relink")
     a = ap.parse_args()
+    global SCRATCH
+    SCRATCH = Path(a.scratch_path).resolve()
     with tempfile.TemporaryDirectory(prefix="swiftedge-symbol-order-") as tmp:
         tmp = Path(tmp)
         so = tmp / "funcprofile.so"

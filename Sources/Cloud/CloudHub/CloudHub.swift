@@ -91,8 +91,9 @@ public final class CloudHub: Service {
     let onRunning: @Sendable (Int) async -> Void
     let sessions = Mutex<[String: Session]>([:])
     let acks = AckTracker()
-    /// Calls to nodes awaiting their answer (``request(_:to:timeout:)``), by message id.
-    let pendingReplies = Mutex<[String: CheckedContinuation<Message?, Never>]>([:])
+    /// Calls to nodes awaiting their answer (``request(_:to:timeout:)``), by message id, with the
+    /// node that must give it.
+    let pendingReplies = Mutex<[String: (node: String, waiter: CheckedContinuation<Message?, Never>)]>([:])
     /// Connected/disconnected events, queued in the order the session table changed (under its
     /// lock) and handed to `onEvent` by one task, so a node's quick reconnect is never seen as
     /// "connected, then disconnected".
@@ -408,7 +409,10 @@ public final class CloudHub: Service {
             return
         }
         if message.route.operation == .response || message.route.operation == .error, let parent = message.parentID,
-           let waiter = pendingReplies.withLock({ $0.removeValue(forKey: parent) })
+           let waiter = pendingReplies.withLock({ p -> CheckedContinuation<Message?, Never>? in
+               guard p[parent]?.node == node else { return nil }  // only the node asked answers
+               return p.removeValue(forKey: parent)?.waiter
+           })
         {
             waiter.resume(returning: message)
             return
@@ -484,14 +488,14 @@ public final class CloudHub: Service {
         let id = message.id
         return await withTaskGroup(of: Void.self) { group -> Message? in
             let answer = await withCheckedContinuation { (c: CheckedContinuation<Message?, Never>) in
-                pendingReplies.withLock { $0[id] = c }
+                pendingReplies.withLock { $0[id] = (node, c) }
                 do { try s.outbox.enqueue(message) } catch {
-                    pendingReplies.withLock { $0.removeValue(forKey: id) }?.resume(returning: nil)
+                    pendingReplies.withLock { $0.removeValue(forKey: id) }?.waiter.resume(returning: nil)
                     return
                 }
                 group.addTask {
                     try? await Task.sleep(for: timeout)
-                    self.pendingReplies.withLock { $0.removeValue(forKey: id) }?.resume(returning: nil)
+                    self.pendingReplies.withLock { $0.removeValue(forKey: id) }?.waiter.resume(returning: nil)
                 }
             }
             group.cancelAll()

@@ -3,6 +3,8 @@ import CSI
 import CloudEdgeProtocol
 import Edged
 import Foundation
+import GRPCCore
+import GRPCNIOTransportHTTP2
 import KubeAPI
 import Logging
 import Metrics
@@ -226,20 +228,28 @@ public final class CSIVolumeManager: PodVolumePublisher {
     }
 
     func tearDown(target: String, dir: String, driver: String, handle: String) async throws {
+        var req = Csi_V1_NodeUnpublishVolumeRequest()
+        req.volumeID = handle
+        req.targetPath = target
+        let r = req
+        try await undo("unpublish", mountPath: target, recordDirectory: dir, driver: driver) { c, o in _ = try await c.nodeUnpublishVolume(r, options: o) }
+    }
+
+    /// Undoes a publish or a stage: the plugin's call (with the driver gone, nothing is asked if
+    /// nothing is mounted), then the mount checked gone and the directory and its record removed.
+    func undo(_ operation: String, mountPath: String, recordDirectory dir: String, driver: String,
+              _ call: @escaping @Sendable (Csi_V1_Node.Client<HTTP2ClientTransport.Posix>, CallOptions) async throws -> Void) async throws
+    {
         if let plugin = registry.plugin(driver) {
-            var req = Csi_V1_NodeUnpublishVolumeRequest()
-            req.volumeID = handle
-            req.targetPath = target
-            let r = req
-            do { _ = try await CSIPluginClient(endpoint: plugin.endpoint).node(timeout: configuration.callTimeout) { c, o in try await c.nodeUnpublishVolume(r, options: o) } } catch {
-                count("unpublish", error.code); throw error
+            do { try await CSIPluginClient(endpoint: plugin.endpoint).node(timeout: configuration.callTimeout, call) } catch {
+                count(operation, error.code); throw error
             }
-            count("unpublish", "OK")
-        } else if Mounts.isMountPoint(target) {
-            throw CSIVolumeError("driver \(driver) is not registered on the node, and \(target) is still mounted")
+            count(operation, "OK")
+        } else if Mounts.isMountPoint(mountPath) {
+            throw CSIVolumeError("driver \(driver) is not registered on the node, and \(mountPath) is still mounted")
         }
-        guard !Mounts.isMountPoint(target) else { throw CSIVolumeError("\(target) is still mounted after NodeUnpublishVolume") }
-        rmdir(target)
+        guard !Mounts.isMountPoint(mountPath) else { throw CSIVolumeError("\(mountPath) is still mounted after the \(operation) call") }
+        rmdir(mountPath)
         unlink(dir + "/vol_data.json")
         rmdir(dir)
     }
@@ -276,22 +286,11 @@ public final class CSIVolumeManager: PodVolumePublisher {
         guard FileManager.default.fileExists(atPath: dir + "/vol_data.json") else { return }
         guard !publishedVolumes().contains(driver + "\u{0}" + handle) else { return }
         let staging = dir + "/globalmount"
-        if let plugin = registry.plugin(driver) {
-            var req = Csi_V1_NodeUnstageVolumeRequest()
-            req.volumeID = handle
-            req.stagingTargetPath = staging
-            let r = req
-            do { _ = try await CSIPluginClient(endpoint: plugin.endpoint).node(timeout: configuration.callTimeout) { c, o in try await c.nodeUnstageVolume(r, options: o) } } catch {
-                count("unstage", error.code); throw error
-            }
-            count("unstage", "OK")
-        } else if Mounts.isMountPoint(staging) {
-            throw CSIVolumeError("driver \(driver) is not registered on the node, and \(staging) is still mounted")
-        }
-        guard !Mounts.isMountPoint(staging) else { throw CSIVolumeError("\(staging) is still mounted after NodeUnstageVolume") }
-        rmdir(staging)
-        unlink(dir + "/vol_data.json")
-        rmdir(dir)
+        var req = Csi_V1_NodeUnstageVolumeRequest()
+        req.volumeID = handle
+        req.stagingTargetPath = staging
+        let r = req
+        try await undo("unstage", mountPath: staging, recordDirectory: dir, driver: driver) { c, o in _ = try await c.nodeUnstageVolume(r, options: o) }
     }
 }
 
