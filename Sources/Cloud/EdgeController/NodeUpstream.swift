@@ -113,9 +113,10 @@ public struct NodeUpstream: Sendable {
         let nodeObject = try await client.get(ResourceType.nodes, namespace: nil, name: node)
         var ids: [String: JSON] = [:]
         for d in drivers { ids[d.name] = .string(d.nodeID) }
-        let annotation = String(decoding: JSON.object(ids).serialized(), as: UTF8.self)
+        // No drivers: no annotation (a node without CSI plugins is not written to on every connect).
+        let annotation: String? = drivers.isEmpty ? nil : String(decoding: JSON.object(ids).serialized(), as: UTF8.self)
         if nodeObject["metadata"]["annotations"][Storage.Keys.csiNodeIDs].stringValue != annotation {
-            let patch: JSON = ["metadata": ["annotations": [Storage.Keys.csiNodeIDs: drivers.isEmpty ? .null : .string(annotation)]]]
+            let patch: JSON = ["metadata": ["annotations": [Storage.Keys.csiNodeIDs: annotation.map { .string($0) } ?? .null]]]
             _ = try await client.patch(ResourceType.nodes, namespace: nil, name: node, patch, fieldManager: Self.manager)
         }
         var object: JSON = ["apiVersion": "storage.k8s.io/v1", "kind": "CSINode",

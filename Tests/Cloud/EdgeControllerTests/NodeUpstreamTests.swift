@@ -139,3 +139,32 @@ import TestSupport
         #expect(made.withLock { $0.count } == 1)
     }
 }
+
+@Suite struct CSINodeReportTests {
+    @Test func driversBecomeTheCSINodeAndTheNodeIDAnnotationAndNoDriversWriteNothingToTheNode() async throws {
+        let c = InMemoryKubeClient()
+        c.register(ResourceType.csiNodes)
+        _ = c.seed(ResourceType.nodes, Fixtures.edgeNode("edge-1"))
+        var logger = Logger(label: "csinode-test")
+        logger.logLevel = .critical
+        let u = NodeUpstream(client: c, logger: logger, inventory: { _, _, _, _, _ in })
+        func report(_ drivers: JSON) throws -> UpstreamReport {
+            try #require(try UpstreamReport(Message(route: Route(source: "edged", group: "resource", operation: .update, resource: "null/csinode/edge-1"),
+                                                    content: ["metadata": ["name": "edge-1"], "spec": ["drivers": drivers]])))
+        }
+        // A node without plugins reports on every connect: the CSINode exists, the Node is not written.
+        await u.handle(node: "edge-1", try report([]))
+        await u.handle(node: "edge-1", try report([]))
+        #expect(c.calls("patch", ResourceType.nodes).isEmpty)
+        #expect(c.object(ResourceType.csiNodes, name: "edge-1")?["spec"]["drivers"] == [])
+        // A driver registers: the annotation and the CSINode's drivers; reported again: no change.
+        await u.handle(node: "edge-1", try report([["name": "lp.test", "nodeID": "edge-1", "topologyKeys": ["kubernetes.io/hostname"]]]))
+        await u.handle(node: "edge-1", try report([["name": "lp.test", "nodeID": "edge-1", "topologyKeys": ["kubernetes.io/hostname"]]]))
+        #expect(c.calls("patch", ResourceType.nodes).count == 1)
+        #expect(c.object(ResourceType.nodes, name: "edge-1")?["metadata"]["annotations"][Storage.Keys.csiNodeIDs] == #"{"lp.test":"edge-1"}"#)
+        #expect(c.object(ResourceType.csiNodes, name: "edge-1")?["spec"]["drivers"].arrayValue?.first?["name"] == "lp.test")
+        // It goes: the annotation goes too.
+        await u.handle(node: "edge-1", try report([]))
+        #expect(c.object(ResourceType.nodes, name: "edge-1")?["metadata"]["annotations"][Storage.Keys.csiNodeIDs].isNull == true)
+    }
+}
